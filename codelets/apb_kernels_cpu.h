@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief The CPU compute kernels behind the codelets, callable directly (tests, reference paths). */
+#ifndef APB_KERNELS_CPU_H
+#define APB_KERNELS_CPU_H
+
+#include <stdint.h>
+
+void apb_rmsnorm_f32(float *out, const float *x, const float *w, int n, float eps);
+/* out (rows x n_out, ld_out) = in (rows x n_in, ld_in) W^T (+bias) (+ out when accumulate) */
+void apb_linear_f32(float *out, int ld_out, const float *in, int ld_in, const float *w,
+                    const float *bias, int rows, int n_in, int n_out, int accumulate);
+/* Rotate-half RoPE on one row of n_heads heads: x[h*d + i], x[h*d + i + d/2]. */
+void apb_rope_row_f32(float *x, int n_heads, int head_dim, const float *cos_t, const float *sin_t);
+void apb_rope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, int pos);
+/* o (n_q x H*d), lse (n_q x H); see apb_insert_attention for the visibility rule. */
+struct _apb_attn_seg_cpu {
+    const float *k, *v;
+    int ld;            /* row stride of k and v (elements) */
+    int len, coord0, causal, min_q_coord;
+};
+void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
+                       const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
+                       int n_kv_heads, int head_dim, float *o, int ld_o, float *lse, int ld_lse);
+/* Returns the sampled token id; u is a uniform number in [0, 1). */
+int apb_sample_f32(const float *logits, int n, float temperature, float top_p, double u);
+uint64_t apb_rng_u64(uint64_t seed, uint64_t counter);
+
+#endif

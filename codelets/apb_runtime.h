@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief The runtime layer: StarPU start/stop, data handles, and one insert wrapper per op.
+ *
+ * graph/ builds task graphs only through this header (Chameleon's INSERT_TASK layering): it never
+ * calls starpu_* itself. Every wrapper sets the task name (`<op>-<layer>-h<host>`), priority and
+ * flop count. Activations are registered without host memory (StarPU allocates them where the first
+ * writer runs); weights are registered once over the loaded arrays, read-only.
+ *
+ * Matrices are row-major: a (rows x cols) tile is a StarPU matrix with nx = cols, ny = rows.
+ */
+#ifndef APB_RUNTIME_H
+#define APB_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <starpu.h>
+
+#include "common/apb_error.h"
+
+typedef starpu_data_handle_t apb_handle;
+
+/* ------------------------------------------------------------------ runtime */
+typedef struct apb_runtime_opts {
+    const char *sched;     /* StarPU policy name, or one of ours; NULL = STARPU_SCHED or "lws" */
+    int ncpus;             /* CPU workers; -1 = StarPU default */
+    int ncuda;             /* CUDA workers; -1 = StarPU default, 0 = none */
+    int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics) */
+} apb_runtime_opts;
+
+int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err);
+void apb_runtime_shutdown(void);
+int apb_runtime_wait_all(apb_err *err);       /* starpu_task_wait_for_all */
+const char *apb_runtime_sched_name(void);
+int apb_runtime_pending(void);                /* submitted tasks not yet completed */
+int apb_runtime_nworkers(void);
+
+/* Per-op execution time accounting (sum over tasks, ns), filled by every codelet body. */
+enum apb_op {
+    APB_OP_EMBED, APB_OP_RMSNORM, APB_OP_QKV, APB_OP_ROPE, APB_OP_ATTENTION, APB_OP_LINEAR,
+    APB_OP_MLP, APB_OP_LOGITS, APB_OP_SAMPLE, APB_OP_KV_APPEND, APB_OP_COUNT
+};
+typedef struct apb_op_stats {
+    double ns[APB_OP_COUNT];
+    long long ntasks[APB_OP_COUNT];
+    double flops[APB_OP_COUNT];
+} apb_op_stats;
+void apb_op_stats_get(apb_op_stats *out);
+void apb_op_stats_reset(void);
+const char *apb_op_name(enum apb_op op);
+
+/* ------------------------------------------------------------------ data */
+/* A (rows x cols) tile of elemsize-byte elements, memory allocated lazily by StarPU. */
+apb_handle apb_tile_new(int rows, int cols, size_t elemsize);
+/* A tile over existing host memory (row-major, ld = cols); data must outlive the handle. */
+apb_handle apb_tile_from(void *data, int rows, int cols, size_t elemsize);
+/* Unregisters after all submitted tasks using it finished; memory is freed (lazy tiles) or the
+ * content written back to the host buffer (apb_tile_from). Never blocks. */
+void apb_handle_free(apb_handle h);
+/* Tells StarPU the data will not be read again soon (lets it evict the copy). */
+void apb_handle_wont_use(apb_handle h);
+/* Blocking unregister (waits for the tasks using h); for memory the caller frees right after. */
+void apb_handle_free_now(apb_handle h);
+int apb_tile_rows(apb_handle h);
+int apb_tile_cols(apb_handle h);
+/* Blocks until the handle is readable on the host and copies rows x cols out (row-major). */
+int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err);
+
+/* ------------------------------------------------------------------ tasks
+ * `layer` and `host` only name the task (`<op>-<layer>-h<host>`) and pick its priority; -1 omits. */
+typedef struct apb_task_tag {
+    int layer, host, prio;
+} apb_task_tag;
+
+/* x (n x dim) = embed[ids[i]] ; ids is an int32 tile (n x 1). */
+int apb_insert_embed(apb_handle ids, apb_handle embed, apb_handle x, apb_task_tag tag);
+/* out = x / rms(x) * w (rows independently). */
+int apb_insert_rmsnorm(apb_handle x, apb_handle w, apb_handle out, float eps, apb_task_tag tag);
+/* q = xn Wq^T (+bq), k = xn Wk^T (+bk), v = xn Wv^T (+bv); biases may be NULL. */
+int apb_insert_qkv(apb_handle xn, apb_handle wq, apb_handle wk, apb_handle wv,
+                   apb_handle bq, apb_handle bk, apb_handle bv,
+                   apb_handle q, apb_handle k, apb_handle v, apb_task_tag tag);
+/* Rotate-half RoPE in place on q (n x H*d) and k (n x Hk*d); row i has position pos0 + i.
+ * inv_freq is a (1 x d/2) fp32 tile. k may be NULL. */
+int apb_insert_rope(apb_handle q, apb_handle k, apb_handle inv_freq, int pos0, int head_dim,
+                    apb_task_tag tag);
+/* out (+)= in W^T (+ bias): accumulate != 0 adds into out (residual). bias may be NULL. */
+int apb_insert_linear(apb_handle in, apb_handle w, apb_handle bias, apb_handle out, int accumulate,
+                      apb_task_tag tag);
+/* x += down(silu(gate(xn)) * up(xn)). */
+int apb_insert_mlp(apb_handle xn, apb_handle w_gate, apb_handle w_up, apb_handle w_down,
+                   apb_handle x, apb_task_tag tag);
+/* logits (n x vocab) = rmsnorm(x[row0 .. row0+n)) lm_head^T. */
+int apb_insert_logits(apb_handle x, int row0, int n, apb_handle norm_w, apb_handle lm_head,
+                      apb_handle logits, float eps, apb_task_tag tag);
+/* token (1 x 1 int32) = sample(logits row `row`): greedy when temperature <= 0, else
+ * temperature + top-p (nucleus) with a counter-based RNG (seed, step) so runs are reproducible. */
+int apb_insert_sample(apb_handle logits, int row, apb_handle token, float temperature, float top_p,
+                      uint64_t seed, uint64_t step, apb_task_tag tag);
+/* Copies rows [0, n) of k and v into rows [dst_row, dst_row + n) of the cache tiles. */
+int apb_insert_kv_append(apb_handle k, apb_handle v, apb_handle kc, apb_handle vc, int dst_row,
+                         apb_task_tag tag);
+
+/* Attention over a list of KV segments. Query row i has coordinate q_coord0 + i. Key j of a
+ * segment has coordinate coord0 + j. A key is visible to a query row iff
+ *   q_coord >= min_q_coord  and  (!causal or coord0 + j <= q_coord)   and j < len.
+ * This expresses full causal attention (one coordinate system), APB (passing segments are
+ * non-causal with min_q_coord = anchor length, so anchor rows skip them), Star, ring and
+ * the non-causal merge-decode of non-last hosts. Writes o (n x H*d) and lse (n x H), the
+ * natural log-sum-exp of the scaled scores; rows that see no key get o = 0, lse = -inf. */
+typedef struct apb_attn_seg {
+    apb_handle k, v;       /* (rows >= len) x (Hk*d) */
+    int len;
+    int coord0;
+    int causal;
+    int min_q_coord;
+} apb_attn_seg;
+
+int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
+                         int n_heads, int n_kv_heads, int head_dim, apb_handle o, apb_handle lse,
+                         apb_task_tag tag);
+
+#endif

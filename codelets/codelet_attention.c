@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Attention over KV segments (flash-attention style online softmax on the CPU).
+ *
+ * One task handles one query tile and all heads. For each KV head, the G = H/Hk query heads of
+ * its group are stacked row-interleaved (row i*G + g), so one SGEMM per key chunk serves the whole
+ * group and causal chunks skip the rows that see none of their keys. Scores come from
+ * S = (Q/sqrt(d)) K^T, the softmax is streamed chunk by chunk (running max m, sum l), and the
+ * output accumulates P V with beta = 1. The log-sum-exp of every row is returned so that partial
+ * results over disjoint key sets can be merged exactly (ring attention, APB decode).
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "codelets/apb_kernels_cpu.h"
+#include "codelets/codelet_common.h"
+
+enum { _APB_ATTN_KC = 128 };
+
+/* exp(x) for x <= 0, written so GCC vectorizes it (rel. error < 2e-7 on [-87, 0]). Round-to-nearest
+ * uses the 1.5*2^23 trick instead of rintf so no libm call blocks vectorization. */
+static inline float _apb_exp_neg(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    float t = x * 1.44269504088896341f;
+    float n = (t + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    return p * s;
+}
+
+void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
+                       const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
+                       int n_kv_heads, int head_dim, float *o, int ld_o, float *lse, int ld_lse)
+{
+    const int d = head_dim, G = n_heads / n_kv_heads, R = n_q * G, KC = _APB_ATTN_KC;
+    const float scale = 1.0f / sqrtf((float)d);
+    float *qs = malloc(sizeof(float) * (size_t)R * d);
+    float *acc = malloc(sizeof(float) * (size_t)R * d);
+    float *S = malloc(sizeof(float) * (size_t)R * KC);
+    float *m = malloc(sizeof(float) * (size_t)R);
+    float *l = malloc(sizeof(float) * (size_t)R);
+    if (!qs || !acc || !S || !m || !l) {
+        /* Cannot signal from a codelet: poison the output so the error is visible downstream. */
+        for (int i = 0; i < n_q; i++)
+            for (int c = 0; c < n_heads * d; c++)
+                o[(size_t)i * ld_o + c] = NAN;
+        goto out;
+    }
+    for (int kvh = 0; kvh < n_kv_heads; kvh++) {
+        for (int i = 0; i < n_q; i++)
+            for (int g = 0; g < G; g++) {
+                const float *src = q + (size_t)i * ld_q + (size_t)(kvh * G + g) * d;
+                float *dst = qs + (size_t)(i * G + g) * d;
+                for (int c = 0; c < d; c++)
+                    dst[c] = src[c] * scale;
+            }
+        memset(acc, 0, sizeof(float) * (size_t)R * d);
+        for (int r = 0; r < R; r++) {
+            m[r] = -INFINITY;
+            l[r] = 0.0f;
+        }
+        for (int s = 0; s < n_segs; s++) {
+            const struct _apb_attn_seg_cpu *sg = &segs[s];
+            for (int j0 = 0; j0 < sg->len; j0 += KC) {
+                int kc = sg->len - j0 < KC ? sg->len - j0 : KC;
+                long lo = sg->min_q_coord;
+                if (sg->causal && (long)sg->coord0 + j0 > lo)
+                    lo = (long)sg->coord0 + j0;
+                long i0 = lo - q_coord0;
+                if (i0 < 0)
+                    i0 = 0;
+                if (i0 >= n_q) {
+                    if (sg->causal)
+                        break; /* later chunks are later still */
+                    continue;
+                }
+                int r0 = (int)i0 * G, nr = R - r0;
+                const float *kp = sg->k + (size_t)j0 * sg->ld + (size_t)kvh * d;
+                const float *vp = sg->v + (size_t)j0 * sg->ld + (size_t)kvh * d;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kc, d, 1.0f,
+                            qs + (size_t)r0 * d, d, kp, sg->ld, 0.0f, S, KC);
+                for (int rr = 0; rr < nr; rr++) {
+                    int r = r0 + rr;
+                    long qc = (long)q_coord0 + r / G;
+                    int nvis = kc;
+                    if (sg->causal && qc - sg->coord0 - j0 + 1 < nvis)
+                        nvis = (int)(qc - sg->coord0 - j0 + 1);
+                    float *srow = S + (size_t)rr * KC;
+                    float mx = m[r];
+                    for (int j = 0; j < nvis; j++)
+                        mx = srow[j] > mx ? srow[j] : mx;
+                    float alpha = m[r] == -INFINITY ? 0.0f : _apb_exp_neg(m[r] - mx);
+                    float sum = 0.0f;
+                    for (int j = 0; j < nvis; j++) {
+                        float p = _apb_exp_neg(srow[j] - mx);
+                        srow[j] = p;
+                        sum += p;
+                    }
+                    for (int j = nvis; j < kc; j++)
+                        srow[j] = 0.0f;
+                    l[r] = l[r] * alpha + sum;
+                    m[r] = mx;
+                    if (alpha != 1.0f) {
+                        float *arow = acc + (size_t)r * d;
+                        for (int c = 0; c < d; c++)
+                            arow[c] *= alpha;
+                    }
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, kc, 1.0f, S, KC, vp,
+                            sg->ld, 1.0f, acc + (size_t)r0 * d, d);
+            }
+        }
+        for (int i = 0; i < n_q; i++)
+            for (int g = 0; g < G; g++) {
+                int r = i * G + g, h = kvh * G + g;
+                float *dst = o + (size_t)i * ld_o + (size_t)h * d;
+                if (l[r] > 0.0f) {
+                    float inv = 1.0f / l[r];
+                    for (int c = 0; c < d; c++)
+                        dst[c] = acc[(size_t)r * d + c] * inv;
+                    lse[(size_t)i * ld_lse + h] = m[r] + logf(l[r]);
+                } else {
+                    memset(dst, 0, sizeof(float) * d);
+                    lse[(size_t)i * ld_lse + h] = -INFINITY;
+                }
+            }
+    }
+out:
+    free(qs);
+    free(acc);
+    free(S);
+    free(m);
+    free(l);
+}
+
+/* ------------------------------------------------------------------ codelet */
+struct _apb_attn_args {
+    int q_coord0, n_heads, n_kv_heads, head_dim, n_segs;
+    struct {
+        int len, coord0, causal, min_q_coord;
+    } seg[];
+};
+
+static void _apb_attention_cpu(void *buffers[], void *cl_arg)
+{
+    double t0 = _apb_now_ns();
+    const struct _apb_attn_args *a = cl_arg;
+    struct _apb_attn_seg_cpu segs_local[16];
+    struct _apb_attn_seg_cpu *segs = a->n_segs <= 16 ? segs_local : malloc(sizeof *segs * a->n_segs);
+    double flops = 0;
+    int n_q = _APB_ROWS(buffers[0]);
+    for (int s = 0; s < a->n_segs; s++) {
+        void *kb = buffers[1 + 2 * s], *vb = buffers[2 + 2 * s];
+        segs[s] = (struct _apb_attn_seg_cpu){
+            .k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb), .len = a->seg[s].len,
+            .coord0 = a->seg[s].coord0, .causal = a->seg[s].causal,
+            .min_q_coord = a->seg[s].min_q_coord};
+        (void)vb;
+    }
+    void *ob = buffers[1 + 2 * a->n_segs], *lb = buffers[2 + 2 * a->n_segs];
+    apb_attention_f32(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs, a->n_segs,
+                      a->n_heads, a->n_kv_heads, a->head_dim, _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb),
+                      _APB_LD(lb));
+    for (int s = 0; s < a->n_segs; s++)
+        flops += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim; /* upper bound, unmasked */
+    if (segs != segs_local)
+        free(segs);
+    _apb_op_account(APB_OP_ATTENTION, t0, flops);
+}
+
+/* Cost follows (query rows x visible keys): a regression on that product. */
+static size_t _apb_attention_size_base(struct starpu_task *task, unsigned nimpl)
+{
+    (void)nimpl;
+    const struct _apb_attn_args *a = task->cl_arg;
+    size_t keys = 0;
+    for (int s = 0; s < a->n_segs; s++)
+        keys += (size_t)a->seg[s].len;
+    return keys * starpu_matrix_get_ny(STARPU_TASK_GET_HANDLE(task, 0)) * (size_t)a->n_heads;
+}
+
+static struct starpu_perfmodel _apb_attention_model = {
+    .type = STARPU_REGRESSION_BASED,
+    .symbol = "apb_attention",
+    .size_base = _apb_attention_size_base,
+};
+
+static struct starpu_codelet _apb_attention_cl = {
+    .cpu_funcs = {_apb_attention_cpu},
+    .cpu_funcs_name = {"_apb_attention_cpu"},
+    .nbuffers = STARPU_VARIABLE_NBUFFERS,
+    .model = &_apb_attention_model,
+    .name = "attention",
+};
+
+int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
+                         int n_heads, int n_kv_heads, int head_dim, apb_handle o, apb_handle lse,
+                         apb_task_tag tag)
+{
+    if (n_segs < 0 || n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 ||
+        apb_tile_cols(q) != n_heads * head_dim || apb_tile_cols(o) != n_heads * head_dim ||
+        apb_tile_cols(lse) != n_heads || apb_tile_rows(o) != apb_tile_rows(q))
+        return -EINVAL;
+    size_t asz = sizeof(struct _apb_attn_args) + (size_t)n_segs * 4 * sizeof(int);
+    struct _apb_attn_args *a = malloc(asz);
+    struct starpu_data_descr *d = malloc(sizeof *d * (size_t)(3 + 2 * n_segs));
+    if (!a || !d) {
+        free(a);
+        free(d);
+        return -ENOMEM;
+    }
+    *a = (struct _apb_attn_args){.q_coord0 = q_coord0, .n_heads = n_heads, .n_kv_heads = n_kv_heads,
+                                 .head_dim = head_dim, .n_segs = n_segs};
+    int nd = 0;
+    double flops = 0;
+    d[nd++] = (struct starpu_data_descr){q, STARPU_R};
+    for (int s = 0; s < n_segs; s++) {
+        if (segs[s].len < 0 || segs[s].len > apb_tile_rows(segs[s].k) ||
+            apb_tile_cols(segs[s].k) != n_kv_heads * head_dim) {
+            free(a);
+            free(d);
+            return -EINVAL;
+        }
+        a->seg[s].len = segs[s].len;
+        a->seg[s].coord0 = segs[s].coord0;
+        a->seg[s].causal = segs[s].causal;
+        a->seg[s].min_q_coord = segs[s].min_q_coord;
+        d[nd++] = (struct starpu_data_descr){segs[s].k, STARPU_R};
+        d[nd++] = (struct starpu_data_descr){segs[s].v, STARPU_R};
+        flops += 4.0 * apb_tile_rows(q) * segs[s].len * n_heads * head_dim;
+    }
+    d[nd++] = (struct starpu_data_descr){o, STARPU_W};
+    d[nd++] = (struct starpu_data_descr){lse, STARPU_W};
+    int ret = starpu_task_insert(&_apb_attention_cl, STARPU_DATA_MODE_ARRAY, d, nd,
+                                 STARPU_CL_ARGS, a, asz, STARPU_PRIORITY, tag.prio,
+                                 STARPU_FLOPS, flops, STARPU_NAME, _apb_task_name("attention", tag), 0);
+    free(d);
+    return _apb_insert_check(ret, "attention");
+}

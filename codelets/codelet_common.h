@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief Internal helpers shared by the codelet files (not part of the public API). */
+#ifndef APB_CODELET_COMMON_H
+#define APB_CODELET_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codelets/apb_runtime.h"
+
+/* Row-major views of StarPU matrix buffers. */
+#define _APB_PTR(buf) ((void *)STARPU_MATRIX_GET_PTR(buf))
+#define _APB_ROWS(buf) ((int)STARPU_MATRIX_GET_NY(buf))
+#define _APB_COLS(buf) ((int)STARPU_MATRIX_GET_NX(buf))
+#define _APB_LD(buf) ((int)STARPU_MATRIX_GET_LD(buf))
+
+static inline double _apb_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+/* Adds one task's execution time (and flops) to the per-op totals. */
+void _apb_op_account(enum apb_op op, double t0_ns, double flops);
+
+/* Fills name with "<op>-<layer>-h<host>" (parts < 0 omitted); returns a strdup'd string that
+ * StarPU frees with the task (we set task->name through STARPU_NAME + a pool below). */
+const char *_apb_task_name(const char *op, apb_task_tag tag);
+
+/* Runs a prepared starpu_task_insert result check. */
+static inline int _apb_insert_check(int ret, const char *op)
+{
+    if (ret != 0)
+        fprintf(stderr, "apb: submitting %s failed: %s\n", op, ret == -ENODEV ? "no worker can run it" : "StarPU error");
+    return ret;
+}
+
+/* A malloc'd copy of a codelet argument struct, for STARPU_CL_ARGS (StarPU frees it with the task).
+ * STARPU_VALUE is not used: it packs arguments in StarPU's own format, needing unpack calls. */
+static inline void *_apb_args_dup(const void *a, size_t n)
+{
+    void *p = malloc(n);
+    if (p)
+        memcpy(p, a, n);
+    return p;
+}
+
+/* OpenBLAS: one thread per task, StarPU provides the parallelism across tiles. */
+void _apb_blas_single_thread(void);
+
+#endif

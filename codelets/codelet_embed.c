@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief Token embedding lookup: x[i] = embed[ids[i]]. */
+#include <string.h>
+
+#include "codelets/codelet_common.h"
+
+static void _apb_embed_cpu(void *buffers[], void *cl_arg)
+{
+    (void)cl_arg;
+    double t0 = _apb_now_ns();
+    const int32_t *ids = _APB_PTR(buffers[0]);
+    int n = _APB_ROWS(buffers[0]);
+    const float *emb = _APB_PTR(buffers[1]);
+    int vocab = _APB_ROWS(buffers[1]), dim = _APB_COLS(buffers[1]);
+    float *x = _APB_PTR(buffers[2]);
+    int ldx = _APB_LD(buffers[2]);
+    for (int i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || id >= vocab) /* validated before submission; never read out of bounds */
+            memset(x + (size_t)i * ldx, 0, sizeof(float) * dim);
+        else
+            memcpy(x + (size_t)i * ldx, emb + (size_t)id * dim, sizeof(float) * dim);
+    }
+    _apb_op_account(APB_OP_EMBED, t0, 0);
+}
+
+static struct starpu_perfmodel _apb_embed_model = {
+    .type = STARPU_HISTORY_BASED,
+    .symbol = "apb_embed",
+};
+
+static struct starpu_codelet _apb_embed_cl = {
+    .cpu_funcs = {_apb_embed_cpu},
+    .cpu_funcs_name = {"_apb_embed_cpu"},
+    .nbuffers = 3,
+    .modes = {STARPU_R, STARPU_R, STARPU_W},
+    .model = &_apb_embed_model,
+    .name = "embed",
+};
+
+int apb_insert_embed(apb_handle ids, apb_handle embed, apb_handle x, apb_task_tag tag)
+{
+    return _apb_insert_check(
+        starpu_task_insert(&_apb_embed_cl, STARPU_R, ids, STARPU_R, embed, STARPU_W, x,
+                           STARPU_PRIORITY, tag.prio, STARPU_NAME, _apb_task_name("embed", tag), 0),
+        "embed");
+}

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief Rotate-half RoPE (HF layout) in place on q and k; row i has position pos0 + i. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "codelets/apb_kernels_cpu.h"
+#include "codelets/codelet_common.h"
+
+struct _apb_rope_args {
+    int pos0;
+    int head_dim;
+    int has_k;
+};
+
+void apb_rope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, int pos)
+{
+    for (int i = 0; i < half; i++) {
+        /* angle in double: positions reach 10^6 and fp32 products would lose the phase */
+        double ang = (double)pos * (double)inv_freq[i];
+        cos_t[i] = (float)cos(ang);
+        sin_t[i] = (float)sin(ang);
+    }
+}
+
+void apb_rope_row_f32(float *x, int n_heads, int head_dim, const float *cos_t, const float *sin_t)
+{
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *xh = x + (size_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            float a = xh[i], b = xh[i + half];
+            xh[i] = a * cos_t[i] - b * sin_t[i];
+            xh[i + half] = b * cos_t[i] + a * sin_t[i];
+        }
+    }
+}
+
+static void _apb_rope_cpu(void *buffers[], void *cl_arg)
+{
+    double t0 = _apb_now_ns();
+    const struct _apb_rope_args *a = cl_arg;
+    int d = a->head_dim, half = d / 2;
+    const float *inv_freq = _APB_PTR(buffers[0]);
+    float *q = _APB_PTR(buffers[1]);
+    int rows = _APB_ROWS(buffers[1]), ldq = _APB_LD(buffers[1]), hq = _APB_COLS(buffers[1]) / d;
+    float *k = a->has_k ? _APB_PTR(buffers[2]) : NULL;
+    int ldk = a->has_k ? _APB_LD(buffers[2]) : 0, hk = a->has_k ? _APB_COLS(buffers[2]) / d : 0;
+    float cs[512], sn[512]; /* head_dim <= 1024 is checked at insert */
+    for (int i = 0; i < rows; i++) {
+        apb_rope_table(cs, sn, inv_freq, half, a->pos0 + i);
+        apb_rope_row_f32(q + (size_t)i * ldq, hq, d, cs, sn);
+        if (k)
+            apb_rope_row_f32(k + (size_t)i * ldk, hk, d, cs, sn);
+    }
+    _apb_op_account(APB_OP_ROPE, t0, 6.0 * rows * (hq + hk) * half);
+}
+
+static struct starpu_perfmodel _apb_rope_model = {
+    .type = STARPU_HISTORY_BASED,
+    .symbol = "apb_rope",
+};
+
+static struct starpu_codelet _apb_rope_cl = {
+    .cpu_funcs = {_apb_rope_cpu},
+    .cpu_funcs_name = {"_apb_rope_cpu"},
+    .nbuffers = STARPU_VARIABLE_NBUFFERS,
+    .model = &_apb_rope_model,
+    .name = "rope",
+};
+
+int apb_insert_rope(apb_handle q, apb_handle k, apb_handle inv_freq, int pos0, int head_dim,
+                    apb_task_tag tag)
+{
+    if (head_dim <= 0 || head_dim > 1024 || head_dim % 2)
+        return -EINVAL;
+    struct _apb_rope_args a = {.pos0 = pos0, .head_dim = head_dim, .has_k = k != NULL};
+    struct starpu_data_descr d[3] = {{inv_freq, STARPU_R}, {q, STARPU_RW}, {k, STARPU_RW}};
+    return _apb_insert_check(
+        starpu_task_insert(&_apb_rope_cl, STARPU_DATA_MODE_ARRAY, d, k ? 3 : 2, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio,
+                           STARPU_NAME, _apb_task_name("rope", tag), 0),
+        "rope");
+}

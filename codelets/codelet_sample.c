@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief Token sampling: greedy (argmax) or temperature + top-p (nucleus). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "codelets/apb_kernels_cpu.h"
+#include "codelets/codelet_common.h"
+
+struct _apb_sample_args {
+    int row;
+    float temperature, top_p;
+    uint64_t seed, step;
+};
+
+/* splitmix64 of (seed, counter): reproducible per step whatever the worker or the order. */
+uint64_t apb_rng_u64(uint64_t seed, uint64_t counter)
+{
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (counter + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+struct _apb_prob { float p; int id; };
+
+static int _apb_prob_desc(const void *a, const void *b)
+{
+    const struct _apb_prob *x = a, *y = b;
+    if (x->p != y->p)
+        return x->p < y->p ? 1 : -1;
+    return x->id - y->id;
+}
+
+int apb_sample_f32(const float *logits, int n, float temperature, float top_p, double u)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > logits[best])
+            best = i;
+    if (!(temperature > 0.0f))
+        return best;
+    struct _apb_prob *pr = malloc(sizeof *pr * (size_t)n);
+    if (!pr)
+        return best; /* out of memory: degrade to greedy rather than fail the run */
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        pr[i].p = (float)exp(((double)logits[i] - logits[best]) / temperature);
+        pr[i].id = i;
+        sum += pr[i].p;
+    }
+    qsort(pr, (size_t)n, sizeof *pr, _apb_prob_desc);
+    double keep = (top_p > 0.0f && top_p < 1.0f) ? top_p * sum : sum, cum = 0.0;
+    int m = 0;
+    while (m < n && (m == 0 || cum < keep))
+        cum += pr[m++].p;
+    double target = u * cum, acc = 0.0;
+    int id = pr[m - 1].id;
+    for (int i = 0; i < m; i++) {
+        acc += pr[i].p;
+        if (acc > target) {
+            id = pr[i].id;
+            break;
+        }
+    }
+    free(pr);
+    return id;
+}
+
+static void _apb_sample_cpu(void *buffers[], void *cl_arg)
+{
+    double t0 = _apb_now_ns();
+    const struct _apb_sample_args *a = cl_arg;
+    const float *logits = (const float *)_APB_PTR(buffers[0]) + (size_t)a->row * _APB_LD(buffers[0]);
+    int n = _APB_COLS(buffers[0]);
+    int32_t *tok = _APB_PTR(buffers[1]);
+    double u = (apb_rng_u64(a->seed, a->step) >> 11) * 0x1.0p-53;
+    tok[0] = apb_sample_f32(logits, n, a->temperature, a->top_p, u);
+    _apb_op_account(APB_OP_SAMPLE, t0, 0);
+}
+
+static struct starpu_perfmodel _apb_sample_model = {
+    .type = STARPU_HISTORY_BASED,
+    .symbol = "apb_sample",
+};
+
+static struct starpu_codelet _apb_sample_cl = {
+    .cpu_funcs = {_apb_sample_cpu},
+    .cpu_funcs_name = {"_apb_sample_cpu"},
+    .nbuffers = 2,
+    .modes = {STARPU_R, STARPU_W},
+    .model = &_apb_sample_model,
+    .name = "sample",
+};
+
+int apb_insert_sample(apb_handle logits, int row, apb_handle token, float temperature, float top_p,
+                      uint64_t seed, uint64_t step, apb_task_tag tag)
+{
+    if (row < 0 || row >= apb_tile_rows(logits))
+        return -EINVAL;
+    struct _apb_sample_args a = {.row = row, .temperature = temperature, .top_p = top_p,
+                                 .seed = seed, .step = step};
+    return _apb_insert_check(
+        starpu_task_insert(&_apb_sample_cl, STARPU_R, logits, STARPU_W, token, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio,
+                           STARPU_NAME, _apb_task_name("sample", tag), 0),
+        "sample");
+}

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief StarPU start/stop, data handles, task names and per-op accounting. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codelets/codelet_common.h"
+
+/* cblas from OpenBLAS; declared here to avoid a hard dependency on its extension header. */
+extern void openblas_set_num_threads(int n);
+
+static char _apb_sched[64];
+static _Atomic long long _apb_op_ns[APB_OP_COUNT];
+static _Atomic long long _apb_op_ntasks[APB_OP_COUNT];
+static _Atomic long long _apb_op_mflops[APB_OP_COUNT];
+
+/* Task names must outlive the task; they are interned in a small table (names repeat per layer). */
+#define _APB_NAME_BUCKETS 4096
+struct _apb_name { struct _apb_name *next; char s[]; };
+static struct _apb_name *_apb_names[_APB_NAME_BUCKETS];
+static starpu_pthread_mutex_t _apb_names_lock = STARPU_PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const _apb_op_names[APB_OP_COUNT] = {
+    "embed", "rmsnorm", "qkv", "rope", "attention", "linear", "mlp", "logits", "sample", "kv_append",
+};
+
+const char *apb_op_name(enum apb_op op) { return op < APB_OP_COUNT ? _apb_op_names[op] : "?"; }
+
+void _apb_op_account(enum apb_op op, double t0_ns, double flops)
+{
+    atomic_fetch_add(&_apb_op_ns[op], (long long)(_apb_now_ns() - t0_ns));
+    atomic_fetch_add(&_apb_op_ntasks[op], 1);
+    atomic_fetch_add(&_apb_op_mflops[op], (long long)(flops * 1e-6));
+}
+
+void apb_op_stats_get(apb_op_stats *out)
+{
+    for (int i = 0; i < APB_OP_COUNT; i++) {
+        out->ns[i] = (double)atomic_load(&_apb_op_ns[i]);
+        out->ntasks[i] = atomic_load(&_apb_op_ntasks[i]);
+        out->flops[i] = (double)atomic_load(&_apb_op_mflops[i]) * 1e6;
+    }
+}
+
+void apb_op_stats_reset(void)
+{
+    for (int i = 0; i < APB_OP_COUNT; i++) {
+        atomic_store(&_apb_op_ns[i], 0);
+        atomic_store(&_apb_op_ntasks[i], 0);
+        atomic_store(&_apb_op_mflops[i], 0);
+    }
+}
+
+const char *_apb_task_name(const char *op, apb_task_tag tag)
+{
+    char buf[96];
+    int n = snprintf(buf, sizeof buf, "%s", op);
+    if (tag.layer >= 0)
+        n += snprintf(buf + n, sizeof buf - n, "-%d", tag.layer);
+    if (tag.host >= 0)
+        snprintf(buf + n, sizeof buf - n, "-h%d", tag.host);
+    unsigned h = 2166136261u;
+    for (const char *p = buf; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h %= _APB_NAME_BUCKETS;
+    STARPU_PTHREAD_MUTEX_LOCK(&_apb_names_lock);
+    struct _apb_name *e;
+    for (e = _apb_names[h]; e; e = e->next)
+        if (strcmp(e->s, buf) == 0)
+            break;
+    if (!e) {
+        size_t len = strlen(buf) + 1;
+        e = malloc(sizeof *e + len);
+        if (e) {
+            memcpy(e->s, buf, len);
+            e->next = _apb_names[h];
+            _apb_names[h] = e;
+        }
+    }
+    STARPU_PTHREAD_MUTEX_UNLOCK(&_apb_names_lock);
+    return e ? e->s : op;
+}
+
+void _apb_blas_single_thread(void) { openblas_set_num_threads(1); }
+
+int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
+{
+    struct starpu_conf conf;
+    starpu_conf_init(&conf);
+    const char *sched = opts && opts->sched ? opts->sched : NULL;
+    if (!sched && !getenv("STARPU_SCHED"))
+        sched = "lws";
+    if (sched)
+        conf.sched_policy_name = sched;
+    if (opts && opts->ncpus >= 0)
+        conf.ncpus = opts->ncpus;
+    if (opts && opts->ncuda >= 0)
+        conf.ncuda = opts->ncuda;
+    if (opts && opts->calibrate)
+        conf.calibrate = opts->calibrate;
+    conf.nopencl = 0;
+    /* StarPU prints a line per unknown policy and falls back; reject unknown names ourselves. */
+    if (sched) {
+        int found = 0;
+        for (struct starpu_sched_policy **p = starpu_sched_get_predefined_policies(); *p; p++)
+            if (strcmp((*p)->policy_name, sched) == 0)
+                found = 1;
+        if (!found)
+            return apb_fail(err, APB_E_USAGE, "unknown scheduler '%s' (see --sched list)", sched);
+    }
+    _apb_blas_single_thread();
+    int ret = starpu_init(&conf);
+    if (ret == -ENODEV)
+        return apb_fail(err, APB_E_RUNTIME, "StarPU found no worker to run on");
+    if (ret != 0)
+        return apb_fail(err, APB_E_RUNTIME, "starpu_init failed (%d)", ret);
+    struct starpu_sched_policy *pol = starpu_sched_ctx_get_sched_policy(0);
+    snprintf(_apb_sched, sizeof _apb_sched, "%s", pol && pol->policy_name ? pol->policy_name : "?");
+    /* Each CPU worker runs single-threaded BLAS: set it again from every worker thread. */
+    starpu_execute_on_each_worker((void (*)(void *))_apb_blas_single_thread, NULL, STARPU_CPU);
+    apb_op_stats_reset();
+    return APB_OK;
+}
+
+void apb_runtime_shutdown(void) { starpu_shutdown(); }
+
+int apb_runtime_wait_all(apb_err *err)
+{
+    int ret = starpu_task_wait_for_all();
+    if (ret != 0)
+        return apb_fail(err, APB_E_RUNTIME, "starpu_task_wait_for_all failed (%d)", ret);
+    return APB_OK;
+}
+
+const char *apb_runtime_sched_name(void) { return _apb_sched; }
+int apb_runtime_pending(void) { return starpu_task_nsubmitted(); }
+int apb_runtime_nworkers(void) { return (int)starpu_worker_get_count(); }
+
+/* ------------------------------------------------------------------ data */
+apb_handle apb_tile_new(int rows, int cols, size_t elemsize)
+{
+    apb_handle h;
+    starpu_matrix_data_register(&h, -1, 0, cols, cols, rows, elemsize);
+    return h;
+}
+
+apb_handle apb_tile_from(void *data, int rows, int cols, size_t elemsize)
+{
+    apb_handle h;
+    starpu_matrix_data_register(&h, STARPU_MAIN_RAM, (uintptr_t)data, cols, cols, rows, elemsize);
+    return h;
+}
+
+void apb_handle_free(apb_handle h)
+{
+    if (h)
+        starpu_data_unregister_submit(h);
+}
+
+void apb_handle_free_now(apb_handle h)
+{
+    if (h)
+        starpu_data_unregister(h);
+}
+
+void apb_handle_wont_use(apb_handle h)
+{
+    if (h)
+        starpu_data_wont_use(h);
+}
+
+int apb_tile_rows(apb_handle h) { return (int)starpu_matrix_get_ny(h); }
+int apb_tile_cols(apb_handle h) { return (int)starpu_matrix_get_nx(h); }
+
+int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err)
+{
+    size_t rows = starpu_matrix_get_ny(h), cols = starpu_matrix_get_nx(h);
+    size_t es = starpu_matrix_get_elemsize(h);
+    if (rows * cols * es > dst_bytes)
+        return apb_fail(err, APB_E_RUNTIME, "apb_tile_read: destination too small");
+    int ret = starpu_data_acquire(h, STARPU_R);
+    if (ret != 0)
+        return apb_fail(err, APB_E_RUNTIME, "starpu_data_acquire failed (%d)", ret);
+    const char *src = (const char *)starpu_data_get_local_ptr(h);
+    size_t ld = starpu_matrix_get_local_ld(h);
+    for (size_t r = 0; r < rows; r++)
+        memcpy((char *)dst + r * cols * es, src + r * ld * es, cols * es);
+    starpu_data_release(h);
+    return APB_OK;
+}

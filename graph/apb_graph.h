@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Task graphs of a transformer forward pass, built from apb_insert_* calls only.
+ *
+ * Data flow of a prefill (one host, `full` method), per token tile t (rows [t*T, (t+1)*T)):
+ *
+ *   ids[t] -embed-> x[t] -rmsnorm-> xn[t] -qkv-> q[t], k[l][t], v[l][t] -rope-> (in place)
+ *   q[t], k[l][0..t], v[l][0..t] -attention-> o[t], lse[t] -linear(+x)-> x[t]
+ *   x[t] -rmsnorm-> xn[t] -mlp(+x)-> x[t]                      ... next layer
+ *   x[last] -logits-> logits -sample-> token
+ *
+ * Every arrow is a StarPU data dependency; nothing waits between layers, so tile t of layer l+1
+ * runs as soon as its own inputs are ready while later tiles of layer l still compute.
+ */
+#ifndef APB_GRAPH_H
+#define APB_GRAPH_H
+
+#include <stdint.h>
+
+#include "codelets/apb_runtime.h"
+#include "models/config.h"
+#include "models/tokenizer.h"
+#include "models/weights.h"
+
+typedef struct apb_layer_handles {
+    apb_handle attn_norm, wq, wk, wv, bq, bk, bv, wo, mlp_norm, w_gate, w_up, w_down;
+} apb_layer_handles;
+
+typedef struct apb_model {
+    apb_config cfg;
+    apb_weights w;
+    apb_tokenizer *tok;            /* NULL for --random-weights runs */
+    /* handles, registered once, read-only (apb_model_register) */
+    apb_handle embed, final_norm, lm_head, inv_freq;
+    apb_layer_handles *layers;     /* (n_layers) */
+    float *inv_freq_data;          /* (head_dim / 2) */
+    int registered;
+} apb_model;
+
+/* Loads config.json, weights and tokenizer.json from a Hugging Face directory. */
+int apb_model_load(const char *dir, apb_model *m, apb_err *err);
+/* Preset shapes with random weights (no tokenizer). */
+int apb_model_random(const char *preset, uint64_t seed, apb_model *m, apb_err *err);
+/* Registers the weights with StarPU (after apb_runtime_init). */
+int apb_model_register(apb_model *m, apb_err *err);
+void apb_model_free(apb_model *m);   /* unregisters (if registered) and frees */
+
+/* One host's sequence: prompt tiles and the KV cache of every layer. */
+typedef struct apb_seq {
+    int n_prompt;                  /* tokens prefilled */
+    int tile;                      /* rows per tile */
+    int n_tiles;
+    int cap_decode;                /* rows reserved for generated tokens */
+    int n_decoded;                 /* generated tokens already in the cache */
+    int32_t *ids;                  /* (n_prompt) host copy, registered per tile */
+    apb_handle *ids_t;             /* (n_tiles) */
+    apb_handle *x, *xn, *q, *o, *lse; /* (n_tiles) activations, reused by every layer */
+    apb_handle *k, *v;             /* (n_layers * n_tiles) KV cache of the prompt */
+    apb_handle *kd, *vd;           /* (n_layers) decode KV cache, cap_decode rows */
+    apb_handle d_x, d_xn, d_q, d_k, d_v, d_o, d_lse; /* one-token decode activations */
+    apb_handle logits;             /* (1 x vocab) */
+    apb_handle token;              /* (1 x 1) int32, the last sampled token */
+} apb_seq;
+
+typedef struct apb_sampling {
+    float temperature;             /* <= 0: greedy */
+    float top_p;
+    uint64_t seed;
+} apb_sampling;
+
+/* Submits the full-attention prefill of ids[0..n) and the sampling of the next token into
+ * seq->token. Returns without waiting. */
+int apb_prefill_full(apb_model *m, apb_seq *seq, const int32_t *ids, int n, int tile, int cap_decode,
+                     const apb_sampling *smp, apb_err *err);
+/* Submits one decode step: the token in seq->token is embedded at position n_prompt + n_decoded,
+ * attends to the whole cache, and the next token is sampled into seq->token. */
+int apb_decode_step(apb_model *m, apb_seq *seq, const apb_sampling *smp, apb_err *err);
+void apb_seq_free(apb_model *m, apb_seq *seq);
+
+/* Prefill-only variant for tests and benches: logits of rows [n - n_last, n) into out. */
+int apb_forward_logits(apb_model *m, const int32_t *ids, int n, int tile, int n_last, float *out,
+                       apb_err *err);
+
+/* Waits for submitted work, printing "label: NN% (done/total tasks)" on stderr every ~0.5 s
+ * when progress != 0. */
+int apb_wait_progress(const char *label, int progress, apb_err *err);
+
+#endif

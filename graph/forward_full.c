@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief Full causal attention: prefill over token tiles, then one-token decode steps. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "graph/apb_graph.h"
+
+#define _APB_TRY(call, what)                                                                      \
+    do {                                                                                          \
+        int _r = (call);                                                                          \
+        if (_r)                                                                                   \
+            return apb_fail(err, APB_E_RUNTIME, "submitting %s failed (%d)", what, _r);           \
+    } while (0)
+
+static apb_handle *_apb_handles(int n)
+{
+    return calloc((size_t)(n > 0 ? n : 1), sizeof(apb_handle));
+}
+
+/* The per-layer dense chain after attention: o-proj (+residual), norm, MLP (+residual). */
+static int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
+                               apb_task_tag tag, apb_err *err)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    _APB_TRY(apb_insert_linear(o, L->wo, NULL, x, 1, tag), "o_proj");
+    _APB_TRY(apb_insert_rmsnorm(x, L->mlp_norm, xn, m->cfg.norm_eps, tag), "mlp_norm");
+    _APB_TRY(apb_insert_mlp(xn, L->w_gate, L->w_up, L->w_down, x, tag), "mlp");
+    return APB_OK;
+}
+
+/* Norm, QKV and RoPE of one tile. */
+static int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q,
+                              apb_handle k, apb_handle v, int pos0, apb_task_tag tag, apb_err *err)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    _APB_TRY(apb_insert_rmsnorm(x, L->attn_norm, xn, m->cfg.norm_eps, tag), "attn_norm");
+    _APB_TRY(apb_insert_qkv(xn, L->wq, L->wk, L->wv, L->bq, L->bk, L->bv, q, k, v, tag), "qkv");
+    _APB_TRY(apb_insert_rope(q, k, m->inv_freq, pos0, m->cfg.head_dim, tag), "rope");
+    return APB_OK;
+}
+
+static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, int tile,
+                          int cap_decode, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    if (n <= 0)
+        return apb_fail(err, APB_E_USAGE, "empty prompt");
+    if (tile <= 0)
+        return apb_fail(err, APB_E_USAGE, "tile size must be positive (got %d)", tile);
+    if (cap_decode < 0 || (long)n + cap_decode > c->max_pos)
+        return apb_fail(err, APB_E_USAGE,
+                        "%d prompt tokens + %d new tokens exceed the model's context of %d",
+                        n, cap_decode, c->max_pos);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return apb_fail(err, APB_E_USAGE, "token id %d at position %d is outside vocab [0, %d)",
+                            ids[i], i, c->vocab_size);
+    memset(s, 0, sizeof *s);
+    s->n_prompt = n;
+    s->tile = tile;
+    s->n_tiles = (n + tile - 1) / tile;
+    s->cap_decode = cap_decode;
+    s->ids = malloc(sizeof(int32_t) * (size_t)n);
+    s->ids_t = _apb_handles(s->n_tiles);
+    s->x = _apb_handles(s->n_tiles);
+    s->xn = _apb_handles(s->n_tiles);
+    s->q = _apb_handles(s->n_tiles);
+    s->o = _apb_handles(s->n_tiles);
+    s->lse = _apb_handles(s->n_tiles);
+    s->k = _apb_handles(c->n_layers * s->n_tiles);
+    s->v = _apb_handles(c->n_layers * s->n_tiles);
+    s->kd = _apb_handles(c->n_layers);
+    s->vd = _apb_handles(c->n_layers);
+    if (!s->ids || !s->ids_t || !s->x || !s->xn || !s->q || !s->o || !s->lse || !s->k || !s->v ||
+        !s->kd || !s->vd)
+        return apb_fail(err, APB_E_NOMEM, "out of memory allocating sequence state");
+    memcpy(s->ids, ids, sizeof(int32_t) * (size_t)n);
+    int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
+    for (int t = 0; t < s->n_tiles; t++) {
+        int rows = t == s->n_tiles - 1 ? n - t * tile : tile;
+        s->ids_t[t] = apb_tile_from(s->ids + (size_t)t * tile, rows, 1, sizeof(int32_t));
+        s->x[t] = apb_tile_new(rows, c->dim, sizeof(float));
+        s->xn[t] = apb_tile_new(rows, c->dim, sizeof(float));
+        s->q[t] = apb_tile_new(rows, qd, sizeof(float));
+        s->o[t] = apb_tile_new(rows, qd, sizeof(float));
+        s->lse[t] = apb_tile_new(rows, c->n_heads, sizeof(float));
+        for (int l = 0; l < c->n_layers; l++) {
+            s->k[l * s->n_tiles + t] = apb_tile_new(rows, kd, sizeof(float));
+            s->v[l * s->n_tiles + t] = apb_tile_new(rows, kd, sizeof(float));
+        }
+    }
+    if (cap_decode > 0) {
+        for (int l = 0; l < c->n_layers; l++) {
+            s->kd[l] = apb_tile_new(cap_decode, kd, sizeof(float));
+            s->vd[l] = apb_tile_new(cap_decode, kd, sizeof(float));
+        }
+        s->d_x = apb_tile_new(1, c->dim, sizeof(float));
+        s->d_xn = apb_tile_new(1, c->dim, sizeof(float));
+        s->d_q = apb_tile_new(1, qd, sizeof(float));
+        s->d_k = apb_tile_new(1, kd, sizeof(float));
+        s->d_v = apb_tile_new(1, kd, sizeof(float));
+        s->d_o = apb_tile_new(1, qd, sizeof(float));
+        s->d_lse = apb_tile_new(1, c->n_heads, sizeof(float));
+    }
+    s->logits = apb_tile_new(1, c->vocab_size, sizeof(float));
+    s->token = apb_tile_new(1, 1, sizeof(int32_t));
+    return APB_OK;
+}
+
+void apb_seq_free(apb_model *m, apb_seq *s)
+{
+    int nl = m->cfg.n_layers;
+    for (int t = 0; s->x && t < s->n_tiles; t++) {
+        apb_handle_free(s->ids_t[t]);
+        apb_handle_free(s->x[t]);
+        apb_handle_free(s->xn[t]);
+        apb_handle_free(s->q[t]);
+        apb_handle_free(s->o[t]);
+        apb_handle_free(s->lse[t]);
+        for (int l = 0; l < nl; l++) {
+            apb_handle_free(s->k[l * s->n_tiles + t]);
+            apb_handle_free(s->v[l * s->n_tiles + t]);
+        }
+    }
+    for (int l = 0; s->kd && l < nl; l++) {
+        apb_handle_free(s->kd[l]);
+        apb_handle_free(s->vd[l]);
+    }
+    apb_handle ones[] = {s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, s->d_o, s->d_lse, s->logits, s->token};
+    for (size_t i = 0; i < sizeof ones / sizeof *ones; i++)
+        apb_handle_free(ones[i]);
+    apb_runtime_wait_all(NULL); /* ids_t points into s->ids: the unregisters must finish first */
+    free(s->ids);
+    free(s->ids_t);
+    free(s->x);
+    free(s->xn);
+    free(s->q);
+    free(s->o);
+    free(s->lse);
+    free(s->k);
+    free(s->v);
+    free(s->kd);
+    free(s->vd);
+    memset(s, 0, sizeof *s);
+}
+
+/* Submits the layers of the prefill; the final norm/LM head is left to the caller. */
+static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    int T = s->n_tiles;
+    apb_attn_seg *segs = malloc(sizeof *segs * (size_t)T);
+    if (!segs)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    int rc = APB_OK;
+    for (int t = 0; t < T && !rc; t++)
+        rc = apb_insert_embed(s->ids_t[t], m->embed, s->x[t], (apb_task_tag){-1, 0, 0})
+                 ? apb_fail(err, APB_E_RUNTIME, "submitting embed failed") : APB_OK;
+    for (int l = 0; l < c->n_layers && !rc; l++) {
+        /* earlier layers first: they feed everything after them */
+        apb_task_tag tag = {l, 0, c->n_layers - l};
+        for (int t = 0; t < T && !rc; t++)
+            rc = _apb_pre_attention(m, l, s->x[t], s->xn[t], s->q[t], s->k[l * T + t],
+                                    s->v[l * T + t], t * s->tile, tag, err);
+        for (int t = T - 1; t >= 0 && !rc; t--) { /* longest attention first */
+            for (int u = 0; u <= t; u++)
+                segs[u] = (apb_attn_seg){s->k[l * T + u], s->v[l * T + u],
+                                         apb_tile_rows(s->k[l * T + u]), u * s->tile, 1, 0};
+            if (apb_insert_attention(s->q[t], t * s->tile, segs, t + 1, c->n_heads, c->n_kv_heads,
+                                     c->head_dim, s->o[t], s->lse[t], tag))
+                rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+            else
+                rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
+        }
+    }
+    free(segs);
+    return rc;
+}
+
+int apb_prefill_full(apb_model *m, apb_seq *s, const int32_t *ids, int n, int tile, int cap_decode,
+                     const apb_sampling *smp, apb_err *err)
+{
+    int rc = _apb_seq_alloc(m, s, ids, n, tile, cap_decode, err);
+    if (rc)
+        return rc;
+    rc = _apb_prefill_layers(m, s, err);
+    if (rc)
+        return rc;
+    int last = s->n_tiles - 1;
+    apb_task_tag tag = {-1, 0, m->cfg.n_layers + 1};
+    if (apb_insert_logits(s->x[last], apb_tile_rows(s->x[last]) - 1, 1, m->final_norm, m->lm_head,
+                          s->logits, m->cfg.norm_eps, tag) ||
+        apb_insert_sample(s->logits, 0, s->token, smp->temperature, smp->top_p, smp->seed, 0, tag))
+        return apb_fail(err, APB_E_RUNTIME, "submitting logits/sample failed");
+    return APB_OK;
+}
+
+int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    if (s->n_decoded >= s->cap_decode)
+        return apb_fail(err, APB_E_USAGE, "decode cache full (%d tokens)", s->cap_decode);
+    int pos = s->n_prompt + s->n_decoded, T = s->n_tiles;
+    apb_attn_seg *segs = malloc(sizeof *segs * (size_t)(T + 1));
+    if (!segs)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    int rc = APB_OK;
+    if (apb_insert_embed(s->token, m->embed, s->d_x, (apb_task_tag){-1, 0, 0}))
+        rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
+    for (int l = 0; l < c->n_layers && !rc; l++) {
+        apb_task_tag tag = {l, 0, 0};
+        rc = _apb_pre_attention(m, l, s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, pos, tag, err);
+        if (rc)
+            break;
+        if (apb_insert_kv_append(s->d_k, s->d_v, s->kd[l], s->vd[l], s->n_decoded, tag)) {
+            rc = apb_fail(err, APB_E_RUNTIME, "submitting kv_append failed");
+            break;
+        }
+        for (int u = 0; u < T; u++)
+            segs[u] = (apb_attn_seg){s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
+                                     u * s->tile, 1, 0};
+        segs[T] = (apb_attn_seg){s->kd[l], s->vd[l], s->n_decoded + 1, s->n_prompt, 1, 0};
+        if (apb_insert_attention(s->d_q, pos, segs, T + 1, c->n_heads, c->n_kv_heads, c->head_dim,
+                                 s->d_o, s->d_lse, tag)) {
+            rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+            break;
+        }
+        rc = _apb_post_attention(m, l, s->d_o, s->d_x, s->d_xn, tag, err);
+    }
+    free(segs);
+    if (rc)
+        return rc;
+    s->n_decoded++;
+    apb_task_tag tag = {-1, 0, 0};
+    if (apb_insert_logits(s->d_x, 0, 1, m->final_norm, m->lm_head, s->logits, c->norm_eps, tag) ||
+        apb_insert_sample(s->logits, 0, s->token, smp->temperature, smp->top_p, smp->seed,
+                          (uint64_t)s->n_decoded, tag))
+        return apb_fail(err, APB_E_RUNTIME, "submitting logits/sample failed");
+    return APB_OK;
+}
+
+int apb_forward_logits(apb_model *m, const int32_t *ids, int n, int tile, int n_last, float *out,
+                       apb_err *err)
+{
+    if (n_last <= 0 || n_last > n)
+        return apb_fail(err, APB_E_USAGE, "n_last must be in [1, %d]", n);
+    apb_seq s;
+    int rc = _apb_seq_alloc(m, &s, ids, n, tile, 0, err);
+    if (!rc)
+        rc = _apb_prefill_layers(m, &s, err);
+    int V = m->cfg.vocab_size;
+    /* one logits tile per prompt tile that holds some of the last n_last rows */
+    for (int t = 0; t < s.n_tiles && !rc; t++) {
+        int r0 = t * tile, rows = apb_tile_rows(s.x[t]);
+        int lo = n - n_last > r0 ? n - n_last : r0;
+        if (lo >= r0 + rows)
+            continue;
+        int cnt = r0 + rows - lo;
+        apb_handle lg = apb_tile_new(cnt, V, sizeof(float));
+        if (apb_insert_logits(s.x[t], lo - r0, cnt, m->final_norm, m->lm_head, lg, m->cfg.norm_eps,
+                              (apb_task_tag){-1, 0, 0}))
+            rc = apb_fail(err, APB_E_RUNTIME, "submitting logits failed");
+        else
+            rc = apb_tile_read(lg, out + (size_t)(lo - (n - n_last)) * V,
+                               sizeof(float) * (size_t)cnt * V, err);
+        apb_handle_free(lg);
+    }
+    if (!rc)
+        rc = apb_runtime_wait_all(err);
+    if (s.x)
+        apb_seq_free(m, &s);
+    return rc;
+}
+
+int apb_wait_progress(const char *label, int progress, apb_err *err)
+{
+    if (progress) {
+        int total = apb_runtime_pending(), last_pct = -1;
+        while (1) {
+            int left = apb_runtime_pending();
+            int pct = total > 0 ? (int)(100.0 * (total - left) / total) : 100;
+            if (pct != last_pct) {
+                fprintf(stderr, "\r%s: %3d%% (%d/%d tasks)", label, pct, total - left, total);
+                last_pct = pct;
+            }
+            if (left == 0)
+                break;
+            usleep(200000);
+        }
+        fprintf(stderr, "\n");
+    }
+    return apb_runtime_wait_all(err);
+}

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Attention codelet against a float64 reference of the visibility rule, on random inputs
+ * with poisoned outputs: causal, non-causal, APB-style passing segments that anchor rows skip,
+ * GQA, rows that see nothing, and the LSE merge identity.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "codelets/apb_kernels_cpu.h"
+#include "tests/test_util.h"
+
+TestSuite(attention, .init = t_runtime_up, .fini = apb_runtime_shutdown);
+
+struct seg_spec { int len, coord0, causal, min_q_coord; };
+
+/* float64 reference: o (n_q x H*d), lse (n_q x H) */
+static void ref_attention(const float *q, int n_q, int q_coord0, float **k, float **v,
+                          const struct seg_spec *sp, int ns, int H, int Hk, int d, double *o,
+                          double *lse)
+{
+    int G = H / Hk;
+    for (int i = 0; i < n_q; i++)
+        for (int h = 0; h < H; h++) {
+            int kvh = h / G;
+            long qc = q_coord0 + i;
+            double mx = -INFINITY;
+            /* pass 1: max */
+            for (int s = 0; s < ns; s++)
+                for (int j = 0; j < sp[s].len; j++) {
+                    if (qc < sp[s].min_q_coord || (sp[s].causal && sp[s].coord0 + j > qc))
+                        continue;
+                    double dot = 0;
+                    for (int c = 0; c < d; c++)
+                        dot += (double)q[(i * H + h) * d + c] * k[s][(j * Hk + kvh) * d + c];
+                    dot /= sqrt((double)d);
+                    if (dot > mx)
+                        mx = dot;
+                }
+            double sum = 0, acc[64] = {0};
+            for (int s = 0; s < ns; s++)
+                for (int j = 0; j < sp[s].len; j++) {
+                    if (qc < sp[s].min_q_coord || (sp[s].causal && sp[s].coord0 + j > qc))
+                        continue;
+                    double dot = 0;
+                    for (int c = 0; c < d; c++)
+                        dot += (double)q[(i * H + h) * d + c] * k[s][(j * Hk + kvh) * d + c];
+                    double p = exp(dot / sqrt((double)d) - mx);
+                    sum += p;
+                    for (int c = 0; c < d; c++)
+                        acc[c] += p * v[s][(j * Hk + kvh) * d + c];
+                }
+            for (int c = 0; c < d; c++)
+                o[(i * H + h) * d + c] = sum > 0 ? acc[c] / sum : 0.0;
+            lse[i * H + h] = sum > 0 ? mx + log(sum) : -INFINITY;
+        }
+}
+
+/* Runs the codelet through StarPU; returns o and lse in the given (poisoned) arrays. */
+static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v, int *rows,
+                          const struct seg_spec *sp, int ns, int H, int Hk, int d, float *o, float *lse)
+{
+    apb_handle hq = apb_tile_from(q, n_q, H * d, 4), ho = apb_tile_from(o, n_q, H * d, 4),
+               hl = apb_tile_from(lse, n_q, H, 4);
+    apb_attn_seg segs[8];
+    for (int s = 0; s < ns; s++)
+        segs[s] = (apb_attn_seg){apb_tile_from(k[s], rows[s], Hk * d, 4),
+                                 apb_tile_from(v[s], rows[s], Hk * d, 4), sp[s].len, sp[s].coord0,
+                                 sp[s].causal, sp[s].min_q_coord};
+    cr_assert_eq(apb_insert_attention(hq, q_coord0, segs, ns, H, Hk, d, ho, hl,
+                                      (apb_task_tag){0, 0, 0}), 0);
+    for (int s = 0; s < ns; s++) {
+        apb_handle_free_now(segs[s].k);
+        apb_handle_free_now(segs[s].v);
+    }
+    apb_handle_free_now(hq);
+    apb_handle_free_now(ho);
+    apb_handle_free_now(hl);
+}
+
+static void check_case(int n_q, int q_coord0, const struct seg_spec *sp, int ns, int H, int Hk,
+                       int d, uint64_t seed)
+{
+    float *q = t_alloc(n_q * H * d), *k[8], *v[8];
+    int rows[8];
+    t_fill(q, n_q * H * d, 2.0f, seed);
+    for (int s = 0; s < ns; s++) {
+        rows[s] = sp[s].len + 3; /* tiles larger than the valid length: extra rows must be ignored */
+        k[s] = t_alloc(rows[s] * Hk * d);
+        v[s] = t_alloc(rows[s] * Hk * d);
+        t_fill(k[s], rows[s] * Hk * d, 2.0f, seed + 10 + s);
+        t_fill(v[s], rows[s] * Hk * d, 1.0f, seed + 20 + s);
+        for (int j = sp[s].len; j < rows[s]; j++)
+            for (int c = 0; c < Hk * d; c++)
+                k[s][j * Hk * d + c] = v[s][j * Hk * d + c] = NAN;
+    }
+    float *o = t_poisoned(n_q * H * d), *lse = t_poisoned(n_q * H);
+    double *ro = malloc(sizeof(double) * n_q * H * d), *rl = malloc(sizeof(double) * n_q * H);
+    ref_attention(q, n_q, q_coord0, k, v, sp, ns, H, Hk, d, ro, rl);
+    run_attention(q, n_q, q_coord0, k, v, rows, sp, ns, H, Hk, d, o, lse);
+    double e = t_rel_err(o, ro, n_q * H * d);
+    cr_log_info("attention rel err %.3g", e);
+    cr_assert_lt(e, 2e-6, "attention output rel err %g", e);
+    for (int i = 0; i < n_q * H; i++) {
+        if (isinf(rl[i]))
+            cr_assert(isinf(lse[i]) && lse[i] < 0, "row %d sees nothing: lse %g", i, lse[i]);
+        else
+            cr_assert(fabs(lse[i] - rl[i]) < 1e-4 * (1 + fabs(rl[i])), "lse[%d] %g vs %g", i, lse[i], rl[i]);
+    }
+    for (int s = 0; s < ns; s++) {
+        free(k[s]);
+        free(v[s]);
+    }
+    free(q); free(o); free(lse); free(ro); free(rl);
+}
+
+Test(attention, causal_single_segment)
+{
+    struct seg_spec sp[] = {{77, 0, 1, 0}};
+    check_case(77, 0, sp, 1, 4, 4, 32, 1);
+}
+
+Test(attention, causal_gqa_multi_tile_long_keys)
+{
+    /* query tile 2 of a tiled prefill: keys in 3 tiles (chunk boundaries inside tiles) */
+    struct seg_spec sp[] = {{150, 0, 1, 0}, {150, 150, 1, 0}, {61, 300, 1, 0}};
+    check_case(61, 300, sp, 3, 6, 2, 16, 2);
+}
+
+Test(attention, non_causal)
+{
+    struct seg_spec sp[] = {{40, 0, 0, 0}, {200, 40, 0, 0}};
+    check_case(9, 1000, sp, 2, 4, 1, 64, 3);
+}
+
+Test(attention, apb_mask_anchor_rows_skip_passing)
+{
+    /* coordinates: anchor rows 0..a-1, local rows a..a+l-1; passing block visible from a on */
+    int a = 20, l = 30;
+    struct seg_spec sp[] = {{24, -1000, 0, a}, /* passing block (non-causal, min_q_coord = a) */
+                            {a, 0, 1, 0},       /* anchor keys */
+                            {l, a, 1, 0}};      /* local keys */
+    check_case(a + l, 0, sp, 3, 6, 3, 16, 4);
+}
+
+Test(attention, rows_that_see_nothing)
+{
+    struct seg_spec sp[] = {{10, 0, 0, 5}}; /* rows with coord < 5 see no key */
+    check_case(8, 0, sp, 1, 2, 2, 8, 5);
+}
+
+Test(attention, lse_merge_of_two_halves_equals_whole)
+{
+    int n_q = 16, H = 4, Hk = 2, d = 32, len = 90;
+    float *q = t_alloc(n_q * H * d), *k = t_alloc(len * Hk * d), *v = t_alloc(len * Hk * d);
+    t_fill(q, n_q * H * d, 2, 7); t_fill(k, len * Hk * d, 2, 8); t_fill(v, len * Hk * d, 1, 9);
+    float *kk[1] = {k}, *vv[1] = {v}, *kb[1] = {k + 50 * Hk * d}, *vb[1] = {v + 50 * Hk * d};
+    int r_all[1] = {len}, r_a[1] = {50}, r_b[1] = {40};
+    struct seg_spec all[] = {{len, 0, 0, 0}}, sa[] = {{50, 0, 0, 0}}, sb[] = {{40, 50, 0, 0}};
+    float *o = t_poisoned(n_q * H * d), *lse = t_poisoned(n_q * H);
+    float *oa = t_poisoned(n_q * H * d), *la = t_poisoned(n_q * H);
+    float *ob = t_poisoned(n_q * H * d), *lb = t_poisoned(n_q * H);
+    run_attention(q, n_q, 100, kk, vv, r_all, all, 1, H, Hk, d, o, lse);
+    run_attention(q, n_q, 100, kk, vv, r_a, sa, 1, H, Hk, d, oa, la);
+    run_attention(q, n_q, 100, kb, vb, r_b, sb, 1, H, Hk, d, ob, lb);
+    double *merged = malloc(sizeof(double) * n_q * H * d);
+    for (int i = 0; i < n_q; i++)
+        for (int h = 0; h < H; h++) {
+            double L = log(exp((double)la[i * H + h]) + exp((double)lb[i * H + h]));
+            cr_assert(fabs(L - lse[i * H + h]) < 1e-5 * (1 + fabs(L)));
+            for (int c = 0; c < d; c++) {
+                int idx = (i * H + h) * d + c;
+                merged[idx] = exp(la[i * H + h] - L) * oa[idx] + exp(lb[i * H + h] - L) * ob[idx];
+            }
+        }
+    double e = t_rel_err(o, merged, n_q * H * d);
+    cr_assert_lt(e, 2e-6, "merged halves differ from whole: %g", e);
+    free(q); free(k); free(v); free(o); free(lse); free(oa); free(la); free(ob); free(lb); free(merged);
+}
+
+Test(attention, rejects_bad_shapes)
+{
+    float q[4 * 8], o[4 * 8], l[4 * 2], k[4 * 8], v[4 * 8];
+    apb_handle hq = apb_tile_from(q, 4, 8, 4), ho = apb_tile_from(o, 4, 8, 4),
+               hl = apb_tile_from(l, 4, 2, 4), hk = apb_tile_from(k, 4, 8, 4),
+               hv = apb_tile_from(v, 4, 8, 4);
+    apb_attn_seg s = {hk, hv, 5, 0, 1, 0}; /* len > rows */
+    cr_assert_neq(apb_insert_attention(hq, 0, &s, 1, 2, 2, 4, ho, hl, (apb_task_tag){0, 0, 0}), 0);
+    s.len = 4;
+    cr_assert_neq(apb_insert_attention(hq, 0, &s, 1, 2, 3, 4, ho, hl, (apb_task_tag){0, 0, 0}), 0,
+                  "H %% Hk != 0 accepted");
+    apb_handle_free_now(hq); apb_handle_free_now(ho); apb_handle_free_now(hl);
+    apb_handle_free_now(hk); apb_handle_free_now(hv);
+}

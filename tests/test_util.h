@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief Shared helpers for the Criterion tests: random inputs, poisoned outputs, error norms. */
+#ifndef APB_TEST_UTIL_H
+#define APB_TEST_UTIL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "codelets/apb_runtime.h"
+
+static inline uint64_t _t_rng(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* uniform in [-scale, scale] */
+static inline void t_fill(float *x, size_t n, float scale, uint64_t seed)
+{
+    uint64_t s = seed;
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(((_t_rng(&s) >> 11) * 0x1.0p-53) * 2.0 - 1.0) * scale;
+}
+
+static inline float *t_alloc(size_t n)
+{
+    return malloc(sizeof(float) * (n ? n : 1));
+}
+
+/* Outputs are poisoned with NaN before the task runs: an element it forgets to write shows. */
+static inline float *t_poisoned(size_t n)
+{
+    float *p = t_alloc(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
+    return p;
+}
+
+/* ||a - ref|| / ||ref|| (ref in double); NaN anywhere gives +inf. */
+static inline double t_rel_err(const float *a, const double *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]))
+            return INFINITY;
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static inline void t_runtime_up(void)
+{
+    apb_runtime_opts o = {.sched = NULL, .ncpus = -1, .ncuda = -1};
+    apb_err err = {0};
+    if (apb_runtime_init(&o, &err))
+        abort();
+}
+
+#endif
