@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "graph/apb_graph.h"
+#include "codelets/apb_kernels_cpu.h"
 #include "models/chat.h"
 
 static const char *const usage =
@@ -28,7 +29,14 @@ static const char *const usage =
     "  --temperature T        0 = greedy (default); > 0 samples\n"
     "  --top-p P              nucleus sampling threshold (default 0.9)\n"
     "  --seed S               sampling / random-weights seed (default 42)\n"
-    "  --method NAME          attention method (default full)\n"
+    "  --method NAME          full (default), apb, star\n"
+    "  --hosts W              sequence-parallel hosts for apb/star (default 4)\n"
+    "  --anchor A             APB anchor length (default L/32, multiple of 64, below the block)\n"
+    "  --select K             APB selected tokens per host (default L/64, multiple of 64)\n"
+    "  --question TEXT        question prefilled after the context (default: the prompt's last token)\n"
+    "  --niah LEN             needle-in-a-haystack: LEN tokens of filler with a needle, then ask\n"
+    "  --depth D              relative needle depth in [0, 1] (default 0.5)\n"
+    "  --needle DIGITS        the magic number (default: 7 digits drawn from --seed)\n"
     "  --sched NAME           StarPU scheduling policy (default lws; 'list' prints them)\n"
     "  --ncpus N              CPU workers (default: StarPU's choice, all cores)\n"
     "  --tile N               rows per prefill tile (default 256)\n"
@@ -38,9 +46,10 @@ static const char *const usage =
     "exit codes: 0 ok, 2 usage, 3 io, 4 format, 5 model, 6 memory, 7 runtime\n";
 
 struct opts {
-    const char *model, *random, *prompt, *prompt_file, *system, *method, *sched;
-    int prompt_len, chat, max_new, ncpus, tile, progress;
-    float temperature, top_p;
+    const char *model, *random, *prompt, *prompt_file, *system, *method, *sched, *question, *needle;
+    int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;
+    float temperature, top_p, depth;
+    apb_method meth;
     unsigned long long seed;
 };
 
@@ -71,7 +80,8 @@ static int parse_float(const char *s, const char *name, double lo, double hi, fl
 static int parse_args(int argc, char **argv, struct opts *o, apb_err *err)
 {
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
-           O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION };
+           O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
+           O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -79,9 +89,12 @@ static int parse_args(int argc, char **argv, struct opts *o, apb_err *err)
         {"temperature", 1, 0, O_TEMP}, {"top-p", 1, 0, O_TOPP}, {"seed", 1, 0, O_SEED},
         {"method", 1, 0, O_METHOD}, {"sched", 1, 0, O_SCHED}, {"ncpus", 1, 0, O_NCPUS},
         {"tile", 1, 0, O_TILE}, {"progress", 0, 0, O_PROG}, {"no-progress", 0, 0, O_NOPROG},
-        {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
+        {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION}, {"hosts", 1, 0, O_HOSTS},
+        {"anchor", 1, 0, O_ANCHOR}, {"select", 1, 0, O_SELECT}, {"question", 1, 0, O_QUESTION},
+        {"niah", 1, 0, O_NIAH}, {"depth", 1, 0, O_DEPTH}, {"needle", 1, 0, O_NEEDLE}, {0, 0, 0, 0}};
     *o = (struct opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
-                       .progress = isatty(2), .top_p = 0.9f, .seed = 42};
+                       .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
+                       .anchor = -1, .select = -1, .depth = 0.5f};
     int c, rc = APB_OK;
     opterr = 0;
     optind = 1;
@@ -109,6 +122,17 @@ static int parse_args(int argc, char **argv, struct opts *o, apb_err *err)
         case O_SCHED: o->sched = optarg; break;
         case O_NCPUS: rc = parse_int(optarg, "--ncpus", 1, 1024, &o->ncpus, err); break;
         case O_TILE: rc = parse_int(optarg, "--tile", 1, 1 << 20, &o->tile, err); break;
+        case O_HOSTS: rc = parse_int(optarg, "--hosts", 1, 64, &o->hosts, err); break;
+        case O_ANCHOR: rc = parse_int(optarg, "--anchor", 0, INT_MAX / 2, &o->anchor, err); break;
+        case O_SELECT: rc = parse_int(optarg, "--select", 0, INT_MAX / 2, &o->select, err); break;
+        case O_QUESTION: o->question = optarg; break;
+        case O_NIAH: rc = parse_int(optarg, "--niah", 64, 1 << 24, &o->niah, err); break;
+        case O_DEPTH: rc = parse_float(optarg, "--depth", 0, 1, &o->depth, err); break;
+        case O_NEEDLE:
+            o->needle = optarg;
+            if (!*optarg || strspn(optarg, "0123456789") != strlen(optarg) || strlen(optarg) > 32)
+                rc = apb_fail(err, APB_E_USAGE, "--needle: expected 1 to 32 digits, got '%s'", optarg);
+            break;
         case O_PROG: o->progress = 1; break;
         case O_NOPROG: o->progress = 0; break;
         case O_HELP: fputs(usage, stdout); exit(0);
@@ -123,11 +147,16 @@ static int parse_args(int argc, char **argv, struct opts *o, apb_err *err)
         return apb_fail(err, APB_E_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
     if (o->sched && strcmp(o->sched, "list") == 0)
         return APB_OK;
-    if (strcmp(o->method, "full") != 0)
-        return apb_fail(err, APB_E_USAGE, "--method %s: this build implements 'full' only", o->method);
-    int nsrc = !!o->prompt + !!o->prompt_file + !!o->prompt_len;
+    int rc2 = apb_method_parse(o->method, &o->meth, err);
+    if (rc2)
+        return rc2;
+    int nsrc = !!o->prompt + !!o->prompt_file + !!o->prompt_len + !!o->niah;
     if (nsrc != 1)
-        return apb_fail(err, APB_E_USAGE, "give exactly one of --prompt, --prompt-file, --prompt-len");
+        return apb_fail(err, APB_E_USAGE,
+                        "give exactly one of --prompt, --prompt-file, --prompt-len, --niah");
+    if (o->niah && (o->random || o->question || o->chat))
+        return apb_fail(err, APB_E_USAGE, "--niah builds its own prompt and question and needs the "
+                                          "tokenizer (no --random-weights, --question, --chat)");
     if (o->random && o->model)
         return apb_fail(err, APB_E_USAGE, "--model and --random-weights exclude each other");
     if (o->random && (o->prompt || o->prompt_file))
@@ -184,6 +213,90 @@ static int is_eos(const apb_config *c, int id)
     return 0;
 }
 
+/* Needle in a haystack: filler sentences with "The special magic number is DIGITS." at relative
+ * depth `depth`, LEN context tokens in all; the question asks for the number. */
+static const char *const niah_filler =
+    " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+
+static int build_niah(const apb_model *m, const struct opts *o, char *needle_out, size_t cap,
+                      int32_t **ctx, size_t *n_ctx, int32_t **q, size_t *n_q, apb_err *err)
+{
+    char needle[96];
+    if (o->needle)
+        snprintf(needle_out, cap, "%s", o->needle);
+    else
+        snprintf(needle_out, cap, "%07llu", (unsigned long long)(apb_rng_u64(o->seed, 99) % 10000000ull));
+    snprintf(needle, sizeof needle, " The special magic number is %s.", needle_out);
+    int32_t *f = NULL, *nd = NULL, *bos = NULL;
+    size_t nf = 0, nn = 0, nb = 0;
+    int rc = apb_tokenizer_encode(m->tok, niah_filler, strlen(niah_filler), 0, &f, &nf, err);
+    if (!rc)
+        rc = apb_tokenizer_encode(m->tok, needle, strlen(needle), 0, &nd, &nn, err);
+    if (!rc)
+        rc = apb_tokenizer_encode(m->tok, "", 0, 1, &bos, &nb, err); /* BOS etc. if the model adds one */
+    const char *qtext = "\nWhat is the special magic number mentioned in the text above? "
+                        "The special magic number is";
+    if (!rc)
+        rc = apb_tokenizer_encode(m->tok, qtext, strlen(qtext), 0, q, n_q, err);
+    size_t L = (size_t)o->niah;
+    if (!rc && L < nb + nn + nf)
+        rc = apb_fail(err, APB_E_USAGE, "--niah %zu is too short for the needle", L);
+    if (!rc && !(*ctx = malloc(sizeof(int32_t) * L)))
+        rc = apb_fail(err, APB_E_NOMEM, "out of memory");
+    if (!rc) {
+        size_t body = L - nb - nn, at = (size_t)(o->depth * (double)body);
+        at = at / nf * nf; /* at a sentence-group boundary */
+        size_t p = 0;
+        memcpy(*ctx, bos, sizeof(int32_t) * nb);
+        p = nb;
+        for (size_t i = 0; i < body; i++) {
+            if (i == at) {
+                memcpy(*ctx + p, nd, sizeof(int32_t) * nn);
+                p += nn;
+            }
+            (*ctx)[p++] = f[i % nf];
+        }
+        if (at >= body) {
+            memcpy(*ctx + p, nd, sizeof(int32_t) * nn);
+            p += nn;
+        }
+        *n_ctx = p;
+    }
+    free(f);
+    free(nd);
+    free(bos);
+    return rc;
+}
+
+static int encode_text(const apb_model *m, const struct opts *o, int32_t **ids, size_t *n_ids,
+                       apb_err *err)
+{
+    if (o->prompt_len) {
+        *n_ids = (size_t)o->prompt_len;
+        *ids = malloc(sizeof **ids * *n_ids);
+        if (!*ids)
+            return apb_fail(err, APB_E_NOMEM, "out of memory");
+        for (size_t i = 0; i < *n_ids; i++)
+            (*ids)[i] = (int32_t)(apb_rng_u64(o->seed, i) % (unsigned)m->cfg.vocab_size);
+        return APB_OK;
+    }
+    char *text = o->prompt_file ? read_file(o->prompt_file, err) : strdup(o->prompt);
+    if (!text)
+        return err->code ? err->code : apb_fail(err, APB_E_NOMEM, "out of memory");
+    int add_special = 1;
+    if (o->chat) {
+        char *t2 = apb_chat_format(m->tok, o->system, text, err);
+        free(text);
+        if (!t2)
+            return err->code;
+        text = t2;
+        add_special = 0; /* the chat format carries its own special tokens */
+    }
+    int rc = apb_tokenizer_encode(m->tok, text, strlen(text), add_special, ids, n_ids, err);
+    free(text);
+    return rc;
+}
+
 static int run(const struct opts *o, apb_err *err)
 {
     apb_model m;
@@ -205,74 +318,82 @@ static int run(const struct opts *o, apb_err *err)
         return rc;
     t_load = now_s() - t_load;
 
-    /* prompt -> ids */
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (o->prompt_len) {
-        n_ids = (size_t)o->prompt_len;
-        ids = malloc(sizeof *ids * n_ids);
-        for (size_t i = 0; ids && i < n_ids; i++)
-            ids[i] = (int32_t)((o->seed * 2654435761u + i * 40503u) % (unsigned)m.cfg.vocab_size);
-    } else {
-        char *text = o->prompt_file ? read_file(o->prompt_file, err) : strdup(o->prompt);
-        if (!text) {
-            apb_model_free(&m);
-            return err->code ? err->code : apb_fail(err, APB_E_NOMEM, "out of memory");
-        }
-        int add_special = 1;
-        if (o->chat) {
-            char *t2 = apb_chat_format(m.tok, o->system, text, err);
-            free(text);
-            if (!t2) {
-                apb_model_free(&m);
-                return err->code;
-            }
-            text = t2;
-            add_special = 0; /* the chat format carries its own special tokens */
-        }
-        rc = apb_tokenizer_encode(m.tok, text, strlen(text), add_special, &ids, &n_ids, err);
-        free(text);
-        if (rc) {
-            apb_model_free(&m);
-            return rc;
+    /* context and question ids */
+    int32_t *ids = NULL, *qids = NULL;
+    size_t n_ids = 0, n_q = 0;
+    char needle[64] = "";
+    int hosts_path = o->meth != APB_METHOD_FULL || o->question || o->niah;
+    if (o->niah)
+        rc = build_niah(&m, o, needle, sizeof needle, &ids, &n_ids, &qids, &n_q, err);
+    else
+        rc = encode_text(&m, o, &ids, &n_ids, err);
+    if (!rc && o->question)
+        rc = apb_tokenizer_encode(m.tok, o->question, strlen(o->question), 0, &qids, &n_q, err);
+    if (!rc && hosts_path && !qids) { /* the prompt's last token is the question */
+        if (n_ids < 2)
+            rc = apb_fail(err, APB_E_USAGE, "--method %s needs at least 2 prompt tokens (context + "
+                                            "question) or --question", o->method);
+        else if ((qids = malloc(sizeof *qids)) == NULL)
+            rc = apb_fail(err, APB_E_NOMEM, "out of memory");
+        else {
+            qids[0] = ids[--n_ids];
+            n_q = 1;
         }
     }
-    if (!ids || n_ids == 0) {
+    if (!rc && n_ids == 0)
+        rc = apb_fail(err, APB_E_USAGE, "the prompt is empty after tokenization");
+    apb_hosts_opts hopt = {.method = o->meth, .hosts = o->hosts, .anchor = o->anchor,
+                           .select = o->select, .tile = o->tile};
+    /* every setting is checked before any work starts */
+    if (!rc && hosts_path)
+        rc = apb_hosts_resolve(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &hopt, err);
+    if (rc) {
         free(ids);
+        free(qids);
         apb_model_free(&m);
-        return apb_fail(err, APB_E_USAGE, "the prompt is empty after tokenization");
+        return rc;
     }
 
     apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1};
     if ((rc = apb_runtime_init(&ro, err))) {
         free(ids);
+        free(qids);
         apb_model_free(&m);
         return rc;
     }
     rc = apb_model_register(&m, err);
-    fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu prompt tokens, "
-                    "method %s, sched %s, %d workers, loaded in %.2f s\n",
-            m.cfg.name, m.cfg.n_layers, m.cfg.dim, m.cfg.n_heads, m.cfg.n_kv_heads, n_ids, o->method,
-            apb_runtime_sched_name(), apb_runtime_nworkers(), t_load);
+    fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu question "
+                    "tokens, method %s", m.cfg.name, m.cfg.n_layers, m.cfg.dim, m.cfg.n_heads,
+            m.cfg.n_kv_heads, n_ids, n_q, apb_method_name(o->meth));
+    if (hosts_path)
+        fprintf(stderr, ", hosts %d, anchor %d, select %d", hopt.hosts, hopt.anchor, hopt.select);
+    fprintf(stderr, ", sched %s, %d workers, loaded in %.2f s\n", apb_runtime_sched_name(),
+            apb_runtime_nworkers(), t_load);
 
     apb_sampling smp = {.temperature = o->temperature, .top_p = o->top_p, .seed = o->seed};
     apb_seq seq = {0};
-    int32_t *out_ids = malloc(sizeof(int32_t) * ((size_t)o->max_new + 1));
+    apb_hseq hs = {0};
+    int want = o->max_new > 0 ? o->max_new : hosts_path ? 1 : 0;
+    int32_t *out_ids = malloc(sizeof(int32_t) * ((size_t)want + 1));
     int n_out = 0;
     double t0 = now_s(), t_prefill = 0, t_decode = 0;
     if (!rc && !out_ids)
         rc = apb_fail(err, APB_E_NOMEM, "out of memory");
-    if (!rc)
+    if (!rc && hosts_path)
+        rc = apb_prefill_hosts(&m, &hs, ids, (int)n_ids, qids, (int)n_q, want, &hopt, &smp, err);
+    else if (!rc)
         rc = apb_prefill_full(&m, &seq, ids, (int)n_ids, o->tile, o->max_new, &smp, err);
     if (!rc)
         rc = apb_wait_progress("prefill", o->progress, err);
     t_prefill = now_s() - t0;
     char *printed = NULL;
     size_t printed_len = 0;
+    if (o->niah)
+        printf("Ground Truth: %s\nPrediction:", needle);
     t0 = now_s();
-    while (!rc && o->max_new > 0) {
+    while (!rc && want > 0) {
         int32_t tok;
-        rc = apb_tile_read(seq.token, &tok, sizeof tok, err);
+        rc = apb_tile_read(hosts_path ? hs.token : seq.token, &tok, sizeof tok, err);
         if (rc)
             break;
         out_ids[n_out++] = tok;
@@ -293,24 +414,32 @@ static int run(const struct opts *o, apb_err *err)
             printf("%d ", tok);
             fflush(stdout);
         }
-        if (is_eos(&m.cfg, tok) || n_out >= o->max_new)
+        if (is_eos(&m.cfg, tok) || n_out >= want)
             break;
-        rc = apb_decode_step(&m, &seq, &smp, err);
+        rc = hosts_path ? apb_decode_hosts(&m, &hs, &smp, err) : apb_decode_step(&m, &seq, &smp, err);
         if (!rc)
             rc = apb_runtime_wait_all(err);
     }
     t_decode = now_s() - t0;
-    free(printed);
     printf("\n");
+    if (!rc && o->niah) {
+        int hit = printed && strstr(printed, needle) != NULL;
+        printf("NIAH: method %s, hosts %d, %zu tokens, depth %.2f: %s\n", apb_method_name(o->meth),
+               hopt.hosts, n_ids + n_q, o->depth, hit ? "retrieved" : "missed");
+    }
+    free(printed);
     if (!rc)
         fprintf(stderr, "apb_run: prefill %zu tokens in %.3f s (%.1f tokens/s); decode %d tokens in "
                         "%.3f s (%.2f tokens/s)\n",
-                n_ids, t_prefill, n_ids / t_prefill, n_out > 0 ? n_out - 1 : 0, t_decode,
+                n_ids + n_q, t_prefill, (n_ids + n_q) / t_prefill, n_out > 0 ? n_out - 1 : 0, t_decode,
                 n_out > 1 ? (n_out - 1) / t_decode : 0.0);
     if (seq.x)
         apb_seq_free(&m, &seq);
+    if (hs.h)
+        apb_hseq_free(&m, &hs);
     free(out_ids);
     free(ids);
+    free(qids);
     apb_model_free(&m);
     apb_runtime_shutdown();
     return rc;

@@ -25,4 +25,12 @@ void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
 int apb_sample_f32(const float *logits, int n, float temperature, float top_p, double u);
 uint64_t apb_rng_u64(uint64_t seed, uint64_t counter);
 
+/* Top-`select` of max-pooled (kernel 5) scores with rows j < exclude_first excluded; writes the
+ * chosen row indices in ascending order into idx. pooled: n floats of scratch, order: n ints. */
+void apb_select_topk(const float *scores, int n, int exclude_first, int select, int *idx,
+                     float *pooled, int *order);
+/* Merges n partial rows: o_i (H*d), lse_i (H) per row. */
+void apb_lse_merge_row(float *o, float *lse_out, const float *const *o_i, const float *const *lse_i,
+                       int n, int n_heads, int head_dim);
+
 #endif

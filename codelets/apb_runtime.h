@@ -39,7 +39,8 @@ int apb_runtime_nworkers(void);
 /* Per-op execution time accounting (sum over tasks, ns), filled by every codelet body. */
 enum apb_op {
     APB_OP_EMBED, APB_OP_RMSNORM, APB_OP_QKV, APB_OP_ROPE, APB_OP_ATTENTION, APB_OP_LINEAR,
-    APB_OP_MLP, APB_OP_LOGITS, APB_OP_SAMPLE, APB_OP_KV_APPEND, APB_OP_COUNT
+    APB_OP_MLP, APB_OP_LOGITS, APB_OP_SAMPLE, APB_OP_KV_APPEND, APB_OP_QMEAN, APB_OP_SELECT,
+    APB_OP_LSE_MERGE, APB_OP_COUNT
 };
 typedef struct apb_op_stats {
     double ns[APB_OP_COUNT];
@@ -120,5 +121,22 @@ typedef struct apb_attn_seg {
 int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
                          int n_heads, int n_kv_heads, int head_dim, apb_handle o, apb_handle lse,
                          apb_task_tag tag);
+
+/* ------------------------------------------------------------------ APB / Spava ops */
+/* qbar (1 x Hk*d) = mean of q rows [row0, row0+n) over rows and over the G query heads of each
+ * KV group: the query-aware selection vector (post-RoPE question queries). */
+int apb_insert_qmean(apb_handle q, int row0, int n, int n_kv_heads, int head_dim, apb_handle qbar,
+                     apb_task_tag tag);
+/* Query-aware compression of a host's block given as tiles k[i], v[i] (rows concatenate, in order):
+ * score[j] = <k_j, qbar> per KV head (fp32, no scaling), max-pool (kernel 5, stride 1, pad 2),
+ * rows j < exclude_first get -inf, top-`select` per KV head (ties: lower index), selected rows
+ * kept in sequence order. ck, cv (select x Hk*d) receive the selected post-RoPE K and V. */
+int apb_insert_select(apb_handle qbar, const apb_handle *k, const apb_handle *v, int n_tiles,
+                      int exclude_first, int select, int head_dim, apb_handle ck, apb_handle cv,
+                      apb_task_tag tag);
+/* Exact merge of partial attention results over disjoint key sets:
+ * lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i. lse_out may be NULL. */
+int apb_insert_lse_merge(const apb_handle *o, const apb_handle *lse, int n, int head_dim,
+                         apb_handle o_out, apb_handle lse_out, apb_task_tag tag);
 
 #endif

@@ -85,4 +85,64 @@ int apb_forward_logits(apb_model *m, const int32_t *ids, int n, int tile, int n_
  * when progress != 0. */
 int apb_wait_progress(const char *label, int progress, apb_err *err);
 
+/* ------------------------------------------------------------------ sequence-parallel methods
+ * W hosts each own a block of the context; see docs/DESIGN.md and ../shared/APB_SPEC.md.
+ *   full : one host, exact causal attention (the graph above)
+ *   apb  : anchor (first 16 context tokens + question + context) on hosts r > 0, query-aware
+ *          compression of each block, passing block of previous hosts, APB mask
+ *   star : anchor = the whole first block, no passing block
+ * The question is then prefilled as a second pass and every generated token attends to every
+ * host's cache through LSE-merged partial results (non-last hosts non-causally). */
+typedef enum apb_method { APB_METHOD_FULL = 0, APB_METHOD_APB = 1, APB_METHOD_STAR = 2 } apb_method;
+
+int apb_method_parse(const char *name, apb_method *m, apb_err *err);
+const char *apb_method_name(apb_method m);
+
+typedef struct apb_hosts_opts {
+    apb_method method;
+    int hosts;                     /* W >= 1 */
+    int anchor;                    /* A; -1 = default (L/32 rounded up to 64, below the block) */
+    int select;                    /* K; -1 = default (L/64 rounded up to 64, fitting the block) */
+    int tile;                      /* rows per tile */
+} apb_hosts_opts;
+
+typedef struct apb_host {
+    int a, n;                      /* anchor rows, local rows */
+    int pos_local;                 /* position of the first local token */
+    int n_tiles, n_anchor_tiles;   /* tiles: [anchor tiles | local tiles] */
+    int32_t *ids;                  /* (a + n) */
+    int *rows, *pos0, *coord0;     /* per tile */
+    apb_handle *ids_t, *x, *xn, *q, *o, *lse; /* per tile */
+    apb_handle *k, *v;             /* (n_layers * n_tiles) */
+} apb_host;
+
+typedef struct apb_hseq {
+    apb_hosts_opts opt;            /* resolved (defaults applied) */
+    int L, nq, block;              /* context tokens, question tokens, block size */
+    int q_row0, q_rows;            /* question rows inside the anchor of hosts r > 0 */
+    apb_host *h;                   /* (W) */
+    /* question pass and decoding, owned by the last host */
+    int cap, n_cached;             /* decode-cache rows, rows used (question + generated) */
+    apb_handle *kd, *vd;           /* (n_layers) (cap x Hk*d) */
+    int32_t *q_ids;
+    apb_handle q_ids_t;
+    apb_handle t_x[2], t_xn[2], t_q[2], t_k[2], t_v[2], t_o[2]; /* [0]: question rows, [1]: 1 row */
+    apb_handle *t_po[2], *t_pl[2]; /* per-host partial o / lse */
+    apb_handle logits, token;
+} apb_hseq;
+
+/* Checks and resolves the options for L context and nq question tokens (defaults applied),
+ * with a message for every impossible setting. */
+int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hosts_opts *o, apb_err *err);
+/* Submits the prefill of the context on W hosts, then the question pass, and the sampling of the
+ * first answer token into hs->token. */
+int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, const int32_t *question,
+                      int nq, int max_new, const apb_hosts_opts *opt, const apb_sampling *smp,
+                      apb_err *err);
+/* One decode step (the token in hs->token), LSE-merged over the hosts' caches. */
+int apb_decode_hosts(apb_model *m, apb_hseq *hs, const apb_sampling *smp, apb_err *err);
+/* Logits (vocab floats) of the last question row after apb_prefill_hosts (blocks until ready). */
+int apb_hosts_read_logits(apb_hseq *hs, float *out, size_t n, apb_err *err);
+void apb_hseq_free(apb_model *m, apb_hseq *hs);
+
 #endif

@@ -7,13 +7,8 @@
 #include <unistd.h>
 
 #include "graph/apb_graph.h"
+#include "graph/graph_internal.h"
 
-#define _APB_TRY(call, what)                                                                      \
-    do {                                                                                          \
-        int _r = (call);                                                                          \
-        if (_r)                                                                                   \
-            return apb_fail(err, APB_E_RUNTIME, "submitting %s failed (%d)", what, _r);           \
-    } while (0)
 
 static apb_handle *_apb_handles(int n)
 {
@@ -21,7 +16,7 @@ static apb_handle *_apb_handles(int n)
 }
 
 /* The per-layer dense chain after attention: o-proj (+residual), norm, MLP (+residual). */
-static int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
+int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
                                apb_task_tag tag, apb_err *err)
 {
     const apb_layer_handles *L = &m->layers[l];
@@ -32,7 +27,7 @@ static int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, 
 }
 
 /* Norm, QKV and RoPE of one tile. */
-static int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q,
+int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q,
                               apb_handle k, apb_handle v, int pos0, apb_task_tag tag, apb_err *err)
 {
     const apb_layer_handles *L = &m->layers[l];

@@ -95,6 +95,7 @@ if [ ! -f "$MODEL/.apb-ok" ]; then
     touch "$MODEL/.apb-ok"
 fi
 
+mkdir -p "$APB_HOME/starpu-home"
 cat >"$APB_HOME/env.sh" <<ENV
 export APB_HOME="$APB_HOME"
 export PKG_CONFIG_PATH="$STARPU_PREFIX/lib/pkgconfig\${PKG_CONFIG_PATH:+:\$PKG_CONFIG_PATH}"

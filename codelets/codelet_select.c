@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief APB compression by query-aware selection: score, max-pool, top-k per KV head, gather.
+ *
+ * The output block (select x Hk*d, for K and for V) holds, in the columns of KV head g, the
+ * post-RoPE K/V rows chosen for head g; each head chooses its own rows. Positions are not
+ * re-rotated: the rows keep the rotation of their original positions.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codelets/apb_kernels_cpu.h"
+#include "codelets/codelet_common.h"
+
+struct _apb_select_args {
+    int n_tiles, exclude_first, select, head_dim;
+};
+
+
+static int _apb_cmp_score_desc(const void *a, const void *b, void *ctx)
+{
+    const float *s = ctx;
+    int i = *(const int *)a, j = *(const int *)b;
+    if (s[i] != s[j])
+        return s[i] < s[j] ? 1 : -1;
+    return i - j;
+}
+
+static int _apb_cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+void apb_select_topk(const float *scores, int n, int exclude_first, int select, int *idx,
+                     float *pooled, int *order)
+{
+    for (int j = 0; j < n; j++) {
+        float m = -INFINITY;
+        for (int t = j - 2; t <= j + 2; t++)
+            if (t >= 0 && t < n && scores[t] > m)
+                m = scores[t];
+        pooled[j] = j < exclude_first ? -INFINITY : m;
+    }
+    for (int j = 0; j < n; j++)
+        order[j] = j;
+    qsort_r(order, (size_t)n, sizeof *order, _apb_cmp_score_desc, pooled);
+    memcpy(idx, order, sizeof(int) * (size_t)select);
+    qsort(idx, (size_t)select, sizeof *idx, _apb_cmp_int);
+}
+
+static void _apb_select_cpu(void *buffers[], void *cl_arg)
+{
+    double t0 = _apb_now_ns();
+    const struct _apb_select_args *a = cl_arg;
+    const float *qbar = _APB_PTR(buffers[0]);
+    int nt = a->n_tiles, d = a->head_dim;
+    int Hk = _APB_COLS(buffers[1]) / d;
+    int n = 0;
+    for (int t = 0; t < nt; t++)
+        n += _APB_ROWS(buffers[1 + t]);
+    float *scores = malloc(sizeof(float) * 2 * (size_t)n);
+    int *order = malloc(sizeof(int) * (size_t)n), *idx = malloc(sizeof(int) * (size_t)a->select);
+    int *tile_of = malloc(sizeof(int) * (size_t)n), *row_of = malloc(sizeof(int) * (size_t)n);
+    void *ckb = buffers[1 + 2 * nt], *cvb = buffers[2 + 2 * nt];
+    float *ck = _APB_PTR(ckb), *cv = _APB_PTR(cvb);
+    if (!scores || !order || !idx || !tile_of || !row_of) {
+        for (int i = 0; i < a->select * Hk * d; i++)
+            ck[i] = cv[i] = NAN; /* visible downstream: a codelet cannot return an error */
+        goto out;
+    }
+    for (int t = 0, j = 0; t < nt; t++)
+        for (int r = 0; r < _APB_ROWS(buffers[1 + t]); r++, j++) {
+            tile_of[j] = t;
+            row_of[j] = r;
+        }
+    for (int g = 0; g < Hk; g++) {
+        for (int j = 0; j < n; j++) {
+            void *kb = buffers[1 + tile_of[j]];
+            const float *kr = (const float *)_APB_PTR(kb) + (size_t)row_of[j] * _APB_LD(kb) + (size_t)g * d;
+            float s = 0;
+            for (int c = 0; c < d; c++)
+                s += kr[c] * qbar[g * d + c];
+            scores[j] = s;
+        }
+        apb_select_topk(scores, n, a->exclude_first, a->select, idx, scores + n, order);
+        for (int i = 0; i < a->select; i++) {
+            int j = idx[i];
+            void *kb = buffers[1 + tile_of[j]], *vb = buffers[1 + nt + tile_of[j]];
+            memcpy(ck + (size_t)i * _APB_LD(ckb) + (size_t)g * d,
+                   (const float *)_APB_PTR(kb) + (size_t)row_of[j] * _APB_LD(kb) + (size_t)g * d,
+                   sizeof(float) * d);
+            memcpy(cv + (size_t)i * _APB_LD(cvb) + (size_t)g * d,
+                   (const float *)_APB_PTR(vb) + (size_t)row_of[j] * _APB_LD(vb) + (size_t)g * d,
+                   sizeof(float) * d);
+        }
+    }
+out:
+    free(scores);
+    free(order);
+    free(idx);
+    free(tile_of);
+    free(row_of);
+    _apb_op_account(APB_OP_SELECT, t0, 2.0 * n * Hk * d);
+}
+
+static struct starpu_perfmodel _apb_select_model = {
+    .type = STARPU_HISTORY_BASED,
+    .symbol = "apb_select",
+};
+
+static struct starpu_codelet _apb_select_cl = {
+    .cpu_funcs = {_apb_select_cpu},
+    .cpu_funcs_name = {"_apb_select_cpu"},
+    .nbuffers = STARPU_VARIABLE_NBUFFERS,
+    .model = &_apb_select_model,
+    .name = "select",
+};
+
+int apb_insert_select(apb_handle qbar, const apb_handle *k, const apb_handle *v, int n_tiles,
+                      int exclude_first, int select, int head_dim, apb_handle ck, apb_handle cv,
+                      apb_task_tag tag)
+{
+    int n = 0;
+    for (int t = 0; t < n_tiles; t++)
+        n += apb_tile_rows(k[t]);
+    if (n_tiles <= 0 || select <= 0 || exclude_first < 0 || select > n - exclude_first ||
+        apb_tile_rows(ck) != select || apb_tile_rows(cv) != select ||
+        apb_tile_cols(ck) != apb_tile_cols(k[0]) || apb_tile_cols(qbar) != apb_tile_cols(k[0]))
+        return -EINVAL;
+    struct _apb_select_args a = {.n_tiles = n_tiles, .exclude_first = exclude_first,
+                                 .select = select, .head_dim = head_dim};
+    struct starpu_data_descr *d = malloc(sizeof *d * (size_t)(3 + 2 * n_tiles));
+    if (!d)
+        return -ENOMEM;
+    int nd = 0;
+    d[nd++] = (struct starpu_data_descr){qbar, STARPU_R};
+    for (int t = 0; t < n_tiles; t++)
+        d[nd++] = (struct starpu_data_descr){k[t], STARPU_R};
+    for (int t = 0; t < n_tiles; t++)
+        d[nd++] = (struct starpu_data_descr){v[t], STARPU_R};
+    d[nd++] = (struct starpu_data_descr){ck, STARPU_W};
+    d[nd++] = (struct starpu_data_descr){cv, STARPU_W};
+    int ret = starpu_task_insert(&_apb_select_cl, STARPU_DATA_MODE_ARRAY, d, nd,
+                                 STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
+                                 STARPU_PRIORITY, tag.prio, STARPU_NAME, _apb_task_name("select", tag), 0);
+    free(d);
+    return _apb_insert_check(ret, "select");
+}

@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Sequence-parallel prefill over W hosts (APB, Star) and the LSE-merged question pass and
+ * decoding that follow.
+ *
+ * Host r's rows are [anchor | local]; coordinates (for the attention mask) are row indices in that
+ * sequence, positions (for RoPE) are 0..a-1 for the anchor and the global positions for the local
+ * block. Per layer:
+ *
+ *   all hosts, all tiles:  rmsnorm -> qkv -> rope
+ *   apb, W > 1:            qmean(question rows of host 1's anchor) -> qbar
+ *                          select(qbar, host r's local K/V) -> ck[r], cv[r]        (r < W-1)
+ *   host r, tile t:        attention(q[t]; passing ck[0..r-1] (anchor rows skip them),
+ *                                      anchor tiles, local tiles <= t) -> o-proj -> mlp
+ *
+ * The "allgather" is nothing but the data dependencies ck[j] -> attention of every host r > j:
+ * StarPU moves (or, on one memory node, shares) the compressed blocks. Passing blocks are released
+ * (unregister_submit) as soon as the layer's attention tasks are submitted: they are dropped right
+ * after their last reader, and the KV cache keeps [anchor | local].
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph_internal.h"
+
+enum { _APB_ANCHOR_PREFIX = 16 }; /* BOS + system prompt tokens that open every anchor (APB) */
+
+int apb_method_parse(const char *name, apb_method *m, apb_err *err)
+{
+    if (!strcmp(name, "full"))
+        *m = APB_METHOD_FULL;
+    else if (!strcmp(name, "apb"))
+        *m = APB_METHOD_APB;
+    else if (!strcmp(name, "star"))
+        *m = APB_METHOD_STAR;
+    else
+        return apb_fail(err, APB_E_USAGE, "unknown method '%s' (this build: full, apb, star)", name);
+    return APB_OK;
+}
+
+const char *apb_method_name(apb_method m)
+{
+    return m == APB_METHOD_APB ? "apb" : m == APB_METHOD_STAR ? "star" : "full";
+}
+
+static int _apb_round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hosts_opts *o, apb_err *err)
+{
+    if (o->method == APB_METHOD_FULL)
+        o->hosts = 1;
+    int W = o->hosts;
+    if (W < 1)
+        return apb_fail(err, APB_E_USAGE, "--hosts must be >= 1 (got %d)", W);
+    if (L < 1 || nq < 1)
+        return apb_fail(err, APB_E_USAGE, "need at least one context and one question token "
+                                          "(got %d and %d)", L, nq);
+    if (W > L)
+        return apb_fail(err, APB_E_USAGE, "--hosts %d exceeds the %d context tokens", W, L);
+    int block = (L + W - 1) / W;
+    if (L - (W - 1) * block < 1)
+        return apb_fail(err, APB_E_USAGE,
+                        "%d context tokens do not fill %d hosts with blocks of %d (the last host "
+                        "would be empty); use fewer hosts", L, W, block);
+    if ((long)L + nq + max_new > cfg->max_pos)
+        return apb_fail(err, APB_E_USAGE, "%d context + %d question + %d new tokens exceed the "
+                        "model's context of %d", L, nq, max_new, cfg->max_pos);
+    if (o->tile <= 0)
+        return apb_fail(err, APB_E_USAGE, "tile size must be positive (got %d)", o->tile);
+    if (o->method == APB_METHOD_STAR) {
+        o->anchor = W > 1 ? block : 0;
+        o->select = 0;
+    } else if (o->method == APB_METHOD_APB) {
+        if (o->anchor < 0) {
+            o->anchor = _apb_round_up(L / 32 > 0 ? L / 32 : 1, 64);
+            while (o->anchor >= block && o->anchor > 0)
+                o->anchor = o->anchor > 64 ? o->anchor - 64 : block / 2;
+        }
+        if (o->select < 0) {
+            o->select = _apb_round_up(L / 64 > 0 ? L / 64 : 1, 64);
+            if (o->select > block - o->anchor)
+                o->select = block - o->anchor;
+        }
+        if (W > 1 && o->anchor >= block)
+            return apb_fail(err, APB_E_USAGE, "--anchor %d must be smaller than the block of %d "
+                            "tokens (%d context tokens / %d hosts)", o->anchor, block, L, W);
+        if (o->select < 0 || (W > 1 && o->select > block - o->anchor))
+            return apb_fail(err, APB_E_USAGE, "--select %d exceeds the %d selectable tokens of a "
+                            "block (block %d - anchor %d)", o->select, block - o->anchor, block,
+                            o->anchor);
+        int full_block = o->select == block - o->anchor && o->anchor == 0;
+        if (W > 1 && o->select > 0 && !full_block &&
+            o->anchor <= (L < _APB_ANCHOR_PREFIX ? L : _APB_ANCHOR_PREFIX))
+            return apb_fail(err, APB_E_USAGE, "--anchor %d cannot hold the question after the first "
+                            "%d context tokens, and query-aware selection needs its queries",
+                            o->anchor, _APB_ANCHOR_PREFIX);
+        if (W == 1)
+            o->anchor = o->select = 0;
+    }
+    return APB_OK;
+}
+
+/* ------------------------------------------------------------------ host state */
+static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx,
+                           const int32_t *question, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    apb_host *h = &hs->h[r];
+    int W = hs->opt.hosts, T = hs->opt.tile, block = hs->block;
+    h->pos_local = r * block;
+    h->n = r == W - 1 ? hs->L - (W - 1) * block : block;
+    h->a = r == 0 ? 0 : hs->opt.anchor;
+    h->ids = malloc(sizeof(int32_t) * (size_t)(h->a + h->n));
+    if (!h->ids)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    /* anchor assembly */
+    if (hs->opt.method == APB_METHOD_APB && h->a > 0) {
+        int p = 0, pre = hs->L < _APB_ANCHOR_PREFIX ? hs->L : _APB_ANCHOR_PREFIX;
+        for (int i = 0; i < pre && p < h->a; i++)
+            h->ids[p++] = ctx[i];
+        for (int i = 0; i < hs->nq && p < h->a; i++)
+            h->ids[p++] = question[i];
+        for (int i = pre; p < h->a; i++)
+            h->ids[p++] = ctx[i]; /* anchor < block <= L, so the context never runs out */
+    } else {
+        for (int i = 0; i < h->a; i++) /* star: the first block; positions 0..a-1 */
+            h->ids[i] = ctx[i];
+    }
+    memcpy(h->ids + h->a, ctx + h->pos_local, sizeof(int32_t) * (size_t)h->n);
+    h->n_anchor_tiles = (h->a + T - 1) / T;
+    h->n_tiles = h->n_anchor_tiles + (h->n + T - 1) / T;
+    int nt = h->n_tiles;
+    h->rows = calloc((size_t)nt, sizeof(int));
+    h->pos0 = calloc((size_t)nt, sizeof(int));
+    h->coord0 = calloc((size_t)nt, sizeof(int));
+    apb_handle **arrs[] = {&h->ids_t, &h->x, &h->xn, &h->q, &h->o, &h->lse};
+    for (size_t i = 0; i < sizeof arrs / sizeof *arrs; i++)
+        *arrs[i] = calloc((size_t)nt, sizeof(apb_handle));
+    h->k = calloc((size_t)nt * c->n_layers, sizeof(apb_handle));
+    h->v = calloc((size_t)nt * c->n_layers, sizeof(apb_handle));
+    if (!h->rows || !h->pos0 || !h->coord0 || !h->ids_t || !h->x || !h->xn || !h->q || !h->o ||
+        !h->lse || !h->k || !h->v)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
+    for (int t = 0; t < nt; t++) {
+        int anchor = t < h->n_anchor_tiles;
+        int off = anchor ? t * T : (t - h->n_anchor_tiles) * T; /* row offset inside its part */
+        int part = anchor ? h->a : h->n;
+        h->rows[t] = part - off < T ? part - off : T;
+        h->coord0[t] = anchor ? off : h->a + off;
+        h->pos0[t] = anchor ? off : h->pos_local + off;
+        int rows = h->rows[t];
+        h->ids_t[t] = apb_tile_from(h->ids + h->coord0[t], rows, 1, sizeof(int32_t));
+        h->x[t] = apb_tile_new(rows, c->dim, sizeof(float));
+        h->xn[t] = apb_tile_new(rows, c->dim, sizeof(float));
+        h->q[t] = apb_tile_new(rows, qd, sizeof(float));
+        h->o[t] = apb_tile_new(rows, qd, sizeof(float));
+        h->lse[t] = apb_tile_new(rows, c->n_heads, sizeof(float));
+        for (int l = 0; l < c->n_layers; l++) {
+            h->k[l * nt + t] = apb_tile_new(rows, kd, sizeof(float));
+            h->v[l * nt + t] = apb_tile_new(rows, kd, sizeof(float));
+        }
+    }
+    return APB_OK;
+}
+
+static void _apb_host_free(apb_model *m, apb_host *h)
+{
+    for (int t = 0; h->x && t < h->n_tiles; t++) {
+        apb_handle_free(h->ids_t[t]);
+        apb_handle_free(h->x[t]);
+        apb_handle_free(h->xn[t]);
+        apb_handle_free(h->q[t]);
+        apb_handle_free(h->o[t]);
+        apb_handle_free(h->lse[t]);
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            apb_handle_free(h->k[l * h->n_tiles + t]);
+            apb_handle_free(h->v[l * h->n_tiles + t]);
+        }
+    }
+}
+
+static void _apb_host_release(apb_host *h)
+{
+    free(h->ids);
+    free(h->rows);
+    free(h->pos0);
+    free(h->coord0);
+    free(h->ids_t);
+    free(h->x);
+    free(h->xn);
+    free(h->q);
+    free(h->o);
+    free(h->lse);
+    free(h->k);
+    free(h->v);
+}
+
+void apb_hseq_free(apb_model *m, apb_hseq *hs)
+{
+    int W = hs->opt.hosts;
+    for (int r = 0; hs->h && r < W; r++)
+        _apb_host_free(m, &hs->h[r]);
+    for (int l = 0; hs->kd && l < m->cfg.n_layers; l++) {
+        apb_handle_free(hs->kd[l]);
+        apb_handle_free(hs->vd[l]);
+    }
+    for (int i = 0; i < 2; i++) {
+        apb_handle hh[] = {hs->t_x[i], hs->t_xn[i], hs->t_q[i], hs->t_k[i], hs->t_v[i], hs->t_o[i]};
+        for (size_t j = 0; j < sizeof hh / sizeof *hh; j++)
+            apb_handle_free(hh[j]);
+        for (int r = 0; hs->t_po[i] && r < W; r++) {
+            apb_handle_free(hs->t_po[i][r]);
+            apb_handle_free(hs->t_pl[i][r]);
+        }
+        free(hs->t_po[i]);
+        free(hs->t_pl[i]);
+    }
+    apb_handle_free(hs->q_ids_t);
+    apb_handle_free(hs->logits);
+    apb_handle_free(hs->token);
+    apb_runtime_wait_all(NULL); /* registered host arrays (ids) must outlive their unregistration */
+    for (int r = 0; hs->h && r < W; r++)
+        _apb_host_release(&hs->h[r]);
+    free(hs->h);
+    free(hs->kd);
+    free(hs->vd);
+    free(hs->q_ids);
+    memset(hs, 0, sizeof *hs);
+}
+
+/* ------------------------------------------------------------------ prefill */
+static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    int W = hs->opt.hosts, K = hs->opt.select, kd = c->n_kv_heads * c->head_dim;
+    for (int r = 0; r < W; r++) {
+        apb_host *h = &hs->h[r];
+        apb_task_tag tag = {l, r, c->n_layers - l};
+        for (int t = 0; t < h->n_tiles; t++) {
+            int rc = _apb_pre_attention(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
+                                        h->v[l * h->n_tiles + t], h->pos0[t], tag, err);
+            if (rc)
+                return rc;
+        }
+    }
+    /* compression: blocks of hosts 0..W-2 (the last host's block has no later reader) */
+    apb_handle ck[64] = {0}, cv[64] = {0};
+    int passing = hs->opt.method == APB_METHOD_APB && W > 1 && K > 0;
+    if (passing) {
+        apb_handle qbar = NULL;
+        int select_all = hs->opt.anchor == 0 && K == hs->block;
+        if (!select_all) {
+            const apb_host *h1 = &hs->h[1];
+            qbar = apb_tile_new(1, kd, sizeof(float));
+            /* the question rows lie in host 1's anchor, which is identical on every host r > 0 */
+            int t = hs->q_row0 / hs->opt.tile, row = hs->q_row0 % hs->opt.tile;
+            int n = hs->q_rows < h1->rows[t] - row ? hs->q_rows : h1->rows[t] - row;
+            _APB_TRY(apb_insert_qmean(h1->q[t], row, n, c->n_kv_heads, c->head_dim, qbar,
+                                      (apb_task_tag){l, 1, c->n_layers - l + 1}),
+                     "qmean");
+        }
+        for (int r = 0; r < W - 1; r++) {
+            apb_host *h = &hs->h[r];
+            int nloc = h->n_tiles - h->n_anchor_tiles;
+            const apb_handle *kt = &h->k[l * h->n_tiles + h->n_anchor_tiles];
+            const apb_handle *vt = &h->v[l * h->n_tiles + h->n_anchor_tiles];
+            if (select_all) { /* K = whole block, no anchor: the block itself is the passing block */
+                continue;
+            }
+            ck[r] = apb_tile_new(K, kd, sizeof(float));
+            cv[r] = apb_tile_new(K, kd, sizeof(float));
+            /* compress -> allgather is every later host's critical path: highest priority */
+            _APB_TRY(apb_insert_select(qbar, kt, vt, nloc, r == 0 ? hs->opt.anchor : 0, K,
+                                       c->head_dim, ck[r], cv[r],
+                                       (apb_task_tag){l, r, c->n_layers - l + 1}),
+                     "select");
+        }
+        apb_handle_free(qbar);
+    }
+    for (int r = 0; r < W; r++) {
+        apb_host *h = &hs->h[r];
+        apb_task_tag tag = {l, r, c->n_layers - l};
+        for (int t = h->n_tiles - 1; t >= 0; t--) {
+            int ns = 0;
+            int is_anchor_row_tile = t < h->n_anchor_tiles;
+            if (passing) {
+                for (int j = 0; j < r; j++) {
+                    if (ck[j]) {
+                        segs[ns++] = (apb_attn_seg){ck[j], cv[j], K, 0, 0, h->a};
+                    } else { /* select-all: host j's whole local block, in tiles */
+                        const apb_host *hj = &hs->h[j];
+                        for (int u = hj->n_anchor_tiles; u < hj->n_tiles; u++)
+                            segs[ns++] = (apb_attn_seg){hj->k[l * hj->n_tiles + u],
+                                                        hj->v[l * hj->n_tiles + u], hj->rows[u], 0,
+                                                        0, h->a};
+                    }
+                }
+            }
+            (void)is_anchor_row_tile; /* anchor rows skip the passing segments via min_q_coord */
+            for (int u = 0; u <= t; u++)
+                segs[ns++] = (apb_attn_seg){h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u],
+                                            h->rows[u], h->coord0[u], 1, 0};
+            if (apb_insert_attention(h->q[t], h->coord0[t], segs, ns, c->n_heads, c->n_kv_heads,
+                                     c->head_dim, h->o[t], h->lse[t], tag))
+                return apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+            int rc = _apb_post_attention(m, l, h->o[t], h->x[t], h->xn[t], tag, err);
+            if (rc)
+                return rc;
+        }
+    }
+    for (int r = 0; r < W; r++) { /* discard the passing blocks after their last reader */
+        apb_handle_free(ck[r]);
+        apb_handle_free(cv[r]);
+    }
+    return APB_OK;
+}
+
+/* ------------------------------------------------------------------ question pass and decoding */
+/* Rows of slot s (0: the question, 1: one generated token) at positions pos0.., ids from `ids`. */
+static int _apb_tail(apb_model *m, apb_hseq *hs, int s, apb_handle ids, int rows,
+                     const apb_sampling *smp, uint64_t step, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    int W = hs->opt.hosts, pos0 = hs->L + hs->n_cached;
+    int maxseg = 2;
+    for (int r = 0; r < W; r++)
+        maxseg += hs->h[r].n_tiles;
+    apb_attn_seg *segs = malloc(sizeof *segs * (size_t)maxseg);
+    if (!segs)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    int rc = APB_OK;
+    apb_task_tag tag0 = {-1, W - 1, 0};
+    if (apb_insert_embed(ids, m->embed, hs->t_x[s], tag0))
+        rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
+    for (int l = 0; l < c->n_layers && !rc; l++) {
+        apb_task_tag tag = {l, W - 1, 0};
+        rc = _apb_pre_attention(m, l, hs->t_x[s], hs->t_xn[s], hs->t_q[s], hs->t_k[s], hs->t_v[s],
+                                pos0, tag, err);
+        if (rc)
+            break;
+        if (apb_insert_kv_append(hs->t_k[s], hs->t_v[s], hs->kd[l], hs->vd[l], hs->n_cached, tag)) {
+            rc = apb_fail(err, APB_E_RUNTIME, "submitting kv_append failed");
+            break;
+        }
+        /* each host attends over its local cache (anchor dropped); the last host also over the
+         * question and generated tokens. Non-last hosts: non-causal (all of their cache is past). */
+        for (int r = 0; r < W && !rc; r++) {
+            apb_host *h = &hs->h[r];
+            int ns = 0;
+            for (int u = h->n_anchor_tiles; u < h->n_tiles; u++)
+                segs[ns++] = (apb_attn_seg){h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u],
+                                            h->rows[u], 0, 0, 0};
+            if (r == W - 1)
+                segs[ns++] = (apb_attn_seg){hs->kd[l], hs->vd[l], hs->n_cached + rows, hs->L, 1, 0};
+            apb_handle o = W == 1 ? hs->t_o[s] : hs->t_po[s][r];
+            if (apb_insert_attention(hs->t_q[s], pos0, segs, ns, c->n_heads, c->n_kv_heads,
+                                     c->head_dim, o, hs->t_pl[s][r], (apb_task_tag){l, r, 0}))
+                rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+        }
+        if (!rc && W > 1 &&
+            apb_insert_lse_merge(hs->t_po[s], hs->t_pl[s], W, c->head_dim, hs->t_o[s], NULL, tag))
+            rc = apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
+        if (!rc)
+            rc = _apb_post_attention(m, l, hs->t_o[s], hs->t_x[s], hs->t_xn[s], tag, err);
+    }
+    free(segs);
+    if (rc)
+        return rc;
+    hs->n_cached += rows;
+    if (apb_insert_logits(hs->t_x[s], rows - 1, 1, m->final_norm, m->lm_head, hs->logits,
+                          c->norm_eps, tag0) ||
+        apb_insert_sample(hs->logits, 0, hs->token, smp->temperature, smp->top_p, smp->seed, step,
+                          tag0))
+        return apb_fail(err, APB_E_RUNTIME, "submitting logits/sample failed");
+    return APB_OK;
+}
+
+int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, const int32_t *question,
+                      int nq, int max_new, const apb_hosts_opts *opt, const apb_sampling *smp,
+                      apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    memset(hs, 0, sizeof *hs);
+    hs->opt = *opt;
+    int rc = apb_hosts_resolve(c, L, nq, max_new, &hs->opt, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < L; i++)
+        if (ctx[i] < 0 || ctx[i] >= c->vocab_size)
+            return apb_fail(err, APB_E_USAGE, "token id %d at position %d is outside vocab [0, %d)",
+                            ctx[i], i, c->vocab_size);
+    for (int i = 0; i < nq; i++)
+        if (question[i] < 0 || question[i] >= c->vocab_size)
+            return apb_fail(err, APB_E_USAGE, "question token id %d is outside vocab [0, %d)",
+                            question[i], c->vocab_size);
+    int W = hs->opt.hosts;
+    if (W > 64)
+        return apb_fail(err, APB_E_USAGE, "--hosts %d: at most 64 hosts", W);
+    hs->L = L;
+    hs->nq = nq;
+    hs->block = (L + W - 1) / W;
+    hs->q_row0 = L < _APB_ANCHOR_PREFIX ? L : _APB_ANCHOR_PREFIX;
+    hs->q_rows = nq < hs->opt.anchor - hs->q_row0 ? nq : hs->opt.anchor - hs->q_row0;
+    hs->h = calloc((size_t)W, sizeof *hs->h);
+    if (!hs->h)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    for (int r = 0; r < W; r++)
+        if ((rc = _apb_host_alloc(m, hs, r, ctx, question, err)))
+            return rc;
+    /* question / decode state on the last host */
+    int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
+    hs->cap = nq + max_new;
+    hs->kd = calloc((size_t)c->n_layers, sizeof(apb_handle));
+    hs->vd = calloc((size_t)c->n_layers, sizeof(apb_handle));
+    hs->q_ids = malloc(sizeof(int32_t) * (size_t)nq);
+    if (!hs->kd || !hs->vd || !hs->q_ids)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    memcpy(hs->q_ids, question, sizeof(int32_t) * (size_t)nq);
+    hs->q_ids_t = apb_tile_from(hs->q_ids, nq, 1, sizeof(int32_t));
+    for (int l = 0; l < c->n_layers; l++) {
+        hs->kd[l] = apb_tile_new(hs->cap, kd, sizeof(float));
+        hs->vd[l] = apb_tile_new(hs->cap, kd, sizeof(float));
+    }
+    for (int s = 0; s < 2; s++) {
+        int rows = s == 0 ? nq : 1;
+        hs->t_x[s] = apb_tile_new(rows, c->dim, sizeof(float));
+        hs->t_xn[s] = apb_tile_new(rows, c->dim, sizeof(float));
+        hs->t_q[s] = apb_tile_new(rows, qd, sizeof(float));
+        hs->t_k[s] = apb_tile_new(rows, kd, sizeof(float));
+        hs->t_v[s] = apb_tile_new(rows, kd, sizeof(float));
+        hs->t_o[s] = apb_tile_new(rows, qd, sizeof(float));
+        hs->t_po[s] = calloc((size_t)W, sizeof(apb_handle));
+        hs->t_pl[s] = calloc((size_t)W, sizeof(apb_handle));
+        if (!hs->t_po[s] || !hs->t_pl[s])
+            return apb_fail(err, APB_E_NOMEM, "out of memory");
+        for (int r = 0; r < W; r++) {
+            hs->t_po[s][r] = apb_tile_new(rows, qd, sizeof(float));
+            hs->t_pl[s][r] = apb_tile_new(rows, c->n_heads, sizeof(float));
+        }
+    }
+    hs->logits = apb_tile_new(1, c->vocab_size, sizeof(float));
+    hs->token = apb_tile_new(1, 1, sizeof(int32_t));
+
+    /* context prefill */
+    for (int r = 0; r < W; r++)
+        for (int t = 0; t < hs->h[r].n_tiles; t++)
+            if (apb_insert_embed(hs->h[r].ids_t[t], m->embed, hs->h[r].x[t],
+                                 (apb_task_tag){-1, r, c->n_layers + 1}))
+                return apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
+    int maxseg = 64;
+    for (int r = 0; r < W; r++)
+        maxseg += hs->h[r].n_tiles;
+    apb_attn_seg *segs = malloc(sizeof *segs * (size_t)maxseg);
+    if (!segs)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    for (int l = 0; l < c->n_layers && !rc; l++)
+        rc = _apb_prefill_layer(m, hs, l, segs, err);
+    free(segs);
+    if (rc)
+        return rc;
+    /* the anchors' hidden states are not needed past the last layer; the KV cache keeps them but the
+     * question pass and decoding skip the anchor tiles */
+    return _apb_tail(m, hs, 0, hs->q_ids_t, nq, smp, 0, err);
+}
+
+int apb_decode_hosts(apb_model *m, apb_hseq *hs, const apb_sampling *smp, apb_err *err)
+{
+    if (hs->n_cached + 1 > hs->cap)
+        return apb_fail(err, APB_E_USAGE, "decode cache full (%d rows)", hs->cap);
+    return _apb_tail(m, hs, 1, hs->token, 1, smp, (uint64_t)(hs->n_cached - hs->nq + 1), err);
+}
+
+int apb_hosts_read_logits(apb_hseq *hs, float *out, size_t n, apb_err *err)
+{
+    return apb_tile_read(hs->logits, out, sizeof(float) * n, err);
+}

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Sequence-parallel methods on the bundled model. Exact configurations must match `full`:
+ * APB with no anchor and K = the whole block (the passing block is then every previous block) for
+ * W = 1..4 and lengths that do not divide, and W = 1 for every method. Impossible settings fail with
+ * a clear message.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "graph/apb_graph.h"
+#include "tests/test_util.h"
+
+static apb_model model;
+
+static void up(void)
+{
+    char dir[PATH_MAX];
+    const char *home = getenv("APB_HOME");
+    if (home)
+        snprintf(dir, sizeof dir, "%s/models/smollm2-135m-instruct", home);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/apb/models/smollm2-135m-instruct", getenv("HOME"));
+    apb_err err = {0};
+    if (apb_model_load(dir, &model, &err))
+        cr_fatal("loading %s: %s (run scripts/setup.sh)", dir, err.msg);
+    t_runtime_up();
+    if (apb_model_register(&model, &err))
+        cr_fatal("%s", err.msg);
+}
+
+static void down(void)
+{
+    apb_model_free(&model);
+    apb_runtime_shutdown();
+}
+
+TestSuite(methods, .init = up, .fini = down, .timeout = 600);
+
+static const char *text =
+    "Alice was beginning to get very tired of sitting by her sister on the bank, and of having "
+    "nothing to do: once or twice she had peeped into the book her sister was reading, but it had "
+    "no pictures or conversations in it, and what is the use of a book, thought Alice, without "
+    "pictures or conversations?";
+
+/* ids of the text; the last nq are the question */
+static int32_t *tokens(size_t *n)
+{
+    int32_t *ids;
+    apb_err err = {0};
+    cr_assert_eq(apb_tokenizer_encode(model.tok, text, strlen(text), 1, &ids, n, &err), 0, "%s", err.msg);
+    return ids;
+}
+
+static void method_logits(apb_method meth, int W, int anchor, int select, const int32_t *ids, int L,
+                          int nq, float *out)
+{
+    apb_hseq hs;
+    apb_hosts_opts o = {.method = meth, .hosts = W, .anchor = anchor, .select = select, .tile = 7};
+    apb_sampling smp = {0, 1, 0};
+    apb_err err = {0};
+    cr_assert_eq(apb_prefill_hosts(&model, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(apb_hosts_read_logits(&hs, out, model.cfg.vocab_size, &err), 0);
+    cr_assert_eq(apb_runtime_wait_all(&err), 0);
+    apb_hseq_free(&model, &hs);
+}
+
+struct exact_case { int W, L; };
+
+ParameterizedTestParameters(methods, apb_exact_config_matches_full)
+{
+    static struct exact_case cases[] = {{1, 50}, {2, 50}, {3, 50}, {4, 50}, {3, 61}, {4, 61}};
+    return cr_make_param_array(struct exact_case, cases, sizeof cases / sizeof *cases);
+}
+
+ParameterizedTest(struct exact_case *c, methods, apb_exact_config_matches_full)
+{
+    size_t n;
+    int32_t *ids = tokens(&n);
+    int nq = 3, L = c->L;
+    cr_assert_geq((int)n, L + nq);
+    int V = model.cfg.vocab_size, block = (L + c->W - 1) / c->W;
+    float *ref = t_poisoned(V), *got = t_poisoned(V);
+    apb_err err = {0};
+    /* full over context + question, last row */
+    int32_t *all = malloc(sizeof(int32_t) * (L + nq));
+    memcpy(all, ids, sizeof(int32_t) * (L + nq));
+    cr_assert_eq(apb_forward_logits(&model, all, L + nq, 16, 1, ref, &err), 0, "%s", err.msg);
+    double *rd = malloc(sizeof(double) * V);
+    for (int i = 0; i < V; i++)
+        rd[i] = ref[i];
+    method_logits(APB_METHOD_APB, c->W, 0, block, ids, L, nq, got);
+    double e = t_rel_err(got, rd, V);
+    cr_log_info("apb W=%d L=%d exact config: rel err vs full %.3g", c->W, L, e);
+    cr_assert_lt(e, 1e-4, "apb (anchor 0, select = block) W=%d L=%d differs from full: %g", c->W, L, e);
+    /* every method is exact with one host */
+    if (c->W == 1) {
+        for (int meth = 0; meth <= 2; meth++) {
+            method_logits((apb_method)meth, 1, -1, -1, ids, L, nq, got);
+            e = t_rel_err(got, rd, V);
+            cr_assert_lt(e, 1e-4, "%s with one host differs from full: %g",
+                         apb_method_name((apb_method)meth), e);
+        }
+    }
+    free(ids); free(all); free(ref); free(got); free(rd);
+}
+
+Test(methods, approximate_methods_run_and_stay_close)
+{
+    /* APB with a real anchor and compression, and Star, are approximations: their next-token
+     * distribution must stay finite and close to full's on this text (same argmax). */
+    size_t n;
+    int32_t *ids = tokens(&n);
+    int nq = 3, L = (int)n - nq, V = model.cfg.vocab_size;
+    float *ref = t_poisoned(V), *got = t_poisoned(V);
+    apb_err err = {0};
+    cr_assert_eq(apb_forward_logits(&model, ids, L + nq, 16, 1, ref, &err), 0, "%s", err.msg);
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        best = ref[i] > ref[best] ? i : best;
+    struct { apb_method m; int W, a, k; } runs[] = {
+        {APB_METHOD_APB, 2, 24, 8}, {APB_METHOD_APB, 3, 20, 4}, {APB_METHOD_STAR, 2, -1, -1},
+        {APB_METHOD_STAR, 4, -1, -1}};
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        method_logits(runs[r].m, runs[r].W, runs[r].a, runs[r].k, ids, L, nq, got);
+        int gb = 0;
+        for (int i = 0; i < V; i++) {
+            cr_assert(isfinite(got[i]), "%s W=%d: logit %d not finite", apb_method_name(runs[r].m),
+                      runs[r].W, i);
+            gb = got[i] > got[gb] ? i : gb;
+        }
+        cr_log_info("%s W=%d: argmax %d (full %d)", apb_method_name(runs[r].m), runs[r].W, gb, best);
+    }
+    free(ids); free(ref); free(got);
+}
+
+Test(methods, impossible_settings_are_refused)
+{
+    apb_err err = {0};
+    apb_hosts_opts o = {.method = APB_METHOD_APB, .hosts = 4, .anchor = 300, .select = 64, .tile = 64};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE);
+    cr_assert(strstr(err.msg, "anchor"), "%s", err.msg);
+    o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 4, .anchor = 100, .select = 200, .tile = 64};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE);
+    cr_assert(strstr(err.msg, "select"), "%s", err.msg);
+    o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 40, .anchor = -1, .select = -1, .tile = 64};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 20, 5, 4, &o, &err), APB_E_USAGE);
+    cr_assert(strstr(err.msg, "hosts"), "%s", err.msg);
+    o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 4, .anchor = -1, .select = -1, .tile = 64};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 8000, 5, 400, &o, &err), APB_E_USAGE);
+    cr_assert(strstr(err.msg, "context"), "%s", err.msg);
+    o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 4, .anchor = 8, .select = 16, .tile = 64};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE);
+    cr_assert(strstr(err.msg, "question"), "%s", err.msg);
+    apb_method m;
+    cr_assert_eq(apb_method_parse("ringish", &m, &err), APB_E_USAGE);
+    /* defaults resolve to the reference ratios, inside the block */
+    o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 4, .anchor = -1, .select = -1, .tile = 64};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 4096, 5, 4, &o, &err), 0, "%s", err.msg);
+    cr_assert_eq(o.anchor, 128);
+    cr_assert_eq(o.select, 64);
+}
