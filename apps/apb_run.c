@@ -41,12 +41,15 @@ static const char *const usage =
     "  --ncpus N              CPU workers (default: StarPU's choice, all cores)\n"
     "  --tile N               rows per prefill tile (default 256)\n"
     "  --progress / --no-progress  progress on stderr (default: when stderr is a terminal)\n"
+    "  --trace FILE.json      Chrome/Perfetto trace of every task (chrome://tracing, ui.perfetto.dev)\n"
+    "  --gantt FILE.svg       Gantt chart of tasks per worker, colored by kind\n"
     "  --help, --version\n"
     "\n"
     "exit codes: 0 ok, 2 usage, 3 io, 4 format, 5 model, 6 memory, 7 runtime\n";
 
 struct opts {
     const char *model, *random, *prompt, *prompt_file, *system, *method, *sched, *question, *needle;
+    const char *trace, *gantt;
     int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;
     float temperature, top_p, depth;
     apb_method meth;
@@ -81,7 +84,7 @@ static int parse_args(int argc, char **argv, struct opts *o, apb_err *err)
 {
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
-           O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE };
+           O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -91,7 +94,8 @@ static int parse_args(int argc, char **argv, struct opts *o, apb_err *err)
         {"tile", 1, 0, O_TILE}, {"progress", 0, 0, O_PROG}, {"no-progress", 0, 0, O_NOPROG},
         {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION}, {"hosts", 1, 0, O_HOSTS},
         {"anchor", 1, 0, O_ANCHOR}, {"select", 1, 0, O_SELECT}, {"question", 1, 0, O_QUESTION},
-        {"niah", 1, 0, O_NIAH}, {"depth", 1, 0, O_DEPTH}, {"needle", 1, 0, O_NEEDLE}, {0, 0, 0, 0}};
+        {"niah", 1, 0, O_NIAH}, {"depth", 1, 0, O_DEPTH}, {"needle", 1, 0, O_NEEDLE}, {"trace", 1, 0, O_TRACE},
+        {"gantt", 1, 0, O_GANTT}, {0, 0, 0, 0}};
     *o = (struct opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
                        .anchor = -1, .select = -1, .depth = 0.5f};
@@ -133,6 +137,8 @@ static int parse_args(int argc, char **argv, struct opts *o, apb_err *err)
             if (!*optarg || strspn(optarg, "0123456789") != strlen(optarg) || strlen(optarg) > 32)
                 rc = apb_fail(err, APB_E_USAGE, "--needle: expected 1 to 32 digits, got '%s'", optarg);
             break;
+        case O_TRACE: o->trace = optarg; break;
+        case O_GANTT: o->gantt = optarg; break;
         case O_PROG: o->progress = 1; break;
         case O_NOPROG: o->progress = 0; break;
         case O_HELP: fputs(usage, stdout); exit(0);
@@ -362,6 +368,8 @@ static int run(const struct opts *o, apb_err *err)
         return rc;
     }
     rc = apb_model_register(&m, err);
+    if (o->trace || o->gantt)
+        apb_trace_enable(1);
     fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu question "
                     "tokens, method %s", m.cfg.name, m.cfg.n_layers, m.cfg.dim, m.cfg.n_heads,
             m.cfg.n_kv_heads, n_ids, n_q, apb_method_name(o->meth));
@@ -433,6 +441,13 @@ static int run(const struct opts *o, apb_err *err)
                         "%.3f s (%.2f tokens/s)\n",
                 n_ids + n_q, t_prefill, (n_ids + n_q) / t_prefill, n_out > 0 ? n_out - 1 : 0, t_decode,
                 n_out > 1 ? (n_out - 1) / t_decode : 0.0);
+    if (!rc && (o->trace || o->gantt)) {
+        apb_trace_summary(stderr);
+        if (o->trace && !(rc = apb_trace_write_chrome(o->trace, err)))
+            fprintf(stderr, "apb_run: wrote trace %s\n", o->trace);
+        if (!rc && o->gantt && !(rc = apb_trace_write_gantt(o->gantt, err)))
+            fprintf(stderr, "apb_run: wrote Gantt chart %s\n", o->gantt);
+    }
     if (seq.x)
         apb_seq_free(&m, &seq);
     if (hs.h)

@@ -13,6 +13,7 @@
 #define APB_RUNTIME_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include <starpu.h>
@@ -50,6 +51,17 @@ typedef struct apb_op_stats {
 void apb_op_stats_get(apb_op_stats *out);
 void apb_op_stats_reset(void);
 const char *apb_op_name(enum apb_op op);
+
+/* ------------------------------------------------------------------ traces
+ * When enabled, every task body records (name, op, worker, start, end). The records are written as
+ * a Chrome/Perfetto trace (JSON, one row per worker) or an SVG Gantt chart colored by kind:
+ * compute (dense ops), compress (qmean/select), communication (lse_merge/kv_append), attention. */
+void apb_trace_enable(int on);
+void apb_trace_reset(void);
+int apb_trace_write_chrome(const char *path, apb_err *err);
+int apb_trace_write_gantt(const char *path, apb_err *err);
+/* Prints per-worker busy % over the traced span, and the time per kind. */
+void apb_trace_summary(FILE *out);
 
 /* ------------------------------------------------------------------ data */
 /* A (rows x cols) tile of elemsize-byte elements, memory allocated lazily by StarPU. */

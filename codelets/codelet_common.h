@@ -23,6 +23,9 @@ static inline double _apb_now_ns(void)
     return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
+/* Appends a trace record for the running task when tracing is on (codelets/trace.c). */
+void _apb_trace_record(enum apb_op op, double t0_ns, double t1_ns);
+
 /* Adds one task's execution time (and flops) to the per-op totals. */
 void _apb_op_account(enum apb_op op, double t0_ns, double flops);
 

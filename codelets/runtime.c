@@ -29,6 +29,7 @@ const char *apb_op_name(enum apb_op op) { return op < APB_OP_COUNT ? _apb_op_nam
 
 void _apb_op_account(enum apb_op op, double t0_ns, double flops)
 {
+    _apb_trace_record(op, t0_ns, _apb_now_ns());
     atomic_fetch_add(&_apb_op_ns[op], (long long)(_apb_now_ns() - t0_ns));
     atomic_fetch_add(&_apb_op_ntasks[op], 1);
     atomic_fetch_add(&_apb_op_mflops[op], (long long)(flops * 1e-6));

@@ -33,14 +33,22 @@ int apb_method_parse(const char *name, apb_method *m, apb_err *err)
         *m = APB_METHOD_APB;
     else if (!strcmp(name, "star"))
         *m = APB_METHOD_STAR;
+    else if (!strcmp(name, "ring"))
+        *m = APB_METHOD_RING;
     else
-        return apb_fail(err, APB_E_USAGE, "unknown method '%s' (this build: full, apb, star)", name);
+        return apb_fail(err, APB_E_USAGE, "unknown method '%s' (this build: full, apb, star, ring)",
+                        name);
     return APB_OK;
 }
 
 const char *apb_method_name(apb_method m)
 {
-    return m == APB_METHOD_APB ? "apb" : m == APB_METHOD_STAR ? "star" : "full";
+    switch (m) {
+    case APB_METHOD_APB: return "apb";
+    case APB_METHOD_STAR: return "star";
+    case APB_METHOD_RING: return "ring";
+    default: return "full";
+    }
 }
 
 static int _apb_round_up(int x, int m) { return (x + m - 1) / m * m; }
@@ -67,7 +75,9 @@ int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hos
                         "model's context of %d", L, nq, max_new, cfg->max_pos);
     if (o->tile <= 0)
         return apb_fail(err, APB_E_USAGE, "tile size must be positive (got %d)", o->tile);
-    if (o->method == APB_METHOD_STAR) {
+    if (o->method == APB_METHOD_RING) {
+        o->anchor = o->select = 0;
+    } else if (o->method == APB_METHOD_STAR) {
         o->anchor = W > 1 ? block : 0;
         o->select = 0;
     } else if (o->method == APB_METHOD_APB) {
@@ -230,6 +240,47 @@ void apb_hseq_free(apb_model *m, apb_hseq *hs)
 }
 
 /* ------------------------------------------------------------------ prefill */
+/* Ring attention: query tile t of host r gets one partial result per KV block that reaches it
+ * around the ring (its own block, causal; each previous host's block, non-causal), and an exact
+ * LSE merge. The blocks "travel" as data dependencies of the partial tasks. */
+static int _apb_ring_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    int W = hs->opt.hosts, qd = c->n_heads * c->head_dim;
+    apb_handle po[64], pl[64];
+    for (int r = 0; r < W; r++) {
+        apb_host *h = &hs->h[r];
+        apb_task_tag tag = {l, r, c->n_layers - l};
+        for (int t = h->n_tiles - 1; t >= 0; t--) {
+            for (int s = 0; s <= r; s++) { /* ring step s brings host (r - s)'s block */
+                const apb_host *hj = &hs->h[r - s];
+                int ns = 0;
+                for (int u = 0; u < (s == 0 ? t + 1 : hj->n_tiles); u++)
+                    segs[ns++] = (apb_attn_seg){hj->k[l * hj->n_tiles + u], hj->v[l * hj->n_tiles + u],
+                                                hj->rows[u], hj->coord0[u], s == 0, 0};
+                int single = r == 0;
+                po[s] = single ? h->o[t] : apb_tile_new(h->rows[t], qd, sizeof(float));
+                pl[s] = single ? h->lse[t] : apb_tile_new(h->rows[t], c->n_heads, sizeof(float));
+                if (apb_insert_attention(h->q[t], h->coord0[t], segs, ns, c->n_heads, c->n_kv_heads,
+                                         c->head_dim, po[s], pl[s], tag))
+                    return apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+            }
+            if (r > 0) {
+                if (apb_insert_lse_merge(po, pl, r + 1, c->head_dim, h->o[t], NULL, tag))
+                    return apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
+                for (int s = 0; s <= r; s++) {
+                    apb_handle_free(po[s]);
+                    apb_handle_free(pl[s]);
+                }
+            }
+            int rc = _apb_post_attention(m, l, h->o[t], h->x[t], h->xn[t], tag, err);
+            if (rc)
+                return rc;
+        }
+    }
+    return APB_OK;
+}
+
 static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -278,6 +329,8 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
         }
         apb_handle_free(qbar);
     }
+    if (hs->opt.method == APB_METHOD_RING)
+        return _apb_ring_layer(m, hs, l, segs, err);
     for (int r = 0; r < W; r++) {
         apb_host *h = &hs->h[r];
         apb_task_tag tag = {l, r, c->n_layers - l};

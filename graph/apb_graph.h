@@ -91,9 +91,13 @@ int apb_wait_progress(const char *label, int progress, apb_err *err);
  *   apb  : anchor (first 16 context tokens + question + context) on hosts r > 0, query-aware
  *          compression of each block, passing block of previous hosts, APB mask
  *   star : anchor = the whole first block, no passing block
+ *   ring : exact; each host attends to its own block (causal) and to every previous host's block
+ *          (non-causal) as separate partial tasks, merged through their log-sum-exp
  * The question is then prefilled as a second pass and every generated token attends to every
  * host's cache through LSE-merged partial results (non-last hosts non-causally). */
-typedef enum apb_method { APB_METHOD_FULL = 0, APB_METHOD_APB = 1, APB_METHOD_STAR = 2 } apb_method;
+typedef enum apb_method {
+    APB_METHOD_FULL = 0, APB_METHOD_APB = 1, APB_METHOD_STAR = 2, APB_METHOD_RING = 3
+} apb_method;
 
 int apb_method_parse(const char *name, apb_method *m, apb_err *err);
 const char *apb_method_name(apb_method m);
