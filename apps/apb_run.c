@@ -353,6 +353,21 @@ static int run(const struct opts *o, apb_err *err)
     /* every setting is checked before any work starts */
     if (!rc && hosts_path)
         rc = apb_hosts_resolve(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &hopt, err);
+    if (!rc) {
+        apb_hosts_opts mo = hopt;
+        if (!hosts_path)
+            mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
+        double need = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo);
+        double avail = apb_host_memory_available();
+        if (avail > 0 && need > 0.9 * avail)
+            rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.2f GiB of activations and KV "
+                          "cache but only %.2f GiB of host memory is available (weights already "
+                          "loaded); use a shorter context or fewer new tokens",
+                          need / 1073741824.0, avail / 1073741824.0);
+        else if (o->progress)
+            fprintf(stderr, "apb_run: memory estimate %.2f GiB (available %.2f GiB)\n",
+                    need / 1073741824.0, avail / 1073741824.0);
+    }
     if (rc) {
         free(ids);
         free(qids);

@@ -66,6 +66,8 @@ void apb_trace_summary(FILE *out);
 /* ------------------------------------------------------------------ data */
 /* A (rows x cols) tile of elemsize-byte elements, memory allocated lazily by StarPU. */
 apb_handle apb_tile_new(int rows, int cols, size_t elemsize);
+/* Same, zero-filled by a task (for buffers that are first read-modify-written, like KV caches). */
+apb_handle apb_tile_new_zeroed(int rows, int cols, size_t elemsize);
 /* A tile over existing host memory (row-major, ld = cols); data must outlive the handle. */
 apb_handle apb_tile_from(void *data, int rows, int cols, size_t elemsize);
 /* Unregisters after all submitted tasks using it finished; memory is freed (lazy tiles) or the

@@ -146,6 +146,32 @@ apb_handle apb_tile_new(int rows, int cols, size_t elemsize)
     return h;
 }
 
+static void _apb_zero_cpu(void *buffers[], void *cl_arg)
+{
+    (void)cl_arg;
+    size_t es = STARPU_MATRIX_GET_ELEMSIZE(buffers[0]), ld = STARPU_MATRIX_GET_LD(buffers[0]);
+    size_t nx = STARPU_MATRIX_GET_NX(buffers[0]), ny = STARPU_MATRIX_GET_NY(buffers[0]);
+    char *p = (char *)STARPU_MATRIX_GET_PTR(buffers[0]);
+    for (size_t r = 0; r < ny; r++)
+        memset(p + r * ld * es, 0, nx * es);
+}
+
+static struct starpu_codelet _apb_zero_cl = {
+    .cpu_funcs = {_apb_zero_cpu},
+    .cpu_funcs_name = {"_apb_zero_cpu"},
+    .nbuffers = 1,
+    .modes = {STARPU_W},
+    .name = "zero",
+};
+
+apb_handle apb_tile_new_zeroed(int rows, int cols, size_t elemsize)
+{
+    apb_handle h = apb_tile_new(rows, cols, elemsize);
+    if (starpu_task_insert(&_apb_zero_cl, STARPU_W, h, STARPU_NAME, "zero", 0) != 0)
+        fprintf(stderr, "apb: submitting zero fill failed\n");
+    return h;
+}
+
 apb_handle apb_tile_from(void *data, int rows, int cols, size_t elemsize)
 {
     apb_handle h;

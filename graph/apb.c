@@ -18,8 +18,10 @@
  * (unregister_submit) as soon as the layer's attention tasks are submitted: they are dropped right
  * after their last reader, and the KV cache keeps [anchor | local].
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "graph/graph_internal.h"
 
@@ -472,8 +474,8 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     memcpy(hs->q_ids, question, sizeof(int32_t) * (size_t)nq);
     hs->q_ids_t = apb_tile_from(hs->q_ids, nq, 1, sizeof(int32_t));
     for (int l = 0; l < c->n_layers; l++) {
-        hs->kd[l] = apb_tile_new(hs->cap, kd, sizeof(float));
-        hs->vd[l] = apb_tile_new(hs->cap, kd, sizeof(float));
+        hs->kd[l] = apb_tile_new_zeroed(hs->cap, kd, sizeof(float));
+        hs->vd[l] = apb_tile_new_zeroed(hs->cap, kd, sizeof(float));
     }
     for (int s = 0; s < 2; s++) {
         int rows = s == 0 ? nq : 1;
@@ -527,4 +529,33 @@ int apb_decode_hosts(apb_model *m, apb_hseq *hs, const apb_sampling *smp, apb_er
 int apb_hosts_read_logits(apb_hseq *hs, float *out, size_t n, apb_err *err)
 {
     return apb_tile_read(hs->logits, out, sizeof(float) * n, err);
+}
+
+double apb_run_memory_estimate(const apb_config *c, int L, int nq, int max_new, const apb_hosts_opts *o)
+{
+    double W = o->hosts, kd = (double)c->n_kv_heads * c->head_dim, qd = (double)c->n_heads * c->head_dim;
+    double rows = L + (W - 1) * (o->anchor > 0 ? o->anchor : 0); /* every host's [anchor | local] */
+    double kv = 4.0 * 2 * kd * c->n_layers * (rows + nq + max_new);
+    double act = 4.0 * rows * (2.0 * c->dim + 2 * qd + c->n_heads); /* x, xn, q, o, lse per tile */
+    double per_task = 4.0 * o->tile * (2.0 * c->hidden_dim) * 2;   /* MLP scratch, two workers */
+    double passing = 4.0 * 2 * kd * W * (o->select > 0 ? o->select : 0);
+    double logits = 4.0 * c->vocab_size * 2;
+    return kv + act + per_task + passing + logits;
+}
+
+double apb_host_memory_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        long long kb;
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) {
+            fclose(f);
+            return kb * 1024.0;
+        }
+    }
+    if (f)
+        fclose(f);
+    long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psz > 0 ? (double)pages * psz : -1;
 }

@@ -149,4 +149,11 @@ int apb_decode_hosts(apb_model *m, apb_hseq *hs, const apb_sampling *smp, apb_er
 int apb_hosts_read_logits(apb_hseq *hs, float *out, size_t n, apb_err *err);
 void apb_hseq_free(apb_model *m, apb_hseq *hs);
 
+/* Bytes of activations and KV cache a run will allocate (weights excluded), for the check made
+ * before any work starts. o must be resolved (apb_hosts_resolve); full runs pass hosts = 1. */
+double apb_run_memory_estimate(const apb_config *cfg, int L, int nq, int max_new,
+                               const apb_hosts_opts *o);
+/* MemAvailable from /proc/meminfo in bytes (or sysconf's available pages), -1 if unknown. */
+double apb_host_memory_available(void);
+
 #endif

@@ -89,8 +89,8 @@ static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, i
     }
     if (cap_decode > 0) {
         for (int l = 0; l < c->n_layers; l++) {
-            s->kd[l] = apb_tile_new(cap_decode, kd, sizeof(float));
-            s->vd[l] = apb_tile_new(cap_decode, kd, sizeof(float));
+            s->kd[l] = apb_tile_new_zeroed(cap_decode, kd, sizeof(float));
+            s->vd[l] = apb_tile_new_zeroed(cap_decode, kd, sizeof(float));
         }
         s->d_x = apb_tile_new(1, c->dim, sizeof(float));
         s->d_xn = apb_tile_new(1, c->dim, sizeof(float));
