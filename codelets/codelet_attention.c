@@ -15,11 +15,14 @@
 #include <string.h>
 
 #include <cblas.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
 
-enum { _APB_ATTN_KC = 128 };
+enum { _APB_ATTN_KC = 256 };
 
 /* exp(x) for x <= 0, written so GCC vectorizes it (rel. error < 2e-7 on [-87, 0]). Round-to-nearest
  * uses the 1.5*2^23 trick instead of rintf so no libm call blocks vectorization. */
@@ -36,10 +39,47 @@ static inline float _apb_exp_neg(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
+    union { int32_t i; float f; } sc = {.i = ((int32_t)n + 127) << 23};
+    return p * sc.f;
+}
+
+/* s[j] = exp(s[j] - mx) for j < n; returns the sum. AVX2+FMA when compiled for it (configure adds
+ * -mavx2 -mfma when the build machine has them), else the scalar loop. */
+static float _apb_exp_sum(float *s, int n, float mx)
+{
+    int j = 0;
+    float sum = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 vmx = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.0f);
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), magic = _mm256_set1_ps(12582912.0f);
+    const __m256 ln2hi = _mm256_set1_ps(0.693145751953125f), ln2lo = _mm256_set1_ps(1.428606765330187e-06f);
+    __m256 vs = _mm256_setzero_ps();
+    for (; j + 8 <= n; j += 8) {
+        __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmx), lo);
+        __m256 nn = _mm256_sub_ps(_mm256_fmadd_ps(x, log2e, magic), magic);
+        __m256 r = _mm256_fnmadd_ps(nn, ln2lo, _mm256_fnmadd_ps(nn, ln2hi, x));
+        __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+        p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+        __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nn), _mm256_set1_epi32(127)), 23);
+        p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+        _mm256_storeu_ps(s + j, p);
+        vs = _mm256_add_ps(vs, p);
+    }
+    float part[8];
+    _mm256_storeu_ps(part, vs);
+    for (int i = 0; i < 8; i++)
+        sum += part[i];
+#endif
+    for (; j < n; j++) {
+        s[j] = _apb_exp_neg(s[j] - mx);
+        sum += s[j];
+    }
+    return sum;
 }
 
 void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
@@ -48,12 +88,18 @@ void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
 {
     const int d = head_dim, G = n_heads / n_kv_heads, R = n_q * G, KC = _APB_ATTN_KC;
     const float scale = 1.0f / sqrtf((float)d);
-    float *qs = malloc(sizeof(float) * (size_t)R * d);
-    float *acc = malloc(sizeof(float) * (size_t)R * d);
-    float *S = malloc(sizeof(float) * (size_t)R * KC);
-    float *m = malloc(sizeof(float) * (size_t)R);
-    float *l = malloc(sizeof(float) * (size_t)R);
-    if (!qs || !acc || !S || !m || !l) {
+    /* per-thread scratch, kept between tasks: fresh multi-100-KiB mallocs page-fault every task */
+    static _Thread_local float *scratch;
+    static _Thread_local size_t scratch_n;
+    size_t need = (size_t)R * (2 * (size_t)d + KC + 2);
+    if (need > scratch_n) {
+        free(scratch);
+        scratch = malloc(sizeof(float) * need);
+        scratch_n = scratch ? need : 0;
+    }
+    float *qs = scratch, *acc = qs ? qs + (size_t)R * d : NULL, *S = qs ? acc + (size_t)R * d : NULL;
+    float *m = qs ? S + (size_t)R * KC : NULL, *l = qs ? m + R : NULL;
+    if (!qs) {
         /* Cannot signal from a codelet: poison the output so the error is visible downstream. */
         for (int i = 0; i < n_q; i++)
             for (int c = 0; c < n_heads * d; c++)
@@ -101,15 +147,11 @@ void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
                         nvis = (int)(qc - sg->coord0 - j0 + 1);
                     float *srow = S + (size_t)rr * KC;
                     float mx = m[r];
+#pragma omp simd reduction(max : mx)
                     for (int j = 0; j < nvis; j++)
                         mx = srow[j] > mx ? srow[j] : mx;
                     float alpha = m[r] == -INFINITY ? 0.0f : _apb_exp_neg(m[r] - mx);
-                    float sum = 0.0f;
-                    for (int j = 0; j < nvis; j++) {
-                        float p = _apb_exp_neg(srow[j] - mx);
-                        srow[j] = p;
-                        sum += p;
-                    }
+                    float sum = _apb_exp_sum(srow, nvis, mx);
                     for (int j = nvis; j < kc; j++)
                         srow[j] = 0.0f;
                     l[r] = l[r] * alpha + sum;
@@ -140,11 +182,7 @@ void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
             }
     }
 out:
-    free(qs);
-    free(acc);
-    free(S);
-    free(m);
-    free(l);
+    return;
 }
 
 /* ------------------------------------------------------------------ codelet */
