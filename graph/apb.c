@@ -37,9 +37,11 @@ int apb_method_parse(const char *name, apb_method *m, apb_err *err)
         *m = APB_METHOD_STAR;
     else if (!strcmp(name, "ring"))
         *m = APB_METHOD_RING;
+    else if (!strcmp(name, "zigzag"))
+        *m = APB_METHOD_ZIGZAG;
     else
-        return apb_fail(err, APB_E_USAGE, "unknown method '%s' (this build: full, apb, star, ring)",
-                        name);
+        return apb_fail(err, APB_E_USAGE,
+                        "unknown method '%s' (this build: full, apb, star, ring, zigzag)", name);
     return APB_OK;
 }
 
@@ -49,6 +51,7 @@ const char *apb_method_name(apb_method m)
     case APB_METHOD_APB: return "apb";
     case APB_METHOD_STAR: return "star";
     case APB_METHOD_RING: return "ring";
+    case APB_METHOD_ZIGZAG: return "zigzag";
     default: return "full";
     }
 }
@@ -77,7 +80,13 @@ int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hos
                         "model's context of %d", L, nq, max_new, cfg->max_pos);
     if (o->tile <= 0)
         return apb_fail(err, APB_E_USAGE, "tile size must be positive (got %d)", o->tile);
-    if (o->method == APB_METHOD_RING) {
+    if (o->method == APB_METHOD_ZIGZAG && W > 1) {
+        int chunk = (L + 2 * W - 1) / (2 * W);
+        if (L - (2 * W - 1) * chunk < 1)
+            return apb_fail(err, APB_E_USAGE, "zigzag: %d context tokens do not fill %d chunks of %d "
+                            "(2 per host); use fewer hosts", L, 2 * W, chunk);
+    }
+    if (o->method == APB_METHOD_RING || o->method == APB_METHOD_ZIGZAG) {
         o->anchor = o->select = 0;
     } else if (o->method == APB_METHOD_STAR) {
         o->anchor = W > 1 ? block : 0;
@@ -119,9 +128,22 @@ static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx
     const apb_config *c = &m->cfg;
     apb_host *h = &hs->h[r];
     int W = hs->opt.hosts, T = hs->opt.tile, block = hs->block;
-    h->pos_local = r * block;
-    h->n = r == W - 1 ? hs->L - (W - 1) * block : block;
+    if (hs->opt.method == APB_METHOD_ZIGZAG && W > 1) {
+        int chunk = (hs->L + 2 * W - 1) / (2 * W), last = 2 * W - 1 - r;
+        h->n_ranges = 2;
+        h->range_pos[0] = r * chunk;
+        h->range_len[0] = chunk;
+        h->range_pos[1] = last * chunk;
+        h->range_len[1] = last == 2 * W - 1 ? hs->L - last * chunk : chunk;
+    } else {
+        h->n_ranges = 1;
+        h->range_pos[0] = r * block;
+        h->range_len[0] = r == W - 1 ? hs->L - (W - 1) * block : block;
+    }
+    h->n = h->range_len[0] + (h->n_ranges > 1 ? h->range_len[1] : 0);
     h->a = r == 0 ? 0 : hs->opt.anchor;
+    /* ring and zigzag mask by global position, the anchored methods by row in [anchor | local] */
+    int by_position = hs->opt.method == APB_METHOD_RING || hs->opt.method == APB_METHOD_ZIGZAG;
     h->ids = malloc(sizeof(int32_t) * (size_t)(h->a + h->n));
     if (!h->ids)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
@@ -138,9 +160,13 @@ static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx
         for (int i = 0; i < h->a; i++) /* star: the first block; positions 0..a-1 */
             h->ids[i] = ctx[i];
     }
-    memcpy(h->ids + h->a, ctx + h->pos_local, sizeof(int32_t) * (size_t)h->n);
+    int ntl = 0;
+    for (int g = 0, off = h->a; g < h->n_ranges; off += h->range_len[g], g++) {
+        memcpy(h->ids + off, ctx + h->range_pos[g], sizeof(int32_t) * (size_t)h->range_len[g]);
+        ntl += (h->range_len[g] + T - 1) / T;
+    }
     h->n_anchor_tiles = (h->a + T - 1) / T;
-    h->n_tiles = h->n_anchor_tiles + (h->n + T - 1) / T;
+    h->n_tiles = h->n_anchor_tiles + ntl;
     int nt = h->n_tiles;
     h->rows = calloc((size_t)nt, sizeof(int));
     h->pos0 = calloc((size_t)nt, sizeof(int));
@@ -154,15 +180,23 @@ static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx
         !h->lse || !h->k || !h->v)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
     int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
-    for (int t = 0; t < nt; t++) {
-        int anchor = t < h->n_anchor_tiles;
-        int off = anchor ? t * T : (t - h->n_anchor_tiles) * T; /* row offset inside its part */
-        int part = anchor ? h->a : h->n;
-        h->rows[t] = part - off < T ? part - off : T;
-        h->coord0[t] = anchor ? off : h->a + off;
-        h->pos0[t] = anchor ? off : h->pos_local + off;
+    /* tile geometry: anchor tiles, then the tiles of each owned range */
+    int tt = 0;
+    for (int off = 0; off < h->a; off += T, tt++) {
+        h->rows[tt] = h->a - off < T ? h->a - off : T;
+        h->pos0[tt] = off;
+        h->coord0[tt] = off;
+    }
+    for (int g = 0, row = h->a; g < h->n_ranges; g++)
+        for (int off = 0; off < h->range_len[g]; off += T, tt++) {
+            h->rows[tt] = h->range_len[g] - off < T ? h->range_len[g] - off : T;
+            h->pos0[tt] = h->range_pos[g] + off;
+            h->coord0[tt] = by_position ? h->pos0[tt] : row;
+            row += h->rows[tt];
+        }
+    for (int t = 0, row = 0; t < nt; row += h->rows[t], t++) {
         int rows = h->rows[t];
-        h->ids_t[t] = apb_tile_from(h->ids + h->coord0[t], rows, 1, sizeof(int32_t));
+        h->ids_t[t] = apb_tile_from(h->ids + row, rows, 1, sizeof(int32_t));
         h->x[t] = apb_tile_new(rows, c->dim, sizeof(float));
         h->xn[t] = apb_tile_new(rows, c->dim, sizeof(float));
         h->q[t] = apb_tile_new(rows, qd, sizeof(float));
@@ -242,9 +276,10 @@ void apb_hseq_free(apb_model *m, apb_hseq *hs)
 }
 
 /* ------------------------------------------------------------------ prefill */
-/* Ring attention: query tile t of host r gets one partial result per KV block that reaches it
- * around the ring (its own block, causal; each previous host's block, non-causal), and an exact
- * LSE merge. The blocks "travel" as data dependencies of the partial tasks. */
+/* Ring and zigzag attention: query tile t of host r gets one partial result per host block that
+ * reaches it around the ring (r, r-1, ..., r+1 mod W) and holds keys at or before the tile's last
+ * position, causal by global position, then an exact LSE merge. The blocks "travel" as data
+ * dependencies of the partial tasks. */
 static int _apb_ring_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -254,26 +289,29 @@ static int _apb_ring_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs
         apb_host *h = &hs->h[r];
         apb_task_tag tag = {l, r, c->n_layers - l};
         for (int t = h->n_tiles - 1; t >= 0; t--) {
-            for (int s = 0; s <= r; s++) { /* ring step s brings host (r - s)'s block */
-                const apb_host *hj = &hs->h[r - s];
+            int last_pos = h->pos0[t] + h->rows[t] - 1, np = 0;
+            for (int s = 0; s < W; s++) {
+                const apb_host *hj = &hs->h[(r - s + W) % W];
                 int ns = 0;
-                for (int u = 0; u < (s == 0 ? t + 1 : hj->n_tiles); u++)
-                    segs[ns++] = (apb_attn_seg){hj->k[l * hj->n_tiles + u], hj->v[l * hj->n_tiles + u],
-                                                hj->rows[u], hj->coord0[u], s == 0, 0};
-                int single = r == 0;
-                po[s] = single ? h->o[t] : apb_tile_new(h->rows[t], qd, sizeof(float));
-                pl[s] = single ? h->lse[t] : apb_tile_new(h->rows[t], c->n_heads, sizeof(float));
-                if (apb_insert_attention(h->q[t], h->coord0[t], segs, ns, c->n_heads, c->n_kv_heads,
-                                         c->head_dim, po[s], pl[s], tag))
+                for (int u = 0; u < hj->n_tiles; u++)
+                    if (hj->pos0[u] <= last_pos)
+                        segs[ns++] = (apb_attn_seg){hj->k[l * hj->n_tiles + u],
+                                                    hj->v[l * hj->n_tiles + u], hj->rows[u],
+                                                    hj->pos0[u], 1, 0};
+                if (ns == 0)
+                    continue; /* that block lies wholly in this tile's future */
+                po[np] = apb_tile_new(h->rows[t], qd, sizeof(float));
+                pl[np] = apb_tile_new(h->rows[t], c->n_heads, sizeof(float));
+                if (apb_insert_attention(h->q[t], h->pos0[t], segs, ns, c->n_heads, c->n_kv_heads,
+                                         c->head_dim, po[np], pl[np], tag))
                     return apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+                np++;
             }
-            if (r > 0) {
-                if (apb_insert_lse_merge(po, pl, r + 1, c->head_dim, h->o[t], NULL, tag))
-                    return apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
-                for (int s = 0; s <= r; s++) {
-                    apb_handle_free(po[s]);
-                    apb_handle_free(pl[s]);
-                }
+            if (apb_insert_lse_merge(po, pl, np, c->head_dim, h->o[t], NULL, tag))
+                return apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
+            for (int s = 0; s < np; s++) {
+                apb_handle_free(po[s]);
+                apb_handle_free(pl[s]);
             }
             int rc = _apb_post_attention(m, l, h->o[t], h->x[t], h->xn[t], tag, err);
             if (rc)
@@ -331,7 +369,7 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
         }
         apb_handle_free(qbar);
     }
-    if (hs->opt.method == APB_METHOD_RING)
+    if (hs->opt.method == APB_METHOD_RING || hs->opt.method == APB_METHOD_ZIGZAG)
         return _apb_ring_layer(m, hs, l, segs, err);
     for (int r = 0; r < W; r++) {
         apb_host *h = &hs->h[r];

@@ -93,10 +93,13 @@ int apb_wait_progress(const char *label, int progress, apb_err *err);
  *   star : anchor = the whole first block, no passing block
  *   ring : exact; each host attends to its own block (causal) and to every previous host's block
  *          (non-causal) as separate partial tasks, merged through their log-sum-exp
+ *   zigzag: ring with balanced causal work: the context is cut into 2W chunks and host r owns
+ *          chunks r and 2W-1-r; partials are causal by global position
  * The question is then prefilled as a second pass and every generated token attends to every
  * host's cache through LSE-merged partial results (non-last hosts non-causally). */
 typedef enum apb_method {
-    APB_METHOD_FULL = 0, APB_METHOD_APB = 1, APB_METHOD_STAR = 2, APB_METHOD_RING = 3
+    APB_METHOD_FULL = 0, APB_METHOD_APB = 1, APB_METHOD_STAR = 2, APB_METHOD_RING = 3,
+    APB_METHOD_ZIGZAG = 4
 } apb_method;
 
 int apb_method_parse(const char *name, apb_method *m, apb_err *err);
@@ -111,8 +114,9 @@ typedef struct apb_hosts_opts {
 } apb_hosts_opts;
 
 typedef struct apb_host {
-    int a, n;                      /* anchor rows, local rows */
-    int pos_local;                 /* position of the first local token */
+    int a, n;                      /* anchor rows, local rows (all ranges) */
+    int n_ranges;                  /* 1, or 2 for zigzag */
+    int range_pos[2], range_len[2];/* context ranges owned (global positions) */
     int n_tiles, n_anchor_tiles;   /* tiles: [anchor tiles | local tiles] */
     int32_t *ids;                  /* (a + n) */
     int *rows, *pos0, *coord0;     /* per tile */

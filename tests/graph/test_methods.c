@@ -2,7 +2,7 @@
 /**
  * @brief Sequence-parallel methods on the bundled model. Exact configurations must match `full`:
  * APB with no anchor and K = the whole block (the passing block is then every previous block) and
- * ring attention for W = 1..4 and lengths that do not divide, and W = 1 for every method. Impossible settings fail with
+ * ring and zigzag attention for W = 1..4 and lengths that do not divide, and W = 1 for every method. Impossible settings fail with
  * a clear message.
  */
 #include <criterion/criterion.h>
@@ -101,9 +101,13 @@ ParameterizedTest(struct exact_case *c, methods, apb_exact_config_matches_full)
     e = t_rel_err(got, rd, V);
     cr_log_info("ring W=%d L=%d: rel err vs full %.3g", c->W, L, e);
     cr_assert_lt(e, 1e-4, "ring W=%d L=%d differs from full: %g", c->W, L, e);
+    method_logits(APB_METHOD_ZIGZAG, c->W, -1, -1, ids, L, nq, got);
+    e = t_rel_err(got, rd, V);
+    cr_log_info("zigzag W=%d L=%d: rel err vs full %.3g", c->W, L, e);
+    cr_assert_lt(e, 1e-4, "zigzag W=%d L=%d differs from full: %g", c->W, L, e);
     /* every method is exact with one host */
     if (c->W == 1) {
-        for (int meth = 0; meth <= 3; meth++) {
+        for (int meth = 0; meth <= 4; meth++) {
             method_logits((apb_method)meth, 1, -1, -1, ids, L, nq, got);
             e = t_rel_err(got, rd, V);
             cr_assert_lt(e, 1e-4, "%s with one host differs from full: %g",
