@@ -136,6 +136,12 @@ int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, i
                          int n_heads, int n_kv_heads, int head_dim, apb_handle o, apb_handle lse,
                          apb_task_tag tag);
 
+/* Same for KV heads [kvh0, kvh0 + n_kvh) and their query heads only; o and lse are then
+ * read-written (other heads' columns kept), so several head groups can fill one tile (Ulysses). */
+int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
+                               int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
+                               apb_handle o, apb_handle lse, apb_task_tag tag);
+
 /* ------------------------------------------------------------------ APB / Spava ops */
 /* qbar (1 x Hk*d) = mean of q rows [row0, row0+n) over rows and over the G query heads of each
  * KV group: the query-aware selection vector (post-RoPE question queries). */

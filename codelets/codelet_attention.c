@@ -86,6 +86,15 @@ void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
                        const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
                        int n_kv_heads, int head_dim, float *o, int ld_o, float *lse, int ld_lse)
 {
+    apb_attention_heads_f32(q, ld_q, n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, 0, n_kv_heads,
+                            head_dim, o, ld_o, lse, ld_lse);
+}
+
+void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
+                             const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
+                             int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
+                             float *lse, int ld_lse)
+{
     const int d = head_dim, G = n_heads / n_kv_heads, R = n_q * G, KC = _APB_ATTN_KC;
     const float scale = 1.0f / sqrtf((float)d);
     /* per-thread scratch, kept between tasks: fresh multi-100-KiB mallocs page-fault every task */
@@ -106,7 +115,7 @@ void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
                 o[(size_t)i * ld_o + c] = NAN;
         goto out;
     }
-    for (int kvh = 0; kvh < n_kv_heads; kvh++) {
+    for (int kvh = kvh0; kvh < kvh0 + n_kvh; kvh++) {
         for (int i = 0; i < n_q; i++)
             for (int g = 0; g < G; g++) {
                 const float *src = q + (size_t)i * ld_q + (size_t)(kvh * G + g) * d;
@@ -187,7 +196,7 @@ out:
 
 /* ------------------------------------------------------------------ codelet */
 struct _apb_attn_args {
-    int q_coord0, n_heads, n_kv_heads, head_dim, n_segs;
+    int q_coord0, n_heads, n_kv_heads, kvh0, n_kvh, head_dim, n_segs;
     struct {
         int len, coord0, causal, min_q_coord;
     } seg[];
@@ -210,11 +219,12 @@ static void _apb_attention_cpu(void *buffers[], void *cl_arg)
         (void)vb;
     }
     void *ob = buffers[1 + 2 * a->n_segs], *lb = buffers[2 + 2 * a->n_segs];
-    apb_attention_f32(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs, a->n_segs,
-                      a->n_heads, a->n_kv_heads, a->head_dim, _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb),
+    apb_attention_heads_f32(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs,
+                      a->n_segs, a->n_heads, a->n_kv_heads, a->kvh0, a->n_kvh, a->head_dim,
+                      _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb),
                       _APB_LD(lb));
     for (int s = 0; s < a->n_segs; s++)
-        flops += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim; /* upper bound, unmasked */
+        flops += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
     if (segs != segs_local)
         free(segs);
     _apb_op_account(APB_OP_ATTENTION, t0, flops);
@@ -228,7 +238,8 @@ static size_t _apb_attention_size_base(struct starpu_task *task, unsigned nimpl)
     size_t keys = 0;
     for (int s = 0; s < a->n_segs; s++)
         keys += (size_t)a->seg[s].len;
-    return keys * starpu_matrix_get_ny(STARPU_TASK_GET_HANDLE(task, 0)) * (size_t)a->n_heads;
+    return keys * starpu_matrix_get_ny(STARPU_TASK_GET_HANDLE(task, 0)) * (size_t)a->n_heads *
+           (size_t)a->n_kvh / (size_t)a->n_kv_heads;
 }
 
 static struct starpu_perfmodel _apb_attention_model = {
@@ -249,7 +260,16 @@ int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, i
                          int n_heads, int n_kv_heads, int head_dim, apb_handle o, apb_handle lse,
                          apb_task_tag tag)
 {
-    if (n_segs < 0 || n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 ||
+    return apb_insert_attention_heads(q, q_coord0, segs, n_segs, n_heads, n_kv_heads, 0, n_kv_heads,
+                                      head_dim, o, lse, tag);
+}
+
+int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
+                               int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
+                               apb_handle o, apb_handle lse, apb_task_tag tag)
+{
+    if (n_segs < 0 || n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 || kvh0 < 0 ||
+        n_kvh <= 0 || kvh0 + n_kvh > n_kv_heads ||
         apb_tile_cols(q) != n_heads * head_dim || apb_tile_cols(o) != n_heads * head_dim ||
         apb_tile_cols(lse) != n_heads || apb_tile_rows(o) != apb_tile_rows(q))
         return -EINVAL;
@@ -262,6 +282,7 @@ int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, i
         return -ENOMEM;
     }
     *a = (struct _apb_attn_args){.q_coord0 = q_coord0, .n_heads = n_heads, .n_kv_heads = n_kv_heads,
+                                 .kvh0 = kvh0, .n_kvh = n_kvh,
                                  .head_dim = head_dim, .n_segs = n_segs};
     int nd = 0;
     double flops = 0;
@@ -279,10 +300,12 @@ int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, i
         a->seg[s].min_q_coord = segs[s].min_q_coord;
         d[nd++] = (struct starpu_data_descr){segs[s].k, STARPU_R};
         d[nd++] = (struct starpu_data_descr){segs[s].v, STARPU_R};
-        flops += 4.0 * apb_tile_rows(q) * segs[s].len * n_heads * head_dim;
+        flops += 4.0 * apb_tile_rows(q) * segs[s].len * n_heads * head_dim * n_kvh / n_kv_heads;
     }
-    d[nd++] = (struct starpu_data_descr){o, STARPU_W};
-    d[nd++] = (struct starpu_data_descr){lse, STARPU_W};
+    /* a head subset writes only its columns: the others are kept (RW) */
+    enum starpu_data_access_mode om = n_kvh == n_kv_heads ? STARPU_W : STARPU_RW;
+    d[nd++] = (struct starpu_data_descr){o, om};
+    d[nd++] = (struct starpu_data_descr){lse, om};
     int ret = starpu_task_insert(&_apb_attention_cl, STARPU_DATA_MODE_ARRAY, d, nd,
                                  STARPU_CL_ARGS, a, asz, STARPU_PRIORITY, tag.prio,
                                  STARPU_FLOPS, flops, STARPU_NAME, _apb_task_name("attention", tag), 0);

@@ -39,9 +39,12 @@ int apb_method_parse(const char *name, apb_method *m, apb_err *err)
         *m = APB_METHOD_RING;
     else if (!strcmp(name, "zigzag"))
         *m = APB_METHOD_ZIGZAG;
+    else if (!strcmp(name, "ulysses"))
+        *m = APB_METHOD_ULYSSES;
     else
         return apb_fail(err, APB_E_USAGE,
-                        "unknown method '%s' (this build: full, apb, star, ring, zigzag)", name);
+                        "unknown method '%s' (this build: full, apb, star, ring, zigzag, ulysses)",
+                        name);
     return APB_OK;
 }
 
@@ -52,6 +55,7 @@ const char *apb_method_name(apb_method m)
     case APB_METHOD_STAR: return "star";
     case APB_METHOD_RING: return "ring";
     case APB_METHOD_ZIGZAG: return "zigzag";
+    case APB_METHOD_ULYSSES: return "ulysses";
     default: return "full";
     }
 }
@@ -86,7 +90,11 @@ int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hos
             return apb_fail(err, APB_E_USAGE, "zigzag: %d context tokens do not fill %d chunks of %d "
                             "(2 per host); use fewer hosts", L, 2 * W, chunk);
     }
-    if (o->method == APB_METHOD_RING || o->method == APB_METHOD_ZIGZAG) {
+    if (o->method == APB_METHOD_ULYSSES && cfg->n_kv_heads % W)
+        return apb_fail(err, APB_E_USAGE, "ulysses splits the %d KV heads over hosts: --hosts %d "
+                        "must divide %d", cfg->n_kv_heads, W, cfg->n_kv_heads);
+    if (o->method == APB_METHOD_RING || o->method == APB_METHOD_ZIGZAG ||
+        o->method == APB_METHOD_ULYSSES) {
         o->anchor = o->select = 0;
     } else if (o->method == APB_METHOD_STAR) {
         o->anchor = W > 1 ? block : 0;
@@ -143,7 +151,8 @@ static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx
     h->n = h->range_len[0] + (h->n_ranges > 1 ? h->range_len[1] : 0);
     h->a = r == 0 ? 0 : hs->opt.anchor;
     /* ring and zigzag mask by global position, the anchored methods by row in [anchor | local] */
-    int by_position = hs->opt.method == APB_METHOD_RING || hs->opt.method == APB_METHOD_ZIGZAG;
+    int by_position = hs->opt.method == APB_METHOD_RING || hs->opt.method == APB_METHOD_ZIGZAG ||
+                      hs->opt.method == APB_METHOD_ULYSSES;
     h->ids = malloc(sizeof(int32_t) * (size_t)(h->a + h->n));
     if (!h->ids)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
@@ -200,8 +209,13 @@ static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx
         h->x[t] = apb_tile_new(rows, c->dim, sizeof(float));
         h->xn[t] = apb_tile_new(rows, c->dim, sizeof(float));
         h->q[t] = apb_tile_new(rows, qd, sizeof(float));
-        h->o[t] = apb_tile_new(rows, qd, sizeof(float));
-        h->lse[t] = apb_tile_new(rows, c->n_heads, sizeof(float));
+        if (hs->opt.method == APB_METHOD_ULYSSES) { /* head groups read-write their columns */
+            h->o[t] = apb_tile_new_zeroed(rows, qd, sizeof(float));
+            h->lse[t] = apb_tile_new_zeroed(rows, c->n_heads, sizeof(float));
+        } else {
+            h->o[t] = apb_tile_new(rows, qd, sizeof(float));
+            h->lse[t] = apb_tile_new(rows, c->n_heads, sizeof(float));
+        }
         for (int l = 0; l < c->n_layers; l++) {
             h->k[l * nt + t] = apb_tile_new(rows, kd, sizeof(float));
             h->v[l * nt + t] = apb_tile_new(rows, kd, sizeof(float));
@@ -321,6 +335,38 @@ static int _apb_ring_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs
     return APB_OK;
 }
 
+/* Ulysses: after the sequence-split dense parts, host g runs the attention of KV-head group g for
+ * every query tile of every host over all keys before it (causal by position). */
+static int _apb_ulysses_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    int W = hs->opt.hosts, per = c->n_kv_heads / W;
+    for (int r = 0; r < W; r++) {
+        apb_host *h = &hs->h[r];
+        for (int t = h->n_tiles - 1; t >= 0; t--) {
+            int last_pos = h->pos0[t] + h->rows[t] - 1, ns = 0;
+            for (int j = 0; j < W; j++) {
+                const apb_host *hj = &hs->h[j];
+                for (int u = 0; u < hj->n_tiles; u++)
+                    if (hj->pos0[u] <= last_pos)
+                        segs[ns++] = (apb_attn_seg){hj->k[l * hj->n_tiles + u],
+                                                    hj->v[l * hj->n_tiles + u], hj->rows[u],
+                                                    hj->pos0[u], 1, 0};
+            }
+            for (int g = 0; g < W; g++)
+                if (apb_insert_attention_heads(h->q[t], h->pos0[t], segs, ns, c->n_heads,
+                                               c->n_kv_heads, g * per, per, c->head_dim, h->o[t],
+                                               h->lse[t], (apb_task_tag){l, g, c->n_layers - l}))
+                    return apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+            int rc = _apb_post_attention(m, l, h->o[t], h->x[t], h->xn[t],
+                                         (apb_task_tag){l, r, c->n_layers - l}, err);
+            if (rc)
+                return rc;
+        }
+    }
+    return APB_OK;
+}
+
 static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -371,6 +417,8 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
     }
     if (hs->opt.method == APB_METHOD_RING || hs->opt.method == APB_METHOD_ZIGZAG)
         return _apb_ring_layer(m, hs, l, segs, err);
+    if (hs->opt.method == APB_METHOD_ULYSSES)
+        return _apb_ulysses_layer(m, hs, l, segs, err);
     for (int r = 0; r < W; r++) {
         apb_host *h = &hs->h[r];
         apb_task_tag tag = {l, r, c->n_layers - l};

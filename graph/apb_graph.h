@@ -95,11 +95,14 @@ int apb_wait_progress(const char *label, int progress, apb_err *err);
  *          (non-causal) as separate partial tasks, merged through their log-sum-exp
  *   zigzag: ring with balanced causal work: the context is cut into 2W chunks and host r owns
  *          chunks r and 2W-1-r; partials are causal by global position
+ *   ulysses: exact; hosts own contiguous blocks for the dense parts, and host g computes the
+ *          attention of KV-head group g (Hk/W KV heads and their query heads) for every token
+ *          (the all-to-all over heads is the data dependency q[t] -> every host's attention task)
  * The question is then prefilled as a second pass and every generated token attends to every
  * host's cache through LSE-merged partial results (non-last hosts non-causally). */
 typedef enum apb_method {
     APB_METHOD_FULL = 0, APB_METHOD_APB = 1, APB_METHOD_STAR = 2, APB_METHOD_RING = 3,
-    APB_METHOD_ZIGZAG = 4
+    APB_METHOD_ZIGZAG = 4, APB_METHOD_ULYSSES = 5
 } apb_method;
 
 int apb_method_parse(const char *name, apb_method *m, apb_err *err);

@@ -2,7 +2,7 @@
 /**
  * @brief Sequence-parallel methods on the bundled model. Exact configurations must match `full`:
  * APB with no anchor and K = the whole block (the passing block is then every previous block) and
- * ring and zigzag attention for W = 1..4 and lengths that do not divide, and W = 1 for every method. Impossible settings fail with
+ * ring, zigzag and ulysses (W dividing the KV heads) for W = 1..4 and lengths that do not divide, and W = 1 for every method. Impossible settings fail with
  * a clear message.
  */
 #include <criterion/criterion.h>
@@ -105,9 +105,15 @@ ParameterizedTest(struct exact_case *c, methods, apb_exact_config_matches_full)
     e = t_rel_err(got, rd, V);
     cr_log_info("zigzag W=%d L=%d: rel err vs full %.3g", c->W, L, e);
     cr_assert_lt(e, 1e-4, "zigzag W=%d L=%d differs from full: %g", c->W, L, e);
+    if (model.cfg.n_kv_heads % c->W == 0) { /* ulysses splits the KV heads over hosts */
+        method_logits(APB_METHOD_ULYSSES, c->W, -1, -1, ids, L, nq, got);
+        e = t_rel_err(got, rd, V);
+        cr_log_info("ulysses W=%d L=%d: rel err vs full %.3g", c->W, L, e);
+        cr_assert_lt(e, 1e-4, "ulysses W=%d L=%d differs from full: %g", c->W, L, e);
+    }
     /* every method is exact with one host */
     if (c->W == 1) {
-        for (int meth = 0; meth <= 4; meth++) {
+        for (int meth = 0; meth <= 5; meth++) {
             method_logits((apb_method)meth, 1, -1, -1, ids, L, nq, got);
             e = t_rel_err(got, rd, V);
             cr_assert_lt(e, 1e-4, "%s with one host differs from full: %g",
@@ -166,6 +172,9 @@ Test(methods, impossible_settings_are_refused)
     cr_assert(strstr(err.msg, "question"), "%s", err.msg);
     apb_method m;
     cr_assert_eq(apb_method_parse("ringish", &m, &err), APB_E_USAGE);
+    o = (apb_hosts_opts){.method = APB_METHOD_ULYSSES, .hosts = 2, .anchor = -1, .select = -1, .tile = 64};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE); /* 3 KV heads */
+    cr_assert(strstr(err.msg, "KV heads"), "%s", err.msg);
     /* defaults resolve to the reference ratios, inside the block */
     o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 4, .anchor = -1, .select = -1, .tile = 64};
     cr_assert_eq(apb_hosts_resolve(&model.cfg, 4096, 5, 4, &o, &err), 0, "%s", err.msg);
