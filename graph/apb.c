@@ -41,10 +41,11 @@ int apb_method_parse(const char *name, apb_method *m, apb_err *err)
         *m = APB_METHOD_ZIGZAG;
     else if (!strcmp(name, "ulysses"))
         *m = APB_METHOD_ULYSSES;
+    else if (!strcmp(name, "spava"))
+        *m = APB_METHOD_SPAVA;
     else
-        return apb_fail(err, APB_E_USAGE,
-                        "unknown method '%s' (this build: full, apb, star, ring, zigzag, ulysses)",
-                        name);
+        return apb_fail(err, APB_E_USAGE, "unknown method '%s' (full, apb, spava, star, ring, "
+                                          "zigzag, ulysses)", name);
     return APB_OK;
 }
 
@@ -56,6 +57,7 @@ const char *apb_method_name(apb_method m)
     case APB_METHOD_RING: return "ring";
     case APB_METHOD_ZIGZAG: return "zigzag";
     case APB_METHOD_ULYSSES: return "ulysses";
+    case APB_METHOD_SPAVA: return "spava";
     default: return "full";
     }
 }
@@ -84,6 +86,34 @@ int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hos
                         "model's context of %d", L, nq, max_new, cfg->max_pos);
     if (o->tile <= 0)
         return apb_fail(err, APB_E_USAGE, "tile size must be positive (got %d)", o->tile);
+    if (o->method == APB_METHOD_SPAVA) {
+        /* Spava's ratios: a = L/64, k = L/128 per virtual host, rounded up to multiples of 128
+         * (64 for short contexts), so that the anchor and 2W chunks fit */
+        int m128 = L >= 8192 ? 128 : 64;
+        if (o->anchor < 0) {
+            o->anchor = _apb_round_up(L / 64 > 0 ? L / 64 : 1, m128);
+            if (o->anchor > L / 4) /* short contexts */
+                o->anchor = L / 4;
+        }
+        if (W == 1)
+            o->anchor = 0;
+        if (o->anchor >= L || (W > 1 && L - o->anchor < 2 * W))
+            return apb_fail(err, APB_E_USAGE, "spava: --anchor %d leaves %d context tokens for %d "
+                            "chunks (2 per host)", o->anchor, L - o->anchor, 2 * W);
+        int body = L - o->anchor, chunk = (body + 2 * W - 1) / (2 * W);
+        if (W > 1 && body - (2 * W - 1) * chunk < 1)
+            return apb_fail(err, APB_E_USAGE, "spava: %d tokens after the anchor do not fill %d "
+                            "chunks of %d; use fewer hosts", body, 2 * W, chunk);
+        if (o->select < 0) {
+            o->select = _apb_round_up(L / 128 > 0 ? L / 128 : 1, m128);
+            if (o->select > chunk)
+                o->select = chunk;
+        }
+        if (o->select > chunk)
+            return apb_fail(err, APB_E_USAGE, "spava: --select %d exceeds the chunk of %d tokens",
+                            o->select, chunk);
+        return APB_OK;
+    }
     if (o->method == APB_METHOD_ZIGZAG && W > 1) {
         int chunk = (L + 2 * W - 1) / (2 * W);
         if (L - (2 * W - 1) * chunk < 1)
@@ -136,23 +166,24 @@ static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx
     const apb_config *c = &m->cfg;
     apb_host *h = &hs->h[r];
     int W = hs->opt.hosts, T = hs->opt.tile, block = hs->block;
-    if (hs->opt.method == APB_METHOD_ZIGZAG && W > 1) {
-        int chunk = (hs->L + 2 * W - 1) / (2 * W), last = 2 * W - 1 - r;
+    if ((hs->opt.method == APB_METHOD_ZIGZAG || hs->opt.method == APB_METHOD_SPAVA) && W > 1) {
+        int base = hs->opt.method == APB_METHOD_SPAVA ? hs->opt.anchor : 0, body = hs->L - base;
+        int chunk = (body + 2 * W - 1) / (2 * W), last = 2 * W - 1 - r;
         h->n_ranges = 2;
-        h->range_pos[0] = r * chunk;
+        h->range_pos[0] = base + r * chunk;
         h->range_len[0] = chunk;
-        h->range_pos[1] = last * chunk;
-        h->range_len[1] = last == 2 * W - 1 ? hs->L - last * chunk : chunk;
+        h->range_pos[1] = base + last * chunk;
+        h->range_len[1] = last == 2 * W - 1 ? body - last * chunk : chunk;
     } else {
         h->n_ranges = 1;
         h->range_pos[0] = r * block;
         h->range_len[0] = r == W - 1 ? hs->L - (W - 1) * block : block;
     }
     h->n = h->range_len[0] + (h->n_ranges > 1 ? h->range_len[1] : 0);
-    h->a = r == 0 ? 0 : hs->opt.anchor;
+    h->a = r == 0 && hs->opt.method != APB_METHOD_SPAVA ? 0 : hs->opt.anchor;
     /* ring and zigzag mask by global position, the anchored methods by row in [anchor | local] */
     int by_position = hs->opt.method == APB_METHOD_RING || hs->opt.method == APB_METHOD_ZIGZAG ||
-                      hs->opt.method == APB_METHOD_ULYSSES;
+                      hs->opt.method == APB_METHOD_ULYSSES || hs->opt.method == APB_METHOD_SPAVA;
     h->ids = malloc(sizeof(int32_t) * (size_t)(h->a + h->n));
     if (!h->ids)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
@@ -166,13 +197,14 @@ static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx
         for (int i = pre; p < h->a; i++)
             h->ids[p++] = ctx[i]; /* anchor < block <= L, so the context never runs out */
     } else {
-        for (int i = 0; i < h->a; i++) /* star: the first block; positions 0..a-1 */
+        for (int i = 0; i < h->a; i++) /* star: the first block; spava: the first a tokens */
             h->ids[i] = ctx[i];
     }
     int ntl = 0;
     for (int g = 0, off = h->a; g < h->n_ranges; off += h->range_len[g], g++) {
         memcpy(h->ids + off, ctx + h->range_pos[g], sizeof(int32_t) * (size_t)h->range_len[g]);
-        ntl += (h->range_len[g] + T - 1) / T;
+        h->range_ntiles[g] = (h->range_len[g] + T - 1) / T;
+        ntl += h->range_ntiles[g];
     }
     h->n_anchor_tiles = (h->a + T - 1) / T;
     h->n_tiles = h->n_anchor_tiles + ntl;
@@ -458,63 +490,168 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
 }
 
 /* ------------------------------------------------------------------ question pass and decoding */
-/* Rows of slot s (0: the question, 1: one generated token) at positions pos0.., ids from `ids`. */
-static int _apb_tail(apb_model *m, apb_hseq *hs, int s, apb_handle ids, int rows,
-                     const apb_sampling *smp, uint64_t step, apb_err *err)
+/* Rows of slot s (0: the question, 1: one generated token) sit at positions L + n_cached ...
+ * Per layer: _apb_tail_pre (norm, QKV, RoPE, append to the last host's decode cache), then
+ * _apb_tail_attend (one partial attention per host over its cache, LSE merge, o-proj, MLP). */
+static int _apb_tail_pre(apb_model *m, apb_hseq *hs, int s, int l, apb_err *err)
+{
+    apb_task_tag tag = {l, hs->opt.hosts - 1, 0};
+    int rc = _apb_pre_attention(m, l, hs->t_x[s], hs->t_xn[s], hs->t_q[s], hs->t_k[s], hs->t_v[s],
+                                hs->L + hs->n_cached, tag, err);
+    if (!rc && apb_insert_kv_append(hs->t_k[s], hs->t_v[s], hs->kd[l], hs->vd[l], hs->n_cached, tag))
+        rc = apb_fail(err, APB_E_RUNTIME, "submitting kv_append failed");
+    return rc;
+}
+
+static int _apb_tail_attend(apb_model *m, apb_hseq *hs, int s, int l, int rows, apb_attn_seg *segs,
+                            apb_err *err)
 {
     const apb_config *c = &m->cfg;
     int W = hs->opt.hosts, pos0 = hs->L + hs->n_cached;
-    int maxseg = 2;
-    for (int r = 0; r < W; r++)
-        maxseg += hs->h[r].n_tiles;
-    apb_attn_seg *segs = malloc(sizeof *segs * (size_t)maxseg);
-    if (!segs)
-        return apb_fail(err, APB_E_NOMEM, "out of memory");
-    int rc = APB_OK;
-    apb_task_tag tag0 = {-1, W - 1, 0};
-    if (apb_insert_embed(ids, m->embed, hs->t_x[s], tag0))
-        rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
-    for (int l = 0; l < c->n_layers && !rc; l++) {
-        apb_task_tag tag = {l, W - 1, 0};
-        rc = _apb_pre_attention(m, l, hs->t_x[s], hs->t_xn[s], hs->t_q[s], hs->t_k[s], hs->t_v[s],
-                                pos0, tag, err);
-        if (rc)
-            break;
-        if (apb_insert_kv_append(hs->t_k[s], hs->t_v[s], hs->kd[l], hs->vd[l], hs->n_cached, tag)) {
-            rc = apb_fail(err, APB_E_RUNTIME, "submitting kv_append failed");
-            break;
-        }
-        /* each host attends over its local cache (anchor dropped); the last host also over the
-         * question and generated tokens. Non-last hosts: non-causal (all of their cache is past). */
-        for (int r = 0; r < W && !rc; r++) {
-            apb_host *h = &hs->h[r];
-            int ns = 0;
-            for (int u = h->n_anchor_tiles; u < h->n_tiles; u++)
-                segs[ns++] = (apb_attn_seg){h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u],
-                                            h->rows[u], 0, 0, 0};
-            if (r == W - 1)
-                segs[ns++] = (apb_attn_seg){hs->kd[l], hs->vd[l], hs->n_cached + rows, hs->L, 1, 0};
-            apb_handle o = W == 1 ? hs->t_o[s] : hs->t_po[s][r];
-            if (apb_insert_attention(hs->t_q[s], pos0, segs, ns, c->n_heads, c->n_kv_heads,
-                                     c->head_dim, o, hs->t_pl[s][r], (apb_task_tag){l, r, 0}))
-                rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
-        }
-        if (!rc && W > 1 &&
-            apb_insert_lse_merge(hs->t_po[s], hs->t_pl[s], W, c->head_dim, hs->t_o[s], NULL, tag))
-            rc = apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
-        if (!rc)
-            rc = _apb_post_attention(m, l, hs->t_o[s], hs->t_x[s], hs->t_xn[s], tag, err);
+    apb_task_tag tag = {l, W - 1, 0};
+    /* each host attends over its local cache; the last host also over the question and generated
+     * tokens. Non-last hosts: non-causal (all of their cache is in the past). The anchors are
+     * dropped from the cache (APB, Star), except Spava's, whose anchor is the true context prefix:
+     * host 0 counts it once. */
+    for (int r = 0; r < W; r++) {
+        apb_host *h = &hs->h[r];
+        int ns = 0;
+        int u0 = hs->opt.method == APB_METHOD_SPAVA && r == 0 ? 0 : h->n_anchor_tiles;
+        for (int u = u0; u < h->n_tiles; u++)
+            segs[ns++] = (apb_attn_seg){h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u],
+                                        h->rows[u], 0, 0, 0};
+        if (r == W - 1)
+            segs[ns++] = (apb_attn_seg){hs->kd[l], hs->vd[l], hs->n_cached + rows, hs->L, 1, 0};
+        apb_handle o = W == 1 ? hs->t_o[s] : hs->t_po[s][r];
+        if (apb_insert_attention(hs->t_q[s], pos0, segs, ns, c->n_heads, c->n_kv_heads, c->head_dim,
+                                 o, hs->t_pl[s][r], (apb_task_tag){l, r, 0}))
+            return apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
     }
-    free(segs);
-    if (rc)
-        return rc;
+    if (W > 1 && apb_insert_lse_merge(hs->t_po[s], hs->t_pl[s], W, c->head_dim, hs->t_o[s], NULL, tag))
+        return apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
+    return _apb_post_attention(m, l, hs->t_o[s], hs->t_x[s], hs->t_xn[s], tag, err);
+}
+
+static int _apb_tail_end(apb_model *m, apb_hseq *hs, int s, int rows, const apb_sampling *smp,
+                         uint64_t step, apb_err *err)
+{
+    apb_task_tag tag0 = {-1, hs->opt.hosts - 1, 0};
     hs->n_cached += rows;
     if (apb_insert_logits(hs->t_x[s], rows - 1, 1, m->final_norm, m->lm_head, hs->logits,
-                          c->norm_eps, tag0) ||
+                          m->cfg.norm_eps, tag0) ||
         apb_insert_sample(hs->logits, 0, hs->token, smp->temperature, smp->top_p, smp->seed, step,
                           tag0))
         return apb_fail(err, APB_E_RUNTIME, "submitting logits/sample failed");
     return APB_OK;
+}
+
+static apb_attn_seg *_apb_segs_alloc(const apb_hseq *hs)
+{
+    int maxseg = 4 + 2 * hs->opt.hosts;
+    for (int r = 0; r < hs->opt.hosts; r++)
+        maxseg += hs->h[r].n_tiles;
+    return malloc(sizeof(apb_attn_seg) * (size_t)maxseg);
+}
+
+static int _apb_tail(apb_model *m, apb_hseq *hs, int s, apb_handle ids, int rows,
+                     const apb_sampling *smp, uint64_t step, apb_err *err)
+{
+    apb_attn_seg *segs = _apb_segs_alloc(hs);
+    if (!segs)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    int rc = APB_OK;
+    if (apb_insert_embed(ids, m->embed, hs->t_x[s], (apb_task_tag){-1, hs->opt.hosts - 1, 0}))
+        rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
+    for (int l = 0; l < m->cfg.n_layers && !rc; l++) {
+        rc = _apb_tail_pre(m, hs, s, l, err);
+        if (!rc)
+            rc = _apb_tail_attend(m, hs, s, l, rows, segs, err);
+    }
+    free(segs);
+    return rc ? rc : _apb_tail_end(m, hs, s, rows, smp, step, err);
+}
+
+/* Spava, one layer. Host r's rows are [anchor | B1 | B2] with B1 = chunk r, B2 = chunk 2W-1-r of the
+ * context after the anchor. The question runs in the same pass (fused): its layer-l queries drive
+ * the selection of layer l, and it attends exactly over every host's cache (LSE merge).
+ *   B1 rows: [P1 = selections of chunks 0..r-1 | anchor | B1 causal]
+ *   B2 rows: [P2 = selections of chunks 0..2W-2-r | anchor | B2 causal]
+ *   anchor rows: the anchor, causal. */
+static int _apb_spava_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    int W = hs->opt.hosts, K = hs->opt.select, A = hs->opt.anchor;
+    int kd = c->n_kv_heads * c->head_dim, nchunks = 2 * W;
+    int rc = _apb_tail_pre(m, hs, 0, l, err);
+    for (int r = 0; r < W && !rc; r++) {
+        apb_host *h = &hs->h[r];
+        for (int t = 0; t < h->n_tiles && !rc; t++)
+            rc = _apb_pre_attention(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
+                                    h->v[l * h->n_tiles + t], h->pos0[t],
+                                    (apb_task_tag){l, r, c->n_layers - l}, err);
+    }
+    if (rc)
+        return rc;
+    apb_handle ck[128] = {0}, cv[128] = {0}, qbar = NULL;
+    if (K > 0 && W > 1) {
+        qbar = apb_tile_new(1, kd, sizeof(float));
+        _APB_TRY(apb_insert_qmean(hs->t_q[0], 0, hs->nq, c->n_kv_heads, c->head_dim, qbar,
+                                  (apb_task_tag){l, W - 1, c->n_layers - l + 1}),
+                 "qmean");
+        for (int v = 0; v < nchunks - 1; v++) { /* the last chunk has no later reader */
+            int r = v < W ? v : nchunks - 1 - v, g = v < W ? 0 : 1;
+            apb_host *h = &hs->h[r];
+            int t0 = h->n_anchor_tiles + (g ? h->range_ntiles[0] : 0), nt = h->range_ntiles[g];
+            if (h->range_len[g] < K) /* a short chunk sends everything it has */
+                continue;
+            ck[v] = apb_tile_new(K, kd, sizeof(float));
+            cv[v] = apb_tile_new(K, kd, sizeof(float));
+            _APB_TRY(apb_insert_select(qbar, &h->k[l * h->n_tiles + t0], &h->v[l * h->n_tiles + t0],
+                                       nt, 0, K, c->head_dim, ck[v], cv[v],
+                                       (apb_task_tag){l, r, c->n_layers - l + 1}),
+                     "select");
+        }
+        apb_handle_free(qbar);
+    }
+    for (int r = 0; r < W; r++) {
+        apb_host *h = &hs->h[r];
+        apb_task_tag tag = {l, r, c->n_layers - l};
+        for (int t = h->n_tiles - 1; t >= 0; t--) {
+            int g = t < h->n_anchor_tiles ? -1 : t < h->n_anchor_tiles + h->range_ntiles[0] ? 0 : 1;
+            int ns = 0, last_chunk = g == 0 ? r - 1 : g == 1 ? nchunks - 2 - r : -1;
+            for (int v = 0; v <= last_chunk && K > 0; v++) {
+                int rr = v < W ? v : nchunks - 1 - v, gg = v < W ? 0 : 1;
+                const apb_host *hv = &hs->h[rr];
+                if (ck[v]) {
+                    segs[ns++] = (apb_attn_seg){ck[v], cv[v], K, 0, 0, A};
+                } else { /* whole short chunk */
+                    int u0 = hv->n_anchor_tiles + (gg ? hv->range_ntiles[0] : 0);
+                    for (int u = u0; u < u0 + hv->range_ntiles[gg]; u++)
+                        segs[ns++] = (apb_attn_seg){hv->k[l * hv->n_tiles + u],
+                                                    hv->v[l * hv->n_tiles + u], hv->rows[u], 0, 0, A};
+                }
+            }
+            for (int u = 0; u < h->n_anchor_tiles; u++) /* anchor, causal by position */
+                segs[ns++] = (apb_attn_seg){h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u],
+                                            h->rows[u], h->pos0[u], 1, 0};
+            if (g >= 0) { /* own range, causal */
+                int u0 = h->n_anchor_tiles + (g ? h->range_ntiles[0] : 0);
+                for (int u = u0; u <= t; u++)
+                    segs[ns++] = (apb_attn_seg){h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u],
+                                                h->rows[u], h->pos0[u], 1, 0};
+            }
+            if (apb_insert_attention(h->q[t], h->pos0[t], segs, ns, c->n_heads, c->n_kv_heads,
+                                     c->head_dim, h->o[t], h->lse[t], tag))
+                return apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+            if ((rc = _apb_post_attention(m, l, h->o[t], h->x[t], h->xn[t], tag, err)))
+                return rc;
+        }
+    }
+    for (int v = 0; v < nchunks; v++) {
+        apb_handle_free(ck[v]);
+        apb_handle_free(cv[v]);
+    }
+    return _apb_tail_attend(m, hs, 0, l, hs->nq, segs, err);
 }
 
 int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, const int32_t *question,
@@ -589,12 +726,17 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
             if (apb_insert_embed(hs->h[r].ids_t[t], m->embed, hs->h[r].x[t],
                                  (apb_task_tag){-1, r, c->n_layers + 1}))
                 return apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
-    int maxseg = 64;
-    for (int r = 0; r < W; r++)
-        maxseg += hs->h[r].n_tiles;
-    apb_attn_seg *segs = malloc(sizeof *segs * (size_t)maxseg);
+    apb_attn_seg *segs = _apb_segs_alloc(hs);
     if (!segs)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
+    if (hs->opt.method == APB_METHOD_SPAVA) { /* fused: the question runs inside the prefill */
+        if (apb_insert_embed(hs->q_ids_t, m->embed, hs->t_x[0], (apb_task_tag){-1, W - 1, 0}))
+            rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
+        for (int l = 0; l < c->n_layers && !rc; l++)
+            rc = _apb_spava_layer(m, hs, l, segs, err);
+        free(segs);
+        return rc ? rc : _apb_tail_end(m, hs, 0, nq, smp, 0, err);
+    }
     for (int l = 0; l < c->n_layers && !rc; l++)
         rc = _apb_prefill_layer(m, hs, l, segs, err);
     free(segs);

@@ -90,6 +90,9 @@ int apb_wait_progress(const char *label, int progress, apb_err *err);
  *   full : one host, exact causal attention (the graph above)
  *   apb  : anchor (first 16 context tokens + question + context) on hosts r > 0, query-aware
  *          compression of each block, passing block of previous hosts, APB mask
+ *   spava: anchor = the first A context tokens on every host, 2 virtual hosts per host (zigzag
+ *          chunks r and 2W-1-r after the anchor), query-aware selection per chunk, passing
+ *          P1/P2, and the question fused into the same pass (first answer token from it)
  *   star : anchor = the whole first block, no passing block
  *   ring : exact; each host attends to its own block (causal) and to every previous host's block
  *          (non-causal) as separate partial tasks, merged through their log-sum-exp
@@ -102,7 +105,7 @@ int apb_wait_progress(const char *label, int progress, apb_err *err);
  * host's cache through LSE-merged partial results (non-last hosts non-causally). */
 typedef enum apb_method {
     APB_METHOD_FULL = 0, APB_METHOD_APB = 1, APB_METHOD_STAR = 2, APB_METHOD_RING = 3,
-    APB_METHOD_ZIGZAG = 4, APB_METHOD_ULYSSES = 5
+    APB_METHOD_ZIGZAG = 4, APB_METHOD_ULYSSES = 5, APB_METHOD_SPAVA = 6
 } apb_method;
 
 int apb_method_parse(const char *name, apb_method *m, apb_err *err);
@@ -120,6 +123,7 @@ typedef struct apb_host {
     int a, n;                      /* anchor rows, local rows (all ranges) */
     int n_ranges;                  /* 1, or 2 for zigzag */
     int range_pos[2], range_len[2];/* context ranges owned (global positions) */
+    int range_ntiles[2];           /* tiles of each range (after the anchor tiles) */
     int n_tiles, n_anchor_tiles;   /* tiles: [anchor tiles | local tiles] */
     int32_t *ids;                  /* (a + n) */
     int *rows, *pos0, *coord0;     /* per tile */

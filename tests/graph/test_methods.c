@@ -105,6 +105,14 @@ ParameterizedTest(struct exact_case *c, methods, apb_exact_config_matches_full)
     e = t_rel_err(got, rd, V);
     cr_log_info("zigzag W=%d L=%d: rel err vs full %.3g", c->W, L, e);
     cr_assert_lt(e, 1e-4, "zigzag W=%d L=%d differs from full: %g", c->W, L, e);
+    /* spava is exact when every chunk is selected whole (K = chunk): P1/P2 are then all earlier chunks */
+    {
+        int A = 8, chunk = (L - A + 2 * c->W - 1) / (2 * c->W);
+        method_logits(APB_METHOD_SPAVA, c->W, A, chunk, ids, L, nq, got);
+        e = t_rel_err(got, rd, V);
+        cr_log_info("spava W=%d L=%d (select = chunk): rel err vs full %.3g", c->W, L, e);
+        cr_assert_lt(e, 1e-4, "spava (select = chunk) W=%d L=%d differs from full: %g", c->W, L, e);
+    }
     if (model.cfg.n_kv_heads % c->W == 0) { /* ulysses splits the KV heads over hosts */
         method_logits(APB_METHOD_ULYSSES, c->W, -1, -1, ids, L, nq, got);
         e = t_rel_err(got, rd, V);
@@ -113,7 +121,7 @@ ParameterizedTest(struct exact_case *c, methods, apb_exact_config_matches_full)
     }
     /* every method is exact with one host */
     if (c->W == 1) {
-        for (int meth = 0; meth <= 5; meth++) {
+        for (int meth = 0; meth <= 6; meth++) {
             method_logits((apb_method)meth, 1, -1, -1, ids, L, nq, got);
             e = t_rel_err(got, rd, V);
             cr_assert_lt(e, 1e-4, "%s with one host differs from full: %g",
@@ -138,7 +146,7 @@ Test(methods, approximate_methods_run_and_stay_close)
         best = ref[i] > ref[best] ? i : best;
     struct { apb_method m; int W, a, k; } runs[] = {
         {APB_METHOD_APB, 2, 24, 8}, {APB_METHOD_APB, 3, 20, 4}, {APB_METHOD_STAR, 2, -1, -1},
-        {APB_METHOD_STAR, 4, -1, -1}};
+        {APB_METHOD_STAR, 4, -1, -1}, {APB_METHOD_SPAVA, 2, 16, 4}, {APB_METHOD_SPAVA, 3, -1, -1}};
     for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
         method_logits(runs[r].m, runs[r].W, runs[r].a, runs[r].k, ids, L, nq, got);
         int gb = 0;
