@@ -66,8 +66,10 @@ static int _apb_round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hosts_opts *o, apb_err *err)
 {
-    if (o->method == APB_METHOD_FULL)
+    if (o->method == APB_METHOD_FULL) {
         o->hosts = 1;
+        o->anchor = o->select = 0;
+    }
     int W = o->hosts;
     if (W < 1)
         return apb_fail(err, APB_E_USAGE, "--hosts must be >= 1 (got %d)", W);
