@@ -5,8 +5,8 @@
  *
  * The corpus format is the one of tests/ref/tok_ref.py: the file is split into lines at "\n" (a
  * final "\n" ends the last line), a line holding exactly the byte 0x1E separates documents, and a
- * document is its lines joined by "\n". Documents are encoded without special tokens
- * (add_special = 0); special tokens written in the text are still matched.
+ * document is its lines joined by "\n". Documents are encoded without the post-processor's special
+ * tokens unless --add-special is given; special tokens written in the text are matched.
  */
 #include <errno.h>
 #include <limits.h>
@@ -17,12 +17,14 @@
 #include "models/tokenizer.h"
 
 static const char *const usage =
-    "usage: apb_tokenize TOKENIZER_JSON CORPUS_FILE\n"
+    "usage: apb_tokenize [--add-special] TOKENIZER_JSON CORPUS_FILE\n"
     "       apb_tokenize --decode [--skip-special] TOKENIZER_JSON ID...\n"
     "\n"
     "  The first form prints, for each document of CORPUS_FILE (documents are separated by a\n"
-    "  line holding only the 0x1E character), one line of space-separated token ids.\n"
-    "  The second prints the decoded text of the ids followed by a newline.\n";
+    "  line holding only the 0x1E character), one line of space-separated token ids;\n"
+    "  --add-special applies the post-processor (BOS...).\n"
+    "  The second prints the decoded text of the ids followed by a newline; --skip-special\n"
+    "  leaves out special tokens.\n";
 
 /* Reads a whole file into a malloc'd buffer. */
 static int read_file(const char *path, char **out, size_t *len, apb_err *err)
@@ -65,11 +67,12 @@ static int read_file(const char *path, char **out, size_t *len, apb_err *err)
 }
 
 /* Encodes one document and prints its ids on one line. */
-static int print_doc(const apb_tokenizer *tok, const char *doc, size_t len, size_t index, apb_err *err)
+static int print_doc(const apb_tokenizer *tok, const char *doc, size_t len, int add_special, size_t index,
+                     apb_err *err)
 {
     int32_t *ids;
     size_t n;
-    int rc = apb_tokenizer_encode(tok, doc, len, 0, &ids, &n, err);
+    int rc = apb_tokenizer_encode(tok, doc, len, add_special, &ids, &n, err);
     if (rc)
         return apb_err_prefix(err, "document %zu: ", index);
     for (size_t i = 0; i < n; i++)
@@ -80,7 +83,8 @@ static int print_doc(const apb_tokenizer *tok, const char *doc, size_t len, size
 }
 
 /* Splits the corpus into documents (see the file comment) and prints their ids. */
-static int tokenize_corpus(const apb_tokenizer *tok, const char *path, size_t *n_docs, apb_err *err)
+static int tokenize_corpus(const apb_tokenizer *tok, const char *path, int add_special, size_t *n_docs,
+                           apb_err *err)
 {
     char *text = NULL;
     size_t len = 0;
@@ -97,7 +101,8 @@ static int tokenize_corpus(const apb_tokenizer *tok, const char *path, size_t *n
         const char *nl = memchr(text + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - text) : len;
         if (end - pos == 1 && text[pos] == '\x1e') {
-            rc = print_doc(tok, text + doc_start, have_lines ? doc_end - doc_start : 0, (*n_docs)++, err);
+            rc = print_doc(tok, text + doc_start, have_lines ? doc_end - doc_start : 0, add_special, (*n_docs)++,
+                           err);
             have_lines = 0;
         } else {
             if (!have_lines)
@@ -110,7 +115,7 @@ static int tokenize_corpus(const apb_tokenizer *tok, const char *path, size_t *n
         pos = end + 1;
     }
     if (!rc && have_lines)
-        rc = print_doc(tok, text + doc_start, doc_end - doc_start, (*n_docs)++, err);
+        rc = print_doc(tok, text + doc_start, doc_end - doc_start, add_special, (*n_docs)++, err);
     free(text);
     if (!rc && fflush(stdout))
         rc = apb_fail(err, APB_E_IO, "cannot write the output: %s", strerror(errno));
@@ -132,11 +137,13 @@ static int decode_ids(const apb_tokenizer *tok, char **args, int n, int skip_spe
         }
         ids[i] = (int32_t)v;
     }
-    char *text = apb_tokenizer_decode(tok, ids, (size_t)n, skip_special);
+    size_t len;
+    char *text = apb_tokenizer_decode_len(tok, ids, (size_t)n, skip_special, &len);
     free(ids);
     if (!text)
         return apb_fail(err, APB_E_NOMEM, "out of memory while decoding");
-    printf("%s\n", text);
+    fwrite(text, 1, len, stdout);  /* the text may hold NUL bytes */
+    putchar('\n');
     free(text);
     if (fflush(stdout))
         return apb_fail(err, APB_E_IO, "cannot write the output: %s", strerror(errno));
@@ -146,12 +153,14 @@ static int decode_ids(const apb_tokenizer *tok, char **args, int n, int skip_spe
 int main(int argc, char **argv)
 {
     apb_err err = {0};
-    int decode = 0, skip_special = 0, a = 1;
+    int decode = 0, skip_special = 0, add_special = 0, a = 1;
     for (; a < argc && !strncmp(argv[a], "--", 2); a++) {
         if (!strcmp(argv[a], "--decode")) {
             decode = 1;
         } else if (!strcmp(argv[a], "--skip-special")) {
             skip_special = 1;
+        } else if (!strcmp(argv[a], "--add-special")) {
+            add_special = 1;
         } else if (!strcmp(argv[a], "--help")) {
             fputs(usage, stdout);
             return 0;
@@ -160,7 +169,8 @@ int main(int argc, char **argv)
             return APB_E_USAGE;
         }
     }
-    if ((decode && argc - a < 1) || (!decode && argc - a != 2) || (skip_special && !decode)) {
+    if ((decode && argc - a < 1) || (!decode && argc - a != 2) || (skip_special && !decode) ||
+        (add_special && decode)) {
         fputs(usage, stderr);
         return APB_E_USAGE;
     }
@@ -171,7 +181,7 @@ int main(int argc, char **argv)
             rc = decode_ids(tok, argv + a + 1, argc - a - 1, skip_special, &err);
         } else {
             size_t n_docs;
-            rc = tokenize_corpus(tok, argv[a + 1], &n_docs, &err);
+            rc = tokenize_corpus(tok, argv[a + 1], add_special, &n_docs, &err);
         }
         apb_tokenizer_free(tok);
     }

@@ -482,7 +482,7 @@ static int _apb_compile(const char *pat, size_t len, int literal, pcre2_code **o
     int ecode;
     PCRE2_SIZE eoff;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)(literal ? pat : rew), rlen,
-                                   PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &ecode, &eoff, NULL);
+                                   literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP, &ecode, &eoff, NULL);
     free(rew);
     if (!re) {
         PCRE2_UCHAR msg[256];
@@ -953,12 +953,17 @@ static int _apb_load_vocab(apb_tokenizer *t, const json_t *vocab, const char *wh
     return APB_OK;
 }
 
-/* added_tokens (already validated): pool, added[] (unique contents; a repeated content takes the last
- * entry's id and flags, like `tokenizers`) and the content -> index in added[] map. Empty contents
- * are ignored. */
+/* added_tokens (already validated): pool, added[] (unique contents) and the content -> index in
+ * added[] map. Ids are assigned as `tokenizers` does when it loads the file (its AddedVocabulary):
+ * a content already in the model vocabulary keeps its vocabulary id, another one takes the next
+ * id after the vocabulary (entries count) or after the largest added id; the "id" field is only
+ * type-checked (files written by `tokenizers` agree). A repeated content keeps its first id and
+ * normalized flag, takes the last lstrip / rstrip / single_word and is special if any entry is.
+ * Empty contents are ignored. */
 static int _apb_load_added(apb_tokenizer *t, const json_t *arr, const char *what, int32_t *max_id, apb_err *err)
 {
     size_t n = json_array_size(arr);
+    int64_t vocab_len = (int64_t)t->vocab.count, max_added = -1;
     t->added = calloc(n ? n : 1, sizeof *t->added);
     if (!t->added || _apb_str_map_init(&t->added_map, n))
         return apb_fail(err, APB_E_NOMEM, "%s: out of memory", what);
@@ -971,7 +976,6 @@ static int _apb_load_added(apb_tokenizer *t, const json_t *arr, const char *what
         if (len > UINT32_MAX)
             return apb_fail(err, APB_E_FORMAT, "%s: added_tokens[%zu].content: too long", what, i);
         const char *s = json_string_value(c);
-        int32_t id = (int32_t)json_integer_value(json_object_get(e, "id"));
         int f[5];
         static const char *const flags[] = {"single_word", "lstrip", "rstrip", "normalized", "special"};
         for (int k = 0; k < 5; k++)
@@ -984,24 +988,33 @@ static int _apb_load_added(apb_tokenizer *t, const json_t *arr, const char *what
         _apb_added *a;
         if (slot->id >= 0) {
             a = &t->added[slot->id];
+            a->special |= f[4] > 0;
         } else {
+            int64_t id = _apb_str_map_get(&t->vocab, t->pool, s, len);
+            if (id < 0)
+                id = max_added < 0 ? vocab_len : max_added >= vocab_len ? max_added + 1 : vocab_len;
+            if (id >= _APB_TOK_MAX_IDS)
+                return apb_fail(err, APB_E_FORMAT, "%s: added_tokens[%zu]: id %lld is out of range [0, %d]", what,
+                                i, (long long)id, _APB_TOK_MAX_IDS - 1);
+            if (id > max_added)
+                max_added = id;
             slot->id = (int32_t)t->n_added;
             a = &t->added[t->n_added++];
             memcpy(t->pool + t->pool_len, s, len);
             a->off = t->pool_len;
             a->len = (uint32_t)len;
+            a->id = (int32_t)id;
+            a->normalized = f[3] > 0;
+            a->special = f[4] > 0;
             t->pool_len += len;
             slot->off = a->off;
             slot->len = a->len;
+            if (a->id > *max_id)
+                *max_id = a->id;
         }
-        a->id = id;
         a->single_word = f[0] > 0;
         a->lstrip = f[1] > 0;
         a->rstrip = f[2] > 0;
-        a->normalized = f[3] > 0;
-        a->special = f[4] > 0;
-        if (id > *max_id)
-            *max_id = id;
     }
     return APB_OK;
 }
@@ -1912,7 +1925,14 @@ done:
 
 char *apb_tokenizer_decode(const apb_tokenizer *t, const int32_t *ids, size_t n, int skip_special)
 {
-    if (!t || (!ids && n))
+    size_t len;
+    return apb_tokenizer_decode_len(t, ids, n, skip_special, &len);
+}
+
+char *apb_tokenizer_decode_len(const apb_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
+                               size_t *out_len)
+{
+    if (!t || (!ids && n) || !out_len)
         return NULL;
     /* 1. token strings -> bytes (ByteLevel: through the inverse GPT-2 map; a token with a character
      *    outside the alphabet is taken as is; no decoder: tokens joined by spaces) */
@@ -1980,6 +2000,7 @@ char *apb_tokenizer_decode(const apb_tokenizer *t, const int32_t *ids, size_t n,
         }
     }
     out[o] = 0;
+    *out_len = o;
     free(raw);
     return out;
 }

@@ -27,10 +27,10 @@ static void up(void)
                  getenv("HOME"));
     apb_err err = {0};
     if (apb_model_load(model_dir, &model, &err))
-        cr_fatal("loading %s: %s (run scripts/setup.sh)", model_dir, err.msg);
+        cr_assert_fail("loading %s: %s (run scripts/setup.sh)", model_dir, err.msg);
     t_runtime_up();
     if (apb_model_register(&model, &err))
-        cr_fatal("%s", err.msg);
+        cr_assert_fail("%s", err.msg);
 }
 
 static void down(void)
@@ -56,7 +56,7 @@ static const char *srcdir(void)
 /* Runs the numpy reference; returns its stdout's first line in out (or reads binary logits). */
 static void run_ref(const char *args, char *out, size_t cap)
 {
-    char cmd[4096];
+    char cmd[12288];
     snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref/llama_ref.py' --model '%s' %s", python(), srcdir(),
              model_dir, args);
     FILE *p = popen(cmd, "r");
