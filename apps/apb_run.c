@@ -42,7 +42,7 @@ static const char *const usage =
     "  --tile N               rows per prefill tile (default 256)\n"
     "  --progress / --no-progress  progress on stderr (default: when stderr is a terminal)\n"
     "  --trace FILE.json      Chrome/Perfetto trace of every task (chrome://tracing, ui.perfetto.dev)\n"
-    "  --gantt FILE.svg       Gantt chart of tasks per worker, colored by kind\n"
+    "  --gantt FILE.svg|png   Gantt chart of tasks per worker, colored by kind (PNG via rsvg-convert)\n"
     "  --help, --version\n"
     "\n"
     "exit codes: 0 ok, 2 usage, 3 io, 4 format, 5 model, 6 memory, 7 runtime\n";
@@ -204,6 +204,28 @@ static char *read_file(const char *path, apb_err *err)
     return buf;
 }
 
+/* SVG, or PNG through rsvg-convert (librsvg2-bin) when the name ends in .png. */
+static int write_gantt(const char *path, apb_err *err)
+{
+    size_t n = strlen(path);
+    int png = n > 4 && strcmp(path + n - 4, ".png") == 0;
+    char svg[PATH_MAX];
+    snprintf(svg, sizeof svg, png ? "%s.svg" : "%s", path);
+    int rc = apb_trace_write_gantt(svg, err);
+    if (rc)
+        return rc;
+    if (png) {
+        char cmd[3 * PATH_MAX];
+        snprintf(cmd, sizeof cmd, "rsvg-convert -w 1600 '%s' -o '%s' 2>/dev/null", svg, path);
+        if (strchr(path, '\'') || system(cmd) != 0)
+            return apb_fail(err, APB_E_IO, "%s: PNG conversion failed (needs rsvg-convert from "
+                            "librsvg2-bin); the SVG is in %s", path, svg);
+        remove(svg);
+    }
+    fprintf(stderr, "apb_run: wrote Gantt chart %s\n", path);
+    return APB_OK;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -353,6 +375,9 @@ static int run(const struct opts *o, apb_err *err)
     /* every setting is checked before any work starts */
     if (!rc && hosts_path)
         rc = apb_hosts_resolve(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &hopt, err);
+    else if (!rc && (long)n_ids + o->max_new > m.cfg.max_pos)
+        rc = apb_fail(err, APB_E_USAGE, "%zu prompt tokens + %d new tokens exceed the model's "
+                      "context of %d", n_ids, o->max_new, m.cfg.max_pos);
     if (!rc) {
         apb_hosts_opts mo = hopt;
         if (!hosts_path)
@@ -460,8 +485,8 @@ static int run(const struct opts *o, apb_err *err)
         apb_trace_summary(stderr);
         if (o->trace && !(rc = apb_trace_write_chrome(o->trace, err)))
             fprintf(stderr, "apb_run: wrote trace %s\n", o->trace);
-        if (!rc && o->gantt && !(rc = apb_trace_write_gantt(o->gantt, err)))
-            fprintf(stderr, "apb_run: wrote Gantt chart %s\n", o->gantt);
+        if (!rc && o->gantt)
+            rc = write_gantt(o->gantt, err);
     }
     if (seq.x)
         apb_seq_free(&m, &seq);

@@ -132,6 +132,13 @@ int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hos
         o->anchor = W > 1 ? block : 0;
         o->select = 0;
     } else if (o->method == APB_METHOD_APB) {
+        int pre = L < _APB_ANCHOR_PREFIX ? L : _APB_ANCHOR_PREFIX;
+        if (o->anchor < 0 && o->select < 0 && block <= pre + 1) {
+            /* blocks too short for an anchor holding the question: the exact configuration
+             * (no anchor, every previous block passed whole) */
+            o->anchor = 0;
+            o->select = block;
+        }
         if (o->anchor < 0) {
             o->anchor = _apb_round_up(L / 32 > 0 ? L / 32 : 1, 64);
             while (o->anchor >= block && o->anchor > 0)

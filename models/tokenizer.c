@@ -21,8 +21,8 @@
  * ByteLevel decoder and replaces invalid UTF-8 the way Rust's String::from_utf8_lossy does.
  *
  * Regexes: `tokenizers` uses Oniguruma, apb uses PCRE2 (UTF + UCP, JIT when available). `\s` and
- * `\S` are rewritten to Oniguruma's meaning (Unicode White_Space: PCRE2's \s lacks U+0085), and
- * empty matches are iterated as the Rust `onig` crate does, so pieces are identical.
+ * `\S` are rewritten to Oniguruma's meaning (Unicode White_Space; PCRE2's \s also takes U+180E),
+ * and empty matches are iterated as the Rust `onig` crate does, so pieces are identical.
  *
  * The tokenizer is immutable after loading: concurrent encode / decode calls are safe (each call
  * has its own scratch space). Every JSON field is type- and range-checked; an error names the
@@ -395,8 +395,9 @@ void apb_tokenizer_free(apb_tokenizer *t)
 /* ================================================================== regexes */
 
 /* Rewrites the Oniguruma pattern's \s / \S into PCRE2 classes with Oniguruma's meaning (Unicode
- * White_Space = \t-\r, U+0085 and \p{Z}; PCRE2's UCP \s lacks U+0085). \S inside a bracket class
- * cannot be spelled as a PCRE2 class item and is kept (it differs only on U+0085). \w, \h and
+ * White_Space = \t-\r, U+0085 and \p{Z}; PCRE2's UCP \s also matches U+180E, which Unicode 6.3
+ * dropped from White_Space). \S inside a bracket class cannot be spelled as a PCRE2 class item and
+ * is kept (it differs only on U+180E). \w, \h and
  * other Oniguruma-specific escapes are not rewritten (the supported tokenizers do not use them).
  * Returns a malloc'd string or NULL (out of memory). */
 static char *_apb_regex_from_onig(const char *p, size_t n, size_t *out_len)
@@ -571,14 +572,14 @@ static int _apb_parse_normalizer(const json_t *n, const char *what, const char *
 {
     if (!n || json_is_null(n))
         return APB_OK;
-    const char *type;
+    const char *type = NULL;
     int rc = _apb_type(n, what, path, &type, err);
     if (rc)
         return rc;
     if (!strcmp(type, "NFC"))
         return APB_OK;
     if (!strcmp(type, "Sequence")) {
-        const json_t *arr;
+        const json_t *arr = NULL;
         if ((rc = _apb_seq_items(n, what, path, "normalizers", &arr, err)))
             return rc;
         if (depth >= _APB_TOK_MAX_DEPTH)
@@ -612,14 +613,14 @@ static int _apb_parse_pretok(apb_tokenizer *t, const json_t *n, const char *what
 {
     if (!n || json_is_null(n))
         return APB_OK;
-    const char *type;
+    const char *type = NULL;
     int rc = _apb_type(n, what, path, &type, err);
     if (rc)
         return rc;
     _apb_pretok p = {0};
     char field[300];
     if (!strcmp(type, "Sequence")) {
-        const json_t *arr;
+        const json_t *arr = NULL;
         if ((rc = _apb_seq_items(n, what, path, "pretokenizers", &arr, err)))
             return rc;
         if (depth >= _APB_TOK_MAX_DEPTH)
@@ -633,7 +634,7 @@ static int _apb_parse_pretok(apb_tokenizer *t, const json_t *n, const char *what
         return APB_OK;
     }
     if (!strcmp(type, "ByteLevel")) {
-        int use_regex;
+        int use_regex = 1;
         if ((rc = _apb_opt_bool(n, what, path, "add_prefix_space", 1, &p.prefix_space, err)) ||
             (rc = _apb_opt_bool(n, what, path, "use_regex", 1, &use_regex, err)))
             return rc;
@@ -645,7 +646,7 @@ static int _apb_parse_pretok(apb_tokenizer *t, const json_t *n, const char *what
     }
     if (!strcmp(type, "Digits")) {
         /* Rust's char::is_numeric is \p{N}; individual: each digit alone, else runs (Contiguous). */
-        int individual;
+        int individual = 0;
         if ((rc = _apb_opt_bool(n, what, path, "individual_digits", 0, &individual, err)))
             return rc;
         p.kind = _APB_PT_SPLIT;
@@ -822,7 +823,7 @@ static int _apb_parse_post(apb_tokenizer *t, const json_t *n, const char *what, 
 {
     if (!n || json_is_null(n))
         return APB_OK;
-    const char *type;
+    const char *type = NULL;
     int rc = _apb_type(n, what, path, &type, err);
     if (rc)
         return rc;
@@ -833,7 +834,7 @@ static int _apb_parse_post(apb_tokenizer *t, const json_t *n, const char *what, 
     if (!strcmp(type, "RobertaProcessing") || !strcmp(type, "BertProcessing"))
         return _apb_parse_cls_sep(t, n, what, path, err);
     if (!strcmp(type, "Sequence")) {
-        const json_t *arr;
+        const json_t *arr = NULL;
         if ((rc = _apb_seq_items(n, what, path, "processors", &arr, err)))
             return rc;
         if (depth >= _APB_TOK_MAX_DEPTH)
@@ -860,7 +861,7 @@ static int _apb_parse_decoder(apb_tokenizer *t, const json_t *n, const char *wha
     t->decoder = _APB_DEC_JOIN;
     if (!n || json_is_null(n))
         return APB_OK;
-    const char *type;
+    const char *type = NULL;
     int rc = _apb_type(n, what, "decoder", &type, err);
     if (rc)
         return rc;
@@ -869,10 +870,10 @@ static int _apb_parse_decoder(apb_tokenizer *t, const json_t *n, const char *wha
         return APB_OK;
     }
     if (!strcmp(type, "Sequence")) {
-        const json_t *arr;
+        const json_t *arr = NULL;
         if ((rc = _apb_seq_items(n, what, "decoder", "decoders", &arr, err)))
             return rc;
-        const char *sub;
+        const char *sub = NULL;
         if (json_array_size(arr) == 1 && !_apb_type(json_array_get(arr, 0), what, "decoder.decoders[0]", &sub, err) &&
             !strcmp(sub, "ByteLevel")) {
             t->decoder = _APB_DEC_BYTELEVEL;
@@ -1108,7 +1109,7 @@ static int _apb_parse_model(apb_tokenizer *t, const json_t *model, const char *w
         return apb_fail(err, APB_E_FORMAT, "%s: model.merges: expected an array, not %s", what, _apb_jtype(merges));
     const char *s;
     size_t l;
-    int byte_fallback;
+    int byte_fallback = 0;
     if ((rc = _apb_opt_bool(model, what, "model", "ignore_merges", 0, &t->ignore_merges, err)) ||
         (rc = _apb_opt_bool(model, what, "model", "fuse_unk", 0, &t->fuse_unk, err)) ||
         (rc = _apb_opt_bool(model, what, "model", "byte_fallback", 0, &byte_fallback, err)))
@@ -1848,7 +1849,8 @@ static int _apb_post_process(_apb_ws *w)
         size_t o = 0;
         for (size_t i = 0; i < tp->n; i++) {
             if (tp->items[i] < 0) {
-                memcpy(out + o, w->ids, w->n_ids * sizeof *out);
+                if (w->n_ids)
+                    memcpy(out + o, w->ids, w->n_ids * sizeof *out);
                 o += w->n_ids;
             } else {
                 out[o++] = tp->items[i];

@@ -22,6 +22,27 @@ check "no prompt" 2 "exactly one of" $RUN --max-new-tokens 3
 check "bad number" 2 "max-new-tokens" $RUN --prompt x --max-new-tokens -4
 check "unknown option" 2 "unknown option" $RUN --prompt x --frobnicate
 check "unknown sched" 2 "unknown scheduler" $RUN --prompt x --sched nosuch --max-new-tokens 1
-check "context overflow" 2 "exceed" $RUN --prompt x --max-new-tokens 9000
+check "context overflow" 2 "exceed" $RUN --prompt x --max-new-tokens 9000 --sched nosuch
 check "missing prompt file" 3 "nofile" $RUN --prompt-file /nofile
+check "anchor >= block" 2 "anchor 60 must be smaller" $RUN --niah 200 --method apb --hosts 4 --anchor 60
+check "apb needs context" 2 "at least 2 prompt tokens" $RUN --prompt "x" --method apb --max-new-tokens 1
+check "unknown method" 2 "unknown method" $RUN --prompt x --method foo
+check "ulysses heads" 2 "must divide" $RUN --prompt "a b c d e f g h" --method ulysses --hosts 2
+check "niah apb" 0 "Ground Truth: 1234567" $RUN --niah 600 --needle 1234567 --method apb --hosts 2 --max-new-tokens 4 --no-progress
+# trace and Gantt chart of an APB run: well-formed JSON with named tasks of every host
+tmp=$(mktemp -d)
+check "trace" 0 "wrote trace" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --max-new-tokens 2 --trace "$tmp/t.json" --gantt "$tmp/g.svg" --no-progress
+if [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/t.json" <<'PY'
+import json, sys
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+x = [e for e in ev if e.get("ph") == "X"]
+names = {e["name"] for e in x}
+assert x and all(e["dur"] >= 0 and e["ts"] >= 0 for e in x), "bad events"
+for want in ("attention-0-h0", "attention-0-h1", "qkv-29-h1", "mlp-0-h0"):
+    assert want in names, f"missing task {want}"
+print(f"trace: {len(x)} task events, {len(names)} task names")
+PY
+then echo "ok   trace well-formed"; else echo "FAIL trace well-formed"; fail=1; fi
+grep -q "<svg" "$tmp/g.svg" && grep -q "attention" "$tmp/g.svg" && echo "ok   gantt svg" || { echo "FAIL gantt svg"; fail=1; }
+rm -rf "$tmp"
 exit $fail
