@@ -9,6 +9,8 @@
  */
 #include <errno.h>
 #include <jansson.h>
+
+#include "common/apb_json.h"
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,21 +31,6 @@
 
 #define _APB_PI 3.14159265358979323846
 
-static const char *_apb_json_type(const json_t *j)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
-
 /* Integer field in [lo, hi]. Absent or null: `def` when !required, else an error. */
 static int _apb_int(const json_t *o, const char *what, const char *key, int required, long long lo,
                     long long hi, int def, int *out, apb_err *err)
@@ -57,7 +44,7 @@ static int _apb_int(const json_t *o, const char *what, const char *key, int requ
     }
     if (!json_is_integer(j))
         return apb_fail(err, APB_E_FORMAT, "%s: field '%s' must be an integer, not %s", what, key,
-                        _apb_json_type(j));
+                        apb_json_type_name(j));
     long long v = json_integer_value(j);
     if (v < lo || v > hi)
         return apb_fail(err, APB_E_FORMAT, "%s: field '%s' = %lld is out of range [%lld, %lld]", what, key, v,
@@ -79,7 +66,7 @@ static int _apb_num(const json_t *o, const char *what, const char *key, int requ
     }
     if (!json_is_number(j))
         return apb_fail(err, APB_E_FORMAT, "%s: field '%s' must be a number, not %s", what, key,
-                        _apb_json_type(j));
+                        apb_json_type_name(j));
     double v = json_number_value(j);
     if (!isfinite(v) || !(v > lo) || v > hi)
         return apb_fail(err, APB_E_FORMAT, "%s: field '%s' = %g is out of range (%g, %g]", what, key, v, lo, hi);
@@ -97,7 +84,7 @@ static int _apb_bool(const json_t *o, const char *what, const char *key, int def
     }
     if (!json_is_boolean(j))
         return apb_fail(err, APB_E_FORMAT, "%s: field '%s' must be a boolean, not %s", what, key,
-                        _apb_json_type(j));
+                        apb_json_type_name(j));
     *out = json_is_true(j);
     return APB_OK;
 }
@@ -108,7 +95,7 @@ static int _apb_eos(const json_t *j, const char *what, int vocab, int *ids, int 
     size_t cnt = json_is_array(j) ? json_array_size(j) : 1;
     if (!json_is_array(j) && !json_is_integer(j))
         return apb_fail(err, APB_E_FORMAT, "%s: field 'eos_token_id' must be an integer or a list, not %s", what,
-                        _apb_json_type(j));
+                        apb_json_type_name(j));
     if (cnt < 1 || cnt > APB_MAX_EOS)
         return apb_fail(err, APB_E_FORMAT, "%s: field 'eos_token_id' has %zu entries (1 to %d supported)", what,
                         cnt, APB_MAX_EOS);
@@ -116,7 +103,7 @@ static int _apb_eos(const json_t *j, const char *what, int vocab, int *ids, int 
         const json_t *e = json_is_array(j) ? json_array_get(j, i) : j;
         if (!json_is_integer(e))
             return apb_fail(err, APB_E_FORMAT, "%s: field 'eos_token_id' entry %zu must be an integer, not %s", what,
-                            i, _apb_json_type(e));
+                            i, apb_json_type_name(e));
         long long v = json_integer_value(e);
         if (v < 0 || v >= vocab)
             return apb_fail(err, APB_E_FORMAT, "%s: field 'eos_token_id' = %lld is out of range [0, %d)", what, v,
@@ -135,7 +122,7 @@ static int _apb_rope_scaling(const json_t *rs, const char *what, apb_config *c, 
         return APB_OK;
     if (!json_is_object(rs))
         return apb_fail(err, APB_E_FORMAT, "%s: field 'rope_scaling' must be an object or null, not %s", what,
-                        _apb_json_type(rs));
+                        apb_json_type_name(rs));
     /* transformers >= 4.45 writes "rope_type", older files "type" */
     const json_t *jt = json_object_get(rs, "rope_type");
     if (!jt)
@@ -184,14 +171,14 @@ static int _apb_config_obj(const json_t *o, const char *what, apb_config *c, apb
     int rc;
     memset(c, 0, sizeof *c);
     if (!json_is_object(o))
-        return apb_fail(err, APB_E_FORMAT, "%s: top level is %s, not an object", what, _apb_json_type(o));
+        return apb_fail(err, APB_E_FORMAT, "%s: top level is %s, not an object", what, apb_json_type_name(o));
 
     const json_t *mt = json_object_get(o, "model_type");
     if (!mt)
         return apb_fail(err, APB_E_FORMAT, "%s: missing field 'model_type'", what);
     if (!json_is_string(mt))
         return apb_fail(err, APB_E_FORMAT, "%s: field 'model_type' must be a string, not %s", what,
-                        _apb_json_type(mt));
+                        apb_json_type_name(mt));
     const char *type = json_string_value(mt);
     if (strcmp(type, "llama") == 0 || strcmp(type, "mistral") == 0)
         c->arch = APB_ARCH_LLAMA;
@@ -205,7 +192,7 @@ static int _apb_config_obj(const json_t *o, const char *what, apb_config *c, apb
     const json_t *arch = json_object_get(o, "architectures");
     if (arch && !json_is_null(arch) && !json_is_array(arch))
         return apb_fail(err, APB_E_FORMAT, "%s: field 'architectures' must be a list, not %s", what,
-                        _apb_json_type(arch));
+                        apb_json_type_name(arch));
 
     if ((rc = _apb_int(o, what, "hidden_size", 1, 1, _APB_MAX_DIM, 0, &c->dim, err)) ||
         (rc = _apb_int(o, what, "num_hidden_layers", 1, 1, _APB_MAX_LAYERS, 0, &c->n_layers, err)) ||

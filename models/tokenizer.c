@@ -32,6 +32,8 @@
 
 #include <errno.h>
 #include <jansson.h>
+
+#include "common/apb_json.h"
 #include <limits.h>
 #include <pcre2.h>
 #include <stdint.h>
@@ -56,21 +58,6 @@ static const char _apb_gpt2_regex[] =
 typedef struct {
     size_t off, len;
 } _apb_span;
-
-static const char *_apb_jtype(const json_t *j)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
 
 /* Grows *buf (elements of `size` bytes) to hold at least `need` elements. 0 or APB_E_NOMEM. */
 static int _apb_grow(void **buf, size_t *cap, size_t need, size_t size)
@@ -509,7 +496,7 @@ static int _apb_opt_bool(const json_t *o, const char *what, const char *path, co
     }
     if (!json_is_boolean(j))
         return apb_fail(err, APB_E_FORMAT, "%s: %s.%s: expected a boolean, not %s", what, path, key,
-                        _apb_jtype(j));
+                        apb_json_type_name(j));
     *out = json_is_true(j);
     return APB_OK;
 }
@@ -525,7 +512,7 @@ static int _apb_opt_str(const json_t *o, const char *what, const char *path, con
         return APB_OK;
     if (!json_is_string(j))
         return apb_fail(err, APB_E_FORMAT, "%s: %s.%s: expected a string, not %s", what, path, key,
-                        _apb_jtype(j));
+                        apb_json_type_name(j));
     *out = json_string_value(j);
     *len = json_string_length(j);
     return APB_OK;
@@ -535,12 +522,12 @@ static int _apb_opt_str(const json_t *o, const char *what, const char *path, con
 static int _apb_type(const json_t *o, const char *what, const char *path, const char **type, apb_err *err)
 {
     if (!json_is_object(o))
-        return apb_fail(err, APB_E_FORMAT, "%s: %s: expected an object, not %s", what, path, _apb_jtype(o));
+        return apb_fail(err, APB_E_FORMAT, "%s: %s: expected an object, not %s", what, path, apb_json_type_name(o));
     const json_t *j = json_object_get(o, "type");
     if (!j)
         return apb_fail(err, APB_E_FORMAT, "%s: %s: missing field 'type'", what, path);
     if (!json_is_string(j))
-        return apb_fail(err, APB_E_FORMAT, "%s: %s.type: expected a string, not %s", what, path, _apb_jtype(j));
+        return apb_fail(err, APB_E_FORMAT, "%s: %s.type: expected a string, not %s", what, path, apb_json_type_name(j));
     *type = json_string_value(j);
     return APB_OK;
 }
@@ -554,7 +541,7 @@ static int _apb_seq_items(const json_t *o, const char *what, const char *path, c
         return apb_fail(err, APB_E_FORMAT, "%s: %s: missing field '%s'", what, path, key);
     if (!json_is_array(j))
         return apb_fail(err, APB_E_FORMAT, "%s: %s.%s: expected an array, not %s", what, path, key,
-                        _apb_jtype(j));
+                        apb_json_type_name(j));
     *arr = j;
     return APB_OK;
 }
@@ -668,13 +655,13 @@ static int _apb_parse_pretok(apb_tokenizer *t, const json_t *n, const char *what
         const json_t *s = rx ? rx : lit;
         snprintf(field, sizeof field, "%s.pattern.%s", path, rx ? "Regex" : "String");
         if (!json_is_string(s))
-            return apb_fail(err, APB_E_FORMAT, "%s: %s: expected a string, not %s", what, field, _apb_jtype(s));
+            return apb_fail(err, APB_E_FORMAT, "%s: %s: expected a string, not %s", what, field, apb_json_type_name(s));
         const json_t *b = json_object_get(n, "behavior");
         if (!b)
             return apb_fail(err, APB_E_FORMAT, "%s: %s: missing field 'behavior'", what, path);
         if (!json_is_string(b))
             return apb_fail(err, APB_E_FORMAT, "%s: %s.behavior: expected a string, not %s", what, path,
-                            _apb_jtype(b));
+                            apb_json_type_name(b));
         static const char *const names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
                                             "Contiguous"};
         p.behavior = -1;
@@ -718,7 +705,7 @@ static int _apb_post_id(const apb_tokenizer *t, const json_t *j, const char *wha
                         apb_err *err)
 {
     if (!json_is_integer(j))
-        return apb_fail(err, APB_E_FORMAT, "%s: %s: expected an integer id, not %s", what, field, _apb_jtype(j));
+        return apb_fail(err, APB_E_FORMAT, "%s: %s: expected an integer id, not %s", what, field, apb_json_type_name(j));
     json_int_t v = json_integer_value(j);
     if (v < 0 || v >= t->n_ids || t->id_tok[v].len == SIZE_MAX)
         return apb_fail(err, APB_E_FORMAT, "%s: %s: id %lld is not a token of the vocabulary", what, field,
@@ -737,10 +724,10 @@ static int _apb_parse_template(apb_tokenizer *t, const json_t *n, const char *wh
         return apb_fail(err, APB_E_FORMAT, "%s: %s: missing field 'single'", what, path);
     if (!json_is_array(single))
         return apb_fail(err, APB_E_FORMAT, "%s: %s.single: expected an array, not %s", what, path,
-                        _apb_jtype(single));
+                        apb_json_type_name(single));
     if (specials && !json_is_null(specials) && !json_is_object(specials))
         return apb_fail(err, APB_E_FORMAT, "%s: %s.special_tokens: expected an object, not %s", what, path,
-                        _apb_jtype(specials));
+                        apb_json_type_name(specials));
     int32_t *items = NULL;
     size_t n_items = 0, cap = 0;
     int rc = APB_OK;
@@ -892,13 +879,13 @@ static int _apb_check_added(const json_t *arr, const char *what, size_t *bytes, 
     if (!arr || json_is_null(arr))
         return APB_OK;
     if (!json_is_array(arr))
-        return apb_fail(err, APB_E_FORMAT, "%s: added_tokens: expected an array, not %s", what, _apb_jtype(arr));
+        return apb_fail(err, APB_E_FORMAT, "%s: added_tokens: expected an array, not %s", what, apb_json_type_name(arr));
     for (size_t i = 0; i < json_array_size(arr); i++) {
         const json_t *e = json_array_get(arr, i);
         char path[64];
         snprintf(path, sizeof path, "added_tokens[%zu]", i);
         if (!json_is_object(e))
-            return apb_fail(err, APB_E_FORMAT, "%s: %s: expected an object, not %s", what, path, _apb_jtype(e));
+            return apb_fail(err, APB_E_FORMAT, "%s: %s: expected an object, not %s", what, path, apb_json_type_name(e));
         const json_t *id = json_object_get(e, "id"), *c = json_object_get(e, "content");
         if (!id)
             return apb_fail(err, APB_E_FORMAT, "%s: %s: missing field 'id'", what, path);
@@ -909,7 +896,7 @@ static int _apb_check_added(const json_t *arr, const char *what, size_t *bytes, 
             return apb_fail(err, APB_E_FORMAT, "%s: %s: missing field 'content'", what, path);
         if (!json_is_string(c))
             return apb_fail(err, APB_E_FORMAT, "%s: %s.content: expected a string, not %s", what, path,
-                            _apb_jtype(c));
+                            apb_json_type_name(c));
         static const char *const flags[] = {"single_word", "lstrip", "rstrip", "normalized", "special"};
         for (int k = 0; k < 5; k++) {
             int v, rc = _apb_opt_bool(e, what, path, flags[k], 0, &v, err);
@@ -933,7 +920,7 @@ static int _apb_load_vocab(apb_tokenizer *t, const json_t *vocab, const char *wh
         if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= _APB_TOK_MAX_IDS)
             return apb_fail(err, APB_E_FORMAT, "%s: model.vocab[" _APB_TOKFMT "]: expected an integer id in [0, %d], "
                             "not %s", what, _APB_TOKARG(key, klen), _APB_TOK_MAX_IDS - 1,
-                            json_is_integer(v) ? "out of range" : _apb_jtype(v));
+                            json_is_integer(v) ? "out of range" : apb_json_type_name(v));
         if (klen == 0)
             return apb_fail(err, APB_E_FORMAT, "%s: model.vocab: empty token", what);
         if (klen > UINT32_MAX)
@@ -1046,7 +1033,7 @@ static int _apb_merge_parts(const json_t *m, size_t i, const char *what, const c
         return APB_OK;
     }
     return apb_fail(err, APB_E_FORMAT, "%s: model.merges[%zu]: expected a string 'a b' or a pair [\"a\", \"b\"], "
-                    "not %s", what, i, json_is_array(m) ? "another array" : _apb_jtype(m));
+                    "not %s", what, i, json_is_array(m) ? "another array" : apb_json_type_name(m));
 }
 
 static int _apb_load_merges(apb_tokenizer *t, const json_t *merges, const char *what, apb_err *err)
@@ -1102,11 +1089,11 @@ static int _apb_parse_model(apb_tokenizer *t, const json_t *model, const char *w
     if (!vocab)
         return apb_fail(err, APB_E_FORMAT, "%s: model: missing field 'vocab'", what);
     if (!json_is_object(vocab))
-        return apb_fail(err, APB_E_FORMAT, "%s: model.vocab: expected an object, not %s", what, _apb_jtype(vocab));
+        return apb_fail(err, APB_E_FORMAT, "%s: model.vocab: expected an object, not %s", what, apb_json_type_name(vocab));
     if (!merges)
         return apb_fail(err, APB_E_FORMAT, "%s: model: missing field 'merges'", what);
     if (!json_is_array(merges))
-        return apb_fail(err, APB_E_FORMAT, "%s: model.merges: expected an array, not %s", what, _apb_jtype(merges));
+        return apb_fail(err, APB_E_FORMAT, "%s: model.merges: expected an array, not %s", what, apb_json_type_name(merges));
     const char *s;
     size_t l;
     int byte_fallback = 0;
@@ -1128,7 +1115,7 @@ static int _apb_parse_model(apb_tokenizer *t, const json_t *model, const char *w
     if (dropout && !json_is_null(dropout)) {
         if (!json_is_number(dropout))
             return apb_fail(err, APB_E_FORMAT, "%s: model.dropout: expected a number, not %s", what,
-                            _apb_jtype(dropout));
+                            apb_json_type_name(dropout));
         if (json_number_value(dropout) != 0.0)
             return apb_fail(err, APB_E_MODEL, "%s: model.dropout: BPE dropout is not supported", what);
     }
@@ -1184,15 +1171,15 @@ static int _apb_parse_root(apb_tokenizer *t, const json_t *root, const char *wha
     int rc;
     if (!json_is_object(root))
         return apb_fail(err, APB_E_FORMAT, "%s: expected a JSON object at the top level, not %s", what,
-                        _apb_jtype(root));
+                        apb_json_type_name(root));
     const json_t *model = json_object_get(root, "model");
     if (!model || json_is_null(model))
         return apb_fail(err, APB_E_FORMAT, "%s: missing field 'model'", what);
     if (!json_is_object(model))
-        return apb_fail(err, APB_E_FORMAT, "%s: model: expected an object, not %s", what, _apb_jtype(model));
+        return apb_fail(err, APB_E_FORMAT, "%s: model: expected an object, not %s", what, apb_json_type_name(model));
     const json_t *type = json_object_get(model, "type");
     if (type && !json_is_string(type))
-        return apb_fail(err, APB_E_FORMAT, "%s: model.type: expected a string, not %s", what, _apb_jtype(type));
+        return apb_fail(err, APB_E_FORMAT, "%s: model.type: expected a string, not %s", what, apb_json_type_name(type));
     if (type && strcmp(json_string_value(type), "BPE"))
         return apb_fail(err, APB_E_MODEL, "%s: model.type: unsupported model '%s' (only BPE)", what,
                         json_string_value(type));

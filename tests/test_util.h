@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "codelets/apb_runtime.h"
@@ -59,6 +60,18 @@ static inline void t_runtime_up(void)
     apb_err err = {0};
     if (apb_runtime_init(&o, &err))
         abort();
+}
+
+/* Path of the bundled model: $APB_HOME/models/smollm2-135m-instruct (APB_HOME default ~/.cache/apb). */
+static inline const char *t_model_dir(void)
+{
+    static char dir[4096];
+    const char *home = getenv("APB_HOME");
+    if (home)
+        snprintf(dir, sizeof dir, "%s/models/smollm2-135m-instruct", home);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/apb/models/smollm2-135m-instruct", getenv("HOME"));
+    return dir;
 }
 
 #endif

@@ -19,12 +19,7 @@ static apb_model model;
 
 static void up(void)
 {
-    const char *home = getenv("APB_HOME");
-    if (home)
-        snprintf(model_dir, sizeof model_dir, "%s/models/smollm2-135m-instruct", home);
-    else
-        snprintf(model_dir, sizeof model_dir, "%s/.cache/apb/models/smollm2-135m-instruct",
-                 getenv("HOME"));
+    snprintf(model_dir, sizeof model_dir, "%s", t_model_dir());
     apb_err err = {0};
     if (apb_model_load(model_dir, &model, &err))
         cr_assert_fail("loading %s: %s (run scripts/setup.sh)", model_dir, err.msg);

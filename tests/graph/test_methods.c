@@ -18,12 +18,7 @@ static apb_model model;
 
 static void up(void)
 {
-    char dir[PATH_MAX];
-    const char *home = getenv("APB_HOME");
-    if (home)
-        snprintf(dir, sizeof dir, "%s/models/smollm2-135m-instruct", home);
-    else
-        snprintf(dir, sizeof dir, "%s/.cache/apb/models/smollm2-135m-instruct", getenv("HOME"));
+    const char *dir = t_model_dir();
     apb_err err = {0};
     if (apb_model_load(dir, &model, &err))
         cr_assert_fail("loading %s: %s (run scripts/setup.sh)", dir, err.msg);

@@ -15,29 +15,7 @@
 
 #include "models/config.h"
 
-static char tmp[PATH_MAX];
-
-static void setup(void)
-{
-    snprintf(tmp, sizeof tmp, "%s/apb_cfg_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    cr_assert(mkdtemp(tmp), "mkdtemp failed");
-}
-
-static void teardown(void)
-{
-    DIR *d = opendir(tmp);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[PATH_MAX + 256];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", tmp, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(tmp);
-}
+#include "tests/models/test_tmpdir.h"
 
 TestSuite(cfg, .init = setup, .fini = teardown);
 

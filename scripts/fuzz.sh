@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# @brief Builds the libFuzzer targets and runs each for SECONDS (default 600) with seed corpora
+# made from the bundled model. Findings land in fuzz/crash-*; keep each as a regression input in
+# tests/data/fuzz/<target>/ once fixed.   usage: scripts/fuzz.sh [SECONDS] [target...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APB_HOME=${APB_HOME:-$HOME/.cache/apb}
+. "$APB_HOME/env.sh"
+secs=${1:-600}; shift || true
+targets=${*:-safetensors config tokenizer}
+make -s fuzz
+M=$APB_HOME/models/smollm2-135m-instruct
+for t in $targets; do
+    c=fuzz/corpus-$t; mkdir -p "$c"
+    case $t in
+    safetensors) "$APB_PYTHON" scripts/make_fuzz_seeds.py "$c" ;;
+    config) cp "$M/config.json" "$c/seed-config.json"; cp tests/data/fuzz/config/* "$c/" 2>/dev/null || true ;;
+    tokenizer)
+        { printf '\0'; cat "$M/tokenizer.json"; } > "$c/seed-tokenizer.json"
+        i=0; awk -v RS='\n\x1e\n' -v dir="$c" '{ f = dir "/seed-text-" NR; printf "\001%s", $0 > f; close(f) }' tests/data/tok_corpus.txt ;;
+    esac
+    [ -d "tests/data/fuzz/$t" ] && cp tests/data/fuzz/$t/* "$c/" 2>/dev/null || true
+    echo "== fuzz_$t for $secs s"
+    APB_FUZZ_TOKENIZER=$M/tokenizer.json fuzz/fuzz_$t "$c" -max_total_time="$secs" -max_len=4194304 \
+        -artifact_prefix=fuzz/crash-$t- -print_final_stats=1 2>&1 | tail -n 12 | tee "fuzz/$t.log"
+done
