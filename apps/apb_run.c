@@ -11,168 +11,8 @@
 
 #include "graph/apb_graph.h"
 #include "codelets/apb_kernels_cpu.h"
+#include "apps/cli.h"
 #include "models/chat.h"
-
-static const char *const usage =
-    "usage: apb_run (--prompt TEXT | --prompt-file FILE | --prompt-len N) [options]\n"
-    "\n"
-    "  --model DIR            Hugging Face model directory (config.json, *.safetensors,\n"
-    "                         tokenizer.json); default: $APB_HOME/models/smollm2-135m-instruct\n"
-    "  --random-weights NAME  preset shapes with random weights instead of --model\n"
-    "                         (llama-3.1-8b, qwen-2.5-14b, yi-34b-200k, llama-3-8b-1m, smollm2-135m)\n"
-    "  --prompt TEXT          prompt text\n"
-    "  --prompt-file FILE     prompt read from FILE\n"
-    "  --prompt-len N         N random token ids as prompt (with --random-weights)\n"
-    "  --chat                 wrap the prompt in the model's chat format\n"
-    "  --system TEXT          system message for --chat\n"
-    "  --max-new-tokens N     tokens to generate (default 32; 0 = prefill only)\n"
-    "  --temperature T        0 = greedy (default); > 0 samples\n"
-    "  --top-p P              nucleus sampling threshold (default 0.9)\n"
-    "  --seed S               sampling / random-weights seed (default 42)\n"
-    "  --method NAME          full (default), apb, star\n"
-    "  --hosts W              sequence-parallel hosts for apb/star (default 4)\n"
-    "  --anchor A             APB anchor length (default L/32, multiple of 64, below the block)\n"
-    "  --select K             APB selected tokens per host (default L/64, multiple of 64)\n"
-    "  --question TEXT        question prefilled after the context (default: the prompt's last token)\n"
-    "  --niah LEN             needle-in-a-haystack: LEN tokens of filler with a needle, then ask\n"
-    "  --depth D              relative needle depth in [0, 1] (default 0.5)\n"
-    "  --needle DIGITS        the magic number (default: 7 digits drawn from --seed)\n"
-    "  --sched NAME           StarPU scheduling policy (default lws; 'list' prints them)\n"
-    "  --ncpus N              CPU workers (default: StarPU's choice, all cores)\n"
-    "  --tile N               rows per prefill tile (default 256)\n"
-    "  --progress / --no-progress  progress on stderr (default: when stderr is a terminal)\n"
-    "  --trace FILE.json      Chrome/Perfetto trace of every task (chrome://tracing, ui.perfetto.dev)\n"
-    "  --gantt FILE.svg|png   Gantt chart of tasks per worker, colored by kind (PNG via rsvg-convert)\n"
-    "  --help, --version\n"
-    "\n"
-    "exit codes: 0 ok, 2 usage, 3 io, 4 format, 5 model, 6 memory, 7 runtime\n";
-
-struct opts {
-    const char *model, *random, *prompt, *prompt_file, *system, *method, *sched, *question, *needle;
-    const char *trace, *gantt;
-    int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;
-    float temperature, top_p, depth;
-    apb_method meth;
-    unsigned long long seed;
-};
-
-static int parse_int(const char *s, const char *name, long lo, long hi, int *out, apb_err *err)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return apb_fail(err, APB_E_USAGE, "%s: expected an integer in [%ld, %ld], got '%s'", name, lo,
-                        hi, s);
-    *out = (int)v;
-    return APB_OK;
-}
-
-static int parse_float(const char *s, const char *name, double lo, double hi, float *out, apb_err *err)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return apb_fail(err, APB_E_USAGE, "%s: expected a number in [%g, %g], got '%s'", name, lo, hi,
-                        s);
-    *out = (float)v;
-    return APB_OK;
-}
-
-static int parse_args(int argc, char **argv, struct opts *o, apb_err *err)
-{
-    enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
-           O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
-           O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT };
-    static const struct option lo[] = {
-        {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
-        {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
-        {"system", 1, 0, O_SYSTEM}, {"max-new-tokens", 1, 0, O_MAXNEW},
-        {"temperature", 1, 0, O_TEMP}, {"top-p", 1, 0, O_TOPP}, {"seed", 1, 0, O_SEED},
-        {"method", 1, 0, O_METHOD}, {"sched", 1, 0, O_SCHED}, {"ncpus", 1, 0, O_NCPUS},
-        {"tile", 1, 0, O_TILE}, {"progress", 0, 0, O_PROG}, {"no-progress", 0, 0, O_NOPROG},
-        {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION}, {"hosts", 1, 0, O_HOSTS},
-        {"anchor", 1, 0, O_ANCHOR}, {"select", 1, 0, O_SELECT}, {"question", 1, 0, O_QUESTION},
-        {"niah", 1, 0, O_NIAH}, {"depth", 1, 0, O_DEPTH}, {"needle", 1, 0, O_NEEDLE}, {"trace", 1, 0, O_TRACE},
-        {"gantt", 1, 0, O_GANTT}, {0, 0, 0, 0}};
-    *o = (struct opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
-                       .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
-                       .anchor = -1, .select = -1, .depth = 0.5f};
-    int c, rc = APB_OK;
-    opterr = 0;
-    optind = 1;
-    while (!rc && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        switch (c) {
-        case O_MODEL: o->model = optarg; break;
-        case O_RANDOM: o->random = optarg; break;
-        case O_PROMPT: o->prompt = optarg; break;
-        case O_PFILE: o->prompt_file = optarg; break;
-        case O_PLEN: rc = parse_int(optarg, "--prompt-len", 1, INT_MAX / 2, &o->prompt_len, err); break;
-        case O_CHAT: o->chat = 1; break;
-        case O_SYSTEM: o->system = optarg; break;
-        case O_MAXNEW: rc = parse_int(optarg, "--max-new-tokens", 0, 1 << 20, &o->max_new, err); break;
-        case O_TEMP: rc = parse_float(optarg, "--temperature", 0, 100, &o->temperature, err); break;
-        case O_TOPP: rc = parse_float(optarg, "--top-p", 0, 1, &o->top_p, err); break;
-        case O_SEED: {
-            char *end;
-            errno = 0;
-            o->seed = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end)
-                rc = apb_fail(err, APB_E_USAGE, "--seed: expected a non-negative integer, got '%s'", optarg);
-            break;
-        }
-        case O_METHOD: o->method = optarg; break;
-        case O_SCHED: o->sched = optarg; break;
-        case O_NCPUS: rc = parse_int(optarg, "--ncpus", 1, 1024, &o->ncpus, err); break;
-        case O_TILE: rc = parse_int(optarg, "--tile", 1, 1 << 20, &o->tile, err); break;
-        case O_HOSTS: rc = parse_int(optarg, "--hosts", 1, 64, &o->hosts, err); break;
-        case O_ANCHOR: rc = parse_int(optarg, "--anchor", 0, INT_MAX / 2, &o->anchor, err); break;
-        case O_SELECT: rc = parse_int(optarg, "--select", 0, INT_MAX / 2, &o->select, err); break;
-        case O_QUESTION: o->question = optarg; break;
-        case O_NIAH: rc = parse_int(optarg, "--niah", 64, 1 << 24, &o->niah, err); break;
-        case O_DEPTH: rc = parse_float(optarg, "--depth", 0, 1, &o->depth, err); break;
-        case O_NEEDLE:
-            o->needle = optarg;
-            if (!*optarg || strspn(optarg, "0123456789") != strlen(optarg) || strlen(optarg) > 32)
-                rc = apb_fail(err, APB_E_USAGE, "--needle: expected 1 to 32 digits, got '%s'", optarg);
-            break;
-        case O_TRACE: o->trace = optarg; break;
-        case O_GANTT: o->gantt = optarg; break;
-        case O_PROG: o->progress = 1; break;
-        case O_NOPROG: o->progress = 0; break;
-        case O_HELP: fputs(usage, stdout); exit(0);
-        case O_VERSION: puts("apb_run 0.1.0"); exit(0);
-        case ':': rc = apb_fail(err, APB_E_USAGE, "%s needs a value", argv[optind - 1]); break;
-        default: rc = apb_fail(err, APB_E_USAGE, "unknown option '%s' (see --help)", argv[optind - 1]); break;
-        }
-    }
-    if (rc)
-        return rc;
-    if (optind < argc)
-        return apb_fail(err, APB_E_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
-    if (o->sched && strcmp(o->sched, "list") == 0)
-        return APB_OK;
-    int rc2 = apb_method_parse(o->method, &o->meth, err);
-    if (rc2)
-        return rc2;
-    int nsrc = !!o->prompt + !!o->prompt_file + !!o->prompt_len + !!o->niah;
-    if (nsrc != 1)
-        return apb_fail(err, APB_E_USAGE,
-                        "give exactly one of --prompt, --prompt-file, --prompt-len, --niah");
-    if (o->niah && (o->random || o->question || o->chat))
-        return apb_fail(err, APB_E_USAGE, "--niah builds its own prompt and question and needs the "
-                                          "tokenizer (no --random-weights, --question, --chat)");
-    if (o->random && o->model)
-        return apb_fail(err, APB_E_USAGE, "--model and --random-weights exclude each other");
-    if (o->random && (o->prompt || o->prompt_file))
-        return apb_fail(err, APB_E_USAGE, "--random-weights has no tokenizer: use --prompt-len N");
-    if (!o->random && o->prompt_len)
-        return apb_fail(err, APB_E_USAGE, "--prompt-len needs --random-weights");
-    if (o->chat && o->random)
-        return apb_fail(err, APB_E_USAGE, "--chat needs a tokenizer (not with --random-weights)");
-    return APB_OK;
-}
 
 static char *read_file(const char *path, apb_err *err)
 {
@@ -246,7 +86,7 @@ static int is_eos(const apb_config *c, int id)
 static const char *const niah_filler =
     " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
 
-static int build_niah(const apb_model *m, const struct opts *o, char *needle_out, size_t cap,
+static int build_niah(const apb_model *m, const struct apb_run_opts *o, char *needle_out, size_t cap,
                       int32_t **ctx, size_t *n_ctx, int32_t **q, size_t *n_q, apb_err *err)
 {
     char needle[96];
@@ -296,7 +136,7 @@ static int build_niah(const apb_model *m, const struct opts *o, char *needle_out
     return rc;
 }
 
-static int encode_text(const apb_model *m, const struct opts *o, int32_t **ids, size_t *n_ids,
+static int encode_text(const apb_model *m, const struct apb_run_opts *o, int32_t **ids, size_t *n_ids,
                        apb_err *err)
 {
     if (o->prompt_len) {
@@ -325,7 +165,7 @@ static int encode_text(const apb_model *m, const struct opts *o, int32_t **ids, 
     return rc;
 }
 
-static int run(const struct opts *o, apb_err *err)
+static int run(const struct apb_run_opts *o, apb_err *err)
 {
     apb_model m;
     int rc;
@@ -502,9 +342,17 @@ static int run(const struct opts *o, apb_err *err)
 
 int main(int argc, char **argv)
 {
-    struct opts o;
+    struct apb_run_opts o;
     apb_err err = {0};
-    int rc = parse_args(argc, argv, &o, &err);
+    int rc = apb_run_parse_args(argc, argv, &o, &err);
+    if (!rc && o.help) {
+        fputs(apb_run_usage, stdout);
+        return 0;
+    }
+    if (!rc && o.version) {
+        puts("apb_run 0.1.0");
+        return 0;
+    }
     if (!rc && o.sched && strcmp(o.sched, "list") == 0) {
         for (struct starpu_sched_policy **p = starpu_sched_get_predefined_policies(); *p; p++)
             printf("%-16s %s\n", (*p)->policy_name, (*p)->policy_description);

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APB_HOME=${APB_HOME:-$HOME/.cache/apb}
 . "$APB_HOME/env.sh"
 secs=${1:-600}; shift || true
-targets=${*:-safetensors config tokenizer}
+targets=${*:-safetensors config tokenizer cli}
 make -s fuzz
 M=$APB_HOME/models/smollm2-135m-instruct
 for t in $targets; do
@@ -19,6 +19,14 @@ for t in $targets; do
     tokenizer)
         { printf '\0'; cat "$M/tokenizer.json"; } > "$c/seed-tokenizer.json"
         i=0; awk -v RS='\n\x1e\n' -v dir="$c" '{ f = dir "/seed-text-" NR; printf "\001%s", $0 > f; close(f) }' tests/data/tok_corpus.txt ;;
+    cli) "$APB_PYTHON" - "$c" <<'PY' ;;
+import os, sys
+seeds = [["--prompt", "hi", "--method", "apb", "--hosts", "4", "--anchor", "64"],
+         ["--niah", "4096", "--depth", "0.5", "--needle", "1234", "--trace", "t.json"],
+         ["--prompt-len", "10", "--random-weights", "llama-3.1-8b", "--temperature", "0.7", "--top-p", "0.9"]]
+for i, a in enumerate(seeds):
+    open(os.path.join(sys.argv[1], f"seed-{i}"), "wb").write(b"\0".join(x.encode() for x in a))
+PY
     esac
     [ -d "tests/data/fuzz/$t" ] && cp tests/data/fuzz/$t/* "$c/" 2>/dev/null || true
     echo "== fuzz_$t for $secs s"

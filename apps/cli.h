@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief apb_run's command line: options, parsing and validation (no exit, no I/O; fuzzed). */
+#ifndef APB_RUN_CLI_H
+#define APB_RUN_CLI_H
+
+#include "common/apb_error.h"
+#include "graph/apb_graph.h"
+
+struct apb_run_opts {
+    const char *model, *random, *prompt, *prompt_file, *system, *method, *sched, *question, *needle;
+    const char *trace, *gantt;
+    int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;
+    float temperature, top_p, depth;
+    apb_method meth;
+    unsigned long long seed;
+    int help, version;             /* --help / --version seen: print and exit 0 */
+};
+
+extern const char *const apb_run_usage;
+
+/* Parses and checks argv; APB_E_USAGE with a message naming the option on any bad value.
+ * Sets o->help / o->version and returns at once when those are given. */
+int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *err);
+
+#endif
