@@ -10,6 +10,7 @@
  * results over disjoint key sets can be merged exactly (ring attention, APB decode).
  */
 #include <limits.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,40 @@ static inline float _apb_exp_neg(float x)
     p = p * r * r + r + 1.0f;
     union { int32_t i; float f; } sc = {.i = ((int32_t)n + 127) << 23};
     return p * sc.f;
+}
+
+/* Per-thread scratch of at least n floats, reused across tasks and freed when the thread exits
+ * (a pthread key destructor: StarPU's worker threads end at starpu_shutdown). */
+static pthread_key_t _apb_scratch_key;
+static pthread_once_t _apb_scratch_once = PTHREAD_ONCE_INIT;
+struct _apb_scratch { float *p; size_t n; };
+
+static void _apb_scratch_free(void *v)
+{
+    struct _apb_scratch *s = v;
+    free(s->p);
+    free(s);
+}
+
+static void _apb_scratch_init(void) { pthread_key_create(&_apb_scratch_key, _apb_scratch_free); }
+
+static float *_apb_attn_scratch(size_t n)
+{
+    pthread_once(&_apb_scratch_once, _apb_scratch_init);
+    struct _apb_scratch *s = pthread_getspecific(_apb_scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(_apb_scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (n > s->n) {
+        free(s->p);
+        s->p = malloc(sizeof(float) * n);
+        s->n = s->p ? n : 0;
+    }
+    return s->p;
 }
 
 /* s[j] = exp(s[j] - mx) for j < n; returns the sum. AVX2+FMA when compiled for it (configure adds
@@ -98,14 +133,7 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
     const int d = head_dim, G = n_heads / n_kv_heads, R = n_q * G, KC = _APB_ATTN_KC;
     const float scale = 1.0f / sqrtf((float)d);
     /* per-thread scratch, kept between tasks: fresh multi-100-KiB mallocs page-fault every task */
-    static _Thread_local float *scratch;
-    static _Thread_local size_t scratch_n;
-    size_t need = (size_t)R * (2 * (size_t)d + KC + 2);
-    if (need > scratch_n) {
-        free(scratch);
-        scratch = malloc(sizeof(float) * need);
-        scratch_n = scratch ? need : 0;
-    }
+    float *scratch = _apb_attn_scratch((size_t)R * (2 * (size_t)d + KC + 2));
     float *qs = scratch, *acc = qs ? qs + (size_t)R * d : NULL, *S = qs ? acc + (size_t)R * d : NULL;
     float *m = qs ? S + (size_t)R * KC : NULL, *l = qs ? m + R : NULL;
     if (!qs) {
