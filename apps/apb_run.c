@@ -184,6 +184,12 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     rc = o->random ? apb_model_random(o->random, o->seed, &m, err) : apb_model_load(dir, &m, err);
     if (rc)
         return rc;
+    if (!rc && o->retain_weights)
+        rc = apb_model_load_retain(&m, o->retain_weights, err);
+    if (rc) {
+        apb_model_free(&m);
+        return rc;
+    }
     t_load = now_s() - t_load;
 
     /* context and question ids */
@@ -211,7 +217,7 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     if (!rc && n_ids == 0)
         rc = apb_fail(err, APB_E_USAGE, "the prompt is empty after tokenization");
     apb_hosts_opts hopt = {.method = o->meth, .hosts = o->hosts, .anchor = o->anchor,
-                           .select = o->select, .tile = o->tile};
+                           .select = o->select, .tile = o->tile, .retain = o->retain};
     /* every setting is checked before any work starts */
     if (!rc && hosts_path)
         rc = apb_hosts_resolve(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &hopt, err);

@@ -41,7 +41,7 @@ int apb_runtime_nworkers(void);
 enum apb_op {
     APB_OP_EMBED, APB_OP_RMSNORM, APB_OP_QKV, APB_OP_ROPE, APB_OP_ATTENTION, APB_OP_LINEAR,
     APB_OP_MLP, APB_OP_LOGITS, APB_OP_SAMPLE, APB_OP_KV_APPEND, APB_OP_QMEAN, APB_OP_SELECT,
-    APB_OP_LSE_MERGE, APB_OP_COUNT
+    APB_OP_LSE_MERGE, APB_OP_RETAIN, APB_OP_COUNT
 };
 typedef struct apb_op_stats {
     double ns[APB_OP_COUNT];
@@ -154,6 +154,16 @@ int apb_insert_qmean(apb_handle q, int row0, int n, int n_kv_heads, int head_dim
 int apb_insert_select(apb_handle qbar, const apb_handle *k, const apb_handle *v, int n_tiles,
                       int exclude_first, int select, int head_dim, apb_handle ck, apb_handle cv,
                       apb_task_tag tag);
+/* Same selection from precomputed per-token scores (rows x Hk per tile), e.g. Locret's retaining
+ * heads (apb_insert_retain_score). */
+int apb_insert_select_scored(const apb_handle *scores, const apb_handle *k, const apb_handle *v,
+                             int n_tiles, int exclude_first, int select, int head_dim, apb_handle ck,
+                             apb_handle cv, apb_task_tag tag);
+/* Locret retaining heads: scores (rows x Hk) = fc2(silu(fc1(cat(q, k, v)))) on PRE-RoPE q, k, v
+ * (fc1: (hidden x (H + 2 Hk) d), fc2: (Hk x hidden), no biases). */
+int apb_insert_retain_score(apb_handle q, apb_handle k, apb_handle v, apb_handle fc1, apb_handle fc2,
+                            apb_handle scores, apb_task_tag tag);
+
 /* Exact merge of partial attention results over disjoint key sets:
  * lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i. lse_out may be NULL. */
 int apb_insert_lse_merge(const apb_handle *o, const apb_handle *lse, int n, int head_dim,

@@ -15,6 +15,7 @@
 
 struct _apb_select_args {
     int n_tiles, exclude_first, select, head_dim;
+    int scored; /* 0: buffers [qbar, K.., V.., ck, cv]; 1: [scores.., K.., V.., ck, cv] */
 };
 
 
@@ -53,16 +54,16 @@ static void _apb_select_cpu(void *buffers[], void *cl_arg)
 {
     double t0 = _apb_now_ns();
     const struct _apb_select_args *a = cl_arg;
-    const float *qbar = _APB_PTR(buffers[0]);
-    int nt = a->n_tiles, d = a->head_dim;
-    int Hk = _APB_COLS(buffers[1]) / d;
+    int nt = a->n_tiles, d = a->head_dim, ko = a->scored ? nt : 1; /* first K buffer */
+    const float *qbar = a->scored ? NULL : _APB_PTR(buffers[0]);
+    int Hk = _APB_COLS(buffers[ko]) / d;
     int n = 0;
     for (int t = 0; t < nt; t++)
-        n += _APB_ROWS(buffers[1 + t]);
+        n += _APB_ROWS(buffers[ko + t]);
     float *scores = malloc(sizeof(float) * 2 * (size_t)n);
     int *order = malloc(sizeof(int) * (size_t)n), *idx = malloc(sizeof(int) * (size_t)a->select);
     int *tile_of = malloc(sizeof(int) * (size_t)n), *row_of = malloc(sizeof(int) * (size_t)n);
-    void *ckb = buffers[1 + 2 * nt], *cvb = buffers[2 + 2 * nt];
+    void *ckb = buffers[ko + 2 * nt], *cvb = buffers[ko + 2 * nt + 1];
     float *ck = _APB_PTR(ckb), *cv = _APB_PTR(cvb);
     if (!scores || !order || !idx || !tile_of || !row_of) {
         for (int i = 0; i < a->select * Hk * d; i++)
@@ -70,13 +71,18 @@ static void _apb_select_cpu(void *buffers[], void *cl_arg)
         goto out;
     }
     for (int t = 0, j = 0; t < nt; t++)
-        for (int r = 0; r < _APB_ROWS(buffers[1 + t]); r++, j++) {
+        for (int r = 0; r < _APB_ROWS(buffers[ko + t]); r++, j++) {
             tile_of[j] = t;
             row_of[j] = r;
         }
     for (int g = 0; g < Hk; g++) {
         for (int j = 0; j < n; j++) {
-            void *kb = buffers[1 + tile_of[j]];
+            if (a->scored) { /* retaining-head scores, (rows x Hk) per tile */
+                void *sb = buffers[tile_of[j]];
+                scores[j] = ((const float *)_APB_PTR(sb))[(size_t)row_of[j] * _APB_LD(sb) + g];
+                continue;
+            }
+            void *kb = buffers[ko + tile_of[j]];
             const float *kr = (const float *)_APB_PTR(kb) + (size_t)row_of[j] * _APB_LD(kb) + (size_t)g * d;
             float s = 0;
             for (int c = 0; c < d; c++)
@@ -86,7 +92,7 @@ static void _apb_select_cpu(void *buffers[], void *cl_arg)
         apb_select_topk(scores, n, a->exclude_first, a->select, idx, scores + n, order);
         for (int i = 0; i < a->select; i++) {
             int j = idx[i];
-            void *kb = buffers[1 + tile_of[j]], *vb = buffers[1 + nt + tile_of[j]];
+            void *kb = buffers[ko + tile_of[j]], *vb = buffers[ko + nt + tile_of[j]];
             memcpy(ck + (size_t)i * _APB_LD(ckb) + (size_t)g * d,
                    (const float *)_APB_PTR(kb) + (size_t)row_of[j] * _APB_LD(kb) + (size_t)g * d,
                    sizeof(float) * d);
@@ -117,24 +123,32 @@ static struct starpu_codelet _apb_select_cl = {
     .name = "select",
 };
 
-int apb_insert_select(apb_handle qbar, const apb_handle *k, const apb_handle *v, int n_tiles,
-                      int exclude_first, int select, int head_dim, apb_handle ck, apb_handle cv,
-                      apb_task_tag tag)
+static int _apb_insert_select(apb_handle qbar, const apb_handle *scores, const apb_handle *k,
+                              const apb_handle *v, int n_tiles, int exclude_first, int select,
+                              int head_dim, apb_handle ck, apb_handle cv, apb_task_tag tag)
 {
     int n = 0;
-    for (int t = 0; t < n_tiles; t++)
+    for (int t = 0; t < n_tiles; t++) {
         n += apb_tile_rows(k[t]);
+        if (scores && (apb_tile_rows(scores[t]) != apb_tile_rows(k[t]) ||
+                       apb_tile_cols(scores[t]) * head_dim != apb_tile_cols(k[0])))
+            return -EINVAL;
+    }
     if (n_tiles <= 0 || select <= 0 || exclude_first < 0 || select > n - exclude_first ||
         apb_tile_rows(ck) != select || apb_tile_rows(cv) != select ||
-        apb_tile_cols(ck) != apb_tile_cols(k[0]) || apb_tile_cols(qbar) != apb_tile_cols(k[0]))
+        apb_tile_cols(ck) != apb_tile_cols(k[0]) || (qbar && apb_tile_cols(qbar) != apb_tile_cols(k[0])))
         return -EINVAL;
     struct _apb_select_args a = {.n_tiles = n_tiles, .exclude_first = exclude_first,
-                                 .select = select, .head_dim = head_dim};
-    struct starpu_data_descr *d = malloc(sizeof *d * (size_t)(3 + 2 * n_tiles));
+                                 .select = select, .head_dim = head_dim, .scored = scores != NULL};
+    struct starpu_data_descr *d = malloc(sizeof *d * (size_t)(3 + 3 * n_tiles));
     if (!d)
         return -ENOMEM;
     int nd = 0;
-    d[nd++] = (struct starpu_data_descr){qbar, STARPU_R};
+    if (scores)
+        for (int t = 0; t < n_tiles; t++)
+            d[nd++] = (struct starpu_data_descr){scores[t], STARPU_R};
+    else
+        d[nd++] = (struct starpu_data_descr){qbar, STARPU_R};
     for (int t = 0; t < n_tiles; t++)
         d[nd++] = (struct starpu_data_descr){k[t], STARPU_R};
     for (int t = 0; t < n_tiles; t++)
@@ -146,4 +160,19 @@ int apb_insert_select(apb_handle qbar, const apb_handle *k, const apb_handle *v,
                                  STARPU_PRIORITY, tag.prio, STARPU_NAME, _apb_task_name("select", tag), 0);
     free(d);
     return _apb_insert_check(ret, "select");
+}
+
+int apb_insert_select(apb_handle qbar, const apb_handle *k, const apb_handle *v, int n_tiles,
+                      int exclude_first, int select, int head_dim, apb_handle ck, apb_handle cv,
+                      apb_task_tag tag)
+{
+    return _apb_insert_select(qbar, NULL, k, v, n_tiles, exclude_first, select, head_dim, ck, cv, tag);
+}
+
+int apb_insert_select_scored(const apb_handle *scores, const apb_handle *k, const apb_handle *v,
+                             int n_tiles, int exclude_first, int select, int head_dim, apb_handle ck,
+                             apb_handle cv, apb_task_tag tag)
+{
+    return _apb_insert_select(NULL, scores, k, v, n_tiles, exclude_first, select, head_dim, ck, cv,
+                              tag);
 }

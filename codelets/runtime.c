@@ -22,7 +22,7 @@ static starpu_pthread_mutex_t _apb_names_lock = STARPU_PTHREAD_MUTEX_INITIALIZER
 
 static const char *const _apb_op_names[APB_OP_COUNT] = {
     "embed", "rmsnorm", "qkv", "rope", "attention", "linear", "mlp", "logits", "sample", "kv_append",
-    "qmean", "select", "lse_merge",
+    "qmean", "select", "lse_merge", "retain",
 };
 
 const char *apb_op_name(enum apb_op op) { return op < APB_OP_COUNT ? _apb_op_names[op] : "?"; }

@@ -35,6 +35,7 @@ static enum _apb_kind _apb_kind_of(int op)
     switch (op) {
     case APB_OP_ATTENTION: return _APB_K_ATTN;
     case APB_OP_QMEAN:
+    case APB_OP_RETAIN:
     case APB_OP_SELECT: return _APB_K_COMPRESS;
     case APB_OP_LSE_MERGE:
     case APB_OP_KV_APPEND: return _APB_K_COMM;

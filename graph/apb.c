@@ -122,7 +122,7 @@ int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hos
                             "block (block %d - anchor %d)", o->select, block - o->anchor, block,
                             o->anchor);
         int full_block = o->select == block - o->anchor && o->anchor == 0;
-        if (W > 1 && o->select > 0 && !full_block &&
+        if (W > 1 && o->select > 0 && !full_block && !o->retain &&
             o->anchor <= (L < _APB_ANCHOR_PREFIX ? L : _APB_ANCHOR_PREFIX))
             return apb_fail(err, APB_E_USAGE, "--anchor %d cannot hold the question after the first "
                             "%d context tokens, and query-aware selection needs its queries",
@@ -377,23 +377,40 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
 {
     const apb_config *c = &m->cfg;
     int W = hs->opt.hosts, K = hs->opt.select, kd = c->n_kv_heads * c->head_dim;
+    int passing = hs->opt.method == APB_METHOD_APB && W > 1 && K > 0;
+    int select_all = hs->opt.anchor == 0 && K == hs->block;
+    int retain = passing && !select_all && hs->opt.retain;
+    apb_handle sc[64][64] = {{0}}; /* retaining-head scores per host and local tile */
     for (int r = 0; r < W; r++) {
         apb_host *h = &hs->h[r];
         apb_task_tag tag = {l, r, c->n_layers - l};
         for (int t = 0; t < h->n_tiles; t++) {
-            int rc = _apb_pre_attention(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
-                                        h->v[l * h->n_tiles + t], h->pos0[t], tag, err);
+            apb_handle k = h->k[l * h->n_tiles + t], v = h->v[l * h->n_tiles + t];
+            int u = t - h->n_anchor_tiles;
+            if (retain && r < W - 1 && u >= 0) {
+                /* the retaining heads read q, k, v BEFORE RoPE: score between qkv and rope */
+                const apb_layer_handles *Lw = &m->layers[l];
+                _APB_TRY(apb_insert_rmsnorm(h->x[t], Lw->attn_norm, h->xn[t], c->norm_eps, tag),
+                         "attn_norm");
+                _APB_TRY(apb_insert_qkv(h->xn[t], Lw->wq, Lw->wk, Lw->wv, Lw->bq, Lw->bk, Lw->bv,
+                                        h->q[t], k, v, tag), "qkv");
+                sc[r][u] = apb_tile_new(h->rows[t], c->n_kv_heads, sizeof(float));
+                _APB_TRY(apb_insert_retain_score(h->q[t], k, v, m->h_fc1[l], m->h_fc2[l], sc[r][u],
+                                                 (apb_task_tag){l, r, c->n_layers - l + 1}),
+                         "retain");
+                _APB_TRY(apb_insert_rope(h->q[t], k, m->inv_freq, h->pos0[t], c->head_dim, tag), "rope");
+                continue;
+            }
+            int rc = _apb_pre_attention(m, l, h->x[t], h->xn[t], h->q[t], k, v, h->pos0[t], tag, err);
             if (rc)
                 return rc;
         }
     }
     /* compression: blocks of hosts 0..W-2 (the last host's block has no later reader) */
     apb_handle ck[64] = {0}, cv[64] = {0};
-    int passing = hs->opt.method == APB_METHOD_APB && W > 1 && K > 0;
     if (passing) {
         apb_handle qbar = NULL;
-        int select_all = hs->opt.anchor == 0 && K == hs->block;
-        if (!select_all) {
+        if (!select_all && !retain) {
             const apb_host *h1 = &hs->h[1];
             qbar = apb_tile_new(1, kd, sizeof(float));
             /* the question rows lie in host 1's anchor, which is identical on every host r > 0 */
@@ -414,10 +431,15 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
             ck[r] = apb_tile_new(K, kd, sizeof(float));
             cv[r] = apb_tile_new(K, kd, sizeof(float));
             /* compress -> allgather is every later host's critical path: highest priority */
-            _APB_TRY(apb_insert_select(qbar, kt, vt, nloc, r == 0 ? hs->opt.anchor : 0, K,
-                                       c->head_dim, ck[r], cv[r],
-                                       (apb_task_tag){l, r, c->n_layers - l + 1}),
-                     "select");
+            apb_task_tag stag = {l, r, c->n_layers - l + 1};
+            if (retain)
+                _APB_TRY(apb_insert_select_scored(sc[r], kt, vt, nloc, r == 0 ? hs->opt.anchor : 0, K,
+                                                  c->head_dim, ck[r], cv[r], stag), "select");
+            else
+                _APB_TRY(apb_insert_select(qbar, kt, vt, nloc, r == 0 ? hs->opt.anchor : 0, K,
+                                           c->head_dim, ck[r], cv[r], stag), "select");
+            for (int u = 0; u < nloc && u < 64; u++)
+                apb_handle_free(sc[r][u]);
         }
         apb_handle_free(qbar);
     }
@@ -649,6 +671,11 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     int W = hs->opt.hosts;
     if (W > 64)
         return apb_fail(err, APB_E_USAGE, "--hosts %d: at most 64 hosts", W);
+    if (hs->opt.retain && hs->opt.method == APB_METHOD_APB && !m->retain_hidden)
+        return apb_fail(err, APB_E_USAGE, "--compress retain needs --retain-weights FILE");
+    if (hs->opt.retain && (hs->block + hs->opt.tile - 1) / hs->opt.tile > 64)
+        return apb_fail(err, APB_E_USAGE, "--compress retain: at most 64 tiles per block (block %d, "
+                        "tile %d); use a larger --tile", hs->block, hs->opt.tile);
     hs->L = L;
     hs->nq = nq;
     hs->block = (L + W - 1) / W;

@@ -35,12 +35,19 @@ typedef struct apb_model {
     apb_layer_handles *layers;     /* (n_layers) */
     float *inv_freq_data;          /* (head_dim / 2) */
     int registered;
+    /* Locret retaining heads (optional, apb_model_load_retain) */
+    int retain_hidden;             /* fc1 rows; 0 when not loaded */
+    float **fc1, **fc2;            /* (n_layers) (hidden x (H + 2 Hk) d), (Hk x hidden) */
+    apb_handle *h_fc1, *h_fc2;
 } apb_model;
 
 /* Loads config.json, weights and tokenizer.json from a Hugging Face directory. */
 int apb_model_load(const char *dir, apb_model *m, apb_err *err);
 /* Preset shapes with random weights (no tokenizer). */
 int apb_model_random(const char *preset, uint64_t seed, apb_model *m, apb_err *err);
+/* Loads Locret retaining-head weights (per layer: tensors whose names hold "layers.<l>." and
+ * "fc1" / "fc2", HF Linear layout, F32/F16/BF16) from a safetensors file, shapes checked. */
+int apb_model_load_retain(apb_model *m, const char *path, apb_err *err);
 /* Registers the weights with StarPU (after apb_runtime_init). */
 int apb_model_register(apb_model *m, apb_err *err);
 void apb_model_free(apb_model *m);   /* unregisters (if registered) and frees */
@@ -117,6 +124,7 @@ typedef struct apb_hosts_opts {
     int anchor;                    /* A; -1 = default (L/32 rounded up to 64, below the block) */
     int select;                    /* K; -1 = default (L/64 rounded up to 64, fitting the block) */
     int tile;                      /* rows per tile */
+    int retain;                    /* apb: compress with the model's retaining heads (else query-aware) */
 } apb_hosts_opts;
 
 typedef struct apb_host {

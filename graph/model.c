@@ -47,6 +47,65 @@ static apb_handle _apb_reg(const float *p, int rows, int cols)
     return p ? apb_tile_from((void *)p, rows, cols, sizeof(float)) : NULL;
 }
 
+int apb_model_load_retain(apb_model *m, const char *path, apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    apb_st_set *st = NULL;
+    int rc = apb_st_open_file(path, &st, err);
+    if (rc)
+        return rc;
+    int L = c->n_layers, in = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
+    m->fc1 = calloc((size_t)L, sizeof(float *));
+    m->fc2 = calloc((size_t)L, sizeof(float *));
+    if (!m->fc1 || !m->fc2) {
+        apb_st_close(st);
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    }
+    for (int l = 0; l < L && !rc; l++) {
+        char key[32];
+        snprintf(key, sizeof key, "layers.%d.", l);
+        const apb_st_tensor *f1 = NULL, *f2 = NULL;
+        for (size_t i = 0; i < apb_st_count(st); i++) {
+            const apb_st_tensor *t = apb_st_at(st, i);
+            if (!strstr(t->name, key))
+                continue;
+            if (strstr(t->name, "fc1"))
+                f1 = t;
+            else if (strstr(t->name, "fc2"))
+                f2 = t;
+        }
+        if (!f1 || !f2) {
+            rc = apb_fail(err, APB_E_MODEL, "%s: no fc1/fc2 retaining-head tensors for layer %d", path, l);
+            break;
+        }
+        int hidden = f1->ndim == 2 ? (int)f1->shape[0] : -1;
+        if (f1->ndim != 2 || f1->shape[1] != in || f2->ndim != 2 || f2->shape[0] != c->n_kv_heads ||
+            f2->shape[1] != hidden || (m->retain_hidden && hidden != m->retain_hidden)) {
+            rc = apb_fail(err, APB_E_MODEL, "%s: layer %d: retaining heads must be fc1 [hidden, %d] "
+                          "and fc2 [%d, hidden]; found '%s' [%lld, %lld] and '%s' [%lld, %lld]", path,
+                          l, in, c->n_kv_heads, f1->name, (long long)f1->shape[0],
+                          (long long)(f1->ndim > 1 ? f1->shape[1] : 0), f2->name,
+                          (long long)f2->shape[0], (long long)(f2->ndim > 1 ? f2->shape[1] : 0));
+            break;
+        }
+        m->retain_hidden = hidden;
+        m->fc1[l] = malloc(sizeof(float) * (size_t)hidden * in);
+        m->fc2[l] = malloc(sizeof(float) * (size_t)c->n_kv_heads * hidden);
+        if (!m->fc1[l] || !m->fc2[l])
+            rc = apb_fail(err, APB_E_NOMEM, "out of memory for the retaining heads");
+        if (!rc)
+            rc = apb_to_f32(m->fc1[l], f1->data, f1->dtype, (size_t)hidden * in, err);
+        if (!rc)
+            rc = apb_to_f32(m->fc2[l], f2->data, f2->dtype, (size_t)c->n_kv_heads * hidden, err);
+        if (rc)
+            apb_err_prefix(err, "%s: layer %d: ", path, l);
+    }
+    apb_st_close(st);
+    if (rc)
+        m->retain_hidden = 0;
+    return rc;
+}
+
 int apb_model_register(apb_model *m, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -82,6 +141,17 @@ int apb_model_register(apb_model *m, apb_err *err)
         h->w_up = _apb_reg(w->w_up, c->hidden_dim, c->dim);
         h->w_down = _apb_reg(w->w_down, c->dim, c->hidden_dim);
     }
+    if (m->retain_hidden) {
+        int in = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
+        m->h_fc1 = calloc((size_t)c->n_layers, sizeof(apb_handle));
+        m->h_fc2 = calloc((size_t)c->n_layers, sizeof(apb_handle));
+        if (!m->h_fc1 || !m->h_fc2)
+            return apb_fail(err, APB_E_NOMEM, "out of memory registering the model");
+        for (int l = 0; l < c->n_layers; l++) {
+            m->h_fc1[l] = _apb_reg(m->fc1[l], m->retain_hidden, in);
+            m->h_fc2[l] = _apb_reg(m->fc2[l], c->n_kv_heads, m->retain_hidden);
+        }
+    }
     m->registered = 1;
     return APB_OK;
 }
@@ -99,10 +169,22 @@ void apb_model_free(apb_model *m)
         apb_handle_free_now(m->embed);
         apb_handle_free_now(m->final_norm);
         apb_handle_free_now(m->inv_freq);
+        for (int l = 0; m->h_fc1 && l < m->cfg.n_layers; l++) {
+            apb_handle_free_now(m->h_fc1[l]);
+            apb_handle_free_now(m->h_fc2[l]);
+        }
         m->registered = 0;
     }
     free(m->layers);
     free(m->inv_freq_data);
+    for (int l = 0; m->fc1 && l < m->cfg.n_layers; l++) {
+        free(m->fc1[l]);
+        free(m->fc2[l]);
+    }
+    free(m->fc1);
+    free(m->fc2);
+    free(m->h_fc1);
+    free(m->h_fc2);
     apb_weights_free(&m->w);
     if (m->tok)
         apb_tokenizer_free(m->tok);

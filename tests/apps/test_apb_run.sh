@@ -28,6 +28,8 @@ check "anchor >= block" 2 "anchor 60 must be smaller" $RUN --niah 200 --method a
 check "apb needs context" 2 "at least 2 prompt tokens" $RUN --prompt "x" --method apb --max-new-tokens 1
 check "unknown method" 2 "unknown method" $RUN --prompt x --method foo
 check "ulysses heads" 2 "must divide" $RUN --prompt "a b c d e f g h" --method ulysses --hosts 2
+check "retain without weights" 2 "retain-weights" $RUN --prompt "a b c" --method apb --compress retain
+check "bad retain file" 3 "nofile" $RUN --prompt "a b c" --method apb --compress retain --retain-weights /nofile.safetensors
 check "niah apb" 0 "Ground Truth: 1234567" $RUN --niah 600 --needle 1234567 --method apb --hosts 2 --max-new-tokens 4 --no-progress
 # trace and Gantt chart of an APB run: well-formed JSON with named tasks of every host
 tmp=$(mktemp -d)

@@ -193,3 +193,65 @@ Test(apb_ops, lse_merge_matches_double_and_skips_empty_partials)
     }
     free(out); free(lo); free(ref);
 }
+
+Test(apb_ops, retain_score_matches_double)
+{
+    int rows = 11, cq = 24, ck = 8, cv = 8, in = cq + ck + cv, hid = 20, hk = 2;
+    float *q = t_alloc(rows * cq), *k = t_alloc(rows * ck), *v = t_alloc(rows * cv);
+    float *f1 = t_alloc(hid * in), *f2 = t_alloc(hk * hid), *sc = t_poisoned(rows * hk);
+    t_fill(q, rows * cq, 1, 500); t_fill(k, rows * ck, 1, 501); t_fill(v, rows * cv, 1, 502);
+    t_fill(f1, hid * in, 0.3f, 503); t_fill(f2, hk * hid, 0.3f, 504);
+    apb_handle h[6] = {apb_tile_from(q, rows, cq, 4), apb_tile_from(k, rows, ck, 4),
+                       apb_tile_from(v, rows, cv, 4), apb_tile_from(f1, hid, in, 4),
+                       apb_tile_from(f2, hk, hid, 4), apb_tile_from(sc, rows, hk, 4)};
+    cr_assert_eq(apb_insert_retain_score(h[0], h[1], h[2], h[3], h[4], h[5], (apb_task_tag){0, 0, 0}), 0);
+    cr_assert_neq(apb_insert_retain_score(h[0], h[1], h[2], h[4], h[3], h[5], (apb_task_tag){0, 0, 0}), 0,
+                  "swapped fc1/fc2 accepted");
+    for (int i = 0; i < 6; i++)
+        apb_handle_free_now(h[i]);
+    double ref[22];
+    for (int r = 0; r < rows; r++) {
+        double x[40], hh[20];
+        for (int c = 0; c < in; c++)
+            x[c] = c < cq ? q[r * cq + c] : c < cq + ck ? k[r * ck + c - cq] : v[r * cv + c - cq - ck];
+        for (int j = 0; j < hid; j++) {
+            double s = 0;
+            for (int c = 0; c < in; c++)
+                s += f1[j * in + c] * x[c];
+            hh[j] = s / (1 + exp(-s));
+        }
+        for (int g = 0; g < hk; g++) {
+            double s = 0;
+            for (int j = 0; j < hid; j++)
+                s += f2[g * hid + j] * hh[j];
+            ref[r * hk + g] = s;
+        }
+    }
+    double e = t_rel_err(sc, ref, rows * hk);
+    cr_assert_lt(e, 1e-5, "retain scores rel err %g", e);
+    free(q); free(k); free(v); free(f1); free(f2); free(sc);
+}
+
+Test(apb_ops, select_from_scores)
+{
+    int Hk = 2, d = 4, n = 20, K = 5, kd = Hk * d;
+    float *k = t_alloc(n * kd), *v = t_alloc(n * kd), *s = t_alloc(n * Hk);
+    t_fill(k, n * kd, 1, 600); t_fill(v, n * kd, 1, 601); t_fill(s, n * Hk, 1, 602);
+    float *ck = t_poisoned(K * kd), *cv = t_poisoned(K * kd);
+    apb_handle hk = apb_tile_from(k, n, kd, 4), hv = apb_tile_from(v, n, kd, 4),
+               hs = apb_tile_from(s, n, Hk, 4), hck = apb_tile_from(ck, K, kd, 4),
+               hcv = apb_tile_from(cv, K, kd, 4);
+    cr_assert_eq(apb_insert_select_scored(&hs, &hk, &hv, 1, 3, K, d, hck, hcv, (apb_task_tag){0, 0, 0}), 0);
+    apb_handle_free_now(hk); apb_handle_free_now(hv); apb_handle_free_now(hs);
+    apb_handle_free_now(hck); apb_handle_free_now(hcv);
+    for (int g = 0; g < Hk; g++) {
+        float col[20];
+        for (int j = 0; j < n; j++)
+            col[j] = s[j * Hk + g];
+        int ref[5];
+        ref_topk(col, n, 3, K, ref);
+        for (int i = 0; i < K; i++)
+            cr_assert_arr_eq(ck + i * kd + g * d, k + ref[i] * kd + g * d, sizeof(float) * d);
+    }
+    free(k); free(v); free(s); free(ck); free(cv);
+}

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "graph/apb_graph.h"
 #include "tests/test_util.h"
@@ -188,4 +189,76 @@ Test(methods, impossible_settings_are_refused)
     cr_assert_eq(apb_hosts_resolve(&model.cfg, 4096, 5, 4, &o, &err), 0, "%s", err.msg);
     cr_assert_eq(o.anchor, 128);
     cr_assert_eq(o.select, 64);
+}
+
+/* Writes a retaining-head file: per layer fc1 [hid, (H + 2Hk) d] and fc2 [Hk, hid], F32 random. */
+static void write_retain_file(const char *path, const apb_config *c, int hid, int layers)
+{
+    int in = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
+    char *hdr = malloc(1 << 16);
+    size_t off = 0, n = 0;
+    n += snprintf(hdr + n, (1 << 16) - n, "{");
+    for (int l = 0; l < layers; l++) {
+        size_t a = (size_t)hid * in * 4, b = (size_t)c->n_kv_heads * hid * 4;
+        n += snprintf(hdr + n, (1 << 16) - n,
+                      "%s\"model.layers.%d.self_attn.fc1.weight\":{\"dtype\":\"F32\",\"shape\":[%d,%d],"
+                      "\"data_offsets\":[%zu,%zu]},\"model.layers.%d.self_attn.fc2.weight\":{\"dtype\":"
+                      "\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",
+                      l ? "," : "", l, hid, in, off, off + a, l, c->n_kv_heads, hid, off + a, off + a + b);
+        off += a + b;
+    }
+    n += snprintf(hdr + n, (1 << 16) - n, "}");
+    while (n % 8)
+        hdr[n++] = ' ';
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    uint64_t hl = n;
+    fwrite(&hl, 8, 1, f);
+    fwrite(hdr, 1, n, f);
+    float *data = t_alloc(off / 4);
+    t_fill(data, off / 4, 0.05f, 77);
+    fwrite(data, 4, off / 4, f);
+    fclose(f);
+    free(data);
+    free(hdr);
+}
+
+Test(methods, apb_with_retaining_heads)
+{
+    char path[] = "/tmp/apb_retain_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    apb_model m2;
+    apb_err err = {0};
+    cr_assert_eq(apb_model_load(t_model_dir(), &m2, &err), 0, "%s", err.msg);
+    /* a file missing layers is refused with the layer named */
+    write_retain_file(path, &m2.cfg, 16, 3);
+    cr_assert_eq(apb_model_load_retain(&m2, path, &err), APB_E_MODEL);
+    cr_assert(strstr(err.msg, "layer 3"), "%s", err.msg);
+    write_retain_file(path, &m2.cfg, 16, m2.cfg.n_layers);
+    cr_assert_eq(apb_model_load_retain(&m2, path, &err), 0, "%s", err.msg);
+    unlink(path);
+    cr_assert_eq(apb_model_register(&m2, &err), 0, "%s", err.msg);
+    size_t n;
+    int32_t *ids = tokens(&n);
+    int nq = 3, L = (int)n - nq, V = m2.cfg.vocab_size;
+    float *got = t_poisoned(V);
+    apb_hseq hs;
+    /* anchor 4 cannot hold the question, which retaining heads do not need */
+    apb_hosts_opts o = {.method = APB_METHOD_APB, .hosts = 3, .anchor = 4, .select = 6, .tile = 7,
+                        .retain = 1};
+    apb_sampling smp = {0, 1, 0};
+    cr_assert_eq(apb_prefill_hosts(&m2, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err), 0, "%s", err.msg);
+    cr_assert_eq(apb_hosts_read_logits(&hs, got, V, &err), 0);
+    cr_assert_eq(apb_runtime_wait_all(&err), 0);
+    apb_hseq_free(&m2, &hs);
+    for (int i = 0; i < V; i++)
+        cr_assert(isfinite(got[i]), "logit %d not finite", i);
+    apb_op_stats st;
+    apb_op_stats_get(&st);
+    cr_assert_gt(st.ntasks[APB_OP_RETAIN], 0, "no retaining-head task ran");
+    free(ids);
+    free(got);
+    apb_model_free(&m2);
 }
