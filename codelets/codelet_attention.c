@@ -44,40 +44,6 @@ static inline float _apb_exp_neg(float x)
     return p * sc.f;
 }
 
-/* Per-thread scratch of at least n floats, reused across tasks and freed when the thread exits
- * (a pthread key destructor: StarPU's worker threads end at starpu_shutdown). */
-static pthread_key_t _apb_scratch_key;
-static pthread_once_t _apb_scratch_once = PTHREAD_ONCE_INIT;
-struct _apb_scratch { float *p; size_t n; };
-
-static void _apb_scratch_free(void *v)
-{
-    struct _apb_scratch *s = v;
-    free(s->p);
-    free(s);
-}
-
-static void _apb_scratch_init(void) { pthread_key_create(&_apb_scratch_key, _apb_scratch_free); }
-
-static float *_apb_attn_scratch(size_t n)
-{
-    pthread_once(&_apb_scratch_once, _apb_scratch_init);
-    struct _apb_scratch *s = pthread_getspecific(_apb_scratch_key);
-    if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s || pthread_setspecific(_apb_scratch_key, s) != 0) {
-            free(s);
-            return NULL;
-        }
-    }
-    if (n > s->n) {
-        free(s->p);
-        s->p = malloc(sizeof(float) * n);
-        s->n = s->p ? n : 0;
-    }
-    return s->p;
-}
-
 /* s[j] = exp(s[j] - mx) for j < n; returns the sum. AVX2+FMA when compiled for it (configure adds
  * -mavx2 -mfma when the build machine has them), else the scalar loop. */
 static float _apb_exp_sum(float *s, int n, float mx)
@@ -133,7 +99,7 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
     const int d = head_dim, G = n_heads / n_kv_heads, R = n_q * G, KC = _APB_ATTN_KC;
     const float scale = 1.0f / sqrtf((float)d);
     /* per-thread scratch, kept between tasks: fresh multi-100-KiB mallocs page-fault every task */
-    float *scratch = _apb_attn_scratch((size_t)R * (2 * (size_t)d + KC + 2));
+    float *scratch = _apb_thread_scratch(_APB_SCRATCH_ATTENTION, (size_t)R * (2 * (size_t)d + KC + 2));
     float *qs = scratch, *acc = qs ? qs + (size_t)R * d : NULL, *S = qs ? acc + (size_t)R * d : NULL;
     float *m = qs ? S + (size_t)R * KC : NULL, *l = qs ? m + R : NULL;
     if (!qs) {

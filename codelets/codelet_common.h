@@ -51,6 +51,13 @@ static inline void *_apb_args_dup(const void *a, size_t n)
     return p;
 }
 
+/* Per-thread scratch of at least n floats in one of a few slots, reused across tasks (fresh
+ * multi-100-KiB mallocs page-fault on every task) and freed when the thread exits (a pthread key
+ * destructor: StarPU's workers end at starpu_shutdown). Unlike STARPU_SCRATCH it needs no data
+ * handle per task. NULL when out of memory. */
+enum { _APB_SCRATCH_ATTENTION, _APB_SCRATCH_MLP, _APB_SCRATCH_LOGITS, _APB_SCRATCH_SLOTS };
+float *_apb_thread_scratch(int slot, size_t n);
+
 /* OpenBLAS: one thread per task, StarPU provides the parallelism across tiles. */
 void _apb_blas_single_thread(void);
 

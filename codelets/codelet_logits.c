@@ -19,7 +19,12 @@ static void _apb_logits_cpu(void *buffers[], void *cl_arg)
     const float *nw = _APB_PTR(buffers[1]), *head = _APB_PTR(buffers[2]);
     int vocab = _APB_ROWS(buffers[2]);
     float *logits = _APB_PTR(buffers[3]);
-    float *xn = _APB_PTR(buffers[4]); /* scratch (n x dim) */
+    float *xn = _apb_thread_scratch(_APB_SCRATCH_LOGITS, (size_t)a->n * dim);
+    if (!xn) {
+        for (int i = 0; i < a->n * vocab; i++)
+            logits[i] = NAN;
+        return;
+    }
     for (int i = 0; i < a->n; i++)
         apb_rmsnorm_f32(xn + (size_t)i * dim, x + (size_t)(a->row0 + i) * ldx, nw, dim, a->eps);
     apb_linear_f32(logits, _APB_LD(buffers[3]), xn, dim, head, NULL, a->n, dim, vocab, 0);
@@ -34,8 +39,8 @@ static struct starpu_perfmodel _apb_logits_model = {
 static struct starpu_codelet _apb_logits_cl = {
     .cpu_funcs = {_apb_logits_cpu},
     .cpu_funcs_name = {"_apb_logits_cpu"},
-    .nbuffers = 5,
-    .modes = {STARPU_R, STARPU_R, STARPU_R, STARPU_W, STARPU_SCRATCH},
+    .nbuffers = 4,
+    .modes = {STARPU_R, STARPU_R, STARPU_R, STARPU_W},
     .model = &_apb_logits_model,
     .name = "logits",
 };
@@ -46,12 +51,10 @@ int apb_insert_logits(apb_handle x, int row0, int n, apb_handle norm_w, apb_hand
     if (row0 < 0 || n <= 0 || row0 + n > apb_tile_rows(x) || apb_tile_rows(logits) < n)
         return -EINVAL;
     struct _apb_logits_args a = {.row0 = row0, .n = n, .eps = eps};
-    apb_handle scratch = apb_tile_new(n, apb_tile_cols(x), sizeof(float));
     int ret = starpu_task_insert(&_apb_logits_cl, STARPU_R, x, STARPU_R, norm_w, STARPU_R, lm_head,
-                                 STARPU_W, logits, STARPU_SCRATCH, scratch, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
+                                 STARPU_W, logits, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
                                  STARPU_PRIORITY, tag.prio,
                                  STARPU_FLOPS, 2.0 * n * apb_tile_cols(x) * apb_tile_rows(lm_head),
                                  STARPU_NAME, _apb_task_name("logits", tag), 0);
-    apb_handle_free(scratch);
     return _apb_insert_check(ret, "logits");
 }

@@ -17,7 +17,13 @@ static void _apb_mlp_cpu(void *buffers[], void *cl_arg)
     const float *wg = _APB_PTR(buffers[1]), *wu = _APB_PTR(buffers[2]), *wd = _APB_PTR(buffers[3]);
     int hidden = _APB_ROWS(buffers[1]);
     float *x = _APB_PTR(buffers[4]);
-    float *g = _APB_PTR(buffers[5]); /* scratch: (rows x 2*hidden) */
+    float *g = _apb_thread_scratch(_APB_SCRATCH_MLP, (size_t)rows * 2 * hidden);
+    if (!g) { /* a codelet cannot return an error: poison x so it shows downstream */
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < dim; j++)
+                ((float *)_APB_PTR(buffers[4]))[(size_t)i * _APB_LD(buffers[4]) + j] = NAN;
+        return;
+    }
     float *u = g + (size_t)rows * hidden;
     apb_linear_f32(g, hidden, xn, ldxn, wg, NULL, rows, dim, hidden, 0);
     apb_linear_f32(u, hidden, xn, ldxn, wu, NULL, rows, dim, hidden, 0);
@@ -35,8 +41,8 @@ static struct starpu_perfmodel _apb_mlp_model = {
 static struct starpu_codelet _apb_mlp_cl = {
     .cpu_funcs = {_apb_mlp_cpu},
     .cpu_funcs_name = {"_apb_mlp_cpu"},
-    .nbuffers = 6,
-    .modes = {STARPU_R, STARPU_R, STARPU_R, STARPU_R, STARPU_RW, STARPU_SCRATCH},
+    .nbuffers = 5,
+    .modes = {STARPU_R, STARPU_R, STARPU_R, STARPU_R, STARPU_RW},
     .model = &_apb_mlp_model,
     .name = "mlp",
 };
@@ -45,12 +51,9 @@ int apb_insert_mlp(apb_handle xn, apb_handle w_gate, apb_handle w_up, apb_handle
                    apb_handle x, apb_task_tag tag)
 {
     int rows = apb_tile_rows(xn), dim = apb_tile_cols(xn), hidden = apb_tile_rows(w_gate);
-    /* STARPU_SCRATCH: a per-worker buffer StarPU keeps allocated between tasks */
-    apb_handle scratch = apb_tile_new(rows, 2 * hidden, sizeof(float));
     int ret = starpu_task_insert(&_apb_mlp_cl, STARPU_R, xn, STARPU_R, w_gate, STARPU_R, w_up,
-                                 STARPU_R, w_down, STARPU_RW, x, STARPU_SCRATCH, scratch,
+                                 STARPU_R, w_down, STARPU_RW, x,
                                  STARPU_PRIORITY, tag.prio, STARPU_FLOPS, 6.0 * rows * dim * hidden,
                                  STARPU_NAME, _apb_task_name("mlp", tag), 0);
-    apb_handle_free(scratch);
     return _apb_insert_check(ret, "mlp");
 }

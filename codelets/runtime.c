@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief StarPU start/stop, data handles, task names and per-op accounting. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,42 @@ const char *_apb_task_name(const char *op, apb_task_tag tag)
     }
     STARPU_PTHREAD_MUTEX_UNLOCK(&_apb_names_lock);
     return e ? e->s : op;
+}
+
+struct _apb_scratch {
+    float *p[_APB_SCRATCH_SLOTS];
+    size_t n[_APB_SCRATCH_SLOTS];
+};
+static pthread_key_t _apb_scratch_key;
+static pthread_once_t _apb_scratch_once = PTHREAD_ONCE_INIT;
+
+static void _apb_scratch_free(void *v)
+{
+    struct _apb_scratch *s = v;
+    for (int i = 0; i < _APB_SCRATCH_SLOTS; i++)
+        free(s->p[i]);
+    free(s);
+}
+
+static void _apb_scratch_init(void) { pthread_key_create(&_apb_scratch_key, _apb_scratch_free); }
+
+float *_apb_thread_scratch(int slot, size_t n)
+{
+    pthread_once(&_apb_scratch_once, _apb_scratch_init);
+    struct _apb_scratch *s = pthread_getspecific(_apb_scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(_apb_scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (n > s->n[slot]) {
+        free(s->p[slot]);
+        s->p[slot] = malloc(sizeof(float) * n);
+        s->n[slot] = s->p[slot] ? n : 0;
+    }
+    return s->p[slot];
 }
 
 void _apb_blas_single_thread(void) { openblas_set_num_threads(1); }

@@ -4,6 +4,9 @@
 # line, and bad settings exit with the documented code and a clear message.
 set -u
 RUN=${APB_RUN:-apps/apb_run}
+# Under --enable-sanitizers: full stacks for LeakSanitizer, so that tests/lsan.supp can match the
+# hwloc plugin frames (with fast unwinding the stack stops at the unloaded plugin).
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
 fail=0
 check() { # name expected_rc pattern cmd...
     name=$1 want=$2 pat=$3; shift 3
