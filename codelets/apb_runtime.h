@@ -147,6 +147,9 @@ int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *s
  * KV group: the query-aware selection vector (post-RoPE question queries). */
 int apb_insert_qmean(apb_handle q, int row0, int n, int n_kv_heads, int head_dim, apb_handle qbar,
                      apb_task_tag tag);
+/* Same over rows [row0[t], row0[t] + n[t]) of several tiles (at most 16). */
+int apb_insert_qmean_tiles(const apb_handle *q, const int *row0, const int *n, int n_tiles,
+                           int n_kv_heads, int head_dim, apb_handle qbar, apb_task_tag tag);
 /* Query-aware compression of a host's block given as tiles k[i], v[i] (rows concatenate, in order):
  * score[j] = <k_j, qbar> per KV head (fp32, no scaling), max-pool (kernel 5, stride 1, pad 2),
  * rows j < exclude_first get -inf, top-`select` per KV head (ties: lower index), selected rows

@@ -413,11 +413,20 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
         if (!select_all && !retain) {
             const apb_host *h1 = &hs->h[1];
             qbar = apb_tile_new(1, kd, sizeof(float));
-            /* the question rows lie in host 1's anchor, which is identical on every host r > 0 */
-            int t = hs->q_row0 / hs->opt.tile, row = hs->q_row0 % hs->opt.tile;
-            int n = hs->q_rows < h1->rows[t] - row ? hs->q_rows : h1->rows[t] - row;
-            _APB_TRY(apb_insert_qmean(h1->q[t], row, n, c->n_kv_heads, c->head_dim, qbar,
-                                      (apb_task_tag){l, 1, c->n_layers - l + 1}),
+            /* the question rows lie in host 1's anchor, which is identical on every host r > 0;
+             * they may span several anchor tiles */
+            apb_handle qt[16];
+            int r0[16], nr[16], nt = 0, T = hs->opt.tile;
+            for (int row = hs->q_row0; row < hs->q_row0 + hs->q_rows && nt < 16; nt++) {
+                int t = row / T, off = row % T, end = (t + 1) * T;
+                int stop = hs->q_row0 + hs->q_rows < end ? hs->q_row0 + hs->q_rows : end;
+                qt[nt] = h1->q[t];
+                r0[nt] = off;
+                nr[nt] = stop - row;
+                row = stop;
+            }
+            _APB_TRY(apb_insert_qmean_tiles(qt, r0, nr, nt, c->n_kv_heads, c->head_dim, qbar,
+                                            (apb_task_tag){l, 1, c->n_layers - l + 1}),
                      "qmean");
         }
         for (int r = 0; r < W - 1; r++) {
@@ -681,6 +690,10 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     hs->block = (L + W - 1) / W;
     hs->q_row0 = L < _APB_ANCHOR_PREFIX ? L : _APB_ANCHOR_PREFIX;
     hs->q_rows = nq < hs->opt.anchor - hs->q_row0 ? nq : hs->opt.anchor - hs->q_row0;
+    if (hs->opt.method == APB_METHOD_APB && !hs->opt.retain && hs->q_rows > 0 &&
+        (hs->q_row0 + hs->q_rows - 1) / hs->opt.tile - hs->q_row0 / hs->opt.tile + 1 > 16)
+        return apb_fail(err, APB_E_USAGE, "the %d question rows span more than 16 anchor tiles of %d "
+                        "rows; use a larger --tile", hs->q_rows, hs->opt.tile);
     hs->h = calloc((size_t)W, sizeof *hs->h);
     if (!hs->h)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
