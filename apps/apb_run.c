@@ -316,6 +316,7 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     }
     t_decode = now_s() - t0;
     printf("\n");
+    fflush(stdout); /* the text ends before the timing line on stderr */
     if (!rc && o->niah) {
         int hit = printed && strstr(printed, needle) != NULL;
         printf("NIAH: method %s, hosts %d, %zu tokens, depth %.2f: %s\n", apb_method_name(o->meth),
