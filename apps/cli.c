@@ -30,6 +30,7 @@ const char *const apb_run_usage =
     "  --anchor A             APB anchor length (default L/32, multiple of 64, below the block)\n"
     "  --select K             APB selected tokens per host (default L/64, multiple of 64)\n"
     "  --question TEXT        question prefilled after the context (default: the prompt's last token)\n"
+    "  --placement free|pinned  hosts left to the scheduler (default) or host h on CPU worker h mod n\n"
     "  --compress query|retain  APB compression: query-aware selection (default) or Locret\n"
     "                         retaining heads from --retain-weights FILE.safetensors\n"
     "  --niah LEN             needle-in-a-haystack: LEN tokens of filler with a needle, then ask\n"
@@ -74,7 +75,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
 {
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
-           O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW };
+           O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -86,7 +87,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"anchor", 1, 0, O_ANCHOR}, {"select", 1, 0, O_SELECT}, {"question", 1, 0, O_QUESTION},
         {"niah", 1, 0, O_NIAH}, {"depth", 1, 0, O_DEPTH}, {"needle", 1, 0, O_NEEDLE}, {"trace", 1, 0, O_TRACE},
         {"gantt", 1, 0, O_GANTT}, {"compress", 1, 0, O_COMPRESS},
-        {"retain-weights", 1, 0, O_RETAINW}, {0, 0, 0, 0}};
+        {"retain-weights", 1, 0, O_RETAINW}, {"placement", 1, 0, O_PLACE}, {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
                        .anchor = -1, .select = -1, .depth = 0.5f};
@@ -136,6 +137,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
                 rc = apb_fail(err, APB_E_USAGE, "--compress: expected 'query' or 'retain', got '%s'", optarg);
             break;
         case O_RETAINW: o->retain_weights = optarg; break;
+        case O_PLACE: rc = apb_placement_parse(optarg, &o->placement, err); break;
         case O_GANTT: o->gantt = optarg; break;
         case O_PROG: o->progress = 1; break;
         case O_NOPROG: o->progress = 0; break;

@@ -10,6 +10,7 @@ struct apb_run_opts {
     const char *model, *random, *prompt, *prompt_file, *system, *method, *sched, *question, *needle;
     const char *trace, *gantt, *retain_weights;
     int retain;                    /* --compress retain */
+    apb_placement placement;       /* --placement */
     int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;
     float temperature, top_p, depth;
     apb_method meth;

@@ -36,6 +36,10 @@ int apb_runtime_wait_all(apb_err *err);       /* starpu_task_wait_for_all */
 const char *apb_runtime_sched_name(void);
 int apb_runtime_pending(void);                /* submitted tasks not yet completed */
 int apb_runtime_nworkers(void);
+/* Pins the tasks of host h (tag.host) to worker worker_of_host[h] (-1: free); NULL/0 unpins all. */
+void apb_runtime_place_hosts(const int *worker_of_host, int n);
+/* Ids of the CPU workers (at most max); returns their count. */
+int apb_runtime_cpu_workers(int *ids, int max);
 
 /* Per-op execution time accounting (sum over tasks, ns), filled by every codelet body. */
 enum apb_op {

@@ -33,6 +33,9 @@ void _apb_op_account(enum apb_op op, double t0_ns, double flops);
  * StarPU frees with the task (we set task->name through STARPU_NAME + a pool below). */
 const char *_apb_task_name(const char *op, apb_task_tag tag);
 
+/* The worker that runs host tag.host's tasks (apb_runtime_place_hosts), or -1: the scheduler decides. */
+int _apb_worker_of(apb_task_tag tag);
+
 /* Runs a prepared starpu_task_insert result check. */
 static inline int _apb_insert_check(int ret, const char *op)
 {

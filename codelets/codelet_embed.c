@@ -42,6 +42,6 @@ int apb_insert_embed(apb_handle ids, apb_handle embed, apb_handle x, apb_task_ta
 {
     return _apb_insert_check(
         starpu_task_insert(&_apb_embed_cl, STARPU_R, ids, STARPU_R, embed, STARPU_W, x,
-                           STARPU_PRIORITY, tag.prio, STARPU_NAME, _apb_task_name("embed", tag), 0),
+                           STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), STARPU_NAME, _apb_task_name("embed", tag), 0),
         "embed");
 }

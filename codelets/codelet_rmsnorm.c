@@ -52,7 +52,7 @@ int apb_insert_rmsnorm(apb_handle x, apb_handle w, apb_handle out, float eps, ap
     double flops = 4.0 * apb_tile_rows(x) * apb_tile_cols(x);
     return _apb_insert_check(
         starpu_task_insert(&_apb_rmsnorm_cl, STARPU_R, x, STARPU_R, w, STARPU_W, out,
-                           STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio,
+                           STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag),
                            STARPU_FLOPS, flops, STARPU_NAME, _apb_task_name("rmsnorm", tag), 0),
         "rmsnorm");
 }

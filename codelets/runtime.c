@@ -26,6 +26,26 @@ static const char *const _apb_op_names[APB_OP_COUNT] = {
     "qmean", "select", "lse_merge", "retain",
 };
 
+static int _apb_host_worker[256];
+static int _apb_n_placed;
+
+void apb_runtime_place_hosts(const int *worker_of_host, int n)
+{
+    _apb_n_placed = 0;
+    for (int h = 0; worker_of_host && h < n && h < 256; h++)
+        _apb_host_worker[_apb_n_placed++] = worker_of_host[h];
+}
+
+int _apb_worker_of(apb_task_tag tag)
+{
+    return tag.host >= 0 && tag.host < _apb_n_placed ? _apb_host_worker[tag.host] : -1;
+}
+
+int apb_runtime_cpu_workers(int *ids, int max)
+{
+    return starpu_worker_get_ids_by_type(STARPU_CPU_WORKER, ids, max);
+}
+
 const char *apb_op_name(enum apb_op op) { return op < APB_OP_COUNT ? _apb_op_names[op] : "?"; }
 
 void _apb_op_account(enum apb_op op, double t0_ns, double flops)

@@ -680,6 +680,8 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     int W = hs->opt.hosts;
     if (W > 64)
         return apb_fail(err, APB_E_USAGE, "--hosts %d: at most 64 hosts", W);
+    if ((rc = apb_place_hosts(hs->opt.placement, W, err)))
+        return rc;
     if (hs->opt.retain && hs->opt.method == APB_METHOD_APB && !m->retain_hidden)
         return apb_fail(err, APB_E_USAGE, "--compress retain needs --retain-weights FILE");
     if (hs->opt.retain && (hs->block + hs->opt.tile - 1) / hs->opt.tile > 64)

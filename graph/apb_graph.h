@@ -118,6 +118,12 @@ typedef enum apb_method {
 int apb_method_parse(const char *name, apb_method *m, apb_err *err);
 const char *apb_method_name(apb_method m);
 
+/* Placement of hosts on workers (graph/placement.c). */
+typedef enum apb_placement { APB_PLACE_FREE = 0, APB_PLACE_PINNED = 1 } apb_placement;
+int apb_placement_parse(const char *name, apb_placement *p, apb_err *err);
+/* Maps hosts 0..hosts-1 to workers for every task submitted afterwards. */
+int apb_place_hosts(apb_placement p, int hosts, apb_err *err);
+
 typedef struct apb_hosts_opts {
     apb_method method;
     int hosts;                     /* W >= 1 */
@@ -125,6 +131,7 @@ typedef struct apb_hosts_opts {
     int select;                    /* K; -1 = default (L/64 rounded up to 64, fitting the block) */
     int tile;                      /* rows per tile */
     int retain;                    /* apb: compress with the model's retaining heads (else query-aware) */
+    apb_placement placement;       /* free (default) or pinned hosts */
 } apb_hosts_opts;
 
 typedef struct apb_host {

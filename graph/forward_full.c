@@ -181,6 +181,7 @@ int apb_prefill_full(apb_model *m, apb_seq *s, const int32_t *ids, int n, int ti
     int rc = _apb_seq_alloc(m, s, ids, n, tile, cap_decode, err);
     if (rc)
         return rc;
+    apb_runtime_place_hosts(NULL, 0); /* one host: every task free */
     rc = _apb_prefill_layers(m, s, err);
     if (rc)
         return rc;

@@ -39,3 +39,13 @@ const char *apb_method_name(apb_method m)
     }
 }
 
+int apb_placement_parse(const char *name, apb_placement *p, apb_err *err)
+{
+    if (!strcmp(name, "free"))
+        *p = APB_PLACE_FREE;
+    else if (!strcmp(name, "pinned"))
+        *p = APB_PLACE_PINNED;
+    else
+        return apb_fail(err, APB_E_USAGE, "--placement: expected 'free' or 'pinned', got '%s'", name);
+    return APB_OK;
+}

@@ -48,6 +48,18 @@ for want in ("attention-0-h0", "attention-0-h1", "qkv-29-h1", "mlp-0-h0"):
 print(f"trace: {len(x)} task events, {len(names)} task names")
 PY
 then echo "ok   trace well-formed"; else echo "FAIL trace well-formed"; fail=1; fi
+# pinned placement: every task of host h runs on CPU worker h (2 hosts, 2 CPU workers)
+check "pinned placement" 0 "wrote trace" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --placement pinned --ncpus 2 --max-new-tokens 2 --trace "$tmp/p.json" --no-progress
+if [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/p.json" <<'PY'
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("ph") == "X"]
+hosts = [e for e in ev if e["name"].endswith(("-h0", "-h1"))]
+bad = [e["name"] for e in hosts if int(e["name"][-1]) != e["tid"]]
+assert hosts and not bad, f"tasks off their host's worker: {bad[:5]}"
+print(f"placement: {len(hosts)} host tasks, all on their worker")
+PY
+then echo "ok   placement respected"; else echo "FAIL placement respected"; fail=1; fi
+check "bad placement" 2 "placement" $RUN --prompt x --placement sideways
 grep -q "<svg" "$tmp/g.svg" && grep -q "attention" "$tmp/g.svg" && echo "ok   gantt svg" || { echo "FAIL gantt svg"; fail=1; }
 rm -rf "$tmp"
 exit $fail
