@@ -14,25 +14,7 @@
 #include "graph/apb_graph.h"
 #include "tests/test_util.h"
 
-static char model_dir[PATH_MAX];
-static apb_model model;
-
-static void up(void)
-{
-    snprintf(model_dir, sizeof model_dir, "%s", t_model_dir());
-    apb_err err = {0};
-    if (apb_model_load(model_dir, &model, &err))
-        cr_assert_fail("loading %s: %s (run scripts/setup.sh)", model_dir, err.msg);
-    t_runtime_up();
-    if (apb_model_register(&model, &err))
-        cr_assert_fail("%s", err.msg);
-}
-
-static void down(void)
-{
-    apb_model_free(&model);
-    apb_runtime_shutdown();
-}
+#include "tests/graph/test_model.h"
 
 TestSuite(forward, .init = up, .fini = down, .timeout = 600);
 
@@ -53,7 +35,7 @@ static void run_ref(const char *args, char *out, size_t cap)
 {
     char cmd[12288];
     snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref/llama_ref.py' --model '%s' %s", python(), srcdir(),
-             model_dir, args);
+             t_model_dir(), args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p, "cannot run %s", cmd);
     size_t n = fread(out, 1, cap - 1, p);

@@ -15,24 +15,7 @@
 #include "graph/apb_graph.h"
 #include "tests/test_util.h"
 
-static apb_model model;
-
-static void up(void)
-{
-    const char *dir = t_model_dir();
-    apb_err err = {0};
-    if (apb_model_load(dir, &model, &err))
-        cr_assert_fail("loading %s: %s (run scripts/setup.sh)", dir, err.msg);
-    t_runtime_up();
-    if (apb_model_register(&model, &err))
-        cr_assert_fail("%s", err.msg);
-}
-
-static void down(void)
-{
-    apb_model_free(&model);
-    apb_runtime_shutdown();
-}
+#include "tests/graph/test_model.h"
 
 TestSuite(methods, .init = up, .fini = down, .timeout = 600);
 
