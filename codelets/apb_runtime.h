@@ -23,16 +23,26 @@
 typedef starpu_data_handle_t apb_handle;
 
 /* ------------------------------------------------------------------ runtime */
+/* Storage and math of the large weight matrices and the attention kernel:
+ * FP32: fp32 weights, fp32 GEMMs (OpenBLAS / cuBLAS SGEMM), fp32 attention (CPU and GPU);
+ * BF16: projection/MLP/embedding weights stored as bf16; on GPUs bf16 tensor-core GEMMs and
+ *       attention with fp32 accumulation; CPU codelets widen bf16 weights to fp32 per block.
+ * Activations are fp32 tiles in both, so any task can run on any worker. */
+typedef enum apb_precision { APB_PREC_FP32 = 0, APB_PREC_BF16 = 1 } apb_precision;
+
 typedef struct apb_runtime_opts {
     const char *sched;     /* StarPU policy name, or one of ours; NULL = STARPU_SCHED or "lws" */
     int ncpus;             /* CPU workers; -1 = StarPU default */
     int ncuda;             /* CUDA workers; -1 = StarPU default, 0 = none */
     int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics) */
+    int precision;         /* apb_precision */
 } apb_runtime_opts;
 
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err);
 void apb_runtime_shutdown(void);
-int apb_runtime_wait_all(apb_err *err);       /* starpu_task_wait_for_all */
+/* starpu_task_wait_for_all, then the first error a task reported (e.g. GPU out of memory). */
+int apb_runtime_wait_all(apb_err *err);
+apb_precision apb_runtime_precision(void);
 const char *apb_runtime_sched_name(void);
 int apb_runtime_pending(void);                /* submitted tasks not yet completed */
 int apb_runtime_nworkers(void);
@@ -40,6 +50,8 @@ int apb_runtime_nworkers(void);
 void apb_runtime_place_hosts(const int *worker_of_host, int n);
 /* Ids of the CPU workers (at most max); returns their count. */
 int apb_runtime_cpu_workers(int *ids, int max);
+/* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */
+int apb_runtime_cuda_workers(int *ids, int max);
 
 /* Per-op execution time accounting (sum over tasks, ns), filled by every codelet body. */
 enum apb_op {

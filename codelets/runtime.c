@@ -1,16 +1,69 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief StarPU start/stop, data handles, task names and per-op accounting. */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include <starpu_cublas_v2.h>
+
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 /* cblas from OpenBLAS; declared here to avoid a hard dependency on its extension header. */
 extern void openblas_set_num_threads(int n);
 
 static char _apb_sched[64];
+static int _apb_prec = APB_PREC_FP32;
+/* The first error a task body reported (_apb_task_fail); 0 when none. */
+static apb_err _apb_task_err;
+static starpu_pthread_mutex_t _apb_task_err_lock = STARPU_PTHREAD_MUTEX_INITIALIZER;
+
+void _apb_task_fail(int code, const char *fmt, ...)
+{
+    STARPU_PTHREAD_MUTEX_LOCK(&_apb_task_err_lock);
+    if (!_apb_task_err.code) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(_apb_task_err.msg, sizeof _apb_task_err.msg, fmt, ap);
+        va_end(ap);
+        _apb_task_err.code = code;
+    }
+    STARPU_PTHREAD_MUTEX_UNLOCK(&_apb_task_err_lock);
+}
+
+/* Returns (and clears) the sticky task error into err. */
+static int _apb_take_task_error(apb_err *err)
+{
+    STARPU_PTHREAD_MUTEX_LOCK(&_apb_task_err_lock);
+    int code = _apb_task_err.code;
+    if (code) {
+        apb_fail(err, code, "%s", _apb_task_err.msg);
+        _apb_task_err.code = 0;
+    }
+    STARPU_PTHREAD_MUTEX_UNLOCK(&_apb_task_err_lock);
+    return code;
+}
+
+int _apb_precision(void) { return _apb_prec; }
+apb_precision apb_runtime_precision(void) { return (apb_precision)_apb_prec; }
+
+const float *_apb_weight_rows_f32(void *buf, int r0, int n, float *dst)
+{
+    int ld = _APB_LD(buf), cols = _APB_COLS(buf);
+    if (_apb_elem(buf) == 4)
+        return (const float *)_APB_PTR(buf) + (size_t)r0 * ld;
+    const uint16_t *src = (const uint16_t *)_APB_PTR(buf) + (size_t)r0 * ld;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < cols; j++) {
+            uint32_t u = (uint32_t)src[(size_t)i * ld + j] << 16;
+            memcpy(&dst[(size_t)i * cols + j], &u, 4);
+        }
+    return dst;
+}
 static _Atomic long long _apb_op_ns[APB_OP_COUNT];
 static _Atomic long long _apb_op_ntasks[APB_OP_COUNT];
 static _Atomic long long _apb_op_mflops[APB_OP_COUNT];
@@ -52,6 +105,12 @@ void _apb_op_account(enum apb_op op, double t0_ns, double flops)
 {
     _apb_trace_record(op, t0_ns, _apb_now_ns());
     atomic_fetch_add(&_apb_op_ns[op], (long long)(_apb_now_ns() - t0_ns));
+    atomic_fetch_add(&_apb_op_ntasks[op], 1);
+    atomic_fetch_add(&_apb_op_mflops[op], (long long)(flops * 1e-6));
+}
+
+void _apb_op_count(enum apb_op op, double flops)
+{
     atomic_fetch_add(&_apb_op_ntasks[op], 1);
     atomic_fetch_add(&_apb_op_mflops[op], (long long)(flops * 1e-6));
 }
@@ -157,6 +216,8 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
         conf.ncuda = opts->ncuda;
     if (opts && opts->calibrate)
         conf.calibrate = opts->calibrate;
+    _apb_prec = opts ? opts->precision : APB_PREC_FP32;
+    _apb_task_err.code = 0;
     conf.nopencl = 0;
     /* StarPU prints a line per unknown policy and falls back; reject unknown names ourselves. */
     if (sched) {
@@ -177,18 +238,35 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
     snprintf(_apb_sched, sizeof _apb_sched, "%s", pol && pol->policy_name ? pol->policy_name : "?");
     /* Each CPU worker runs single-threaded BLAS: set it again from every worker thread. */
     starpu_execute_on_each_worker((void (*)(void *))_apb_blas_single_thread, NULL, STARPU_CPU);
+#ifdef APB_CUDA
+    /* One cuBLAS handle per CUDA worker, bound to the worker's stream (starpu_cublas_get_local_handle). */
+    starpu_cublas_init();
+#endif
     apb_op_stats_reset();
     return APB_OK;
 }
 
-void apb_runtime_shutdown(void) { starpu_shutdown(); }
+void apb_runtime_shutdown(void)
+{
+#ifdef APB_CUDA
+    starpu_task_wait_for_all();
+    starpu_execute_on_each_worker(_apb_cuda_scratch_release, NULL, STARPU_CUDA);
+    starpu_cublas_shutdown();
+#endif
+    starpu_shutdown();
+}
 
 int apb_runtime_wait_all(apb_err *err)
 {
     int ret = starpu_task_wait_for_all();
     if (ret != 0)
         return apb_fail(err, APB_E_RUNTIME, "starpu_task_wait_for_all failed (%d)", ret);
-    return APB_OK;
+    return _apb_take_task_error(err);
+}
+
+int apb_runtime_cuda_workers(int *ids, int max)
+{
+    return starpu_worker_get_ids_by_type(STARPU_CUDA_WORKER, ids, max);
 }
 
 const char *apb_runtime_sched_name(void) { return _apb_sched; }
@@ -213,9 +291,22 @@ static void _apb_zero_cpu(void *buffers[], void *cl_arg)
         memset(p + r * ld * es, 0, nx * es);
 }
 
+#ifdef APB_CUDA
+static void _apb_zero_cuda(void *buffers[], void *cl_arg)
+{
+    (void)cl_arg;
+    apb_cuda_zero(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), _APB_ROWS(buffers[0]),
+                  _APB_COLS(buffers[0]), _apb_elem(buffers[0]), starpu_cuda_get_local_stream());
+}
+#endif
+
 static struct starpu_codelet _apb_zero_cl = {
     .cpu_funcs = {_apb_zero_cpu},
     .cpu_funcs_name = {"_apb_zero_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_zero_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = 1,
     .modes = {STARPU_W},
     .name = "zero",
@@ -271,5 +362,5 @@ int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err)
     for (size_t r = 0; r < rows; r++)
         memcpy((char *)dst + r * cols * es, src + r * ld * es, cols * es);
     starpu_data_release(h);
-    return APB_OK;
+    return _apb_take_task_error(err);
 }
