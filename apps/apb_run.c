@@ -247,8 +247,23 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         return rc;
     }
 
-    apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1};
-    if ((rc = apb_runtime_init(&ro, err))) {
+    apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1, .precision = o->precision};
+    int ndev = apb_runtime_cuda_devices(), dev = o->device;
+    if (dev == APB_DEVICE_AUTO)
+        dev = ndev > 0 ? APB_DEVICE_CUDA : APB_DEVICE_CPU;
+    if (dev == APB_DEVICE_CPU) {
+        ro.ncuda = 0;
+    } else if (ndev == 0) {
+        rc = apb_fail(err, APB_E_USAGE, "--device cuda: no usable GPU found%s",
+                      apb_runtime_has_cuda() ? "" : " (apb was built without CUDA)");
+    } else if (o->ngpus > ndev) {
+        rc = apb_fail(err, APB_E_USAGE, "--ngpus %d: only %d GPU(s) found", o->ngpus, ndev);
+    } else {
+        ro.ncuda = o->ngpus > 0 ? o->ngpus : ndev;
+        if (o->ncpus < 0)
+            ro.ncpus = 0; /* every task on the GPUs; --ncpus N adds CPU workers */
+    }
+    if (rc || (rc = apb_runtime_init(&ro, err))) {
         free(ids);
         free(qids);
         apb_model_free(&m);
@@ -262,8 +277,10 @@ static int run(const struct apb_run_opts *o, apb_err *err)
             m.cfg.n_kv_heads, n_ids, n_q, apb_method_name(o->meth));
     if (hosts_path)
         fprintf(stderr, ", hosts %d, anchor %d, select %d", hopt.hosts, hopt.anchor, hopt.select);
-    fprintf(stderr, ", sched %s, %d workers, loaded in %.2f s\n", apb_runtime_sched_name(),
-            apb_runtime_nworkers(), t_load);
+    int gw[64];
+    fprintf(stderr, ", sched %s, %d workers (%d GPU), %s, loaded in %.2f s\n", apb_runtime_sched_name(),
+            apb_runtime_nworkers(), apb_runtime_cuda_workers(gw, 64),
+            apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32", t_load);
 
     apb_sampling smp = {.temperature = o->temperature, .top_p = o->top_p, .seed = o->seed};
     apb_seq seq = {0};

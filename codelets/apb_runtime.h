@@ -35,7 +35,7 @@ typedef struct apb_runtime_opts {
     int ncpus;             /* CPU workers; -1 = StarPU default */
     int ncuda;             /* CUDA workers; -1 = StarPU default, 0 = none */
     int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics) */
-    int precision;         /* apb_precision */
+    int precision;         /* apb_precision; -1 = auto (bf16 when CUDA workers exist) */
 } apb_runtime_opts;
 
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err);
@@ -50,6 +50,10 @@ int apb_runtime_nworkers(void);
 void apb_runtime_place_hosts(const int *worker_of_host, int n);
 /* Ids of the CPU workers (at most max); returns their count. */
 int apb_runtime_cpu_workers(int *ids, int max);
+/* GPUs visible to CUDA (0 without a driver, a device, or CUDA support); callable before init. */
+int apb_runtime_cuda_devices(void);
+/* 1 when apb was built with CUDA codelets. */
+int apb_runtime_has_cuda(void);
 /* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */
 int apb_runtime_cuda_workers(int *ids, int max);
 

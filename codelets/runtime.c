@@ -238,6 +238,8 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
     snprintf(_apb_sched, sizeof _apb_sched, "%s", pol && pol->policy_name ? pol->policy_name : "?");
     /* Each CPU worker runs single-threaded BLAS: set it again from every worker thread. */
     starpu_execute_on_each_worker((void (*)(void *))_apb_blas_single_thread, NULL, STARPU_CPU);
+    if (_apb_prec < 0) /* auto: bf16 tensor cores when GPUs run the graph */
+        _apb_prec = starpu_cuda_worker_get_count() > 0 ? APB_PREC_BF16 : APB_PREC_FP32;
 #ifdef APB_CUDA
     /* One cuBLAS handle per CUDA worker, bound to the worker's stream (starpu_cublas_get_local_handle). */
     starpu_cublas_init();
@@ -262,6 +264,15 @@ int apb_runtime_wait_all(apb_err *err)
     if (ret != 0)
         return apb_fail(err, APB_E_RUNTIME, "starpu_task_wait_for_all failed (%d)", ret);
     return _apb_take_task_error(err);
+}
+
+int apb_runtime_has_cuda(void)
+{
+#ifdef APB_CUDA
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 int apb_runtime_cuda_workers(int *ids, int max)

@@ -111,6 +111,15 @@ int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_i
     }
     return 0;
 }
+int apb_runtime_cuda_devices(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
 #else
-typedef int _apb_runtime_cuda_empty; /* ISO C wants a declaration in every translation unit */
+int apb_runtime_cuda_devices(void) { return 0; }
 #endif
