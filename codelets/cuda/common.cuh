@@ -52,6 +52,36 @@ static __device__ __forceinline__ float apb_block_sum(float v)
     return apb_warp_sum(v);
 }
 
+/* Inclusive scan over the block in thread order (blockDim.x a multiple of 32, at most 1024);
+ * *total gets the block's sum. Every thread of the block must call it. */
+template <typename T> static __device__ __forceinline__ T apb_block_scan(T v, T *total)
+{
+    __shared__ T wsum[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 1; o < 32; o <<= 1) {
+        T t = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o)
+            v += t;
+    }
+    __syncthreads(); /* wsum may still be read by a previous call */
+    if (lane == 31)
+        wsum[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        T x = lane < nw ? wsum[lane] : T(0);
+        for (int o = 1; o < 32; o <<= 1) {
+            T t = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o)
+                x += t;
+        }
+        if (lane < nw)
+            wsum[lane] = x;
+    }
+    __syncthreads();
+    *total = wsum[nw - 1];
+    return v + (w > 0 ? wsum[w - 1] : T(0));
+}
+
 static inline unsigned apb_blocks(size_t n, unsigned threads)
 {
     size_t b = (n + threads - 1) / threads;
