@@ -69,8 +69,6 @@ static double gemm_rate(int n, apb_err *err)
 {
     float *x = calloc((size_t)n * n, sizeof(float));
     float *w = calloc((size_t)n * n, sizeof(float));
-    apb_runtime_opts dummy;
-    (void)dummy;
     if (!x || !w) {
         free(x);
         free(w);
@@ -82,7 +80,7 @@ static double gemm_rate(int n, apb_err *err)
     apb_handle ho = apb_tile_new(n, n, 4);
     apb_task_tag tag = {-1, -1, 0};
     double best = 1e30;
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < 4 && !err->code; r++) {
         double t = now_s();
         apb_insert_linear(hx, hw, NULL, ho, 0, tag);
         if (apb_runtime_wait_all(err))
@@ -96,7 +94,7 @@ static double gemm_rate(int n, apb_err *err)
     apb_handle_free_now(ho);
     free(x);
     free(w);
-    return 2.0 * n * (double)n * n / best * 1e-12;
+    return best < 1e30 ? 2.0 * n * (double)n * n / best * 1e-12 : 0;
 }
 
 int main(int argc, char **argv)
@@ -144,12 +142,16 @@ int main(int argc, char **argv)
     t_load = now_s() - t_load;
     int ids_w[64];
     int ngw = apb_runtime_cuda_workers(ids_w, 64);
-    double rate = gemm_rate(8192, &err);
+    double rate = gemm_rate(cuda ? 8192 : 1024, &err);
+    if (rate <= 0) {
+        fprintf(stderr, "prefill: measuring the GEMM rate failed: %s\n", err.msg);
+        return 7;
+    }
     const char *pname = apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32";
     printf("preset %s (%d layers, dim %d, %d/%d heads, d %d), %s, %d GPU workers, sched %s, tile %d, "
            "weights ready in %.1f s\n", m.cfg.name, m.cfg.n_layers, m.cfg.dim, m.cfg.n_heads,
            m.cfg.n_kv_heads, m.cfg.head_dim, pname, ngw, apb_runtime_sched_name(), tile, t_load);
-    printf("GEMM rate (apb linear codelet, 8192^3, %s): %.1f TFLOP/s\n\n", pname, rate);
+    printf("GEMM rate (apb linear codelet, %d^3, %s): %.2f TFLOP/s\n\n", cuda ? 8192 : 1024, pname, rate);
     printf("%8s %-8s %3s %9s %10s %9s %9s %7s\n", "tokens", "method", "W", "time_s", "tokens/s",
            "TFLOP/s", "floor_s", "ratio");
     FILE *js = json ? fopen(json, "w") : NULL;
