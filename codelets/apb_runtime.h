@@ -48,7 +48,7 @@ int apb_runtime_pending(void);                /* submitted tasks not yet complet
 int apb_runtime_nworkers(void);
 /* Pins the tasks of host h (tag.host) to worker worker_of_host[h] (-1: free); NULL/0 unpins all. */
 void apb_runtime_place_hosts(const int *worker_of_host, int n);
-/* Ids of the CPU workers (at most max); returns their count. */
+/* Ids of the CPU workers (the first max of them); returns how many there are. */
 int apb_runtime_cpu_workers(int *ids, int max);
 /* GPUs visible to CUDA (0 without a driver, a device, or CUDA support); callable before init. */
 int apb_runtime_cuda_devices(void);

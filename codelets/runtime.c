@@ -94,10 +94,18 @@ int _apb_worker_of(apb_task_tag tag)
     return tag.host >= 0 && tag.host < _apb_n_placed ? _apb_host_worker[tag.host] : -1;
 }
 
-int apb_runtime_cpu_workers(int *ids, int max)
+/* Worker ids of one type: the first `max` into ids, the count returned (StarPU's own call fails
+ * with -ERANGE when the list is too short). */
+static int _apb_workers_of_type(enum starpu_worker_archtype t, int *ids, int max)
 {
-    return starpu_worker_get_ids_by_type(STARPU_CPU_WORKER, ids, max);
+    int all[STARPU_NMAXWORKERS];
+    int n = starpu_worker_get_ids_by_type(t, all, STARPU_NMAXWORKERS);
+    for (int i = 0; i < n && i < max; i++)
+        ids[i] = all[i];
+    return n < 0 ? 0 : n;
 }
+
+int apb_runtime_cpu_workers(int *ids, int max) { return _apb_workers_of_type(STARPU_CPU_WORKER, ids, max); }
 
 const char *apb_op_name(enum apb_op op) { return op < APB_OP_COUNT ? _apb_op_names[op] : "?"; }
 
@@ -275,10 +283,7 @@ int apb_runtime_has_cuda(void)
 #endif
 }
 
-int apb_runtime_cuda_workers(int *ids, int max)
-{
-    return starpu_worker_get_ids_by_type(STARPU_CUDA_WORKER, ids, max);
-}
+int apb_runtime_cuda_workers(int *ids, int max) { return _apb_workers_of_type(STARPU_CUDA_WORKER, ids, max); }
 
 const char *apb_runtime_sched_name(void) { return _apb_sched; }
 int apb_runtime_pending(void) { return starpu_task_nsubmitted(); }

@@ -30,10 +30,15 @@ TestSuite(cuda_fp32, .init = up_fp32, .fini = apb_runtime_shutdown);
 TestSuite(cuda_bf16, .init = up_bf16, .fini = apb_runtime_shutdown);
 
 static int w_cpu, w_gpu;
+/* (the id lists must hold every worker: StarPU returns -ERANGE when they do not fit) */
+static int ids_cpu[STARPU_NMAXWORKERS], ids_gpu[STARPU_NMAXWORKERS];
 #define NEED_CUDA()                                                                                \
     do {                                                                                           \
-        if (apb_runtime_cuda_workers(&w_gpu, 1) < 1 || apb_runtime_cpu_workers(&w_cpu, 1) < 1)     \
+        if (apb_runtime_cuda_workers(ids_gpu, STARPU_NMAXWORKERS) < 1 ||                           \
+            apb_runtime_cpu_workers(ids_cpu, STARPU_NMAXWORKERS) < 1)                              \
             cr_skip_test("no CUDA worker");                                                        \
+        w_gpu = ids_gpu[0];                                                                        \
+        w_cpu = ids_cpu[0];                                                                        \
     } while (0)
 
 static const apb_task_tag TAG = {-1, 0, 0};
