@@ -19,13 +19,57 @@
  * (APB_PREC_FP32) and serves any head_dim <= 256 and one-row decode.
  */
 #include <math.h>
+#include <pthread.h>
 
 #include "codelets/cuda/common.cuh"
 
 struct apb_segs {
     apb_cuda_seg s[APB_CUDA_MAX_SEGS];
+    /* bf16 copies of the visible K/V rows of KV heads [kvh0, kvh0 + n_kvh) (tensor-core kernel) */
+    const uint16_t *k16[APB_CUDA_MAX_SEGS], *v16[APB_CUDA_MAX_SEGS];
+    int ld16;
     int n;
 };
+
+/* Keys of segment sg that rows up to coordinate qhi can see: [0, kend). */
+static __host__ __device__ __forceinline__ int apb_seg_kend(const apb_cuda_seg &sg, int qhi)
+{
+    if (qhi < sg.min_q_coord)
+        return 0;
+    int k = sg.len;
+    if (sg.causal)
+        k = min(k, qhi - sg.coord0 + 1);
+    return k > 0 ? k : 0;
+}
+
+/* Advances (si, kb) to the next BN-key block some row up to qhi sees; false when none is left. */
+template <int BN>
+static __device__ __forceinline__ bool apb_next_block(const apb_segs &sp, int qhi, int &si, int &kb)
+{
+    kb += BN;
+    while (si < sp.n) {
+        if (kb < apb_seg_kend(sp.s[si], qhi))
+            return true;
+        si++;
+        kb = 0;
+    }
+    return false;
+}
+
+/* Asynchronous copy of BN rows x D bf16 (row stride ld) into padded shared memory; rows >= nrows
+ * are zero-filled by the copy engine (src-size 0). */
+template <int BN, int D, int NT>
+static __device__ __forceinline__ void apb_cp_rows(uint16_t *dst, const uint16_t *src, int ld, int r0, int nrows)
+{
+    constexpr int LDS = D + 8, CH = D / 8;
+    for (int i = threadIdx.x; i < BN * CH; i += NT) {
+        int r = i / CH, c = (i % CH) * 8;
+        bool in = r0 + r < nrows;
+        const uint16_t *g = in ? src + (size_t)(r0 + r) * ld + c : src;
+        uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst + r * LDS + c);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(in ? 16 : 0));
+    }
+}
 
 /* ------------------------------------------------------------------ PTX wrappers */
 static __device__ __forceinline__ void apb_ldsm_x4(uint32_t r[4], const uint16_t *p)
@@ -81,14 +125,15 @@ static __device__ __forceinline__ void apb_tile_to_smem(uint16_t *dst, const flo
 template <int D, int NW>
 __global__ void __launch_bounds__(NW * 32)
 apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
-               int group, int qh0, float *__restrict__ o, int ld_o, float *__restrict__ lse,
+               int group, int qh0, int kvh0, float *__restrict__ o, int ld_o, float *__restrict__ lse,
                int ld_lse, float scale_log2)
 {
     constexpr int BM = 16 * NW, BN = 64, LDS = D + 8, NT = NW * 32;
     extern __shared__ __align__(16) uint16_t apb_smem[];
-    uint16_t *Qs = apb_smem, *Ks = Qs + BM * LDS, *Vs = Ks + BN * LDS;
+    uint16_t *Qs = apb_smem, *Ks0 = Qs + BM * LDS, *Vs0 = Ks0 + BN * LDS;
+    uint16_t *Ks1 = Vs0 + BN * LDS, *Vs1 = Ks1 + BN * LDS; /* second stage of the pipeline */
 
-    const int qh = qh0 + blockIdx.y, kvh = qh / group;
+    const int qh = qh0 + blockIdx.y, kvl = qh / group - kvh0; /* KV head within the bf16 copies */
     const int m0 = (gridDim.x - 1 - blockIdx.x) * BM; /* late (heavier, causal) tiles first */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int qlo = q_coord0 + m0, qhi = q_coord0 + min(m0 + BM, n_q) - 1;
@@ -109,20 +154,30 @@ apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
         acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     float ma = -INFINITY, mb = -INFINITY, la = 0.f, lb = 0.f;
 
-    for (int si = 0; si < sp.n; si++) {
+    /* Two-stage pipeline: the copy of the next block runs while this one is computed. */
+    int si = 0, kb = -BN, stage = 0;
+    bool have = apb_next_block<BN>(sp, qhi, si, kb);
+    if (have) {
+        int ke = apb_seg_kend(sp.s[si], qhi);
+        apb_cp_rows<BN, D, NT>(Ks0, sp.k16[si] + (size_t)kvl * D, sp.ld16, kb, ke);
+        apb_cp_rows<BN, D, NT>(Vs0, sp.v16[si] + (size_t)kvl * D, sp.ld16, kb, ke);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+    while (have) {
+        int nsi = si, nkb = kb;
+        const bool nhave = apb_next_block<BN>(sp, qhi, nsi, nkb);
+        if (nhave) {
+            int ke = apb_seg_kend(sp.s[nsi], qhi);
+            apb_cp_rows<BN, D, NT>(stage ? Ks0 : Ks1, sp.k16[nsi] + (size_t)kvl * D, sp.ld16, nkb, ke);
+            apb_cp_rows<BN, D, NT>(stage ? Vs0 : Vs1, sp.v16[nsi] + (size_t)kvl * D, sp.ld16, nkb, ke);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+        asm volatile("cp.async.wait_group 1;\n" ::); /* this block's copy has landed */
+        __syncthreads();
+        const uint16_t *Ks = stage ? Ks1 : Ks0, *Vs = stage ? Vs1 : Vs0;
         const apb_cuda_seg sg = sp.s[si];
-        if (qhi < sg.min_q_coord)
-            continue;
-        int kend = sg.len;
-        if (sg.causal)
-            kend = min(kend, qhi - sg.coord0 + 1);
-        const float *K = sg.k + (size_t)kvh * D, *V = sg.v + (size_t)kvh * D;
-        for (int kb = 0; kb < kend; kb += BN) {
-            __syncthreads(); /* the previous block's K/V are no longer read */
-            apb_tile_to_smem<BN, D, NT>(Ks, K, sg.ld, kb, kend);
-            apb_tile_to_smem<BN, D, NT>(Vs, V, sg.ld, kb, kend);
-            __syncthreads();
-
+        const int kend = apb_seg_kend(sg, qhi);
+        {
             float s[BN / 8][4];
 #pragma unroll
             for (int i = 0; i < BN / 8; i++)
@@ -202,7 +257,12 @@ apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
                     apb_mma(acc[2 * d2 + 1], pa, b[2], b[3]);
                 }
             }
-        }
+                }
+        __syncthreads(); /* the stage is refilled by the next iteration's copy */
+        si = nsi;
+        kb = nkb;
+        have = nhave;
+        stage ^= 1;
     }
     la += __shfl_xor_sync(0xffffffffu, la, 1);
     la += __shfl_xor_sync(0xffffffffu, la, 2);
@@ -309,49 +369,86 @@ apb_k_attn_f32(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
 /* ------------------------------------------------------------------ launcher */
 template <int D>
 static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, const apb_segs &sp,
-                           int group, int qh0, int nqh, float *o, int ld_o, float *lse, int ld_lse,
-                           float scale_log2, cudaStream_t s)
+                           int group, int qh0, int kvh0, int nqh, float *o, int ld_o, float *lse,
+                           int ld_lse, float scale_log2, cudaStream_t s)
 {
     constexpr int NW = 8, BM = 16 * NW, BN = 64;
-    const size_t smem = (size_t)(BM + 2 * BN) * (D + 8) * sizeof(uint16_t);
+    const size_t smem = (size_t)(BM + 4 * BN) * (D + 8) * sizeof(uint16_t);
     static bool attr_set = false; /* idempotent: a race only repeats the call */
     if (!attr_set) {
         cudaFuncSetAttribute(apb_k_attn_mma<D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         attr_set = true;
     }
     dim3 grid((n_q + BM - 1) / BM, nqh);
-    apb_k_attn_mma<D, NW><<<grid, NW * 32, smem, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, o, ld_o,
-                                                      lse, ld_lse, scale_log2);
+    apb_k_attn_mma<D, NW><<<grid, NW * 32, smem, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, o,
+                                                      ld_o, lse, ld_lse, scale_log2);
 }
 
 static bool apb_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+static bool apb_use_mma(const float *q, int ld_q, int n_q, const apb_cuda_seg *segs, int n_segs,
+                        int head_dim, int tensor_cores)
+{
+    bool aligned = apb_aligned16(q) && ld_q % 4 == 0;
+    for (int i = 0; i < n_segs; i++)
+        aligned = aligned && apb_aligned16(segs[i].k) && apb_aligned16(segs[i].v) && segs[i].ld % 4 == 0;
+    return tensor_cores && aligned && (head_dim == 64 || head_dim == 128) && n_q > 1 &&
+           n_segs <= APB_CUDA_MAX_SEGS;
+}
+
+extern "C" size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, int q_coord0,
+                                             const apb_cuda_seg *segs, int n_segs, int n_kvh,
+                                             int head_dim, int tensor_cores)
+{
+    if (!apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores))
+        return 0;
+    size_t rows = 0;
+    for (int i = 0; i < n_segs; i++)
+        rows += (size_t)apb_seg_kend(segs[i], q_coord0 + n_q - 1);
+    return 2 * rows * (size_t)n_kvh * head_dim * sizeof(uint16_t) + 16;
+}
+
 extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord0,
                                   const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
                                   int kvh0, int n_kvh, int head_dim, float *o, int ld_o, float *lse,
-                                  int ld_lse, int tensor_cores, cudaStream_t s)
+                                  int ld_lse, int tensor_cores, void *scratch, cudaStream_t s)
 {
     if (n_segs > APB_CUDA_MAX_SEGS || head_dim > 32 * APB_F32_MAXE || n_q <= 0)
         return n_q <= 0 ? 0 : -1;
-    apb_segs sp;
+    static apb_segs sp; /* 14 KiB: not on the stack; launches copy it (one task per worker thread
+                           at a time, so the mutex below is uncontended) */
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
     sp.n = n_segs;
-    bool aligned = apb_aligned16(q) && ld_q % 4 == 0 && head_dim % 4 == 0;
-    for (int i = 0; i < n_segs; i++) {
+    for (int i = 0; i < n_segs; i++)
         sp.s[i] = segs[i];
-        aligned = aligned && apb_aligned16(segs[i].k) && apb_aligned16(segs[i].v) && segs[i].ld % 4 == 0;
-    }
     const int group = n_heads / n_kv_heads, qh0 = kvh0 * group, nqh = n_kvh * group;
     const float scale = 1.0f / sqrtf((float)head_dim);
-    if (tensor_cores && aligned && (head_dim == 64 || head_dim == 128) && n_q > 1) {
+    if (scratch && apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores)) {
+        /* bf16 copies of the visible rows of this task's KV heads, [rows][n_kvh * d] per segment */
+        uint16_t *p = (uint16_t *)scratch;
+        const int w = n_kvh * head_dim, qhi = q_coord0 + n_q - 1;
+        sp.ld16 = w;
+        for (int i = 0; i < n_segs; i++) {
+            int ke = apb_seg_kend(segs[i], qhi);
+            sp.k16[i] = p;
+            apb_cuda_f32_to_bf16(p, w, segs[i].k + (size_t)kvh0 * head_dim, segs[i].ld, ke, w, s);
+            p += (size_t)ke * w;
+            sp.v16[i] = p;
+            apb_cuda_f32_to_bf16(p, w, segs[i].v + (size_t)kvh0 * head_dim, segs[i].ld, ke, w, s);
+            p += (size_t)ke * w;
+        }
         const float scale_log2 = scale * 1.44269504088896341f;
         if (head_dim == 64)
-            apb_launch_mma<64>(q, ld_q, n_q, q_coord0, sp, group, qh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+            apb_launch_mma<64>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
         else
-            apb_launch_mma<128>(q, ld_q, n_q, q_coord0, sp, group, qh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+            apb_launch_mma<128>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+        pthread_mutex_unlock(&lock);
         return 0;
     }
     dim3 grid(n_q, nqh);
     apb_k_attn_f32<<<grid, 32 * APB_F32_WARPS, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, head_dim,
                                                        o, ld_o, lse, ld_lse, scale);
+    pthread_mutex_unlock(&lock);
     return 0;
 }
