@@ -32,14 +32,24 @@ void *_apb_cuda_scratch(int slot, size_t bytes)
         return NULL;
     if (bytes <= _apb_cuda_scr[w][slot].n)
         return _apb_cuda_scr[w][slot].p;
+    const size_t need = bytes;
     cudaStream_t s = starpu_cuda_get_local_stream();
     cudaStreamSynchronize(s);
     cudaFree(_apb_cuda_scr[w][slot].p);
     _apb_cuda_scr[w][slot].p = NULL;
+    size_t old_n = _apb_cuda_scr[w][slot].n;
     _apb_cuda_scr[w][slot].n = 0;
-    bytes = (bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1); /* whole MiB: fewer regrowths */
+    /* at least double: growing sizes (attention over more and more KV tiles) regrow rarely */
+    if (bytes < 2 * old_n)
+        bytes = 2 * old_n;
+    bytes = (bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess && bytes > need) { /* the doubled size does not fit: the size asked */
+        (void)cudaGetLastError();
+        bytes = need;
+        e = cudaMalloc(&p, bytes);
+    }
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         /* StarPU caches buffers of unregistered or evictable data: let it give memory back. */
