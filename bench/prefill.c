@@ -126,7 +126,7 @@ int main(int argc, char **argv)
 {
     const char *preset = "llama-3.1-8b", *lengths = "32768,65536,131072", *methods = "full,star,ring,apb,spava";
     const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL;
-    int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1;
+    int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto usage;
@@ -143,11 +143,24 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--precision")) prec = v;
         else if (!strcmp(a, "--sched")) sched = v;
         else if (!strcmp(a, "--json")) json = v;
+        else if (!strcmp(a, "--attn-only")) attn_only = atoi(v);
         else goto usage;
         i++;
     }
     apb_err err = {0};
     apb_model m;
+    if (attn_only > 0) { /* the attention kernel alone at attn_only tokens (no weights) */
+        apb_config c;
+        apb_runtime_opts ro = {.ncpus = 0, .ncuda = 1, .precision = prec && !strcmp(prec, "fp32") ? APB_PREC_FP32 : APB_PREC_BF16};
+        if (apb_config_preset(preset, &c, &err) || apb_runtime_init(&ro, &err)) {
+            fprintf(stderr, "prefill: %s\n", err.msg);
+            return err.code ? err.code : 7;
+        }
+        printf("causal attention kernel, %s shapes, %d tokens: %.1f TFLOP/s\n", preset, attn_only,
+               attn_rate(&c, attn_only, &err));
+        apb_runtime_shutdown();
+        return 0;
+    }
     double t_load = now_s();
     if (apb_model_random(preset, 1, &m, &err)) {
         fprintf(stderr, "prefill: %s\n", err.msg);
@@ -267,6 +280,6 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
-                    "[--ngpus N] [--precision bf16|fp32] [--sched NAME] [--json FILE]\n", argv[0]);
+                    "[--ngpus N] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n", argv[0]);
     return 2;
 }

@@ -20,6 +20,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 
 #include "codelets/cuda/common.cuh"
 
@@ -367,12 +368,12 @@ apb_k_attn_f32(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
 }
 
 /* ------------------------------------------------------------------ launcher */
-template <int D>
-static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, const apb_segs &sp,
-                           int group, int qh0, int kvh0, int nqh, float *o, int ld_o, float *lse,
-                           int ld_lse, float scale_log2, cudaStream_t s)
+template <int D, int NW>
+static void apb_launch_mma_nw(const float *q, int ld_q, int n_q, int q_coord0, const apb_segs &sp,
+                              int group, int qh0, int kvh0, int nqh, float *o, int ld_o, float *lse,
+                              int ld_lse, float scale_log2, cudaStream_t s)
 {
-    constexpr int NW = 8, BM = 16 * NW, BN = 64;
+    constexpr int BM = 16 * NW, BN = 64;
     const size_t smem = (size_t)(BM + 4 * BN) * (D + 8) * sizeof(uint16_t);
     static bool attr_set = false; /* idempotent: a race only repeats the call */
     if (!attr_set) {
@@ -382,6 +383,28 @@ static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, cons
     dim3 grid((n_q + BM - 1) / BM, nqh);
     apb_k_attn_mma<D, NW><<<grid, NW * 32, smem, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, o,
                                                       ld_o, lse, ld_lse, scale_log2);
+}
+
+/* Warps per CTA (16 query rows each): 4 (two CTAs share an SM) or 8; APB_ATTN_WARPS overrides. */
+static int apb_attn_warps(void)
+{
+    static int nw = 0;
+    if (!nw) {
+        const char *e = getenv("APB_ATTN_WARPS");
+        nw = e && atoi(e) == 8 ? 8 : e && atoi(e) == 4 ? 4 : 4;
+    }
+    return nw;
+}
+
+template <int D>
+static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, const apb_segs &sp,
+                           int group, int qh0, int kvh0, int nqh, float *o, int ld_o, float *lse,
+                           int ld_lse, float scale_log2, cudaStream_t s)
+{
+    if (apb_attn_warps() == 8)
+        apb_launch_mma_nw<D, 8>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+    else
+        apb_launch_mma_nw<D, 4>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
 }
 
 static bool apb_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
