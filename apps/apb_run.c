@@ -269,7 +269,24 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         apb_model_free(&m);
         return rc;
     }
-    rc = apb_model_register(&m, err);
+    double gpu_mem = apb_runtime_gpu_memory();
+    if (!rc && gpu_mem > 0) {
+        /* GPU runs keep activations, KV cache and weights on the GPUs: refuse what cannot fit
+         * rather than let StarPU evict to host memory on every task */
+        apb_hosts_opts mo = hopt;
+        if (!hosts_path)
+            mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
+        double act = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo);
+        double wts = apb_config_n_params(&m.cfg) * (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0);
+        if (act + wts > 0.95 * gpu_mem)
+            rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.1f GiB of GPU memory (weights %.1f GiB, "
+                          "activations and KV cache %.1f GiB) but the GPUs have %.1f GiB; use more "
+                          "GPUs (--ngpus), --precision bf16, or a shorter context",
+                          (act + wts) / 1073741824.0, wts / 1073741824.0, act / 1073741824.0,
+                          gpu_mem / 1073741824.0);
+    }
+    if (!rc)
+        rc = apb_model_register(&m, err);
     if (o->trace || o->gantt)
         apb_trace_enable(1);
     fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu question "

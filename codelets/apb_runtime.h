@@ -52,6 +52,8 @@ void apb_runtime_place_hosts(const int *worker_of_host, int n);
 int apb_runtime_cpu_workers(int *ids, int max);
 /* GPUs visible to CUDA (0 without a driver, a device, or CUDA support); callable before init. */
 int apb_runtime_cuda_devices(void);
+/* Bytes of GPU memory StarPU may use on the memory nodes of the CUDA workers (0 without). */
+double apb_runtime_gpu_memory(void);
 /* 1 when apb was built with CUDA codelets. */
 int apb_runtime_has_cuda(void);
 /* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */

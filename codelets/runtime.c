@@ -274,6 +274,22 @@ int apb_runtime_wait_all(apb_err *err)
     return _apb_take_task_error(err);
 }
 
+double apb_runtime_gpu_memory(void)
+{
+    int ids[STARPU_NMAXWORKERS], seen[STARPU_MAXNODES] = {0};
+    int n = _apb_workers_of_type(STARPU_CUDA_WORKER, ids, STARPU_NMAXWORKERS);
+    double total = 0;
+    for (int i = 0; i < n && i < STARPU_NMAXWORKERS; i++) {
+        unsigned node = starpu_worker_get_memory_node(ids[i]);
+        if (node < STARPU_MAXNODES && !seen[node]) {
+            seen[node] = 1;
+            starpu_ssize_t b = starpu_memory_get_total(node);
+            total += b > 0 ? (double)b : 0;
+        }
+    }
+    return total;
+}
+
 int apb_runtime_has_cuda(void)
 {
 #ifdef APB_CUDA
