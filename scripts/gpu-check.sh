@@ -54,8 +54,8 @@ graph)
     run_test methods_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_methods" ;;
 niah)
     for m in full apb; do
-        "$R/bin/apb_run" --model "$MODEL" --device cuda --niah 4096 --method $m --hosts 4 \
-            --max-new-tokens 12 --no-progress >"$OUT/niah_$m.log" 2>&1
+        STARPU_BUS_STATS=1 "$R/bin/apb_run" --model "$MODEL" --device cuda --niah 4096 --method $m --hosts 4 \
+            --placement "${NIAH_PLACEMENT:-free}" --max-new-tokens 12 --no-progress >"$OUT/niah_$m.log" 2>&1
         gt=$(sed -n 's/^Ground Truth: *//p' "$OUT/niah_$m.log"); pr=$(grep -o "Prediction:.*" "$OUT/niah_$m.log")
         case "$pr" in *"$gt"*) note "PASS niah $m (needle $gt)";; *) note "FAIL niah $m: $pr (needle $gt)"; tail -5 "$OUT/niah_$m.log";; esac
     done ;;
