@@ -375,10 +375,14 @@ static void apb_launch_mma_nw(const float *q, int ld_q, int n_q, int q_coord0, c
 {
     constexpr int BM = 16 * NW, BN = 64;
     const size_t smem = (size_t)(BM + 4 * BN) * (D + 8) * sizeof(uint16_t);
-    static bool attr_set = false; /* idempotent: a race only repeats the call */
-    if (!attr_set) {
+    /* the attribute belongs to each device's context: set it on the current one (once per GPU) */
+    static bool attr_set[64];
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev < 0 || dev >= 64 || !attr_set[dev]) {
         cudaFuncSetAttribute(apb_k_attn_mma<D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        attr_set = true;
+        if (dev >= 0 && dev < 64)
+            attr_set[dev] = true;
     }
     dim3 grid((n_q + BM - 1) / BM, nqh);
     apb_k_attn_mma<D, NW><<<grid, NW * 32, smem, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, o,
