@@ -466,7 +466,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!rc && o.version) {
-        puts("apb_run 0.1.0");
+        printf("apb_run 0.1.0 (StarPU-MPI: %s)\n", apb_runtime_mpi_built() ? "yes" : "no");
         return 0;
     }
     if (!rc && o.sched && strcmp(o.sched, "list") == 0) {
