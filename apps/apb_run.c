@@ -296,6 +296,8 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         if (!hosts_path)
             mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
         double need = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo);
+        if (g_nranks > 1 && hosts_path) /* a rank holds at most ceil(W / N) hosts' share */
+            need *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
         double avail = apb_host_memory_available();
         if (avail > 0 && need > 0.9 * avail)
             rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.2f GiB of activations and KV "
