@@ -124,6 +124,49 @@ static void _apb_mpi_register(apb_handle h, int rank)
 #endif
 }
 
+/* Scheduler hints given to apb_task_insert, set on the task after it is built. */
+struct _apb_hints {
+    int has_tag, has_where, has_ctx;
+    starpu_tag_t tag;
+    unsigned long long where;
+    unsigned workerorder, sched_ctx, possibly_parallel;
+    int color;
+    void *sched_data;
+};
+
+static void _apb_hints_apply(struct starpu_task *t, const struct _apb_hints *h)
+{
+    if (h->has_tag)
+        t->tag_id = h->tag;
+    if (h->has_where)
+        t->where = (uint32_t)h->where;
+    if (h->has_ctx)
+        t->sched_ctx = h->sched_ctx;
+    if (h->workerorder)
+        t->workerorder = h->workerorder;
+    if (h->possibly_parallel)
+        t->possibly_parallel = h->possibly_parallel;
+    if (h->color)
+        t->color = (unsigned)h->color;
+    if (h->sched_data)
+        t->sched_data = h->sched_data;
+}
+
+/* Submits a built task (NULL: not run here); like starpu_task_insert, a task no worker can run is
+ * destroyed and reported as -ENODEV. */
+static int _apb_submit_built(struct starpu_task *t, const struct _apb_hints *h)
+{
+    if (!t)
+        return 0;
+    _apb_hints_apply(t, h);
+    int rc = starpu_task_submit(t);
+    if (rc == -ENODEV) {
+        t->destroy = 0;
+        starpu_task_destroy(t);
+    }
+    return rc;
+}
+
 int apb_task_insert(struct starpu_codelet *cl, ...)
 {
     struct starpu_data_descr fixed[16], *d = fixed;
@@ -132,6 +175,7 @@ int apb_task_insert(struct starpu_codelet *cl, ...)
     size_t cl_arg_size = 0;
     const char *name = NULL;
     double flops = 0;
+    struct _apb_hints hints = {0};
     va_list ap;
     va_start(ap, cl);
     while ((arg_type = va_arg(ap, int)) != 0) {
@@ -153,29 +197,46 @@ int apb_task_insert(struct starpu_codelet *cl, ...)
             name = va_arg(ap, const char *);
         } else if (arg_type == STARPU_FLOPS) {
             flops = va_arg(ap, double);
+        } else if (arg_type == STARPU_TAG_ONLY) {
+            hints.tag = va_arg(ap, starpu_tag_t);
+            hints.has_tag = 1;
+        } else if (arg_type == STARPU_EXECUTE_WHERE) {
+            hints.where = va_arg(ap, unsigned long long);
+            hints.has_where = 1;
+        } else if (arg_type == STARPU_SCHED_CTX) {
+            hints.sched_ctx = va_arg(ap, unsigned);
+            hints.has_ctx = 1;
+        } else if (arg_type == STARPU_WORKER_ORDER) {
+            hints.workerorder = va_arg(ap, unsigned);
+        } else if (arg_type == STARPU_POSSIBLY_PARALLEL) {
+            hints.possibly_parallel = va_arg(ap, unsigned);
+        } else if (arg_type == STARPU_TASK_COLOR) {
+            hints.color = va_arg(ap, int);
+        } else if (arg_type == STARPU_TASK_SCHED_DATA) {
+            hints.sched_data = va_arg(ap, void *);
         } else if (arg_type > 0 && arg_type < STARPU_ACCESS_MODE_MAX) {
             one.handle = va_arg(ap, starpu_data_handle_t);
             one.mode = (enum starpu_data_access_mode)arg_type;
             add = &one;
             nadd = 1;
         } else {
-            fprintf(stderr, "apb: apb_task_insert(%s): unsupported argument %d\n",
-                    cl && cl->name ? cl->name : "?", arg_type);
+            fprintf(stderr, "apb: apb_task_insert(%s): unsupported argument %d (see "
+                            "codelets/codelet_common.h)\n", cl && cl->name ? cl->name : "?", arg_type);
             rc = -EINVAL;
             break;
         }
         if (nd + nadd > cap) {
             while (nd + nadd > cap)
                 cap *= 2;
-            struct starpu_data_descr *nd_p = malloc(sizeof *d * (size_t)cap);
-            if (!nd_p) {
+            struct starpu_data_descr *grown = malloc(sizeof *d * (size_t)cap);
+            if (!grown) {
                 rc = -ENOMEM;
                 break;
             }
-            memcpy(nd_p, d, sizeof *d * (size_t)nd);
+            memcpy(grown, d, sizeof *d * (size_t)nd);
             if (d != fixed)
                 free(d);
-            d = nd_p;
+            d = grown;
         }
         for (int i = 0; i < nadd; i++)
             d[nd++] = add[i];
@@ -190,25 +251,39 @@ int apb_task_insert(struct starpu_codelet *cl, ...)
 #ifdef APB_HAVE_STARPUMPI
     if (_apb_mpi) {
         /* the task runs on its host's rank; host-less tasks (zero fills) on the owner of what they
-         * write. Data owned elsewhere is received before, and written data sent back after. */
+         * write. Data owned elsewhere is received before, and written data sent back after
+         * (StarPU-MPI's build / submit / post-build sequence, run on every rank). */
         int xrank = host >= 0 ? apb_runtime_rank_of_host(host) : -1;
         for (int i = 0; i < nd && xrank < 0; i++)
             if (d[i].mode & STARPU_W)
                 xrank = starpu_mpi_data_get_rank(d[i].handle);
         if (xrank < 0)
             xrank = 0;
-        rc = starpu_mpi_task_insert(MPI_COMM_WORLD, cl, STARPU_EXECUTE_ON_NODE, xrank,
-                                    STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS, cl_arg, cl_arg_size,
-                                    STARPU_PRIORITY, prio, STARPU_EXECUTE_ON_WORKER, worker,
-                                    STARPU_NAME, name, STARPU_FLOPS, flops, 0);
-        if (xrank != _apb_rank)
-            free(cl_arg); /* not executed here: StarPU never saw the copy */
+#define _APB_MPI_ARGS                                                                             \
+    STARPU_EXECUTE_ON_NODE, xrank, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS, cl_arg,          \
+        cl_arg_size, STARPU_PRIORITY, prio, STARPU_EXECUTE_ON_WORKER, worker, STARPU_NAME, name,   \
+        STARPU_FLOPS, flops, 0
+        struct starpu_task *t = starpu_mpi_task_build(MPI_COMM_WORLD, cl, _APB_MPI_ARGS);
+        rc = _apb_submit_built(t, &hints);
+        int rc2 = starpu_mpi_task_post_build(MPI_COMM_WORLD, cl, _APB_MPI_ARGS);
+#undef _APB_MPI_ARGS
+        if (!rc)
+            rc = rc2;
+        if (!t)
+            free(cl_arg); /* not run here: StarPU never took the copy */
     } else
 #endif
     {
-        rc = starpu_task_insert(cl, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS, cl_arg, cl_arg_size,
-                                STARPU_PRIORITY, prio, STARPU_EXECUTE_ON_WORKER, worker,
-                                STARPU_NAME, name, STARPU_FLOPS, flops, 0);
+        struct starpu_task *t = starpu_task_build(cl, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS,
+                                                  cl_arg, cl_arg_size, STARPU_PRIORITY, prio,
+                                                  STARPU_EXECUTE_ON_WORKER, worker, STARPU_NAME, name,
+                                                  STARPU_FLOPS, flops, 0);
+        if (t) {
+            rc = _apb_submit_built(t, &hints);
+        } else {
+            free(cl_arg); /* a failed build leaves the copy to us */
+            rc = -EINVAL;
+        }
     }
     (void)host;
     if (d != fixed)

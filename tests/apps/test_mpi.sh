@@ -18,6 +18,8 @@ if mpirun --version 2>&1 | grep -q "Open MPI"; then
     MPIRUN="$MPIRUN --allow-run-as-root"
     # no InfiniBand / high-speed fabrics on a CI machine: shared memory and TCP, quietly
     export OMPI_MCA_btl="self,vader,tcp" OMPI_MCA_pml=ob1 OMPI_MCA_btl_base_warn_component_unused=0
+    # components stay loaded, so that LeakSanitizer can match Open MPI's stacks (tests/lsan.supp)
+    export OMPI_MCA_mca_base_component_disable_dlclose=1
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -35,7 +37,9 @@ same() {
     timeout 120 $MPIRUN -np "$np" $RUN "$@" --dump-logits "$tmp/mpi.bin" >"$tmp/mpi.out" 2>"$tmp/mpi.err"
     rc=$? dt=$(( $(date +%s) - t0 ))
     if [ $rc -ne 0 ]; then
-        echo "FAIL $name: mpirun -np $np exited $rc:"; tail -n 8 "$tmp/mpi.err"; fail=1
+        echo "FAIL $name: mpirun -np $np exited $rc:"
+        grep -E -A12 "error|ERROR|Sanitizer|runtime error|Assertion" "$tmp/mpi.err" | head -n 60
+        tail -n 8 "$tmp/mpi.err"; fail=1
     elif ! cmp -s "$tmp/one.bin" "$tmp/mpi.bin"; then
         echo "FAIL $name: mpirun -np $np logits differ from the single-process run"; fail=1
     elif ! cmp -s "$tmp/one.out" "$tmp/mpi.out"; then # rank 0 alone prints the same text
