@@ -444,6 +444,8 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         if (!rc && gp)
             rc = write_gantt(gp, err);
     }
+    if (rc && g_nranks > 1) /* no collective cleanup: the other ranks may be waiting elsewhere */
+        return rc;
     watchdog_arm("the shutdown (every rank finishing)");
     if (seq.x)
         apb_seq_free(&m, &seq);
@@ -486,10 +488,14 @@ int main(int argc, char **argv)
     if (!rc)
         rc = run(&o, &err);
     if (rc) {
-        if (g_nranks > 1)
+        if (g_nranks > 1) {
+            /* leave at once, without MPI_Finalize: mpirun sees the exit and ends the other ranks,
+             * which may be blocked in a collective this rank will never join */
             fprintf(stderr, "apb_run: rank %d: error: %s\n", g_rank, err.msg);
-        else
-            fprintf(stderr, "apb_run: error: %s\n", err.msg);
+            fflush(NULL);
+            _exit(rc);
+        }
+        fprintf(stderr, "apb_run: error: %s\n", err.msg);
         return rc;
     }
     return 0;

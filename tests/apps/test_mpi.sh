@@ -82,6 +82,9 @@ bounded() { # name pattern cmd... : non-zero exit, pattern in the output, under 
 # rank 1 never starts apb_run: rank 0's watchdog ends the wait for it
 bounded "missing peer" "did not finish within 3 s" $MPIRUN -np 2 sh -c \
     "if [ \"\$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec sleep 80; fi; exec $RUN $TINY --method apb --hosts 4 --mpi-timeout 3"
+# an error on rank 0 alone (after the start of MPI): it exits at once and mpirun ends the job
+bounded "error on one rank" "rank 0: error: /nonexistent" $MPIRUN -np 2 $RUN $TINY --method apb \
+    --hosts 4 --dump-logits /nonexistent/logits.bin
 # rank 1 is killed during the run: mpirun ends the job
 bounded "killed rank" "exit\|signal\|abort" $MPIRUN -np 2 sh -c \
     "$RUN $TINY --method ring --hosts 4 --prompt-len 2000 --max-new-tokens 64 & pid=\$!;
