@@ -67,6 +67,21 @@ else
     echo "FAIL bundled model missing: $MODEL (run scripts/setup.sh)"; fail=1
 fi
 
+# placement: with W = 4 hosts on 2 ranks, rank 0 runs the tasks of hosts 0-1 and rank 1 those of
+# hosts 2-3 (each rank traces its own tasks; rank 1 writes t.rank1.json)
+if timeout 120 $MPIRUN -np 2 $RUN $TINY --method ring --hosts 4 --trace "$tmp/t.json" \
+        >"$tmp/tr.out" 2>&1 && [ -n "${APB_PYTHON:-}" ] &&
+    "$APB_PYTHON" - "$tmp/t.json" "$tmp/t.rank1.json" <<'PY'
+import json, sys
+for f, want in zip(sys.argv[1:], ({"0", "1"}, {"2", "3"})):
+    ev = [e for e in json.load(open(f))["traceEvents"] if e.get("ph") == "X"]
+    hosts = {e["name"].rsplit("-h", 1)[1] for e in ev if "-h" in e["name"]}
+    assert hosts == want, f"{f}: tasks of hosts {sorted(hosts)}, expected {sorted(want)}"
+print("hosts by rank ok")
+PY
+then echo "ok   hosts 0-1 on rank 0, hosts 2-3 on rank 1"
+else echo "FAIL hosts on ranks (needs APB_PYTHON):"; tail -n 5 "$tmp/tr.out"; fail=1; fi
+
 # failures end the job, with a message, within bounded time
 bounded() { # name pattern cmd... : non-zero exit, pattern in the output, under 60 s
     name=$1 pat=$2; shift 2
