@@ -316,16 +316,51 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     }
 
     int lead = g_rank == 0; /* prints the result; the other ranks print nothing on stdout */
-    apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1, .mpi = g_mpi};
+    apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1, .precision = o->precision,
+                           .mpi = g_mpi};
+    int ndev = apb_runtime_cuda_devices(), dev = o->device;
+    if (dev == APB_DEVICE_AUTO)
+        dev = ndev > 0 ? APB_DEVICE_CUDA : APB_DEVICE_CPU;
+    if (dev == APB_DEVICE_CPU) {
+        ro.ncuda = 0;
+    } else if (ndev == 0) {
+        rc = apb_fail(err, APB_E_USAGE, "--device cuda: no usable GPU found%s",
+                      apb_runtime_has_cuda() ? "" : " (apb was built without CUDA)");
+    } else if (o->ngpus > ndev) {
+        rc = apb_fail(err, APB_E_USAGE, "--ngpus %d: only %d GPU(s) found", o->ngpus, ndev);
+    } else {
+        ro.ncuda = o->ngpus > 0 ? o->ngpus : ndev;
+        if (o->ncpus < 0)
+            ro.ncpus = 0; /* every task on the GPUs; --ncpus N adds CPU workers */
+    }
     watchdog_arm("the start of MPI (every rank joining)");
-    if ((rc = apb_runtime_init(&ro, err))) {
+    if (rc || (rc = apb_runtime_init(&ro, err))) {
         free(ids);
         free(qids);
         apb_model_free(&m);
         return rc;
     }
     watchdog_arm(NULL);
-    rc = apb_model_register(&m, err);
+    double gpu_mem = apb_runtime_gpu_memory();
+    if (!rc && gpu_mem > 0) {
+        /* GPU runs keep activations, KV cache and weights on the GPUs: refuse what cannot fit
+         * rather than let StarPU evict to host memory on every task */
+        apb_hosts_opts mo = hopt;
+        if (!hosts_path)
+            mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
+        double act = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo);
+        if (g_nranks > 1 && hosts_path) /* this rank's share of the hosts */
+            act *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
+        double wts = apb_config_n_params(&m.cfg) * (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0);
+        if (act + wts > 0.95 * gpu_mem)
+            rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.1f GiB of GPU memory (weights %.1f GiB, "
+                          "activations and KV cache %.1f GiB) but the GPUs have %.1f GiB; use more "
+                          "GPUs (--ngpus), --precision bf16, or a shorter context",
+                          (act + wts) / 1073741824.0, wts / 1073741824.0, act / 1073741824.0,
+                          gpu_mem / 1073741824.0);
+    }
+    if (!rc)
+        rc = apb_model_register(&m, err);
     if (o->trace || o->gantt)
         apb_trace_enable(1);
     if (lead) {
@@ -336,8 +371,11 @@ static int run(const struct apb_run_opts *o, apb_err *err)
             fprintf(stderr, ", hosts %d, anchor %d, select %d", hopt.hosts, hopt.anchor, hopt.select);
         if (apb_runtime_nranks() > 1)
             fprintf(stderr, ", %d MPI ranks", apb_runtime_nranks());
-        fprintf(stderr, ", sched %s, %d workers%s, loaded in %.2f s\n", apb_runtime_sched_name(),
-                apb_runtime_nworkers(), apb_runtime_nranks() > 1 ? " per rank" : "", t_load);
+        int gw[64];
+        fprintf(stderr, ", sched %s, %d workers (%d GPU)%s, %s, loaded in %.2f s\n",
+                apb_runtime_sched_name(), apb_runtime_nworkers(), apb_runtime_cuda_workers(gw, 64),
+                apb_runtime_nranks() > 1 ? " per rank" : "",
+                apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32", t_load);
     }
     FILE *dump = NULL;
     float *dump_buf = NULL;

@@ -39,6 +39,11 @@ const char *const apb_run_usage =
     "  --needle DIGITS        the magic number (default: 7 digits drawn from --seed)\n"
     "  --sched NAME           StarPU scheduling policy (default lws; 'list' prints them)\n"
     "  --ncpus N              CPU workers (default: StarPU's choice, all cores)\n"
+    "  --device auto|cpu|cuda  where tasks run: cuda = GPUs only, cpu = CPUs only, auto = cuda when\n"
+    "                         a GPU is present (default)\n"
+    "  --ngpus N              GPUs to use with --device cuda (default: all)\n"
+    "  --precision auto|fp32|bf16  weights and tensor-core math: bf16 (GPU default) or fp32 (CPU\n"
+    "                         default; exact fp32 GEMMs and attention on GPUs too)\n"
     "  --tile N               rows per prefill tile (default 256)\n"
     "  --progress / --no-progress  progress on stderr (default: when stderr is a terminal)\n"
     "  --trace FILE.json      Chrome/Perfetto trace of every task (chrome://tracing, ui.perfetto.dev)\n"
@@ -82,7 +87,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
-           O_DUMP, O_MPITO };
+           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -95,10 +100,11 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"niah", 1, 0, O_NIAH}, {"depth", 1, 0, O_DEPTH}, {"needle", 1, 0, O_NEEDLE}, {"trace", 1, 0, O_TRACE},
         {"gantt", 1, 0, O_GANTT}, {"compress", 1, 0, O_COMPRESS},
         {"retain-weights", 1, 0, O_RETAINW}, {"placement", 1, 0, O_PLACE},
-        {"dump-logits", 1, 0, O_DUMP}, {"mpi-timeout", 1, 0, O_MPITO}, {0, 0, 0, 0}};
+        {"dump-logits", 1, 0, O_DUMP}, {"mpi-timeout", 1, 0, O_MPITO},
+        {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"precision", 1, 0, O_PREC}, {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
-                       .anchor = -1, .select = -1, .depth = 0.5f,
+                       .anchor = -1, .select = -1, .depth = 0.5f, .ngpus = -1, .precision = -1,
                        .mpi_timeout = 600};
     int c, rc = APB_OK;
     opterr = 0;
@@ -150,6 +156,23 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         case O_DUMP: o->dump_logits = optarg; break;
         case O_MPITO: rc = parse_int(optarg, "--mpi-timeout", 0, 1 << 24, &o->mpi_timeout, err); break;
         case O_GANTT: o->gantt = optarg; break;
+        case O_DEVICE:
+            if (!strcmp(optarg, "auto") || !strcmp(optarg, "cpu") || !strcmp(optarg, "cuda"))
+                o->device = optarg[0] == 'a' ? APB_DEVICE_AUTO : optarg[1] == 'p' ? APB_DEVICE_CPU : APB_DEVICE_CUDA;
+            else
+                rc = apb_fail(err, APB_E_USAGE, "--device: expected auto, cpu or cuda, got '%s'", optarg);
+            break;
+        case O_NGPUS: rc = parse_int(optarg, "--ngpus", 1, 64, &o->ngpus, err); break;
+        case O_PREC:
+            if (!strcmp(optarg, "auto"))
+                o->precision = -1;
+            else if (!strcmp(optarg, "fp32"))
+                o->precision = APB_PREC_FP32;
+            else if (!strcmp(optarg, "bf16"))
+                o->precision = APB_PREC_BF16;
+            else
+                rc = apb_fail(err, APB_E_USAGE, "--precision: expected auto, fp32 or bf16, got '%s'", optarg);
+            break;
         case O_PROG: o->progress = 1; break;
         case O_NOPROG: o->progress = 0; break;
         case O_HELP: o->help = 1; return APB_OK;
@@ -184,6 +207,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         return apb_fail(err, APB_E_USAGE, "--random-weights has no tokenizer: use --prompt-len N");
     if (!o->random && o->prompt_len)
         return apb_fail(err, APB_E_USAGE, "--prompt-len needs --random-weights");
+    if (o->ngpus > 0 && o->device == APB_DEVICE_CPU)
+        return apb_fail(err, APB_E_USAGE, "--ngpus needs --device cuda or auto");
     if (o->chat && o->random)
         return apb_fail(err, APB_E_USAGE, "--chat needs a tokenizer (not with --random-weights)");
     return APB_OK;

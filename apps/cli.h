@@ -17,8 +17,12 @@ struct apb_run_opts {
     float temperature, top_p, depth;
     apb_method meth;
     unsigned long long seed;
+    int device;                    /* APB_DEVICE_* (--device) */
+    int ngpus, precision;          /* -1 = all GPUs / auto */
     int help, version;             /* --help / --version seen: print and exit 0 */
 };
+
+enum { APB_DEVICE_AUTO = 0, APB_DEVICE_CPU = 1, APB_DEVICE_CUDA = 2 };
 
 extern const char *const apb_run_usage;
 

@@ -23,24 +23,43 @@
 typedef starpu_data_handle_t apb_handle;
 
 /* ------------------------------------------------------------------ runtime */
+/* Storage and math of the large weight matrices and the attention kernel:
+ * FP32: fp32 weights, fp32 GEMMs (OpenBLAS / cuBLAS SGEMM), fp32 attention (CPU and GPU);
+ * BF16: projection/MLP/embedding weights stored as bf16; on GPUs bf16 tensor-core GEMMs and
+ *       attention with fp32 accumulation; CPU codelets widen bf16 weights to fp32 per block.
+ * Activations are fp32 tiles in both, so any task can run on any worker. */
+typedef enum apb_precision { APB_PREC_FP32 = 0, APB_PREC_BF16 = 1 } apb_precision;
+
 typedef struct apb_runtime_opts {
     const char *sched;     /* StarPU policy name, or one of ours; NULL = STARPU_SCHED or "lws" */
     int ncpus;             /* CPU workers; -1 = StarPU default */
     int ncuda;             /* CUDA workers; -1 = StarPU default, 0 = none */
     int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics) */
     int mpi;               /* start StarPU-MPI (MPI_Init); multi-rank mode when > 1 rank */
+    int precision;         /* apb_precision; -1 = auto (bf16 when CUDA workers exist) */
 } apb_runtime_opts;
 
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err);
 void apb_runtime_shutdown(void);
-int apb_runtime_wait_all(apb_err *err);       /* starpu_task_wait_for_all (MPI: + barrier) */
+/* starpu_task_wait_for_all (over MPI: + a barrier), then the first error a task reported (e.g.
+ * GPU out of memory). */
+int apb_runtime_wait_all(apb_err *err);
+apb_precision apb_runtime_precision(void);
 const char *apb_runtime_sched_name(void);
 int apb_runtime_pending(void);                /* submitted tasks not yet completed */
 int apb_runtime_nworkers(void);
 /* Pins the tasks of host h (tag.host) to worker worker_of_host[h] (-1: free); NULL/0 unpins all. */
 void apb_runtime_place_hosts(const int *worker_of_host, int n);
-/* Ids of the CPU workers (at most max); returns their count. */
+/* Ids of the CPU workers (the first max of them); returns how many there are. */
 int apb_runtime_cpu_workers(int *ids, int max);
+/* GPUs visible to CUDA (0 without a driver, a device, or CUDA support); callable before init. */
+int apb_runtime_cuda_devices(void);
+/* Bytes of GPU memory StarPU may use on the memory nodes of the CUDA workers (0 without). */
+double apb_runtime_gpu_memory(void);
+/* 1 when apb was built with CUDA codelets. */
+int apb_runtime_has_cuda(void);
+/* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */
+int apb_runtime_cuda_workers(int *ids, int max);
 
 /* ------------------------------------------------------------------ MPI ranks
  * With opts.mpi and more than one rank, every process runs the same graph code: each handle is

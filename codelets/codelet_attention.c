@@ -22,6 +22,9 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 enum { _APB_ATTN_KC = 256 };
 
@@ -224,6 +227,47 @@ static void _apb_attention_cpu(void *buffers[], void *cl_arg)
     _apb_op_account(APB_OP_ATTENTION, t0, flops);
 }
 
+#ifdef APB_CUDA
+static void _apb_attention_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_attn_args *a = cl_arg;
+    if (a->n_segs > APB_CUDA_MAX_SEGS) {
+        _apb_task_fail(APB_E_RUNTIME, "attention: %d KV segments; the GPU kernel takes at most %d",
+                       a->n_segs, APB_CUDA_MAX_SEGS);
+        return;
+    }
+    apb_cuda_seg segs[APB_CUDA_MAX_SEGS];
+    double flops = 0;
+    int n_q = _APB_ROWS(buffers[0]);
+    for (int s = 0; s < a->n_segs; s++) {
+        void *kb = buffers[1 + 2 * s], *vb = buffers[2 + 2 * s];
+        segs[s] = (apb_cuda_seg){.k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb),
+                                 .len = a->seg[s].len, .coord0 = a->seg[s].coord0,
+                                 .causal = a->seg[s].causal, .min_q_coord = a->seg[s].min_q_coord};
+        if (_APB_LD(vb) != _APB_LD(kb)) {
+            _apb_task_fail(APB_E_RUNTIME, "attention: K and V tiles of a segment differ in layout");
+            return;
+        }
+        flops += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
+    }
+    void *ob = buffers[1 + 2 * a->n_segs], *lb = buffers[2 + 2 * a->n_segs];
+    int tc = _apb_precision() == APB_PREC_BF16;
+    size_t scr_b = apb_cuda_attention_scratch(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q,
+                                              a->q_coord0, segs, a->n_segs, a->n_kvh, a->head_dim, tc);
+    void *scr = scr_b ? _apb_cuda_scratch(_APB_CUDA_SCRATCH_ATTN, scr_b) : NULL;
+    if (scr_b && !scr)
+        return; /* out of GPU memory: the sticky error is set */
+    if (apb_cuda_attention(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs,
+                           a->n_segs, a->n_heads, a->n_kv_heads, a->kvh0, a->n_kvh, a->head_dim,
+                           _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb), _APB_LD(lb), tc, scr,
+                           starpu_cuda_get_local_stream()))
+        _apb_task_fail(APB_E_RUNTIME, "attention: head_dim %d is not supported on the GPU (at most 256)",
+                       a->head_dim);
+    _apb_cuda_check("attention");
+    _apb_op_count(APB_OP_ATTENTION, flops);
+}
+#endif
+
 /* Cost follows (query rows x visible keys): a regression on that product. */
 static size_t _apb_attention_size_base(struct starpu_task *task, unsigned nimpl)
 {
@@ -245,6 +289,10 @@ static struct starpu_perfmodel _apb_attention_model = {
 static struct starpu_codelet _apb_attention_cl = {
     .cpu_funcs = {_apb_attention_cpu},
     .cpu_funcs_name = {"_apb_attention_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_attention_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = STARPU_VARIABLE_NBUFFERS,
     .model = &_apb_attention_model,
     .name = "attention",

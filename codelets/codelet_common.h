@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "apb_build_config.h"
 #include "codelets/apb_runtime.h"
 
 /* Row-major views of StarPU matrix buffers. */
@@ -28,6 +29,10 @@ void _apb_trace_record(enum apb_op op, double t0_ns, double t1_ns);
 
 /* Adds one task's execution time (and flops) to the per-op totals. */
 void _apb_op_account(enum apb_op op, double t0_ns, double flops);
+
+/* Counts a task and its flops without timing it (asynchronous CUDA task bodies return before the
+ * kernels ran; their time comes from StarPU's profiling). */
+void _apb_op_count(enum apb_op op, double flops);
 
 /* Fills name with "<op>-<layer>-h<host>" (parts < 0 omitted); returns a strdup'd string that
  * StarPU frees with the task (we set task->name through STARPU_NAME + a pool below). */
@@ -76,10 +81,44 @@ static inline void *_apb_args_dup(const void *a, size_t n)
  * multi-100-KiB mallocs page-fault on every task) and freed when the thread exits (a pthread key
  * destructor: StarPU's workers end at starpu_shutdown). Unlike STARPU_SCRATCH it needs no data
  * handle per task. NULL when out of memory. */
-enum { _APB_SCRATCH_ATTENTION, _APB_SCRATCH_MLP, _APB_SCRATCH_LOGITS, _APB_SCRATCH_SLOTS };
+enum { _APB_SCRATCH_ATTENTION, _APB_SCRATCH_MLP, _APB_SCRATCH_LOGITS, _APB_SCRATCH_WEIGHT,
+       _APB_SCRATCH_SLOTS };
 float *_apb_thread_scratch(int slot, size_t n);
 
 /* OpenBLAS: one thread per task, StarPU provides the parallelism across tiles. */
 void _apb_blas_single_thread(void);
+
+/* Records a failure inside a task body (codelets cannot return errors): the first one is kept
+ * and apb_runtime_wait_all returns it. Thread-safe. */
+void _apb_task_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The precision the runtime was started with (apb_runtime_opts.precision). */
+int _apb_precision(void);
+
+/* Weights may be stored as bf16 (elemsize 2, APB_PREC_BF16). CPU kernels read them as fp32:
+ * rows [r0, r0 + n) of a (rows x cols, ld) weight tile, converted into `dst` when bf16, or a
+ * pointer into the tile itself when fp32. */
+const float *_apb_weight_rows_f32(void *buf, int r0, int n, float *dst);
+static inline int _apb_elem(void *buf) { return (int)STARPU_MATRIX_GET_ELEMSIZE(buf); }
+/* apb_linear_f32 with the weight given as a StarPU buffer, fp32 or bf16 (widened by row blocks).
+ * Returns -1 (output untouched) when out of memory. */
+int _apb_linear_w(float *out, int ld_out, const float *in, int ld_in, void *wbuf, const float *bias,
+                  int rows, int accumulate);
+
+#if defined(APB_HAVE_CUDA) && defined(STARPU_USE_CUDA)
+#define APB_CUDA 1
+/* Device scratch slots of a CUDA worker (codelets/runtime_cuda.c). */
+enum { _APB_CUDA_SCRATCH_GEMM_IN, _APB_CUDA_SCRATCH_MLP, _APB_CUDA_SCRATCH_ATTN,
+       _APB_CUDA_SCRATCH_OP, _APB_CUDA_SCRATCH_SLOTS };
+/* NULL (and a sticky error) when the GPU is out of memory. */
+void *_apb_cuda_scratch(int slot, size_t bytes);
+void _apb_cuda_scratch_release(void *unused);
+/* Turns a pending launch error into a sticky task error naming op. */
+void _apb_cuda_check(const char *op);
+/* out (rows x n_out, fp32 or bf16) = in (rows x n_in) W^T + beta out, on the worker's cuBLAS
+ * handle and stream; W fp32 (fp32 GEMM) or bf16 (in converted to bf16, fp32 accumulation). */
+int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_in, int in_elem,
+                   const void *w, int w_elem, int rows, int n_in, int n_out, float beta);
+#endif
 
 #endif

@@ -3,6 +3,9 @@
 #include <string.h>
 
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 struct _apb_kv_append_args {
     int dst_row;
@@ -23,6 +26,24 @@ static void _apb_kv_append_cpu(void *buffers[], void *cl_arg)
     _apb_op_account(APB_OP_KV_APPEND, t0, 0);
 }
 
+#ifdef APB_CUDA
+static void _apb_kv_append_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_kv_append_args *a = cl_arg;
+    for (int m = 0; m < 2; m++) {
+        void *sb = buffers[m], *db = buffers[2 + m];
+        int n = _APB_ROWS(sb), cols = _APB_COLS(sb);
+        if (n > 0 && cols > 0)
+            cudaMemcpy2DAsync((float *)_APB_PTR(db) + (size_t)a->dst_row * _APB_LD(db),
+                              sizeof(float) * (size_t)_APB_LD(db), _APB_PTR(sb),
+                              sizeof(float) * (size_t)_APB_LD(sb), sizeof(float) * (size_t)cols,
+                              (size_t)n, cudaMemcpyDeviceToDevice, starpu_cuda_get_local_stream());
+    }
+    _apb_cuda_check("kv_append");
+    _apb_op_count(APB_OP_KV_APPEND, 0);
+}
+#endif
+
 static struct starpu_perfmodel _apb_kv_append_model = {
     .type = STARPU_HISTORY_BASED,
     .symbol = "apb_kv_append",
@@ -31,6 +52,10 @@ static struct starpu_perfmodel _apb_kv_append_model = {
 static struct starpu_codelet _apb_kv_append_cl = {
     .cpu_funcs = {_apb_kv_append_cpu},
     .cpu_funcs_name = {"_apb_kv_append_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_kv_append_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = 4,
     .modes = {STARPU_R, STARPU_R, STARPU_RW, STARPU_RW},
     .model = &_apb_kv_append_model,

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief Linear layer out (+)= in W^T (+ bias); with accumulate it is also the residual add. */
+#include <string.h>
+
 #include <cblas.h>
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 struct _apb_linear_args {
     int accumulate;
@@ -23,6 +28,30 @@ void apb_linear_f32(float *out, int ld_out, const float *in, int ld_in, const fl
                 n_in, accumulate ? 1.0f : 0.0f, out, ld_out);
 }
 
+int _apb_linear_w(float *out, int ld_out, const float *in, int ld_in, void *wbuf, const float *bias,
+                  int rows, int accumulate)
+{
+    int n_out = _APB_ROWS(wbuf), n_in = _APB_COLS(wbuf);
+    if (_apb_elem(wbuf) == 4 && _APB_LD(wbuf) == n_in) {
+        apb_linear_f32(out, ld_out, in, ld_in, _APB_PTR(wbuf), bias, rows, n_in, n_out, accumulate);
+        return 0;
+    }
+    enum { BLK = 256 }; /* weight rows widened at a time: 256 x n_in floats stay in cache */
+    float *wf = _apb_thread_scratch(_APB_SCRATCH_WEIGHT, (size_t)BLK * n_in);
+    if (!wf)
+        return -1;
+    for (int o0 = 0; o0 < n_out; o0 += BLK) {
+        int nb = n_out - o0 < BLK ? n_out - o0 : BLK;
+        const float *w = _apb_weight_rows_f32(wbuf, o0, nb, wf);
+        if (w != wf) { /* fp32 with a row stride: copy to dense */
+            for (int i = 0; i < nb; i++)
+                memcpy(wf + (size_t)i * n_in, w + (size_t)i * _APB_LD(wbuf), sizeof(float) * n_in);
+        }
+        apb_linear_f32(out + o0, ld_out, in, ld_in, wf, bias ? bias + o0 : NULL, rows, n_in, nb, accumulate);
+    }
+    return 0;
+}
+
 static void _apb_linear_cpu(void *buffers[], void *cl_arg)
 {
     double t0 = _apb_now_ns();
@@ -32,10 +61,28 @@ static void _apb_linear_cpu(void *buffers[], void *cl_arg)
     const float *bias = a->has_bias ? _APB_PTR(buffers[2]) : NULL;
     void *ob = buffers[a->has_bias ? 3 : 2];
     int rows = _APB_ROWS(buffers[0]), n_in = _APB_COLS(buffers[0]), n_out = _APB_COLS(ob);
-    apb_linear_f32(_APB_PTR(ob), _APB_LD(ob), in, _APB_LD(buffers[0]), w, bias, rows, n_in, n_out,
-                   a->accumulate);
+    (void)w;
+    if (_apb_linear_w(_APB_PTR(ob), _APB_LD(ob), in, _APB_LD(buffers[0]), buffers[1], bias, rows,
+                      a->accumulate))
+        _apb_task_fail(APB_E_NOMEM, "linear: out of host memory");
     _apb_op_account(APB_OP_LINEAR, t0, 2.0 * rows * n_in * n_out);
 }
+
+#ifdef APB_CUDA
+static void _apb_linear_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_linear_args *a = cl_arg;
+    void *ib = buffers[0], *wb = buffers[1], *ob = buffers[a->has_bias ? 3 : 2];
+    int rows = _APB_ROWS(ib), n_in = _APB_COLS(ib), n_out = _APB_COLS(ob);
+    if (_apb_cuda_gemm(_APB_PTR(ob), _APB_LD(ob), 0, _APB_PTR(ib), _APB_LD(ib), 4, _APB_PTR(wb),
+                       _apb_elem(wb), rows, n_in, n_out, a->accumulate ? 1.0f : 0.0f) == 0 &&
+        a->has_bias)
+        apb_cuda_add_bias(_APB_PTR(ob), _APB_LD(ob), _APB_PTR(buffers[2]), rows, n_out,
+                          starpu_cuda_get_local_stream());
+    _apb_cuda_check("linear");
+    _apb_op_count(APB_OP_LINEAR, 2.0 * rows * n_in * n_out);
+}
+#endif
 
 static struct starpu_perfmodel _apb_linear_model = {
     .type = STARPU_HISTORY_BASED,
@@ -45,6 +92,10 @@ static struct starpu_perfmodel _apb_linear_model = {
 static struct starpu_codelet _apb_linear_cl = {
     .cpu_funcs = {_apb_linear_cpu},
     .cpu_funcs_name = {"_apb_linear_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_linear_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = STARPU_VARIABLE_NBUFFERS,
     .model = &_apb_linear_model,
     .name = "linear",

@@ -4,6 +4,9 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 struct _apb_logits_args {
     int row0, n;
@@ -16,7 +19,7 @@ static void _apb_logits_cpu(void *buffers[], void *cl_arg)
     const struct _apb_logits_args *a = cl_arg;
     const float *x = _APB_PTR(buffers[0]);
     int dim = _APB_COLS(buffers[0]), ldx = _APB_LD(buffers[0]);
-    const float *nw = _APB_PTR(buffers[1]), *head = _APB_PTR(buffers[2]);
+    const float *nw = _APB_PTR(buffers[1]);
     int vocab = _APB_ROWS(buffers[2]);
     float *logits = _APB_PTR(buffers[3]);
     float *xn = _apb_thread_scratch(_APB_SCRATCH_LOGITS, (size_t)a->n * dim);
@@ -27,9 +30,28 @@ static void _apb_logits_cpu(void *buffers[], void *cl_arg)
     }
     for (int i = 0; i < a->n; i++)
         apb_rmsnorm_f32(xn + (size_t)i * dim, x + (size_t)(a->row0 + i) * ldx, nw, dim, a->eps);
-    apb_linear_f32(logits, _APB_LD(buffers[3]), xn, dim, head, NULL, a->n, dim, vocab, 0);
+    if (_apb_linear_w(logits, _APB_LD(buffers[3]), xn, dim, buffers[2], NULL, a->n, 0))
+        _apb_task_fail(APB_E_NOMEM, "logits: out of host memory");
     _apb_op_account(APB_OP_LOGITS, t0, 2.0 * a->n * dim * vocab);
 }
+
+#ifdef APB_CUDA
+static void _apb_logits_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_logits_args *a = cl_arg;
+    cudaStream_t st = starpu_cuda_get_local_stream();
+    int dim = _APB_COLS(buffers[0]), ldx = _APB_LD(buffers[0]), vocab = _APB_ROWS(buffers[2]);
+    float *xn = _apb_cuda_scratch(_APB_CUDA_SCRATCH_OP, sizeof(float) * (size_t)a->n * dim);
+    if (!xn)
+        return;
+    apb_cuda_rmsnorm(xn, dim, (const float *)_APB_PTR(buffers[0]) + (size_t)a->row0 * ldx, ldx,
+                     _APB_PTR(buffers[1]), a->n, dim, a->eps, st);
+    _apb_cuda_gemm(_APB_PTR(buffers[3]), _APB_LD(buffers[3]), 0, xn, dim, 4, _APB_PTR(buffers[2]),
+                   _apb_elem(buffers[2]), a->n, dim, vocab, 0.0f);
+    _apb_cuda_check("logits");
+    _apb_op_count(APB_OP_LOGITS, 2.0 * a->n * dim * vocab);
+}
+#endif
 
 static struct starpu_perfmodel _apb_logits_model = {
     .type = STARPU_HISTORY_BASED,
@@ -39,6 +61,10 @@ static struct starpu_perfmodel _apb_logits_model = {
 static struct starpu_codelet _apb_logits_cl = {
     .cpu_funcs = {_apb_logits_cpu},
     .cpu_funcs_name = {"_apb_logits_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_logits_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = 4,
     .modes = {STARPU_R, STARPU_R, STARPU_R, STARPU_W},
     .model = &_apb_logits_model,

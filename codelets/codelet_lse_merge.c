@@ -5,6 +5,9 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 struct _apb_lse_merge_args {
     int n, head_dim, has_lse_out;
@@ -61,6 +64,27 @@ static void _apb_lse_merge_cpu(void *buffers[], void *cl_arg)
     _apb_op_account(APB_OP_LSE_MERGE, t0, 2.0 * n * rows * H * a->head_dim);
 }
 
+#ifdef APB_CUDA
+static void _apb_lse_merge_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_lse_merge_args *a = cl_arg;
+    int n = a->n, rows = _APB_ROWS(buffers[0]), H = _APB_COLS(buffers[n]);
+    void *ob = buffers[2 * n], *lb = a->has_lse_out ? buffers[2 * n + 1] : NULL;
+    apb_cuda_lse_in in;
+    for (int i = 0; i < n; i++) {
+        in.o[i] = _APB_PTR(buffers[i]);
+        in.ldo[i] = _APB_LD(buffers[i]);
+        in.lse[i] = _APB_PTR(buffers[n + i]);
+        in.ldl[i] = _APB_LD(buffers[n + i]);
+    }
+    apb_cuda_lse_merge(&in, n, rows, H, a->head_dim, _APB_PTR(ob), _APB_LD(ob),
+                       lb ? (float *)_APB_PTR(lb) : NULL, lb ? _APB_LD(lb) : 0,
+                       starpu_cuda_get_local_stream());
+    _apb_cuda_check("lse_merge");
+    _apb_op_count(APB_OP_LSE_MERGE, 2.0 * n * rows * H * a->head_dim);
+}
+#endif
+
 static struct starpu_perfmodel _apb_lse_merge_model = {
     .type = STARPU_HISTORY_BASED,
     .symbol = "apb_lse_merge",
@@ -69,6 +93,10 @@ static struct starpu_perfmodel _apb_lse_merge_model = {
 static struct starpu_codelet _apb_lse_merge_cl = {
     .cpu_funcs = {_apb_lse_merge_cpu},
     .cpu_funcs_name = {"_apb_lse_merge_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_lse_merge_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = STARPU_VARIABLE_NBUFFERS,
     .model = &_apb_lse_merge_model,
     .name = "lse_merge",

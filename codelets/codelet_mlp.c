@@ -7,6 +7,9 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 static void _apb_mlp_cpu(void *buffers[], void *cl_arg)
 {
@@ -14,7 +17,6 @@ static void _apb_mlp_cpu(void *buffers[], void *cl_arg)
     double t0 = _apb_now_ns();
     const float *xn = _APB_PTR(buffers[0]);
     int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldxn = _APB_LD(buffers[0]);
-    const float *wg = _APB_PTR(buffers[1]), *wu = _APB_PTR(buffers[2]), *wd = _APB_PTR(buffers[3]);
     int hidden = _APB_ROWS(buffers[1]);
     float *x = _APB_PTR(buffers[4]);
     float *g = _apb_thread_scratch(_APB_SCRATCH_MLP, (size_t)rows * 2 * hidden);
@@ -25,13 +27,50 @@ static void _apb_mlp_cpu(void *buffers[], void *cl_arg)
         return;
     }
     float *u = g + (size_t)rows * hidden;
-    apb_linear_f32(g, hidden, xn, ldxn, wg, NULL, rows, dim, hidden, 0);
-    apb_linear_f32(u, hidden, xn, ldxn, wu, NULL, rows, dim, hidden, 0);
+    if (_apb_linear_w(g, hidden, xn, ldxn, buffers[1], NULL, rows, 0) ||
+        _apb_linear_w(u, hidden, xn, ldxn, buffers[2], NULL, rows, 0)) {
+        _apb_task_fail(APB_E_NOMEM, "mlp: out of host memory");
+        return;
+    }
     for (size_t i = 0; i < (size_t)rows * hidden; i++)
         g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-    apb_linear_f32(x, _APB_LD(buffers[4]), g, hidden, wd, NULL, rows, hidden, dim, 1);
+    if (_apb_linear_w(x, _APB_LD(buffers[4]), g, hidden, buffers[3], NULL, rows, 1))
+        _apb_task_fail(APB_E_NOMEM, "mlp: out of host memory");
     _apb_op_account(APB_OP_MLP, t0, 6.0 * rows * dim * hidden);
 }
+
+#ifdef APB_CUDA
+/* bf16 weights: xn -> bf16, gate and up GEMMs write bf16 (fp32 accumulation), SwiGLU in fp32 math
+ * back to bf16, and the down GEMM accumulates into the fp32 residual x (beta = 1). fp32 weights:
+ * the same in fp32. */
+static void _apb_mlp_cuda(void *buffers[], void *cl_arg)
+{
+    (void)cl_arg;
+    cudaStream_t st = starpu_cuda_get_local_stream();
+    const void *xn = _APB_PTR(buffers[0]);
+    int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldxn = _APB_LD(buffers[0]);
+    int hidden = _APB_ROWS(buffers[1]), es = _apb_elem(buffers[1]), in_elem = 4;
+    size_t gbytes = (size_t)rows * hidden * es, xbytes = es == 2 ? (size_t)rows * dim * 2 : 0;
+    char *scr = _apb_cuda_scratch(_APB_CUDA_SCRATCH_MLP, 2 * gbytes + xbytes);
+    if (!scr)
+        return;
+    void *g = scr, *u = scr + gbytes;
+    if (es == 2) {
+        apb_cuda_f32_to_bf16((uint16_t *)(scr + 2 * gbytes), dim, xn, ldxn, rows, dim, st);
+        xn = scr + 2 * gbytes;
+        ldxn = dim;
+        in_elem = 2;
+    }
+    if (_apb_cuda_gemm(g, hidden, es == 2, xn, ldxn, in_elem, _APB_PTR(buffers[1]), es, rows, dim, hidden, 0.0f) ||
+        _apb_cuda_gemm(u, hidden, es == 2, xn, ldxn, in_elem, _APB_PTR(buffers[2]), es, rows, dim, hidden, 0.0f))
+        return;
+    apb_cuda_swiglu(g, g, u, (size_t)rows * hidden, es, st);
+    _apb_cuda_gemm(_APB_PTR(buffers[4]), _APB_LD(buffers[4]), 0, g, hidden, es, _APB_PTR(buffers[3]),
+                   _apb_elem(buffers[3]), rows, hidden, dim, 1.0f);
+    _apb_cuda_check("mlp");
+    _apb_op_count(APB_OP_MLP, 6.0 * rows * dim * hidden);
+}
+#endif
 
 static struct starpu_perfmodel _apb_mlp_model = {
     .type = STARPU_HISTORY_BASED,
@@ -41,6 +80,10 @@ static struct starpu_perfmodel _apb_mlp_model = {
 static struct starpu_codelet _apb_mlp_cl = {
     .cpu_funcs = {_apb_mlp_cpu},
     .cpu_funcs_name = {"_apb_mlp_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_mlp_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = 5,
     .modes = {STARPU_R, STARPU_R, STARPU_R, STARPU_R, STARPU_RW},
     .model = &_apb_mlp_model,

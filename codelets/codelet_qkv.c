@@ -2,6 +2,9 @@
 /** @brief QKV projection: q = xn Wq^T (+bq), k = xn Wk^T (+bk), v = xn Wv^T (+bv), before RoPE. */
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 struct _apb_qkv_args {
     int has_bias;
@@ -19,12 +22,45 @@ static void _apb_qkv_cpu(void *buffers[], void *cl_arg)
         void *ob = buffers[4 + nb + m];
         const float *bias = a->has_bias ? _APB_PTR(buffers[4 + m]) : NULL;
         int n_out = _APB_COLS(ob);
-        apb_linear_f32(_APB_PTR(ob), _APB_LD(ob), xn, ldx, _APB_PTR(buffers[1 + m]), bias, rows, dim,
-                       n_out, 0);
+        if (_apb_linear_w(_APB_PTR(ob), _APB_LD(ob), xn, ldx, buffers[1 + m], bias, rows, 0))
+            _apb_task_fail(APB_E_NOMEM, "qkv: out of host memory");
         flops += 2.0 * rows * dim * n_out;
     }
     _apb_op_account(APB_OP_QKV, t0, flops);
 }
+
+#ifdef APB_CUDA
+static void _apb_qkv_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_qkv_args *a = cl_arg;
+    cudaStream_t st = starpu_cuda_get_local_stream();
+    const void *xn = _APB_PTR(buffers[0]);
+    int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldx = _APB_LD(buffers[0]);
+    int nb = a->has_bias ? 3 : 0, in_elem = 4;
+    double flops = 0;
+    if (_apb_elem(buffers[1]) == 2) { /* convert xn to bf16 once for the three GEMMs */
+        uint16_t *x16 = _apb_cuda_scratch(_APB_CUDA_SCRATCH_OP, (size_t)rows * dim * 2);
+        if (!x16)
+            return;
+        apb_cuda_f32_to_bf16(x16, dim, xn, ldx, rows, dim, st);
+        xn = x16;
+        ldx = dim;
+        in_elem = 2;
+    }
+    for (int m = 0; m < 3; m++) {
+        void *ob = buffers[4 + nb + m];
+        int n_out = _APB_COLS(ob);
+        if (_apb_cuda_gemm(_APB_PTR(ob), _APB_LD(ob), 0, xn, ldx, in_elem, _APB_PTR(buffers[1 + m]),
+                           _apb_elem(buffers[1 + m]), rows, dim, n_out, 0.0f))
+            return;
+        if (a->has_bias)
+            apb_cuda_add_bias(_APB_PTR(ob), _APB_LD(ob), _APB_PTR(buffers[4 + m]), rows, n_out, st);
+        flops += 2.0 * rows * dim * n_out;
+    }
+    _apb_cuda_check("qkv");
+    _apb_op_count(APB_OP_QKV, flops);
+}
+#endif
 
 static struct starpu_perfmodel _apb_qkv_model = {
     .type = STARPU_HISTORY_BASED,
@@ -34,6 +70,10 @@ static struct starpu_perfmodel _apb_qkv_model = {
 static struct starpu_codelet _apb_qkv_cl = {
     .cpu_funcs = {_apb_qkv_cpu},
     .cpu_funcs_name = {"_apb_qkv_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_qkv_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = STARPU_VARIABLE_NBUFFERS,
     .model = &_apb_qkv_model,
     .name = "qkv",

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief Mean question query per KV head (query-aware selection vector, Spava). */
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 enum { _APB_QMEAN_MAX_TILES = 16 };
 
@@ -33,6 +36,27 @@ static void _apb_qmean_cpu(void *buffers[], void *cl_arg)
     _apb_op_account(APB_OP_QMEAN, t0, (double)rows * H * d);
 }
 
+#ifdef APB_CUDA
+static void _apb_qmean_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_qmean_args *a = cl_arg;
+    int H = _APB_COLS(buffers[0]) / a->head_dim;
+    apb_cuda_qmean_tiles t = {.n_tiles = a->n_tiles};
+    long rows = 0;
+    for (int i = 0; i < a->n_tiles; i++) {
+        t.q[i] = _APB_PTR(buffers[i]);
+        t.ld[i] = _APB_LD(buffers[i]);
+        t.row0[i] = a->row0[i];
+        t.n[i] = a->n[i];
+        rows += a->n[i];
+    }
+    apb_cuda_qmean(&t, H, a->n_kv_heads, a->head_dim, _APB_PTR(buffers[a->n_tiles]),
+                   starpu_cuda_get_local_stream());
+    _apb_cuda_check("qmean");
+    _apb_op_count(APB_OP_QMEAN, (double)rows * H * a->head_dim);
+}
+#endif
+
 static struct starpu_perfmodel _apb_qmean_model = {
     .type = STARPU_HISTORY_BASED,
     .symbol = "apb_qmean",
@@ -41,6 +65,10 @@ static struct starpu_perfmodel _apb_qmean_model = {
 static struct starpu_codelet _apb_qmean_cl = {
     .cpu_funcs = {_apb_qmean_cpu},
     .cpu_funcs_name = {"_apb_qmean_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_qmean_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = STARPU_VARIABLE_NBUFFERS,
     .model = &_apb_qmean_model,
     .name = "qmean",

@@ -9,6 +9,9 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 static void _apb_retain_cpu(void *buffers[], void *cl_arg)
 {
@@ -41,6 +44,32 @@ static void _apb_retain_cpu(void *buffers[], void *cl_arg)
     _apb_op_account(APB_OP_RETAIN, t0, 2.0 * rows * hidden * (in + hk));
 }
 
+#ifdef APB_CUDA
+static void _apb_retain_cuda(void *buffers[], void *cl_arg)
+{
+    (void)cl_arg;
+    int rows = _APB_ROWS(buffers[0]);
+    int cq = _APB_COLS(buffers[0]), ck = _APB_COLS(buffers[1]), cv = _APB_COLS(buffers[2]);
+    int in = cq + ck + cv, hidden = _APB_ROWS(buffers[3]), hk = _APB_ROWS(buffers[4]);
+    void *sb = buffers[5];
+    cudaStream_t s = starpu_cuda_get_local_stream();
+    float *x = _apb_cuda_scratch(_APB_CUDA_SCRATCH_OP, sizeof(float) * (size_t)rows * (in + hidden));
+    if (x) {
+        float *h = x + (size_t)rows * in;
+        apb_cuda_concat3(x, _APB_PTR(buffers[0]), _APB_LD(buffers[0]), cq, _APB_PTR(buffers[1]),
+                         _APB_LD(buffers[1]), ck, _APB_PTR(buffers[2]), _APB_LD(buffers[2]), cv, rows, s);
+        if (_apb_cuda_gemm(h, hidden, 0, x, in, 4, _APB_PTR(buffers[3]), _apb_elem(buffers[3]), rows,
+                           in, hidden, 0.0f) == 0) {
+            apb_cuda_silu(h, (size_t)rows * hidden, s);
+            _apb_cuda_gemm(_APB_PTR(sb), _APB_LD(sb), 0, h, hidden, 4, _APB_PTR(buffers[4]),
+                           _apb_elem(buffers[4]), rows, hidden, hk, 0.0f);
+        }
+    }
+    _apb_cuda_check("retain");
+    _apb_op_count(APB_OP_RETAIN, 2.0 * rows * hidden * (in + hk));
+}
+#endif
+
 static struct starpu_perfmodel _apb_retain_model = {
     .type = STARPU_HISTORY_BASED,
     .symbol = "apb_retain",
@@ -49,6 +78,10 @@ static struct starpu_perfmodel _apb_retain_model = {
 static struct starpu_codelet _apb_retain_cl = {
     .cpu_funcs = {_apb_retain_cpu},
     .cpu_funcs_name = {"_apb_retain_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_retain_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = 6,
     .modes = {STARPU_R, STARPU_R, STARPU_R, STARPU_R, STARPU_R, STARPU_W},
     .model = &_apb_retain_model,

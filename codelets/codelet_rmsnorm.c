@@ -3,6 +3,9 @@
 #include <math.h>
 
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 struct _apb_rmsnorm_args {
     float eps;
@@ -32,6 +35,19 @@ static void _apb_rmsnorm_cpu(void *buffers[], void *cl_arg)
     _apb_op_account(APB_OP_RMSNORM, t0, 4.0 * rows * cols);
 }
 
+#ifdef APB_CUDA
+static void _apb_rmsnorm_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_rmsnorm_args *a = cl_arg;
+    int rows = _APB_ROWS(buffers[0]), cols = _APB_COLS(buffers[0]);
+    apb_cuda_rmsnorm(_APB_PTR(buffers[2]), _APB_LD(buffers[2]), _APB_PTR(buffers[0]),
+                     _APB_LD(buffers[0]), _APB_PTR(buffers[1]), rows, cols, a->eps,
+                     starpu_cuda_get_local_stream());
+    _apb_cuda_check("rmsnorm");
+    _apb_op_count(APB_OP_RMSNORM, 4.0 * rows * cols);
+}
+#endif
+
 static struct starpu_perfmodel _apb_rmsnorm_model = {
     .type = STARPU_HISTORY_BASED,
     .symbol = "apb_rmsnorm",
@@ -40,6 +56,10 @@ static struct starpu_perfmodel _apb_rmsnorm_model = {
 static struct starpu_codelet _apb_rmsnorm_cl = {
     .cpu_funcs = {_apb_rmsnorm_cpu},
     .cpu_funcs_name = {"_apb_rmsnorm_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_rmsnorm_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = 3,
     .modes = {STARPU_R, STARPU_R, STARPU_W},
     .model = &_apb_rmsnorm_model,

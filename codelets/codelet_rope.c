@@ -5,6 +5,9 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 struct _apb_rope_args {
     int pos0;
@@ -55,6 +58,20 @@ static void _apb_rope_cpu(void *buffers[], void *cl_arg)
     _apb_op_account(APB_OP_ROPE, t0, 6.0 * rows * (hq + hk) * half);
 }
 
+#ifdef APB_CUDA
+static void _apb_rope_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_rope_args *a = cl_arg;
+    int d = a->head_dim, rows = _APB_ROWS(buffers[1]);
+    int hq = _APB_COLS(buffers[1]) / d, hk = a->has_k ? _APB_COLS(buffers[2]) / d : 0;
+    apb_cuda_rope(_APB_PTR(buffers[1]), _APB_LD(buffers[1]), hq,
+                  a->has_k ? (float *)_APB_PTR(buffers[2]) : NULL, a->has_k ? _APB_LD(buffers[2]) : 0,
+                  hk, _APB_PTR(buffers[0]), rows, d, a->pos0, starpu_cuda_get_local_stream());
+    _apb_cuda_check("rope");
+    _apb_op_count(APB_OP_ROPE, 6.0 * rows * (hq + hk) * (d / 2));
+}
+#endif
+
 static struct starpu_perfmodel _apb_rope_model = {
     .type = STARPU_HISTORY_BASED,
     .symbol = "apb_rope",
@@ -63,6 +80,10 @@ static struct starpu_perfmodel _apb_rope_model = {
 static struct starpu_codelet _apb_rope_cl = {
     .cpu_funcs = {_apb_rope_cpu},
     .cpu_funcs_name = {"_apb_rope_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_rope_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = STARPU_VARIABLE_NBUFFERS,
     .model = &_apb_rope_model,
     .name = "rope",

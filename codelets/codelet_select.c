@@ -12,6 +12,9 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 struct _apb_select_args {
     int n_tiles, exclude_first, select, head_dim;
@@ -110,6 +113,37 @@ out:
     _apb_op_account(APB_OP_SELECT, t0, 2.0 * n * Hk * d);
 }
 
+#ifdef APB_CUDA
+static void _apb_select_cuda(void *buffers[], void *cl_arg)
+{
+    const struct _apb_select_args *a = cl_arg;
+    int nt = a->n_tiles, d = a->head_dim, ko = a->scored ? nt : 1;
+    int Hk = _APB_COLS(buffers[ko]) / d, n = 0;
+    void *ckb = buffers[ko + 2 * nt], *cvb = buffers[ko + 2 * nt + 1];
+    apb_cuda_sel_tile *t = malloc(sizeof *t * (size_t)nt);
+    if (!t) {
+        _apb_task_fail(APB_E_NOMEM, "select: out of host memory");
+        return;
+    }
+    for (int i = 0; i < nt; i++) {
+        void *kb = buffers[ko + i], *vb = buffers[ko + nt + i], *sb = a->scored ? buffers[i] : NULL;
+        t[i] = (apb_cuda_sel_tile){.k = _APB_PTR(kb), .v = _APB_PTR(vb),
+                                   .s = sb ? (const float *)_APB_PTR(sb) : NULL, .ldk = _APB_LD(kb),
+                                   .ldv = _APB_LD(vb), .lds = sb ? _APB_LD(sb) : 0, .row0 = n,
+                                   .rows = _APB_ROWS(kb)};
+        n += _APB_ROWS(kb);
+    }
+    void *scr = _apb_cuda_scratch(_APB_CUDA_SCRATCH_OP, apb_cuda_select_scratch(nt, n, Hk, a->select));
+    if (scr && apb_cuda_select(t, nt, a->scored ? NULL : (const float *)_APB_PTR(buffers[0]), n, Hk,
+                               d, a->exclude_first, a->select, _APB_PTR(ckb), _APB_LD(ckb),
+                               _APB_PTR(cvb), _APB_LD(cvb), scr, starpu_cuda_get_local_stream()))
+        _apb_task_fail(APB_E_RUNTIME, "select: copying the tile table to the GPU failed");
+    free(t);
+    _apb_cuda_check("select");
+    _apb_op_count(APB_OP_SELECT, 2.0 * n * Hk * d);
+}
+#endif
+
 static struct starpu_perfmodel _apb_select_model = {
     .type = STARPU_HISTORY_BASED,
     .symbol = "apb_select",
@@ -118,6 +152,10 @@ static struct starpu_perfmodel _apb_select_model = {
 static struct starpu_codelet _apb_select_cl = {
     .cpu_funcs = {_apb_select_cpu},
     .cpu_funcs_name = {"_apb_select_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_select_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = STARPU_VARIABLE_NBUFFERS,
     .model = &_apb_select_model,
     .name = "select",

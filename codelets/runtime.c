@@ -14,12 +14,64 @@
 #ifdef APB_HAVE_STARPUMPI
 #include <starpu_mpi.h>
 #endif
+#ifdef APB_CUDA
+#include <starpu_cublas_v2.h>
+
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 /* cblas from OpenBLAS; declared here to avoid a hard dependency on its extension header. */
 extern void openblas_set_num_threads(int n);
 
 static char _apb_sched[64];
 static int _apb_started_mpi; /* started through starpu_mpi_init_conf */
+static int _apb_prec = APB_PREC_FP32;
+/* The first error a task body reported (_apb_task_fail); 0 when none. */
+static apb_err _apb_task_err;
+static starpu_pthread_mutex_t _apb_task_err_lock = STARPU_PTHREAD_MUTEX_INITIALIZER;
+
+void _apb_task_fail(int code, const char *fmt, ...)
+{
+    STARPU_PTHREAD_MUTEX_LOCK(&_apb_task_err_lock);
+    if (!_apb_task_err.code) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(_apb_task_err.msg, sizeof _apb_task_err.msg, fmt, ap);
+        va_end(ap);
+        _apb_task_err.code = code;
+    }
+    STARPU_PTHREAD_MUTEX_UNLOCK(&_apb_task_err_lock);
+}
+
+/* Returns (and clears) the sticky task error into err. */
+static int _apb_take_task_error(apb_err *err)
+{
+    STARPU_PTHREAD_MUTEX_LOCK(&_apb_task_err_lock);
+    int code = _apb_task_err.code;
+    if (code) {
+        apb_fail(err, code, "%s", _apb_task_err.msg);
+        _apb_task_err.code = 0;
+    }
+    STARPU_PTHREAD_MUTEX_UNLOCK(&_apb_task_err_lock);
+    return code;
+}
+
+int _apb_precision(void) { return _apb_prec; }
+apb_precision apb_runtime_precision(void) { return (apb_precision)_apb_prec; }
+
+const float *_apb_weight_rows_f32(void *buf, int r0, int n, float *dst)
+{
+    int ld = _APB_LD(buf), cols = _APB_COLS(buf);
+    if (_apb_elem(buf) == 4)
+        return (const float *)_APB_PTR(buf) + (size_t)r0 * ld;
+    const uint16_t *src = (const uint16_t *)_APB_PTR(buf) + (size_t)r0 * ld;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < cols; j++) {
+            uint32_t u = (uint32_t)src[(size_t)i * ld + j] << 16;
+            memcpy(&dst[(size_t)i * cols + j], &u, 4);
+        }
+    return dst;
+}
 static _Atomic long long _apb_op_ns[APB_OP_COUNT];
 static _Atomic long long _apb_op_ntasks[APB_OP_COUNT];
 static _Atomic long long _apb_op_mflops[APB_OP_COUNT];
@@ -291,10 +343,18 @@ int apb_task_insert(struct starpu_codelet *cl, ...)
     return rc;
 }
 
-int apb_runtime_cpu_workers(int *ids, int max)
+/* Worker ids of one type: the first `max` into ids, the count returned (StarPU's own call fails
+ * with -ERANGE when the list is too short). */
+static int _apb_workers_of_type(enum starpu_worker_archtype t, int *ids, int max)
 {
-    return starpu_worker_get_ids_by_type(STARPU_CPU_WORKER, ids, max);
+    int all[STARPU_NMAXWORKERS];
+    int n = starpu_worker_get_ids_by_type(t, all, STARPU_NMAXWORKERS);
+    for (int i = 0; i < n && i < max; i++)
+        ids[i] = all[i];
+    return n < 0 ? 0 : n;
 }
+
+int apb_runtime_cpu_workers(int *ids, int max) { return _apb_workers_of_type(STARPU_CPU_WORKER, ids, max); }
 
 const char *apb_op_name(enum apb_op op) { return op < APB_OP_COUNT ? _apb_op_names[op] : "?"; }
 
@@ -302,6 +362,12 @@ void _apb_op_account(enum apb_op op, double t0_ns, double flops)
 {
     _apb_trace_record(op, t0_ns, _apb_now_ns());
     atomic_fetch_add(&_apb_op_ns[op], (long long)(_apb_now_ns() - t0_ns));
+    atomic_fetch_add(&_apb_op_ntasks[op], 1);
+    atomic_fetch_add(&_apb_op_mflops[op], (long long)(flops * 1e-6));
+}
+
+void _apb_op_count(enum apb_op op, double flops)
+{
     atomic_fetch_add(&_apb_op_ntasks[op], 1);
     atomic_fetch_add(&_apb_op_mflops[op], (long long)(flops * 1e-6));
 }
@@ -407,6 +473,8 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
         conf.ncuda = opts->ncuda;
     if (opts && opts->calibrate)
         conf.calibrate = opts->calibrate;
+    _apb_prec = opts ? opts->precision : APB_PREC_FP32;
+    _apb_task_err.code = 0;
     conf.nopencl = 0;
     /* StarPU prints a line per unknown policy and falls back; reject unknown names ourselves. */
     if (sched) {
@@ -460,12 +528,23 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
     snprintf(_apb_sched, sizeof _apb_sched, "%s", pol && pol->policy_name ? pol->policy_name : "?");
     /* Each CPU worker runs single-threaded BLAS: set it again from every worker thread. */
     starpu_execute_on_each_worker((void (*)(void *))_apb_blas_single_thread, NULL, STARPU_CPU);
+    if (_apb_prec < 0) /* auto: bf16 tensor cores when GPUs run the graph */
+        _apb_prec = starpu_cuda_worker_get_count() > 0 ? APB_PREC_BF16 : APB_PREC_FP32;
+#ifdef APB_CUDA
+    /* One cuBLAS handle per CUDA worker, bound to the worker's stream (starpu_cublas_get_local_handle). */
+    starpu_cublas_init();
+#endif
     apb_op_stats_reset();
     return APB_OK;
 }
 
 void apb_runtime_shutdown(void)
 {
+#ifdef APB_CUDA
+    starpu_task_wait_for_all();
+    starpu_execute_on_each_worker(_apb_cuda_scratch_release, NULL, STARPU_CUDA);
+    starpu_cublas_shutdown();
+#endif
 #ifdef APB_HAVE_STARPUMPI
     if (_apb_started_mpi) {
         starpu_mpi_shutdown(); /* waits for every rank, MPI_Finalize, starpu_shutdown */
@@ -481,14 +560,41 @@ int apb_runtime_wait_all(apb_err *err)
 #ifdef APB_HAVE_STARPUMPI
     if (_apb_mpi) { /* local tasks, then a barrier: every rank's tasks (and their receives) done */
         starpu_mpi_wait_for_all(MPI_COMM_WORLD);
-        return APB_OK;
+        return _apb_take_task_error(err);
     }
 #endif
     int ret = starpu_task_wait_for_all();
     if (ret != 0)
         return apb_fail(err, APB_E_RUNTIME, "starpu_task_wait_for_all failed (%d)", ret);
-    return APB_OK;
+    return _apb_take_task_error(err);
 }
+
+double apb_runtime_gpu_memory(void)
+{
+    int ids[STARPU_NMAXWORKERS], seen[STARPU_MAXNODES] = {0};
+    int n = _apb_workers_of_type(STARPU_CUDA_WORKER, ids, STARPU_NMAXWORKERS);
+    double total = 0;
+    for (int i = 0; i < n && i < STARPU_NMAXWORKERS; i++) {
+        unsigned node = starpu_worker_get_memory_node(ids[i]);
+        if (node < STARPU_MAXNODES && !seen[node]) {
+            seen[node] = 1;
+            starpu_ssize_t b = starpu_memory_get_total(node);
+            total += b > 0 ? (double)b : 0;
+        }
+    }
+    return total;
+}
+
+int apb_runtime_has_cuda(void)
+{
+#ifdef APB_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int apb_runtime_cuda_workers(int *ids, int max) { return _apb_workers_of_type(STARPU_CUDA_WORKER, ids, max); }
 
 const char *apb_runtime_sched_name(void) { return _apb_sched; }
 int apb_runtime_pending(void) { return starpu_task_nsubmitted(); }
@@ -513,9 +619,22 @@ static void _apb_zero_cpu(void *buffers[], void *cl_arg)
         memset(p + r * ld * es, 0, nx * es);
 }
 
+#ifdef APB_CUDA
+static void _apb_zero_cuda(void *buffers[], void *cl_arg)
+{
+    (void)cl_arg;
+    apb_cuda_zero(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), _APB_ROWS(buffers[0]),
+                  _APB_COLS(buffers[0]), _apb_elem(buffers[0]), starpu_cuda_get_local_stream());
+}
+#endif
+
 static struct starpu_codelet _apb_zero_cl = {
     .cpu_funcs = {_apb_zero_cpu},
     .cpu_funcs_name = {"_apb_zero_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_zero_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
     .nbuffers = 1,
     .modes = {STARPU_W},
     .name = "zero",
@@ -577,5 +696,5 @@ int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err)
     for (size_t r = 0; r < rows; r++)
         memcpy((char *)dst + r * cols * es, src + r * ld * es, cols * es);
     starpu_data_release(h);
-    return APB_OK;
+    return _apb_take_task_error(err);
 }

@@ -39,6 +39,9 @@ typedef struct apb_model {
     int retain_hidden;             /* fc1 rows; 0 when not loaded */
     float **fc1, **fc2;            /* (n_layers) (hidden x (H + 2 Hk) d), (Hk x hidden) */
     apb_handle *h_fc1, *h_fc2;
+    /* bf16 copies of the large matrices (APB_PREC_BF16), owned */
+    void **bf16_bufs;
+    int n_bf16;
 } apb_model;
 
 /* Loads config.json, weights and tokenizer.json from a Hugging Face directory. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/apb_parallel.h"
 #include "graph/apb_graph.h"
 
 int apb_model_load(const char *dir, apb_model *m, apb_err *err)
@@ -45,6 +46,46 @@ static apb_handle _apb_reg(const float *p, int rows, int cols)
 {
     /* Weights are only ever read (STARPU_R); the cast is for StarPU's uintptr_t API. */
     return p ? apb_tile_from((void *)p, rows, cols, sizeof(float)) : NULL;
+}
+
+struct _apb_bf16_ctx {
+    uint16_t *dst;
+    const float *src;
+};
+
+static void _apb_bf16_range(void *cp, size_t lo, size_t hi)
+{
+    const struct _apb_bf16_ctx *c = cp;
+    for (size_t i = lo; i < hi; i++) {
+        uint32_t u;
+        memcpy(&u, &c->src[i], 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN stays NaN */
+            c->dst[i] = (uint16_t)((u >> 16) | 0x40);
+        else /* round to nearest even */
+            c->dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}
+
+/* A large weight matrix: registered as is (fp32), or as a bf16 copy under APB_PREC_BF16 (the
+ * copy is owned by the model). NULL when p is NULL or out of memory (*oom set). */
+static apb_handle _apb_reg_w(apb_model *m, const float *p, int rows, int cols, int *oom)
+{
+    if (!p || apb_runtime_precision() != APB_PREC_BF16)
+        return _apb_reg(p, rows, cols);
+    size_t n = (size_t)rows * cols;
+    uint16_t *b = malloc(n * sizeof(uint16_t));
+    void **list = realloc(m->bf16_bufs, sizeof(void *) * (size_t)(m->n_bf16 + 1));
+    if (list)
+        m->bf16_bufs = list;
+    if (!b || !list) {
+        free(b);
+        *oom = 1;
+        return NULL;
+    }
+    m->bf16_bufs[m->n_bf16++] = b;
+    struct _apb_bf16_ctx c = {b, p};
+    apb_parallel_for(n, (size_t)1 << 22, _apb_bf16_range, &c);
+    return apb_tile_from(b, rows, cols, sizeof(uint16_t));
 }
 
 int apb_model_load_retain(apb_model *m, const char *path, apb_err *err)
@@ -122,25 +163,29 @@ int apb_model_register(apb_model *m, apb_err *err)
         m->inv_freq_data[i] = (float)f[i];
     free(f);
     m->inv_freq = apb_tile_from(m->inv_freq_data, 1, c->head_dim / 2, sizeof(float));
-    m->embed = _apb_reg(m->w.embed, c->vocab_size, c->dim);
+    int oom = 0;
+    m->embed = _apb_reg_w(m, m->w.embed, c->vocab_size, c->dim, &oom);
     m->final_norm = _apb_reg(m->w.final_norm, 1, c->dim);
-    m->lm_head = m->w.lm_head == m->w.embed ? m->embed : _apb_reg(m->w.lm_head, c->vocab_size, c->dim);
+    m->lm_head = m->w.lm_head == m->w.embed ? m->embed
+                                             : _apb_reg_w(m, m->w.lm_head, c->vocab_size, c->dim, &oom);
     for (int l = 0; l < c->n_layers; l++) {
         const apb_layer_weights *w = &m->w.layers[l];
         apb_layer_handles *h = &m->layers[l];
         h->attn_norm = _apb_reg(w->attn_norm, 1, c->dim);
-        h->wq = _apb_reg(w->wq, qd, c->dim);
-        h->wk = _apb_reg(w->wk, kd, c->dim);
-        h->wv = _apb_reg(w->wv, kd, c->dim);
+        h->wq = _apb_reg_w(m, w->wq, qd, c->dim, &oom);
+        h->wk = _apb_reg_w(m, w->wk, kd, c->dim, &oom);
+        h->wv = _apb_reg_w(m, w->wv, kd, c->dim, &oom);
         h->bq = _apb_reg(w->bq, 1, qd);
         h->bk = _apb_reg(w->bk, 1, kd);
         h->bv = _apb_reg(w->bv, 1, kd);
-        h->wo = _apb_reg(w->wo, c->dim, qd);
+        h->wo = _apb_reg_w(m, w->wo, c->dim, qd, &oom);
         h->mlp_norm = _apb_reg(w->mlp_norm, 1, c->dim);
-        h->w_gate = _apb_reg(w->w_gate, c->hidden_dim, c->dim);
-        h->w_up = _apb_reg(w->w_up, c->hidden_dim, c->dim);
-        h->w_down = _apb_reg(w->w_down, c->dim, c->hidden_dim);
+        h->w_gate = _apb_reg_w(m, w->w_gate, c->hidden_dim, c->dim, &oom);
+        h->w_up = _apb_reg_w(m, w->w_up, c->hidden_dim, c->dim, &oom);
+        h->w_down = _apb_reg_w(m, w->w_down, c->dim, c->hidden_dim, &oom);
     }
+    if (oom)
+        return apb_fail(err, APB_E_NOMEM, "out of host memory for the bf16 copy of the weights");
     if (m->retain_hidden) {
         int in = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
         m->h_fc1 = calloc((size_t)c->n_layers, sizeof(apb_handle));
@@ -177,6 +222,9 @@ void apb_model_free(apb_model *m)
     }
     free(m->layers);
     free(m->inv_freq_data);
+    for (int i = 0; i < m->n_bf16; i++)
+        free(m->bf16_bufs[i]);
+    free(m->bf16_bufs);
     for (int l = 0; m->fc1 && l < m->cfg.n_layers; l++) {
         free(m->fc1[l]);
         free(m->fc2[l]);

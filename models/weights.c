@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/apb_parallel.h"
 #include "models/weights.h"
 
 /* ------------------------------------------------------------------ ownership */
@@ -202,22 +203,39 @@ static inline uint64_t _apb_splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* n samples of N(0, std^2) by Box-Muller, from a stream seeded by (seed, id). */
-static void _apb_fill_normal(float *x, size_t n, double std, uint64_t seed, uint64_t id)
+/* n samples of N(0, std^2) by Box-Muller, from a stream seeded by (seed, id). The stream is
+ * counter-based (splitmix64 adds a constant per draw), so pair i's draw is computed directly and
+ * the fill runs on all cores with the same values as a sequential pass. */
+struct _apb_fill_ctx {
+    float *x;
+    size_t n;
+    double std;
+    uint64_t s0;
+};
+
+static void _apb_fill_range(void *ctxp, size_t lo, size_t hi)
 {
-    uint64_t s = seed ^ (id * 0xD1B54A32D192ED03ull);
+    const struct _apb_fill_ctx *c = ctxp;
     const double two_pi = 6.28318530717958647692;
-    for (size_t i = 0; i < n; i += 2) {
+    uint64_t s = c->s0 + (uint64_t)lo * 0x9E3779B97F4A7C15ull; /* state before draw `lo` */
+    for (size_t p = lo; p < hi; p++) {
+        size_t i = 2 * p;
         /* one 64-bit draw gives two 32-bit uniforms; float math is ample for N(0, 0.02) weights */
         uint64_t b = _apb_splitmix64(&s);
         float u1 = ((float)(b >> 40) + 1.0f) * 0x1.0p-24f; /* (0, 1]: log is finite */
         float u2 = (float)((b >> 8) & 0xffffff) * 0x1.0p-24f;
-        float r = (float)std * sqrtf(-2.0f * logf(u1)), sn, cs;
+        float r = (float)c->std * sqrtf(-2.0f * logf(u1)), sn, cs;
         sincosf((float)two_pi * u2, &sn, &cs);
-        x[i] = r * cs;
-        if (i + 1 < n)
-            x[i + 1] = r * sn;
+        c->x[i] = r * cs;
+        if (i + 1 < c->n)
+            c->x[i + 1] = r * sn;
     }
+}
+
+static void _apb_fill_normal(float *x, size_t n, double std, uint64_t seed, uint64_t id)
+{
+    struct _apb_fill_ctx c = {x, n, std, seed ^ (id * 0xD1B54A32D192ED03ull)};
+    apb_parallel_for((n + 1) / 2, (size_t)1 << 20, _apb_fill_range, &c);
 }
 
 /* Bytes of host memory available for new allocations: MemAvailable, else free pages. */

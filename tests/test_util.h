@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "codelets/apb_runtime.h"
 
@@ -54,9 +55,20 @@ static inline double t_rel_err(const float *a, const double *ref, size_t n)
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
+/* The runtime every test starts: CPU workers only, unless APB_TEST_DEVICE=cuda (then every task
+ * runs on the GPUs: the same tests check the CUDA codelets against the same references, see
+ * scripts/gpu-check.sh); APB_TEST_PRECISION=bf16 selects bf16 weights and tensor cores. */
+static inline int t_on_gpu(void)
+{
+    const char *d = getenv("APB_TEST_DEVICE");
+    return d && strcmp(d, "cuda") == 0;
+}
+
 static inline void t_runtime_up(void)
 {
-    apb_runtime_opts o = {.sched = NULL, .ncpus = -1, .ncuda = -1};
+    const char *p = getenv("APB_TEST_PRECISION");
+    apb_runtime_opts o = {.sched = NULL, .ncpus = t_on_gpu() ? 0 : -1, .ncuda = t_on_gpu() ? -1 : 0,
+                          .precision = p && strcmp(p, "bf16") == 0 ? APB_PREC_BF16 : APB_PREC_FP32};
     apb_err err = {0};
     if (apb_runtime_init(&o, &err))
         abort();

@@ -60,6 +60,14 @@ print(f"placement: {len(hosts)} host tasks, all on their worker")
 PY
 then echo "ok   placement respected"; else echo "FAIL placement respected"; fail=1; fi
 check "bad placement" 2 "placement" $RUN --prompt x --placement sideways
+check "bad precision" 2 "precision" $RUN --prompt x --precision fp8
+check "bad device" 2 "device" $RUN --prompt x --device tpu
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    check "gpu run" 0 "GPU" $RUN --prompt "The capital of France is" --device cuda --max-new-tokens 4 --no-progress
+else
+    check "no gpu" 2 "no usable GPU" $RUN --prompt x --device cuda
+fi
+check "bf16 weights on CPU" 0 "bf16" $RUN --prompt "The capital of France is" --device cpu --precision bf16 --max-new-tokens 4 --no-progress
 grep -q "<svg" "$tmp/g.svg" && grep -q "attention" "$tmp/g.svg" && echo "ok   gantt svg" || { echo "FAIL gantt svg"; fail=1; }
 rm -rf "$tmp"
 exit $fail

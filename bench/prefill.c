@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Prefill benchmark of published model shapes with random weights, on GPUs (or CPUs):
+ * time, tokens/s, achieved TFLOP/s over the counted FLOPs, and the ratio to the FLOP floor at the
+ * GEMM and attention rates measured in the same run.
+ *
+ *   bench/prefill [--preset llama-3.1-8b] [--lengths 32768,65536,131072]
+ *                 [--methods full,star,ring,apb,spava] [--hosts 8] [--anchor 4096] [--select 2048]
+ *                 [--question 64] [--tile 8192] [--device cuda|cpu] [--ngpus N]
+ *                 [--precision bf16|fp32] [--sched NAME] [--json FILE]
+ *
+ * Each (length, method) prefills the context (and, for the sequence-parallel methods, the
+ * question pass) and samples the first token; the time is from the first submission to the last
+ * task's end. A warm-up run at the first length is made first and not reported (it uploads the
+ * weights to the GPUs and fills StarPU's performance models).
+ *
+ * FLOP floor: the counted FLOPs split into dense (projections, MLP, LM head) and attention, each
+ * divided by the rate this machine reaches on one large bf16 GEMM (rate_gemm, measured here via
+ * apb's own linear codelet on a 8192^3 problem) -- floor_s = flops / rate_gemm. ratio = time / floor.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "graph/apb_graph.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Counted FLOPs of the dense part (per token) and of the attention score/value products. */
+static double dense_flops(const apb_config *c, double n)
+{
+    double qd = (double)c->n_heads * c->head_dim, kd = (double)c->n_kv_heads * c->head_dim;
+    return c->n_layers * (2.0 * n * c->dim * (qd + 2 * kd) + 2.0 * n * qd * c->dim +
+                          6.0 * n * c->dim * c->hidden_dim);
+}
+
+/* 4 d H per visible (query, key) pair, summed over layers. */
+static double attn_flops(const apb_config *c, double pairs)
+{
+    return c->n_layers * 4.0 * c->n_heads * c->head_dim * pairs;
+}
+
+/* Visible pairs of a method (the work it really does; see docs/PERFORMANCE.md). */
+static double method_pairs(apb_method m, const apb_hosts_opts *o, double L, double nq)
+{
+    double causal = L * (L + 1) / 2;
+    if (m == APB_METHOD_FULL || m == APB_METHOD_RING || m == APB_METHOD_ZIGZAG || m == APB_METHOD_ULYSSES)
+        return causal + nq * L + nq * (nq + 1) / 2;
+    int W = o->hosts;
+    double B = L / W, A = o->anchor, K = o->select;
+    double own = W * (B * (B + 1) / 2); /* each host's block, causal */
+    double anchor = (W - 1) * (B * A + A * (A + 1) / 2);
+    double passing = 0;
+    if (m == APB_METHOD_APB || m == APB_METHOD_SPAVA)
+        for (int r = 1; r < W; r++)
+            passing += B * r * K;
+    return own + anchor + passing + nq * L + nq * (nq + 1) / 2;
+}
+
+/* Rate of one large GEMM through apb's linear codelet (bf16 or fp32 weights), TFLOP/s. */
+static double gemm_rate(int n, apb_err *err)
+{
+    float *x = calloc((size_t)n * n, sizeof(float));
+    float *w = calloc((size_t)n * n, sizeof(float));
+    if (!x || !w) {
+        free(x);
+        free(w);
+        return 0;
+    }
+    int bf16 = apb_runtime_precision() == APB_PREC_BF16;
+    apb_handle hx = apb_tile_from(x, n, n, 4);
+    apb_handle hw = apb_tile_from(w, n, n, bf16 ? 2 : 4); /* zeros: any bit pattern is fine */
+    apb_handle ho = apb_tile_new(n, n, 4);
+    apb_task_tag tag = {-1, -1, 0};
+    double best = 1e30;
+    for (int r = 0; r < 4 && !err->code; r++) {
+        double t = now_s();
+        apb_insert_linear(hx, hw, NULL, ho, 0, tag);
+        if (apb_runtime_wait_all(err))
+            break;
+        t = now_s() - t;
+        if (r > 0 && t < best) /* the first run uploads the operands */
+            best = t;
+    }
+    apb_handle_free_now(hx);
+    apb_handle_free_now(hw);
+    apb_handle_free_now(ho);
+    free(x);
+    free(w);
+    return best < 1e30 ? 2.0 * n * (double)n * n / best * 1e-12 : 0;
+}
+
+/* One causal attention task over L tokens with the model's heads: TFLOP/s of the attention
+ * kernel alone (the FLOP floor of the attention part uses it). */
+static double attn_rate(const apb_config *c, int L, apb_err *err)
+{
+    int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
+    apb_handle q = apb_tile_new_zeroed(L, qd, 4), k = apb_tile_new_zeroed(L, kd, 4),
+               v = apb_tile_new_zeroed(L, kd, 4), o = apb_tile_new(L, qd, 4),
+               lse = apb_tile_new(L, c->n_heads, 4);
+    apb_attn_seg seg = {.k = k, .v = v, .len = L, .coord0 = 0, .causal = 1, .min_q_coord = 0};
+    apb_task_tag tag = {-1, -1, 0};
+    double best = 1e30;
+    for (int r = 0; r < 3 && !err->code; r++) {
+        double t = now_s();
+        apb_insert_attention(q, 0, &seg, 1, c->n_heads, c->n_kv_heads, c->head_dim, o, lse, tag);
+        if (apb_runtime_wait_all(err))
+            break;
+        t = now_s() - t;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    apb_handle_free_now(q); apb_handle_free_now(k); apb_handle_free_now(v);
+    apb_handle_free_now(o); apb_handle_free_now(lse);
+    return best < 1e30 ? attn_flops(c, (double)L * (L + 1) / 2) / c->n_layers / best * 1e-12 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *preset = "llama-3.1-8b", *lengths = "32768,65536,131072", *methods = "full,star,ring,apb,spava";
+    const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL;
+    int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) goto usage;
+        if (!strcmp(a, "--preset")) preset = v;
+        else if (!strcmp(a, "--lengths")) lengths = v;
+        else if (!strcmp(a, "--methods")) methods = v;
+        else if (!strcmp(a, "--hosts")) hosts = atoi(v);
+        else if (!strcmp(a, "--anchor")) anchor = atoi(v);
+        else if (!strcmp(a, "--select")) select = atoi(v);
+        else if (!strcmp(a, "--question")) nq = atoi(v);
+        else if (!strcmp(a, "--tile")) tile = atoi(v);
+        else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--ngpus")) ngpus = atoi(v);
+        else if (!strcmp(a, "--precision")) prec = v;
+        else if (!strcmp(a, "--sched")) sched = v;
+        else if (!strcmp(a, "--json")) json = v;
+        else if (!strcmp(a, "--attn-only")) attn_only = atoi(v);
+        else goto usage;
+        i++;
+    }
+    apb_err err = {0};
+    apb_model m;
+    if (attn_only > 0) { /* the attention kernel alone at attn_only tokens (no weights) */
+        apb_config c;
+        apb_runtime_opts ro = {.ncpus = 0, .ncuda = 1, .precision = prec && !strcmp(prec, "fp32") ? APB_PREC_FP32 : APB_PREC_BF16};
+        if (apb_config_preset(preset, &c, &err) || apb_runtime_init(&ro, &err)) {
+            fprintf(stderr, "prefill: %s\n", err.msg);
+            return err.code ? err.code : 7;
+        }
+        printf("causal attention kernel, %s shapes, %d tokens: %.1f TFLOP/s\n", preset, attn_only,
+               attn_rate(&c, attn_only, &err));
+        apb_runtime_shutdown();
+        return 0;
+    }
+    double t_load = now_s();
+    if (apb_model_random(preset, 1, &m, &err)) {
+        fprintf(stderr, "prefill: %s\n", err.msg);
+        return err.code;
+    }
+    int cuda = strcmp(device, "cuda") == 0;
+    apb_runtime_opts ro = {.sched = sched, .ncpus = cuda ? 0 : -1, .ncuda = cuda ? ngpus : 0,
+                           .precision = prec ? (strcmp(prec, "bf16") == 0 ? APB_PREC_BF16 : APB_PREC_FP32) : -1};
+    if (cuda && apb_runtime_cuda_devices() == 0) {
+        fprintf(stderr, "prefill: --device cuda but no GPU is visible\n");
+        return 2;
+    }
+    if (apb_runtime_init(&ro, &err) || apb_model_register(&m, &err)) {
+        fprintf(stderr, "prefill: %s\n", err.msg);
+        return err.code;
+    }
+    t_load = now_s() - t_load;
+    int ids_w[64];
+    int ngw = apb_runtime_cuda_workers(ids_w, 64);
+    double rate = gemm_rate(cuda ? 8192 : 1024, &err);
+    if (rate <= 0) {
+        fprintf(stderr, "prefill: measuring the GEMM rate failed: %s\n", err.msg);
+        return 7;
+    }
+    int la = cuda ? 16384 : 1024;
+    double arate = attn_rate(&m.cfg, la, &err);
+    const char *pname = apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32";
+    printf("preset %s (%d layers, dim %d, %d/%d heads, d %d), %s, %d GPU workers, sched %s, tile %d, "
+           "weights ready in %.1f s\n", m.cfg.name, m.cfg.n_layers, m.cfg.dim, m.cfg.n_heads,
+           m.cfg.n_kv_heads, m.cfg.head_dim, pname, ngw, apb_runtime_sched_name(), tile, t_load);
+    printf("GEMM rate (apb linear codelet, %d^3, %s): %.2f TFLOP/s; causal attention kernel "
+           "(%d tokens, one task): %.2f TFLOP/s\n\n", cuda ? 8192 : 1024, pname, rate, la, arate);
+    printf("%8s %-8s %3s %9s %10s %9s %9s %7s\n", "tokens", "method", "W", "time_s", "tokens/s",
+           "TFLOP/s", "floor_s", "ratio");
+    FILE *js = json ? fopen(json, "w") : NULL;
+    if (js)
+        fprintf(js, "{\"preset\": \"%s\", \"precision\": \"%s\", \"gpu_workers\": %d, \"sched\": \"%s\", "
+                    "\"tile\": %d, \"gemm_tflops\": %.2f, \"attention_tflops\": %.2f, \"runs\": [",
+                m.cfg.name, pname, ngw, apb_runtime_sched_name(), tile, rate, arate);
+    char *ls = strdup(lengths), *ms = strdup(methods);
+    int first = 1, warm = 0, rc = 0;
+    for (char *sl = NULL, *tl = strtok_r(ls, ",", &sl); tl && !rc; tl = strtok_r(NULL, ",", &sl)) {
+        int L = atoi(tl);
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)(L + nq));
+        for (int i = 0; i < L + nq; i++)
+            ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)m.cfg.vocab_size);
+        char *mc = strdup(ms);
+        for (char *sm = NULL, *tm = strtok_r(mc, ",", &sm); tm && !rc; tm = strtok_r(NULL, ",", &sm)) {
+            apb_method meth;
+            if (apb_method_parse(tm, &meth, &err)) {
+                fprintf(stderr, "prefill: %s\n", err.msg);
+                rc = 2;
+                break;
+            }
+            apb_hosts_opts o = {.method = meth, .hosts = meth == APB_METHOD_FULL ? 1 : hosts,
+                                .anchor = anchor, .select = select, .tile = tile,
+                                .placement = ngw > 1 ? APB_PLACE_PINNED : APB_PLACE_FREE};
+            if (meth != APB_METHOD_FULL && apb_hosts_resolve(&m.cfg, L, nq, 1, &o, &err)) {
+                fprintf(stderr, "prefill: %s %d: %s\n", tm, L, err.msg);
+                continue;
+            }
+            apb_sampling smp = {.temperature = 0, .top_p = 1, .seed = 1};
+            for (int rep = warm ? 1 : 0; rep < 2; rep++) { /* rep 0: warm-up, not reported */
+                apb_seq seq = {0};
+                apb_hseq hs = {0};
+                apb_op_stats_reset();
+                double t = now_s();
+                int r = meth == APB_METHOD_FULL
+                            ? apb_prefill_full(&m, &seq, ids, L, tile, 0, &smp, &err)
+                            : apb_prefill_hosts(&m, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err);
+                if (!r)
+                    r = apb_runtime_wait_all(&err);
+                t = now_s() - t;
+                if (meth == APB_METHOD_FULL)
+                    apb_seq_free(&m, &seq);
+                else
+                    apb_hseq_free(&m, &hs);
+                apb_runtime_wait_all(NULL);
+                if (r) {
+                    fprintf(stderr, "prefill: %s at %d tokens: %s\n", tm, L, err.msg);
+                    rc = r;
+                    break;
+                }
+                warm = 1;
+                if (rep == 0)
+                    continue;
+                double pairs = method_pairs(meth, &o, L, meth == APB_METHOD_FULL ? 0 : nq);
+                double fl = dense_flops(&m.cfg, L + (meth == APB_METHOD_FULL ? 0 : nq)) + attn_flops(&m.cfg, pairs);
+                /* floor: dense FLOPs at the GEMM rate + attention FLOPs at the GEMM rate too
+                 * (attention is matrix products of the same kind; see docs/PERFORMANCE.md) */
+                double floor_s = fl / (rate * 1e12);
+                printf("%8d %-8s %3d %9.3f %10.0f %9.1f %9.3f %7.2f\n", L, tm, o.hosts, t, L / t,
+                       fl / t * 1e-12, floor_s, t / floor_s);
+                fflush(stdout);
+                if (js)
+                    fprintf(js, "%s{\"tokens\": %d, \"method\": \"%s\", \"hosts\": %d, \"anchor\": %d, "
+                                "\"select\": %d, \"time_s\": %.4f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, "
+                                "\"flops\": %.4e, \"floor_s\": %.4f, \"ratio_to_floor\": %.3f}",
+                            first ? "" : ", ", L, tm, o.hosts, meth == APB_METHOD_FULL ? 0 : o.anchor,
+                            meth == APB_METHOD_FULL ? 0 : o.select, t, L / t, fl / t * 1e-12, fl,
+                            floor_s, t / floor_s);
+                first = 0;
+            }
+        }
+        free(mc);
+        free(ids);
+    }
+    free(ls);
+    free(ms);
+    if (js) {
+        fprintf(js, "]}\n");
+        fclose(js);
+    }
+    apb_model_free(&m);
+    apb_runtime_shutdown();
+    return rc;
+usage:
+    fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
+                    "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
+                    "[--ngpus N] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n", argv[0]);
+    return 2;
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""PyTorch baseline for bench/prefill: a Hugging Face transformers LlamaForCausalLM with the
+Llama-3.1-8B shapes and random bf16 weights, SDPA attention, prefill of L tokens (KV cache kept,
+logits of the last position only), and a causal SDPA call alone for the attention rate.
+Prints a table and writes JSON. Runs on the GPU machine (PyTorch + transformers are there)."""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def timed(fn, reps=1):
+    fn()
+    torch.cuda.synchronize()
+    best = 1e30
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", default="32768,65536,131072")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
+                      rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(cfg).eval()
+    torch.set_default_dtype(torch.float32)
+    dev = torch.cuda.get_device_name(0)
+    print(f"PyTorch {torch.__version__}, {dev}, transformers Llama-3.1-8B shapes, random bf16, SDPA")
+    runs = []
+    print(f"{'tokens':>8} {'prefill_s':>10} {'tokens/s':>10} {'peak_GiB':>9} {'sdpa_TFLOP/s':>13}")
+    for L in [int(x) for x in a.lengths.split(",")]:
+        ids = (torch.arange(L, device="cuda") * 7919 + 13) % cfg.vocab_size
+        ids = ids[None, :]
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+        def prefill():
+            with torch.no_grad():
+                model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        t = timed(prefill)
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        q = torch.randn(1, 32, L, 128, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, 8, L, 128, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(1, 8, L, 128, device="cuda", dtype=torch.bfloat16)
+        ta = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), reps=3)
+        attn_tf = 4.0 * 32 * 128 * (L * (L + 1) / 2) / ta * 1e-12
+        del q, k, v
+        print(f"{L:>8} {t:>10.3f} {L / t:>10.0f} {peak:>9.1f} {attn_tf:>13.1f}", flush=True)
+        runs.append({"tokens": L, "prefill_s": t, "tokens_per_s": L / t, "peak_gib": peak,
+                     "sdpa_causal_tflops": attn_tf})
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"device": dev, "torch": torch.__version__, "runs": runs}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

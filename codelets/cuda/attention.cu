@@ -1,0 +1,481 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Attention over KV segments on the GPU: a bf16 tensor-core flash-attention kernel and an
+ * fp32 kernel, both with the segment visibility rule of apb_insert_attention and the natural
+ * log-sum-exp output that LSE merging needs.
+ *
+ * Tensor-core kernel (head_dim 64 or 128): a CTA of 8 warps owns 128 query rows of one query head;
+ * each warp owns 16 rows. Q is converted to bf16 once and kept in registers as mma A fragments.
+ * For every 64-key block of every visible segment, K and V are converted fp32 -> bf16 into padded
+ * shared memory (row stride d + 8 elements: ldmatrix reads are bank-conflict free), S = Q K^T runs
+ * on mma.sync.m16n8k16 (bf16 in, fp32 accumulate), the online softmax works in the log2 domain
+ * on the fp32 accumulators, and P (re-packed to bf16 in registers, the FlashAttention-2 layout
+ * trick) times V accumulates into fp32 O fragments. Blocks that are wholly visible skip the mask;
+ * segments, and causal tails, that no row of the CTA can see are skipped. Heavy (late) query tiles
+ * are scheduled first. GQA: the CTA reads the K/V columns of its query head's KV head.
+ *
+ * fp32 kernel: 4 warps split the keys of one (row, head); each lane holds head_dim/32 elements of
+ * q and the output; partial softmax states merge in shared memory. It is the exact path
+ * (APB_PREC_FP32) and serves any head_dim <= 256 and one-row decode.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "codelets/cuda/common.cuh"
+
+struct apb_segs {
+    apb_cuda_seg s[APB_CUDA_MAX_SEGS];
+    /* bf16 copies of the visible K/V rows of KV heads [kvh0, kvh0 + n_kvh) (tensor-core kernel) */
+    const uint16_t *k16[APB_CUDA_MAX_SEGS], *v16[APB_CUDA_MAX_SEGS];
+    int ld16;
+    int n;
+};
+
+/* Keys of segment sg that rows up to coordinate qhi can see: [0, kend). */
+static __host__ __device__ __forceinline__ int apb_seg_kend(const apb_cuda_seg &sg, int qhi)
+{
+    if (qhi < sg.min_q_coord)
+        return 0;
+    int k = sg.len;
+    if (sg.causal)
+        k = min(k, qhi - sg.coord0 + 1);
+    return k > 0 ? k : 0;
+}
+
+/* Advances (si, kb) to the next BN-key block some row up to qhi sees; false when none is left. */
+template <int BN>
+static __device__ __forceinline__ bool apb_next_block(const apb_segs &sp, int qhi, int &si, int &kb)
+{
+    kb += BN;
+    while (si < sp.n) {
+        if (kb < apb_seg_kend(sp.s[si], qhi))
+            return true;
+        si++;
+        kb = 0;
+    }
+    return false;
+}
+
+/* Asynchronous copy of BN rows x D bf16 (row stride ld) into padded shared memory; rows >= nrows
+ * are zero-filled by the copy engine (src-size 0). */
+template <int BN, int D, int NT>
+static __device__ __forceinline__ void apb_cp_rows(uint16_t *dst, const uint16_t *src, int ld, int r0, int nrows)
+{
+    constexpr int LDS = D + 8, CH = D / 8;
+    for (int i = threadIdx.x; i < BN * CH; i += NT) {
+        int r = i / CH, c = (i % CH) * 8;
+        bool in = r0 + r < nrows;
+        const uint16_t *g = in ? src + (size_t)(r0 + r) * ld + c : src;
+        uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst + r * LDS + c);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(in ? 16 : 0));
+    }
+}
+
+/* ------------------------------------------------------------------ PTX wrappers */
+static __device__ __forceinline__ void apb_ldsm_x4(uint32_t r[4], const uint16_t *p)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+static __device__ __forceinline__ void apb_ldsm_x4_t(uint32_t r[4], const uint16_t *p)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+static __device__ __forceinline__ void apb_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t apb_pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* Converts rows [r0, r0 + R) of a (ld-strided) fp32 matrix, columns [c0, c0 + D), into bf16
+ * shared memory dst[R][D + 8]; rows >= nrows are zero (so masked P * V never meets garbage). */
+template <int R, int D, int NT>
+static __device__ __forceinline__ void apb_tile_to_smem(uint16_t *dst, const float *src, int ld,
+                                                        int r0, int nrows)
+{
+    constexpr int LDS = D + 8, C4 = D / 4;
+    for (int i = threadIdx.x; i < R * C4; i += NT) {
+        int r = i / C4, c = (i % C4) * 4;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (r0 + r < nrows)
+            v = __ldg((const float4 *)(src + (size_t)(r0 + r) * ld + c));
+        uint2 p;
+        p.x = apb_pack_bf16(v.x, v.y);
+        p.y = apb_pack_bf16(v.z, v.w);
+        *(uint2 *)(dst + r * LDS + c) = p;
+    }
+}
+
+/* ------------------------------------------------------------------ tensor-core kernel */
+template <int D, int NW>
+__global__ void __launch_bounds__(NW * 32)
+apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
+               int group, int qh0, int kvh0, float *__restrict__ o, int ld_o, float *__restrict__ lse,
+               int ld_lse, float scale_log2)
+{
+    constexpr int BM = 16 * NW, BN = 64, LDS = D + 8, NT = NW * 32;
+    extern __shared__ __align__(16) uint16_t apb_smem[];
+    uint16_t *Qs = apb_smem, *Ks0 = Qs + BM * LDS, *Vs0 = Ks0 + BN * LDS;
+    uint16_t *Ks1 = Vs0 + BN * LDS, *Vs1 = Ks1 + BN * LDS; /* second stage of the pipeline */
+
+    const int qh = qh0 + blockIdx.y, kvl = qh / group - kvh0; /* KV head within the bf16 copies */
+    const int m0 = (gridDim.x - 1 - blockIdx.x) * BM; /* late (heavier, causal) tiles first */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int qlo = q_coord0 + m0, qhi = q_coord0 + min(m0 + BM, n_q) - 1;
+    const int ra = m0 + warp * 16 + g, rb = ra + 8;         /* this thread's two rows */
+    const int qca = q_coord0 + ra, qcb = q_coord0 + rb;
+
+    apb_tile_to_smem<BM, D, NT>(Qs, q + (size_t)qh * D, ld_q, m0, n_q);
+    __syncthreads();
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++)
+        apb_ldsm_x4(qf[kc], Qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + kc * 16 +
+                                (lane >> 4) * 8);
+
+    float acc[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++)
+        acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    float ma = -INFINITY, mb = -INFINITY, la = 0.f, lb = 0.f;
+
+    /* Two-stage pipeline: the copy of the next block runs while this one is computed. */
+    int si = 0, kb = -BN, stage = 0;
+    bool have = apb_next_block<BN>(sp, qhi, si, kb);
+    if (have) {
+        int ke = apb_seg_kend(sp.s[si], qhi);
+        apb_cp_rows<BN, D, NT>(Ks0, sp.k16[si] + (size_t)kvl * D, sp.ld16, kb, ke);
+        apb_cp_rows<BN, D, NT>(Vs0, sp.v16[si] + (size_t)kvl * D, sp.ld16, kb, ke);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+    while (have) {
+        int nsi = si, nkb = kb;
+        const bool nhave = apb_next_block<BN>(sp, qhi, nsi, nkb);
+        if (nhave) {
+            int ke = apb_seg_kend(sp.s[nsi], qhi);
+            apb_cp_rows<BN, D, NT>(stage ? Ks0 : Ks1, sp.k16[nsi] + (size_t)kvl * D, sp.ld16, nkb, ke);
+            apb_cp_rows<BN, D, NT>(stage ? Vs0 : Vs1, sp.v16[nsi] + (size_t)kvl * D, sp.ld16, nkb, ke);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+        asm volatile("cp.async.wait_group 1;\n" ::); /* this block's copy has landed */
+        __syncthreads();
+        const uint16_t *Ks = stage ? Ks1 : Ks0, *Vs = stage ? Vs1 : Vs0;
+        const apb_cuda_seg sg = sp.s[si];
+        const int kend = apb_seg_kend(sg, qhi);
+        {
+            float s[BN / 8][4];
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++)
+                s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc++)
+#pragma unroll
+                for (int n2 = 0; n2 < BN / 16; n2++) {
+                    uint32_t b[4];
+                    apb_ldsm_x4(b, Ks + (n2 * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + kc * 16 +
+                                       ((lane >> 3) & 1) * 8);
+                    apb_mma(s[2 * n2], qf[kc], b[0], b[1]);
+                    apb_mma(s[2 * n2 + 1], qf[kc], b[2], b[3]);
+                }
+
+            const bool whole = kb + BN <= kend && qlo >= sg.min_q_coord &&
+                               (!sg.causal || sg.coord0 + kb + BN - 1 <= qlo);
+            float xa = -INFINITY, xb = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float v = s[nt][e] * scale_log2;
+                    if (!whole) {
+                        int j = kb + nt * 8 + 2 * t + (e & 1), qc = e < 2 ? qca : qcb;
+                        bool vis = j < kend && qc >= sg.min_q_coord && (!sg.causal || sg.coord0 + j <= qc);
+                        v = vis ? v : -INFINITY;
+                    }
+                    s[nt][e] = v;
+                    if (e < 2)
+                        xa = fmaxf(xa, v);
+                    else
+                        xb = fmaxf(xb, v);
+                }
+            xa = fmaxf(xa, __shfl_xor_sync(0xffffffffu, xa, 1));
+            xa = fmaxf(xa, __shfl_xor_sync(0xffffffffu, xa, 2));
+            xb = fmaxf(xb, __shfl_xor_sync(0xffffffffu, xb, 1));
+            xb = fmaxf(xb, __shfl_xor_sync(0xffffffffu, xb, 2));
+            const float na = fmaxf(ma, xa), nb = fmaxf(mb, xb);
+            /* a row that has seen no key yet keeps m = -inf: scale factors and p are then 0 */
+            const float fa = na == -INFINITY ? 1.f : exp2f(ma - na);
+            const float fb = nb == -INFINITY ? 1.f : exp2f(mb - nb);
+            const float sa = na == -INFINITY ? 0.f : na, sb = nb == -INFINITY ? 0.f : nb;
+            ma = na;
+            mb = nb;
+            float ra_sum = 0.f, rb_sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; nt++) {
+                s[nt][0] = exp2f(s[nt][0] - sa);
+                s[nt][1] = exp2f(s[nt][1] - sa);
+                s[nt][2] = exp2f(s[nt][2] - sb);
+                s[nt][3] = exp2f(s[nt][3] - sb);
+                ra_sum += s[nt][0] + s[nt][1];
+                rb_sum += s[nt][2] + s[nt][3];
+            }
+            la = la * fa + ra_sum;
+            lb = lb * fb + rb_sum;
+#pragma unroll
+            for (int i = 0; i < D / 8; i++) {
+                acc[i][0] *= fa;
+                acc[i][1] *= fa;
+                acc[i][2] *= fb;
+                acc[i][3] *= fb;
+            }
+#pragma unroll
+            for (int kc = 0; kc < BN / 16; kc++) {
+                uint32_t pa[4] = {apb_pack_bf16(s[2 * kc][0], s[2 * kc][1]),
+                                  apb_pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                                  apb_pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                  apb_pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+                for (int d2 = 0; d2 < D / 16; d2++) {
+                    uint32_t b[4];
+                    apb_ldsm_x4_t(b, Vs + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS +
+                                         d2 * 16 + (lane >> 4) * 8);
+                    apb_mma(acc[2 * d2], pa, b[0], b[1]);
+                    apb_mma(acc[2 * d2 + 1], pa, b[2], b[3]);
+                }
+            }
+                }
+        __syncthreads(); /* the stage is refilled by the next iteration's copy */
+        si = nsi;
+        kb = nkb;
+        have = nhave;
+        stage ^= 1;
+    }
+    la += __shfl_xor_sync(0xffffffffu, la, 1);
+    la += __shfl_xor_sync(0xffffffffu, la, 2);
+    lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+    lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+    const float ia = la > 0.f ? 1.f / la : 0.f, ib = lb > 0.f ? 1.f / lb : 0.f;
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) {
+        int c = qh * D + i * 8 + 2 * t;
+        if (ra < n_q) {
+            o[(size_t)ra * ld_o + c] = acc[i][0] * ia;
+            o[(size_t)ra * ld_o + c + 1] = acc[i][1] * ia;
+        }
+        if (rb < n_q) {
+            o[(size_t)rb * ld_o + c] = acc[i][2] * ib;
+            o[(size_t)rb * ld_o + c + 1] = acc[i][3] * ib;
+        }
+    }
+    if (t == 0) {
+        const float ln2 = 0.69314718055994531f;
+        if (ra < n_q)
+            lse[(size_t)ra * ld_lse + qh] = la > 0.f ? (ma + log2f(la)) * ln2 : -INFINITY;
+        if (rb < n_q)
+            lse[(size_t)rb * ld_lse + qh] = lb > 0.f ? (mb + log2f(lb)) * ln2 : -INFINITY;
+    }
+}
+
+/* ------------------------------------------------------------------ fp32 kernel */
+enum { APB_F32_WARPS = 4, APB_F32_MAXE = 8 }; /* head_dim <= 32 * APB_F32_MAXE = 256 */
+
+__global__ void __launch_bounds__(32 * APB_F32_WARPS)
+apb_k_attn_f32(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
+               int group, int qh0, int D, float *__restrict__ o, int ld_o, float *__restrict__ lse,
+               int ld_lse, float scale)
+{
+    __shared__ float sm_m[APB_F32_WARPS], sm_l[APB_F32_WARPS];
+    __shared__ float sm_acc[APB_F32_WARPS][32 * APB_F32_MAXE];
+    const int row = blockIdx.x, qh = qh0 + blockIdx.y, kvh = qh / group;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, qc = q_coord0 + row;
+    const float *qr = q + (size_t)row * ld_q + (size_t)qh * D;
+    float qv[APB_F32_MAXE], acc[APB_F32_MAXE];
+#pragma unroll
+    for (int e = 0; e < APB_F32_MAXE; e++) {
+        int c = lane + 32 * e;
+        qv[e] = c < D ? qr[c] * scale : 0.f;
+        acc[e] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    for (int si = 0; si < sp.n; si++) {
+        const apb_cuda_seg sg = sp.s[si];
+        if (qc < sg.min_q_coord)
+            continue;
+        int kend = sg.causal ? min(sg.len, qc - sg.coord0 + 1) : sg.len;
+        for (int j = warp; j < kend; j += APB_F32_WARPS) {
+            const float *kr = sg.k + (size_t)j * sg.ld + (size_t)kvh * D;
+            const float *vr = sg.v + (size_t)j * sg.ld + (size_t)kvh * D;
+            float dot = 0.f;
+#pragma unroll
+            for (int e = 0; e < APB_F32_MAXE; e++) {
+                int c = lane + 32 * e;
+                if (c < D)
+                    dot += qv[e] * kr[c];
+            }
+            dot = apb_warp_sum(dot);
+            float nm = fmaxf(m, dot), f = expf(m - nm), p = expf(dot - nm);
+            l = l * f + p;
+#pragma unroll
+            for (int e = 0; e < APB_F32_MAXE; e++) {
+                int c = lane + 32 * e;
+                acc[e] = acc[e] * f + (c < D ? p * vr[c] : 0.f);
+            }
+            m = nm;
+        }
+    }
+    if (lane == 0) {
+        sm_m[warp] = m;
+        sm_l[warp] = l;
+    }
+#pragma unroll
+    for (int e = 0; e < APB_F32_MAXE; e++)
+        sm_acc[warp][lane + 32 * e] = acc[e];
+    __syncthreads();
+    if (warp != 0)
+        return;
+    float M = -INFINITY;
+    for (int w = 0; w < APB_F32_WARPS; w++)
+        M = fmaxf(M, sm_m[w]);
+    float L = 0.f, f[APB_F32_WARPS];
+    for (int w = 0; w < APB_F32_WARPS; w++) {
+        f[w] = sm_m[w] == -INFINITY ? 0.f : expf(sm_m[w] - M);
+        L += sm_l[w] * f[w];
+    }
+    float *orow = o + (size_t)row * ld_o + (size_t)qh * D;
+    for (int c = lane; c < D; c += 32) {
+        float s = 0.f;
+        for (int w = 0; w < APB_F32_WARPS; w++)
+            s += sm_acc[w][c] * f[w];
+        orow[c] = L > 0.f ? s / L : 0.f;
+    }
+    if (lane == 0)
+        lse[(size_t)row * ld_lse + qh] = L > 0.f ? M + logf(L) : -INFINITY;
+}
+
+/* ------------------------------------------------------------------ launcher */
+template <int D, int NW>
+static void apb_launch_mma_nw(const float *q, int ld_q, int n_q, int q_coord0, const apb_segs &sp,
+                              int group, int qh0, int kvh0, int nqh, float *o, int ld_o, float *lse,
+                              int ld_lse, float scale_log2, cudaStream_t s)
+{
+    constexpr int BM = 16 * NW, BN = 64;
+    const size_t smem = (size_t)(BM + 4 * BN) * (D + 8) * sizeof(uint16_t);
+    /* the attribute belongs to each device's context: set it on the current one (once per GPU) */
+    static bool attr_set[64];
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev < 0 || dev >= 64 || !attr_set[dev]) {
+        cudaFuncSetAttribute(apb_k_attn_mma<D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (dev >= 0 && dev < 64)
+            attr_set[dev] = true;
+    }
+    dim3 grid((n_q + BM - 1) / BM, nqh);
+    apb_k_attn_mma<D, NW><<<grid, NW * 32, smem, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, o,
+                                                      ld_o, lse, ld_lse, scale_log2);
+}
+
+/* Warps per CTA (16 query rows each): 4 (two CTAs share an SM) or 8; APB_ATTN_WARPS overrides. */
+static int apb_attn_warps(void)
+{
+    static int nw = 0;
+    if (!nw) {
+        const char *e = getenv("APB_ATTN_WARPS");
+        nw = e && atoi(e) == 8 ? 8 : e && atoi(e) == 4 ? 4 : 4;
+    }
+    return nw;
+}
+
+template <int D>
+static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, const apb_segs &sp,
+                           int group, int qh0, int kvh0, int nqh, float *o, int ld_o, float *lse,
+                           int ld_lse, float scale_log2, cudaStream_t s)
+{
+    if (apb_attn_warps() == 8)
+        apb_launch_mma_nw<D, 8>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+    else
+        apb_launch_mma_nw<D, 4>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+}
+
+static bool apb_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+static bool apb_use_mma(const float *q, int ld_q, int n_q, const apb_cuda_seg *segs, int n_segs,
+                        int head_dim, int tensor_cores)
+{
+    bool aligned = apb_aligned16(q) && ld_q % 4 == 0;
+    for (int i = 0; i < n_segs; i++)
+        aligned = aligned && apb_aligned16(segs[i].k) && apb_aligned16(segs[i].v) && segs[i].ld % 4 == 0;
+    return tensor_cores && aligned && (head_dim == 64 || head_dim == 128) && n_q > 1 &&
+           n_segs <= APB_CUDA_MAX_SEGS;
+}
+
+extern "C" size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, int q_coord0,
+                                             const apb_cuda_seg *segs, int n_segs, int n_kvh,
+                                             int head_dim, int tensor_cores)
+{
+    if (!apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores))
+        return 0;
+    size_t rows = 0;
+    for (int i = 0; i < n_segs; i++)
+        rows += (size_t)apb_seg_kend(segs[i], q_coord0 + n_q - 1);
+    return 2 * rows * (size_t)n_kvh * head_dim * sizeof(uint16_t) + 16;
+}
+
+extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord0,
+                                  const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
+                                  int kvh0, int n_kvh, int head_dim, float *o, int ld_o, float *lse,
+                                  int ld_lse, int tensor_cores, void *scratch, cudaStream_t s)
+{
+    if (n_segs > APB_CUDA_MAX_SEGS || head_dim > 32 * APB_F32_MAXE || n_q <= 0)
+        return n_q <= 0 ? 0 : -1;
+    static apb_segs sp; /* 14 KiB: not on the stack; launches copy it (one task per worker thread
+                           at a time, so the mutex below is uncontended) */
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    sp.n = n_segs;
+    for (int i = 0; i < n_segs; i++)
+        sp.s[i] = segs[i];
+    const int group = n_heads / n_kv_heads, qh0 = kvh0 * group, nqh = n_kvh * group;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    if (scratch && apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores)) {
+        /* bf16 copies of the visible rows of this task's KV heads, [rows][n_kvh * d] per segment */
+        uint16_t *p = (uint16_t *)scratch;
+        const int w = n_kvh * head_dim, qhi = q_coord0 + n_q - 1;
+        sp.ld16 = w;
+        for (int i = 0; i < n_segs; i++) {
+            int ke = apb_seg_kend(segs[i], qhi);
+            sp.k16[i] = p;
+            apb_cuda_f32_to_bf16(p, w, segs[i].k + (size_t)kvh0 * head_dim, segs[i].ld, ke, w, s);
+            p += (size_t)ke * w;
+            sp.v16[i] = p;
+            apb_cuda_f32_to_bf16(p, w, segs[i].v + (size_t)kvh0 * head_dim, segs[i].ld, ke, w, s);
+            p += (size_t)ke * w;
+        }
+        const float scale_log2 = scale * 1.44269504088896341f;
+        if (head_dim == 64)
+            apb_launch_mma<64>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+        else
+            apb_launch_mma<128>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+        pthread_mutex_unlock(&lock);
+        return 0;
+    }
+    dim3 grid(n_q, nqh);
+    apb_k_attn_f32<<<grid, 32 * APB_F32_WARPS, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, head_dim,
+                                                       o, ld_o, lse, ld_lse, scale);
+    pthread_mutex_unlock(&lock);
+    return 0;
+}

