@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,71 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------ MPI
+ * Under mpirun every rank runs this same program; rank 0 prints the result. A watchdog bounds every
+ * wait (start, prefill, each decode step, shutdown) by --mpi-timeout seconds: a rank that waits
+ * longer (a peer died, hangs, or never started) prints why and exits non-zero, and mpirun then
+ * ends the whole job. StarPU-MPI itself waits forever on a missing message. */
+static int g_rank, g_nranks = 1, g_mpi;
+
+static struct {
+    pthread_mutex_t mu;
+    double deadline;               /* 0: disarmed */
+    int secs;
+    char what[64];
+} g_wd = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        usleep(100000);
+        pthread_mutex_lock(&g_wd.mu);
+        int expired = g_wd.deadline > 0 && now_s() > g_wd.deadline;
+        char what[64];
+        snprintf(what, sizeof what, "%s", g_wd.what);
+        pthread_mutex_unlock(&g_wd.mu);
+        if (expired) {
+            fprintf(stderr, "apb_run: rank %d: error: %s did not finish within %d s (--mpi-timeout): "
+                            "a peer rank failed or is unreachable; aborting\n", g_rank, what, g_wd.secs);
+            fflush(stderr);
+            _exit(APB_E_RUNTIME); /* mpirun sees the non-zero exit and ends the other ranks */
+        }
+    }
+    return NULL;
+}
+
+static void watchdog_start(int secs)
+{
+    pthread_t t;
+    g_wd.secs = secs;
+    if (secs > 0 && pthread_create(&t, NULL, watchdog_main, NULL) == 0)
+        pthread_detach(t);
+}
+
+/* (Re)starts the countdown of --mpi-timeout seconds for the wait called `what` (NULL: disarm). */
+static void watchdog_arm(const char *what)
+{
+    if (!g_wd.secs)
+        return;
+    pthread_mutex_lock(&g_wd.mu);
+    g_wd.deadline = what ? now_s() + g_wd.secs : 0;
+    snprintf(g_wd.what, sizeof g_wd.what, "%s", what ? what : "");
+    pthread_mutex_unlock(&g_wd.mu);
+}
+
+/* Over MPI, rank r > 0 writes its trace as NAME.rank<r>.EXT. */
+static const char *rank_path(const char *path, char *buf, size_t cap)
+{
+    if (g_rank == 0)
+        return path;
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (!dot || (slash && dot < slash))
+        dot = path + strlen(path);
+    snprintf(buf, cap, "%.*s.rank%d%s", (int)(dot - path), path, g_rank, dot);
+    return buf;
 }
 
 static int is_eos(const apb_config *c, int id)
@@ -230,13 +296,15 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         if (!hosts_path)
             mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
         double need = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo);
+        if (g_nranks > 1 && hosts_path) /* a rank holds at most ceil(W / N) hosts' share */
+            need *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
         double avail = apb_host_memory_available();
         if (avail > 0 && need > 0.9 * avail)
             rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.2f GiB of activations and KV "
                           "cache but only %.2f GiB of host memory is available (weights already "
                           "loaded); use a shorter context or fewer new tokens",
                           need / 1073741824.0, avail / 1073741824.0);
-        else if (o->progress)
+        else if (o->progress && g_rank == 0)
             fprintf(stderr, "apb_run: memory estimate %.2f GiB (available %.2f GiB)\n",
                     need / 1073741824.0, avail / 1073741824.0);
     }
@@ -247,7 +315,9 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         return rc;
     }
 
-    apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1, .precision = o->precision};
+    int lead = g_rank == 0; /* prints the result; the other ranks print nothing on stdout */
+    apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1, .precision = o->precision,
+                           .mpi = g_mpi};
     int ndev = apb_runtime_cuda_devices(), dev = o->device;
     if (dev == APB_DEVICE_AUTO)
         dev = ndev > 0 ? APB_DEVICE_CUDA : APB_DEVICE_CPU;
@@ -263,12 +333,14 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         if (o->ncpus < 0)
             ro.ncpus = 0; /* every task on the GPUs; --ncpus N adds CPU workers */
     }
+    watchdog_arm("the start of MPI (every rank joining)");
     if (rc || (rc = apb_runtime_init(&ro, err))) {
         free(ids);
         free(qids);
         apb_model_free(&m);
         return rc;
     }
+    watchdog_arm(NULL);
     double gpu_mem = apb_runtime_gpu_memory();
     if (!rc && gpu_mem > 0) {
         /* GPU runs keep activations, KV cache and weights on the GPUs: refuse what cannot fit
@@ -277,6 +349,8 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         if (!hosts_path)
             mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
         double act = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo);
+        if (g_nranks > 1 && hosts_path) /* this rank's share of the hosts */
+            act *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
         double wts = apb_config_n_params(&m.cfg) * (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0);
         if (act + wts > 0.95 * gpu_mem)
             rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.1f GiB of GPU memory (weights %.1f GiB, "
@@ -289,15 +363,29 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         rc = apb_model_register(&m, err);
     if (o->trace || o->gantt)
         apb_trace_enable(1);
-    fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu question "
-                    "tokens, method %s", m.cfg.name, m.cfg.n_layers, m.cfg.dim, m.cfg.n_heads,
-            m.cfg.n_kv_heads, n_ids, n_q, apb_method_name(o->meth));
-    if (hosts_path)
-        fprintf(stderr, ", hosts %d, anchor %d, select %d", hopt.hosts, hopt.anchor, hopt.select);
-    int gw[64];
-    fprintf(stderr, ", sched %s, %d workers (%d GPU), %s, loaded in %.2f s\n", apb_runtime_sched_name(),
-            apb_runtime_nworkers(), apb_runtime_cuda_workers(gw, 64),
-            apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32", t_load);
+    if (lead) {
+        fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu "
+                        "question tokens, method %s", m.cfg.name, m.cfg.n_layers, m.cfg.dim,
+                m.cfg.n_heads, m.cfg.n_kv_heads, n_ids, n_q, apb_method_name(o->meth));
+        if (hosts_path)
+            fprintf(stderr, ", hosts %d, anchor %d, select %d", hopt.hosts, hopt.anchor, hopt.select);
+        if (apb_runtime_nranks() > 1)
+            fprintf(stderr, ", %d MPI ranks", apb_runtime_nranks());
+        int gw[64];
+        fprintf(stderr, ", sched %s, %d workers (%d GPU)%s, %s, loaded in %.2f s\n",
+                apb_runtime_sched_name(), apb_runtime_nworkers(), apb_runtime_cuda_workers(gw, 64),
+                apb_runtime_nranks() > 1 ? " per rank" : "",
+                apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32", t_load);
+    }
+    FILE *dump = NULL;
+    float *dump_buf = NULL;
+    if (!rc && o->dump_logits) {
+        dump_buf = malloc(sizeof(float) * (size_t)m.cfg.vocab_size);
+        if (!dump_buf)
+            rc = apb_fail(err, APB_E_NOMEM, "out of memory");
+        else if (lead && !(dump = fopen(o->dump_logits, "wb")))
+            rc = apb_fail(err, APB_E_IO, "%s: %s", o->dump_logits, strerror(errno));
+    }
 
     apb_sampling smp = {.temperature = o->temperature, .top_p = o->top_p, .seed = o->seed};
     apb_seq seq = {0};
@@ -308,25 +396,37 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     double t0 = now_s(), t_prefill = 0, t_decode = 0;
     if (!rc && !out_ids)
         rc = apb_fail(err, APB_E_NOMEM, "out of memory");
+    watchdog_arm("the prefill");
     if (!rc && hosts_path)
         rc = apb_prefill_hosts(&m, &hs, ids, (int)n_ids, qids, (int)n_q, want, &hopt, &smp, err);
     else if (!rc)
         rc = apb_prefill_full(&m, &seq, ids, (int)n_ids, o->tile, o->max_new, &smp, err);
     if (!rc)
-        rc = apb_wait_progress("prefill", o->progress, err);
+        rc = apb_wait_progress("prefill", o->progress && lead, err);
     t_prefill = now_s() - t0;
     char *printed = NULL;
     size_t printed_len = 0;
-    if (o->niah)
+    if (o->niah && lead)
         printf("Ground Truth: %s\nPrediction:", needle);
     t0 = now_s();
     while (!rc && want > 0) {
         int32_t tok;
+        if (dump_buf) { /* collective over MPI: every rank reads, rank 0 writes */
+            rc = apb_tile_read(hosts_path ? hs.logits : seq.logits, dump_buf,
+                               sizeof(float) * (size_t)m.cfg.vocab_size, err);
+            if (!rc && dump && fwrite(dump_buf, sizeof(float), (size_t)m.cfg.vocab_size, dump) !=
+                                   (size_t)m.cfg.vocab_size)
+                rc = apb_fail(err, APB_E_IO, "%s: write failed", o->dump_logits);
+            if (rc)
+                break;
+        }
         rc = apb_tile_read(hosts_path ? hs.token : seq.token, &tok, sizeof tok, err);
         if (rc)
             break;
         out_ids[n_out++] = tok;
-        if (m.tok) {
+        if (!lead) {
+            /* the other ranks only follow the loop */
+        } else if (m.tok) {
             /* print the new suffix of the decoded text (tokens may be partial UTF-8) */
             char *txt = apb_tokenizer_decode(m.tok, out_ids, (size_t)n_out, 1);
             if (txt) {
@@ -345,31 +445,46 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         }
         if (is_eos(&m.cfg, tok) || n_out >= want)
             break;
+        char step[48];
+        snprintf(step, sizeof step, "decode step %d", n_out);
+        watchdog_arm(step);
         rc = hosts_path ? apb_decode_hosts(&m, &hs, &smp, err) : apb_decode_step(&m, &seq, &smp, err);
         if (!rc)
             rc = apb_runtime_wait_all(err);
     }
     t_decode = now_s() - t0;
-    printf("\n");
-    fflush(stdout); /* the text ends before the timing line on stderr */
-    if (!rc && o->niah) {
+    if (dump && fclose(dump) != 0 && !rc)
+        rc = apb_fail(err, APB_E_IO, "%s: write failed", o->dump_logits);
+    free(dump_buf);
+    if (lead) {
+        printf("\n");
+        fflush(stdout); /* the text ends before the timing line on stderr */
+    }
+    if (!rc && o->niah && lead) {
         int hit = printed && strstr(printed, needle) != NULL;
         printf("NIAH: method %s, hosts %d, %zu tokens, depth %.2f: %s\n", apb_method_name(o->meth),
                hopt.hosts, n_ids + n_q, o->depth, hit ? "retrieved" : "missed");
     }
     free(printed);
-    if (!rc)
+    if (!rc && lead)
         fprintf(stderr, "apb_run: prefill %zu tokens in %.3f s (%.1f tokens/s); decode %d tokens in "
                         "%.3f s (%.2f tokens/s)\n",
                 n_ids + n_q, t_prefill, (n_ids + n_q) / t_prefill, n_out > 0 ? n_out - 1 : 0, t_decode,
                 n_out > 1 ? (n_out - 1) / t_decode : 0.0);
     if (!rc && (o->trace || o->gantt)) {
-        apb_trace_summary(stderr);
-        if (o->trace && !(rc = apb_trace_write_chrome(o->trace, err)))
-            fprintf(stderr, "apb_run: wrote trace %s\n", o->trace);
-        if (!rc && o->gantt)
-            rc = write_gantt(o->gantt, err);
+        char tb[PATH_MAX], gb[PATH_MAX];
+        const char *tp = o->trace ? rank_path(o->trace, tb, sizeof tb) : NULL;
+        const char *gp = o->gantt ? rank_path(o->gantt, gb, sizeof gb) : NULL;
+        if (lead)
+            apb_trace_summary(stderr);
+        if (tp && !(rc = apb_trace_write_chrome(tp, err)))
+            fprintf(stderr, "apb_run: wrote trace %s\n", tp);
+        if (!rc && gp)
+            rc = write_gantt(gp, err);
     }
+    if (rc && g_nranks > 1) /* no collective cleanup: the other ranks may be waiting elsewhere */
+        return rc;
+    watchdog_arm("the shutdown (every rank finishing)");
     if (seq.x)
         apb_seq_free(&m, &seq);
     if (hs.h)
@@ -379,6 +494,7 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     free(qids);
     apb_model_free(&m);
     apb_runtime_shutdown();
+    watchdog_arm(NULL);
     return rc;
 }
 
@@ -392,7 +508,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!rc && o.version) {
-        puts("apb_run 0.1.0");
+        printf("apb_run 0.1.0 (StarPU-MPI: %s)\n", apb_runtime_mpi_built() ? "yes" : "no");
         return 0;
     }
     if (!rc && o.sched && strcmp(o.sched, "list") == 0) {
@@ -400,9 +516,23 @@ int main(int argc, char **argv)
             printf("%-16s %s\n", (*p)->policy_name, (*p)->policy_description);
         return 0;
     }
+    g_mpi = apb_runtime_mpi_launched(&g_rank, &g_nranks);
+    if (!rc && g_mpi && !apb_runtime_mpi_built())
+        rc = apb_fail(&err, APB_E_USAGE, "started by an MPI launcher with %d processes, but this "
+                      "apb_run was built without StarPU-MPI (starpumpi-1.3 not found by configure)",
+                      g_nranks);
+    if (!rc && g_mpi)
+        watchdog_start(o.mpi_timeout);
     if (!rc)
         rc = run(&o, &err);
     if (rc) {
+        if (g_nranks > 1) {
+            /* leave at once, without MPI_Finalize: mpirun sees the exit and ends the other ranks,
+             * which may be blocked in a collective this rank will never join */
+            fprintf(stderr, "apb_run: rank %d: error: %s\n", g_rank, err.msg);
+            fflush(NULL);
+            _exit(rc);
+        }
         fprintf(stderr, "apb_run: error: %s\n", err.msg);
         return rc;
     }

@@ -15,7 +15,8 @@ const char *const apb_run_usage =
     "  --model DIR            Hugging Face model directory (config.json, *.safetensors,\n"
     "                         tokenizer.json); default: $APB_HOME/models/smollm2-135m-instruct\n"
     "  --random-weights NAME  preset shapes with random weights instead of --model\n"
-    "                         (llama-3.1-8b, qwen-2.5-14b, yi-34b-200k, llama-3-8b-1m, smollm2-135m)\n"
+    "                         (llama-3.1-8b, qwen-2.5-14b, yi-34b-200k, llama-3-8b-1m, smollm2-135m,\n"
+    "                         tiny: 4 small layers for tests)\n"
     "  --prompt TEXT          prompt text\n"
     "  --prompt-file FILE     prompt read from FILE\n"
     "  --prompt-len N         N random token ids as prompt (with --random-weights)\n"
@@ -47,6 +48,11 @@ const char *const apb_run_usage =
     "  --progress / --no-progress  progress on stderr (default: when stderr is a terminal)\n"
     "  --trace FILE.json      Chrome/Perfetto trace of every task (chrome://tracing, ui.perfetto.dev)\n"
     "  --gantt FILE.svg|png   Gantt chart of tasks per worker, colored by kind (PNG via rsvg-convert)\n"
+    "                         (over MPI, rank r > 0 writes FILE with .rank<r> before the extension)\n"
+    "  --dump-logits FILE     write the float32 logits of every sampled row to FILE (raw, vocab\n"
+    "                         floats per generated token), for bitwise comparisons of runs\n"
+    "  --mpi-timeout SECS     under mpirun: the longest one wait (start, prefill, one decode step,\n"
+    "                         shutdown) may take before the rank aborts the job (default 600; 0 = none)\n"
     "  --help, --version\n"
     "\n"
     "exit codes: 0 ok, 2 usage, 3 io, 4 format, 5 model, 6 memory, 7 runtime\n";
@@ -81,7 +87,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
-           O_DEVICE, O_NGPUS, O_PREC };
+           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -94,10 +100,12 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"niah", 1, 0, O_NIAH}, {"depth", 1, 0, O_DEPTH}, {"needle", 1, 0, O_NEEDLE}, {"trace", 1, 0, O_TRACE},
         {"gantt", 1, 0, O_GANTT}, {"compress", 1, 0, O_COMPRESS},
         {"retain-weights", 1, 0, O_RETAINW}, {"placement", 1, 0, O_PLACE},
+        {"dump-logits", 1, 0, O_DUMP}, {"mpi-timeout", 1, 0, O_MPITO},
         {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"precision", 1, 0, O_PREC}, {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
-                       .anchor = -1, .select = -1, .depth = 0.5f, .ngpus = -1, .precision = -1};
+                       .anchor = -1, .select = -1, .depth = 0.5f, .ngpus = -1, .precision = -1,
+                       .mpi_timeout = 600};
     int c, rc = APB_OK;
     opterr = 0;
     optind = 0; /* 0: glibc re-initializes getopt completely (the parser may run many times) */
@@ -145,6 +153,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
             break;
         case O_RETAINW: o->retain_weights = optarg; break;
         case O_PLACE: rc = apb_placement_parse(optarg, &o->placement, err); break;
+        case O_DUMP: o->dump_logits = optarg; break;
+        case O_MPITO: rc = parse_int(optarg, "--mpi-timeout", 0, 1 << 24, &o->mpi_timeout, err); break;
         case O_GANTT: o->gantt = optarg; break;
         case O_DEVICE:
             if (!strcmp(optarg, "auto") || !strcmp(optarg, "cpu") || !strcmp(optarg, "cuda"))

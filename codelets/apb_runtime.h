@@ -35,12 +35,14 @@ typedef struct apb_runtime_opts {
     int ncpus;             /* CPU workers; -1 = StarPU default */
     int ncuda;             /* CUDA workers; -1 = StarPU default, 0 = none */
     int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics) */
+    int mpi;               /* start StarPU-MPI (MPI_Init); multi-rank mode when > 1 rank */
     int precision;         /* apb_precision; -1 = auto (bf16 when CUDA workers exist) */
 } apb_runtime_opts;
 
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err);
 void apb_runtime_shutdown(void);
-/* starpu_task_wait_for_all, then the first error a task reported (e.g. GPU out of memory). */
+/* starpu_task_wait_for_all (over MPI: + a barrier), then the first error a task reported (e.g.
+ * GPU out of memory). */
 int apb_runtime_wait_all(apb_err *err);
 apb_precision apb_runtime_precision(void);
 const char *apb_runtime_sched_name(void);
@@ -58,6 +60,23 @@ double apb_runtime_gpu_memory(void);
 int apb_runtime_has_cuda(void);
 /* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */
 int apb_runtime_cuda_workers(int *ids, int max);
+
+/* ------------------------------------------------------------------ MPI ranks
+ * With opts.mpi and more than one rank, every process runs the same graph code: each handle is
+ * registered with StarPU-MPI (owner rank + a tag from a counter every rank advances identically),
+ * every task runs on the rank of its host (tag.host, through apb_runtime_place_ranks) and
+ * StarPU-MPI moves the data that a task reads from another rank. See docs/DESIGN.md. */
+int apb_runtime_mpi_built(void);              /* 1 if compiled against StarPU-MPI */
+/* 1 if this process was started by an MPI launcher with more than one process (environment of
+ * Open MPI's mpirun or PMI); rank and size (may be NULL) are then read from it, else 0 and 1. */
+int apb_runtime_mpi_launched(int *rank, int *size);
+int apb_runtime_rank(void);                   /* 0 in a single process */
+int apb_runtime_nranks(void);                 /* 1 in a single process */
+/* Host h's tasks run on rank rank_of_host[h] (hosts beyond n and host -1: rank 0). */
+void apb_runtime_place_ranks(const int *rank_of_host, int n);
+int apb_runtime_rank_of_host(int host);
+/* Tiles created from now on (apb_tile_new*) are owned by the rank of `host` (-1: rank 0). */
+void apb_runtime_set_owner(int host);
 
 /* Per-op execution time accounting (sum over tasks, ns), filled by every codelet body. */
 enum apb_op {
@@ -90,7 +109,9 @@ void apb_trace_summary(FILE *out);
 apb_handle apb_tile_new(int rows, int cols, size_t elemsize);
 /* Same, zero-filled by a task (for buffers that are first read-modify-written, like KV caches). */
 apb_handle apb_tile_new_zeroed(int rows, int cols, size_t elemsize);
-/* A tile over existing host memory (row-major, ld = cols); data must outlive the handle. */
+/* A tile over existing host memory (row-major, ld = cols); data must outlive the handle.
+ * Over MPI it is replicated read-only data (STARPU_MPI_PER_NODE): every rank registers its own
+ * identical copy (weights, token ids), which no task may write. */
 apb_handle apb_tile_from(void *data, int rows, int cols, size_t elemsize);
 /* Unregisters after all submitted tasks using it finished; memory is freed (lazy tiles) or the
  * content written back to the host buffer (apb_tile_from). Never blocks. */
@@ -101,7 +122,8 @@ void apb_handle_wont_use(apb_handle h);
 void apb_handle_free_now(apb_handle h);
 int apb_tile_rows(apb_handle h);
 int apb_tile_cols(apb_handle h);
-/* Blocks until the handle is readable on the host and copies rows x cols out (row-major). */
+/* Blocks until the handle is readable on the host and copies rows x cols out (row-major).
+ * Over MPI it is collective: every rank calls it and gets the owner's value. */
 int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err);
 
 /* ------------------------------------------------------------------ tasks

@@ -348,8 +348,8 @@ int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *s
     enum starpu_data_access_mode om = n_kvh == n_kv_heads ? STARPU_W : STARPU_RW;
     d[nd++] = (struct starpu_data_descr){o, om};
     d[nd++] = (struct starpu_data_descr){lse, om};
-    int ret = starpu_task_insert(&_apb_attention_cl, STARPU_DATA_MODE_ARRAY, d, nd,
-                                 STARPU_CL_ARGS, a, asz, STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag),
+    int ret = apb_task_insert(&_apb_attention_cl, STARPU_DATA_MODE_ARRAY, d, nd,
+                                 STARPU_CL_ARGS, a, asz, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                                  STARPU_FLOPS, flops, STARPU_NAME, _apb_task_name("attention", tag), 0);
     free(d);
     return _apb_insert_check(ret, "attention");

@@ -41,6 +41,24 @@ const char *_apb_task_name(const char *op, apb_task_tag tag);
 /* The worker that runs host tag.host's tasks (apb_runtime_place_hosts), or -1: the scheduler decides. */
 int _apb_worker_of(apb_task_tag tag);
 
+/* The one task-submission entry point of every insert wrapper (and of the runtime's own tasks).
+ * Takes the subset of starpu_task_insert's arguments the wrappers use (STARPU_R/W/RW + handle,
+ * STARPU_DATA_MODE_ARRAY, STARPU_CL_ARGS, STARPU_PRIORITY, STARPU_NAME, STARPU_FLOPS,
+ * STARPU_EXECUTE_ON_WORKER and APB_ON_HOST below; scheduler hints STARPU_TAG_ONLY,
+ * STARPU_EXECUTE_WHERE, STARPU_SCHED_CTX, STARPU_WORKER_ORDER, STARPU_POSSIBLY_PARALLEL,
+ * STARPU_TASK_COLOR, STARPU_TASK_SCHED_DATA), 0-terminated. In a single process it builds and
+ * submits the task like starpu_task_insert; when the runtime was started over several MPI ranks it
+ * runs StarPU-MPI's build / submit / post-build sequence on MPI_COMM_WORLD, executing on the rank
+ * of the task's host (else on the owner of the first written handle), and frees the
+ * STARPU_CL_ARGS copy on the other ranks. An argument outside that subset is reported and the call
+ * fails with -EINVAL. */
+int apb_task_insert(struct starpu_codelet *cl, ...);
+
+/* Private argument code of apb_task_insert (outside StarPU's range): the task's host. */
+#define _APB_ARG_HOST (1000 << STARPU_MODE_SHIFT)
+/* Where the task of `tag` runs: its host's worker (placement) and, over MPI, its host's rank. */
+#define APB_ON_HOST(tag) STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), _APB_ARG_HOST, (tag).host
+
 /* Runs a prepared starpu_task_insert result check. */
 static inline int _apb_insert_check(int ret, const char *op)
 {

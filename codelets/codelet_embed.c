@@ -60,7 +60,7 @@ static struct starpu_codelet _apb_embed_cl = {
 int apb_insert_embed(apb_handle ids, apb_handle embed, apb_handle x, apb_task_tag tag)
 {
     return _apb_insert_check(
-        starpu_task_insert(&_apb_embed_cl, STARPU_R, ids, STARPU_R, embed, STARPU_W, x,
-                           STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), STARPU_NAME, _apb_task_name("embed", tag), 0),
+        apb_task_insert(&_apb_embed_cl, STARPU_R, ids, STARPU_R, embed, STARPU_W, x,
+                           STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_NAME, _apb_task_name("embed", tag), 0),
         "embed");
 }

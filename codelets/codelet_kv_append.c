@@ -70,8 +70,8 @@ int apb_insert_kv_append(apb_handle k, apb_handle v, apb_handle kc, apb_handle v
         return -EINVAL;
     struct _apb_kv_append_args a = {.dst_row = dst_row};
     return _apb_insert_check(
-        starpu_task_insert(&_apb_kv_append_cl, STARPU_R, k, STARPU_R, v, STARPU_RW, kc, STARPU_RW, vc,
-                           STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag),
+        apb_task_insert(&_apb_kv_append_cl, STARPU_R, k, STARPU_R, v, STARPU_RW, kc, STARPU_RW, vc,
+                           STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                            STARPU_NAME, _apb_task_name("kv_append", tag), 0),
         "kv_append");
 }

@@ -114,8 +114,8 @@ int apb_insert_linear(apb_handle in, apb_handle w, apb_handle bias, apb_handle o
     d[n++] = (struct starpu_data_descr){out, accumulate ? STARPU_RW : STARPU_W};
     double flops = 2.0 * apb_tile_rows(in) * apb_tile_cols(in) * apb_tile_cols(out);
     return _apb_insert_check(
-        starpu_task_insert(&_apb_linear_cl, STARPU_DATA_MODE_ARRAY, d, n, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
-                           STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), STARPU_FLOPS, flops,
+        apb_task_insert(&_apb_linear_cl, STARPU_DATA_MODE_ARRAY, d, n, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
+                           STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_FLOPS, flops,
                            STARPU_NAME, _apb_task_name("linear", tag), 0),
         "linear");
 }

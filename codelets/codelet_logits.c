@@ -77,9 +77,9 @@ int apb_insert_logits(apb_handle x, int row0, int n, apb_handle norm_w, apb_hand
     if (row0 < 0 || n <= 0 || row0 + n > apb_tile_rows(x) || apb_tile_rows(logits) < n)
         return -EINVAL;
     struct _apb_logits_args a = {.row0 = row0, .n = n, .eps = eps};
-    int ret = starpu_task_insert(&_apb_logits_cl, STARPU_R, x, STARPU_R, norm_w, STARPU_R, lm_head,
+    int ret = apb_task_insert(&_apb_logits_cl, STARPU_R, x, STARPU_R, norm_w, STARPU_R, lm_head,
                                  STARPU_W, logits, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
-                                 STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag),
+                                 STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                                  STARPU_FLOPS, 2.0 * n * apb_tile_cols(x) * apb_tile_rows(lm_head),
                                  STARPU_NAME, _apb_task_name("logits", tag), 0);
     return _apb_insert_check(ret, "logits");

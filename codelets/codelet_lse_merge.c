@@ -122,8 +122,8 @@ int apb_insert_lse_merge(const apb_handle *o, const apb_handle *lse, int n, int 
     if (lse_out)
         d[nd++] = (struct starpu_data_descr){lse_out, STARPU_W};
     return _apb_insert_check(
-        starpu_task_insert(&_apb_lse_merge_cl, STARPU_DATA_MODE_ARRAY, d, nd,
+        apb_task_insert(&_apb_lse_merge_cl, STARPU_DATA_MODE_ARRAY, d, nd,
                            STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
-                           STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), STARPU_NAME, _apb_task_name("lse_merge", tag), 0),
+                           STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_NAME, _apb_task_name("lse_merge", tag), 0),
         "lse_merge");
 }

@@ -94,9 +94,9 @@ int apb_insert_mlp(apb_handle xn, apb_handle w_gate, apb_handle w_up, apb_handle
                    apb_handle x, apb_task_tag tag)
 {
     int rows = apb_tile_rows(xn), dim = apb_tile_cols(xn), hidden = apb_tile_rows(w_gate);
-    int ret = starpu_task_insert(&_apb_mlp_cl, STARPU_R, xn, STARPU_R, w_gate, STARPU_R, w_up,
+    int ret = apb_task_insert(&_apb_mlp_cl, STARPU_R, xn, STARPU_R, w_gate, STARPU_R, w_up,
                                  STARPU_R, w_down, STARPU_RW, x,
-                                 STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), STARPU_FLOPS, 6.0 * rows * dim * hidden,
+                                 STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_FLOPS, 6.0 * rows * dim * hidden,
                                  STARPU_NAME, _apb_task_name("mlp", tag), 0);
     return _apb_insert_check(ret, "mlp");
 }

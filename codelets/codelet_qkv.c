@@ -101,8 +101,8 @@ int apb_insert_qkv(apb_handle xn, apb_handle wq, apb_handle wk, apb_handle wv, a
     double flops = 2.0 * apb_tile_rows(xn) * apb_tile_cols(xn) *
                    (apb_tile_cols(q) + apb_tile_cols(k) + apb_tile_cols(v));
     return _apb_insert_check(
-        starpu_task_insert(&_apb_qkv_cl, STARPU_DATA_MODE_ARRAY, d, n, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
-                           STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), STARPU_FLOPS, flops,
+        apb_task_insert(&_apb_qkv_cl, STARPU_DATA_MODE_ARRAY, d, n, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
+                           STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_FLOPS, flops,
                            STARPU_NAME, _apb_task_name("qkv", tag), 0),
         "qkv");
 }

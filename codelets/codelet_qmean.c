@@ -92,9 +92,9 @@ int apb_insert_qmean_tiles(const apb_handle *q, const int *row0, const int *n, i
     }
     d[n_tiles] = (struct starpu_data_descr){qbar, STARPU_W};
     return _apb_insert_check(
-        starpu_task_insert(&_apb_qmean_cl, STARPU_DATA_MODE_ARRAY, d, n_tiles + 1,
+        apb_task_insert(&_apb_qmean_cl, STARPU_DATA_MODE_ARRAY, d, n_tiles + 1,
                            STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
-                           STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), STARPU_NAME, _apb_task_name("qmean", tag), 0),
+                           STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_NAME, _apb_task_name("qmean", tag), 0),
         "qmean");
 }
 

@@ -98,8 +98,8 @@ int apb_insert_retain_score(apb_handle q, apb_handle k, apb_handle v, apb_handle
         return -EINVAL;
     double flops = 2.0 * rows * apb_tile_rows(fc1) * (in + apb_tile_rows(fc2));
     return _apb_insert_check(
-        starpu_task_insert(&_apb_retain_cl, STARPU_R, q, STARPU_R, k, STARPU_R, v, STARPU_R, fc1,
-                           STARPU_R, fc2, STARPU_W, scores, STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag),
+        apb_task_insert(&_apb_retain_cl, STARPU_R, q, STARPU_R, k, STARPU_R, v, STARPU_R, fc1,
+                           STARPU_R, fc2, STARPU_W, scores, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                            STARPU_FLOPS, flops, STARPU_NAME, _apb_task_name("retain", tag), 0),
         "retain");
 }

@@ -71,8 +71,8 @@ int apb_insert_rmsnorm(apb_handle x, apb_handle w, apb_handle out, float eps, ap
     struct _apb_rmsnorm_args a = {.eps = eps};
     double flops = 4.0 * apb_tile_rows(x) * apb_tile_cols(x);
     return _apb_insert_check(
-        starpu_task_insert(&_apb_rmsnorm_cl, STARPU_R, x, STARPU_R, w, STARPU_W, out,
-                           STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag),
+        apb_task_insert(&_apb_rmsnorm_cl, STARPU_R, x, STARPU_R, w, STARPU_W, out,
+                           STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                            STARPU_FLOPS, flops, STARPU_NAME, _apb_task_name("rmsnorm", tag), 0),
         "rmsnorm");
 }

@@ -97,7 +97,7 @@ int apb_insert_rope(apb_handle q, apb_handle k, apb_handle inv_freq, int pos0, i
     struct _apb_rope_args a = {.pos0 = pos0, .head_dim = head_dim, .has_k = k != NULL};
     struct starpu_data_descr d[3] = {{inv_freq, STARPU_R}, {q, STARPU_RW}, {k, STARPU_RW}};
     return _apb_insert_check(
-        starpu_task_insert(&_apb_rope_cl, STARPU_DATA_MODE_ARRAY, d, k ? 3 : 2, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag),
+        apb_task_insert(&_apb_rope_cl, STARPU_DATA_MODE_ARRAY, d, k ? 3 : 2, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                            STARPU_NAME, _apb_task_name("rope", tag), 0),
         "rope");
 }

@@ -141,7 +141,7 @@ int apb_insert_sample(apb_handle logits, int row, apb_handle token, float temper
     struct _apb_sample_args a = {.row = row, .temperature = temperature, .top_p = top_p,
                                  .seed = seed, .step = step};
     return _apb_insert_check(
-        starpu_task_insert(&_apb_sample_cl, STARPU_R, logits, STARPU_W, token, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag),
+        apb_task_insert(&_apb_sample_cl, STARPU_R, logits, STARPU_W, token, STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                            STARPU_NAME, _apb_task_name("sample", tag), 0),
         "sample");
 }

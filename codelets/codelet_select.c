@@ -193,9 +193,9 @@ static int _apb_insert_select(apb_handle qbar, const apb_handle *scores, const a
         d[nd++] = (struct starpu_data_descr){v[t], STARPU_R};
     d[nd++] = (struct starpu_data_descr){ck, STARPU_W};
     d[nd++] = (struct starpu_data_descr){cv, STARPU_W};
-    int ret = starpu_task_insert(&_apb_select_cl, STARPU_DATA_MODE_ARRAY, d, nd,
+    int ret = apb_task_insert(&_apb_select_cl, STARPU_DATA_MODE_ARRAY, d, nd,
                                  STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
-                                 STARPU_PRIORITY, tag.prio, STARPU_EXECUTE_ON_WORKER, _apb_worker_of(tag), STARPU_NAME, _apb_task_name("select", tag), 0);
+                                 STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_NAME, _apb_task_name("select", tag), 0);
     free(d);
     return _apb_insert_check(ret, "select");
 }

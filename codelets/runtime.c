@@ -1,12 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief StarPU start/stop, data handles, task names and per-op accounting. */
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "apb_build_config.h"
 #include "codelets/codelet_common.h"
+#ifdef APB_HAVE_STARPUMPI
+#include <starpu_mpi.h>
+#endif
 #ifdef APB_CUDA
 #include <starpu_cublas_v2.h>
 
@@ -17,6 +24,7 @@
 extern void openblas_set_num_threads(int n);
 
 static char _apb_sched[64];
+static int _apb_started_mpi; /* started through starpu_mpi_init_conf */
 static int _apb_prec = APB_PREC_FP32;
 /* The first error a task body reported (_apb_task_fail); 0 when none. */
 static apb_err _apb_task_err;
@@ -92,6 +100,247 @@ void apb_runtime_place_hosts(const int *worker_of_host, int n)
 int _apb_worker_of(apb_task_tag tag)
 {
     return tag.host >= 0 && tag.host < _apb_n_placed ? _apb_host_worker[tag.host] : -1;
+}
+
+/* ------------------------------------------------------------------ MPI ranks
+ * _apb_mpi: the runtime was started with StarPU-MPI over more than one rank. Then every handle is
+ * registered with StarPU-MPI (a tag from a counter that every rank advances identically, because
+ * every rank submits the same graph in the same order) and every task goes through
+ * starpu_mpi_task_insert. */
+static int _apb_mpi, _apb_rank, _apb_nranks = 1;
+static int _apb_host_rank[256];
+static int _apb_n_ranked;
+static int _apb_owner_host = -1;
+static int64_t _apb_next_tag = 1;
+
+int apb_runtime_rank(void) { return _apb_rank; }
+int apb_runtime_nranks(void) { return _apb_nranks; }
+
+int apb_runtime_mpi_built(void)
+{
+#ifdef APB_HAVE_STARPUMPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int apb_runtime_mpi_launched(int *rank, int *size)
+{
+    /* Open MPI's mpirun, then the PMI variables of MPICH's hydra / Slurm */
+    static const char *const vars[][2] = {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"},
+                                          {"PMI_SIZE", "PMI_RANK"}};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *n = getenv(vars[i][0]), *r = getenv(vars[i][1]);
+        if (n && r && atoi(n) > 1) {
+            if (rank)
+                *rank = atoi(r);
+            if (size)
+                *size = atoi(n);
+            return 1;
+        }
+    }
+    if (rank)
+        *rank = 0;
+    if (size)
+        *size = 1;
+    return 0;
+}
+
+void apb_runtime_place_ranks(const int *rank_of_host, int n)
+{
+    _apb_n_ranked = 0;
+    for (int h = 0; rank_of_host && h < n && h < 256; h++)
+        _apb_host_rank[_apb_n_ranked++] = rank_of_host[h];
+}
+
+int apb_runtime_rank_of_host(int host)
+{
+    if (!_apb_mpi || host < 0)
+        return 0;
+    return host < _apb_n_ranked ? _apb_host_rank[host] : 0;
+}
+
+void apb_runtime_set_owner(int host) { _apb_owner_host = host; }
+
+/* Registers a new handle with StarPU-MPI: owned by `rank`, or replicated (rank < 0: every rank
+ * holds its own identical copy, STARPU_MPI_PER_NODE). No-op in a single process. */
+static void _apb_mpi_register(apb_handle h, int rank)
+{
+#ifdef APB_HAVE_STARPUMPI
+    if (_apb_mpi && h)
+        starpu_mpi_data_register(h, _apb_next_tag++, rank < 0 ? STARPU_MPI_PER_NODE : rank);
+#else
+    (void)h;
+    (void)rank;
+#endif
+}
+
+/* Scheduler hints given to apb_task_insert, set on the task after it is built. */
+struct _apb_hints {
+    int has_tag, has_where, has_ctx;
+    starpu_tag_t tag;
+    unsigned long long where;
+    unsigned workerorder, sched_ctx, possibly_parallel;
+    int color;
+    void *sched_data;
+};
+
+static void _apb_hints_apply(struct starpu_task *t, const struct _apb_hints *h)
+{
+    if (h->has_tag)
+        t->tag_id = h->tag;
+    if (h->has_where)
+        t->where = (uint32_t)h->where;
+    if (h->has_ctx)
+        t->sched_ctx = h->sched_ctx;
+    if (h->workerorder)
+        t->workerorder = h->workerorder;
+    if (h->possibly_parallel)
+        t->possibly_parallel = h->possibly_parallel;
+    if (h->color)
+        t->color = (unsigned)h->color;
+    if (h->sched_data)
+        t->sched_data = h->sched_data;
+}
+
+/* Submits a built task (NULL: not run here); like starpu_task_insert, a task no worker can run is
+ * destroyed and reported as -ENODEV. */
+static int _apb_submit_built(struct starpu_task *t, const struct _apb_hints *h)
+{
+    if (!t)
+        return 0;
+    _apb_hints_apply(t, h);
+    int rc = starpu_task_submit(t);
+    if (rc == -ENODEV) {
+        t->destroy = 0;
+        starpu_task_destroy(t);
+    }
+    return rc;
+}
+
+int apb_task_insert(struct starpu_codelet *cl, ...)
+{
+    struct starpu_data_descr fixed[16], *d = fixed;
+    int nd = 0, cap = 16, prio = 0, worker = -1, host = -1, rc = 0, arg_type;
+    void *cl_arg = NULL;
+    size_t cl_arg_size = 0;
+    const char *name = NULL;
+    double flops = 0;
+    struct _apb_hints hints = {0};
+    va_list ap;
+    va_start(ap, cl);
+    while ((arg_type = va_arg(ap, int)) != 0) {
+        struct starpu_data_descr one, *add = NULL;
+        int nadd = 0;
+        if (arg_type == STARPU_DATA_MODE_ARRAY) {
+            add = va_arg(ap, struct starpu_data_descr *);
+            nadd = va_arg(ap, int);
+        } else if (arg_type == STARPU_CL_ARGS) {
+            cl_arg = va_arg(ap, void *);
+            cl_arg_size = va_arg(ap, size_t);
+        } else if (arg_type == STARPU_PRIORITY) {
+            prio = va_arg(ap, int);
+        } else if (arg_type == STARPU_EXECUTE_ON_WORKER) {
+            worker = va_arg(ap, int);
+        } else if (arg_type == _APB_ARG_HOST) {
+            host = va_arg(ap, int);
+        } else if (arg_type == STARPU_NAME) {
+            name = va_arg(ap, const char *);
+        } else if (arg_type == STARPU_FLOPS) {
+            flops = va_arg(ap, double);
+        } else if (arg_type == STARPU_TAG_ONLY) {
+            hints.tag = va_arg(ap, starpu_tag_t);
+            hints.has_tag = 1;
+        } else if (arg_type == STARPU_EXECUTE_WHERE) {
+            hints.where = va_arg(ap, unsigned long long);
+            hints.has_where = 1;
+        } else if (arg_type == STARPU_SCHED_CTX) {
+            hints.sched_ctx = va_arg(ap, unsigned);
+            hints.has_ctx = 1;
+        } else if (arg_type == STARPU_WORKER_ORDER) {
+            hints.workerorder = va_arg(ap, unsigned);
+        } else if (arg_type == STARPU_POSSIBLY_PARALLEL) {
+            hints.possibly_parallel = va_arg(ap, unsigned);
+        } else if (arg_type == STARPU_TASK_COLOR) {
+            hints.color = va_arg(ap, int);
+        } else if (arg_type == STARPU_TASK_SCHED_DATA) {
+            hints.sched_data = va_arg(ap, void *);
+        } else if (arg_type > 0 && arg_type < STARPU_ACCESS_MODE_MAX) {
+            one.handle = va_arg(ap, starpu_data_handle_t);
+            one.mode = (enum starpu_data_access_mode)arg_type;
+            add = &one;
+            nadd = 1;
+        } else {
+            fprintf(stderr, "apb: apb_task_insert(%s): unsupported argument %d (see "
+                            "codelets/codelet_common.h)\n", cl && cl->name ? cl->name : "?", arg_type);
+            rc = -EINVAL;
+            break;
+        }
+        if (nd + nadd > cap) {
+            while (nd + nadd > cap)
+                cap *= 2;
+            struct starpu_data_descr *grown = malloc(sizeof *d * (size_t)cap);
+            if (!grown) {
+                rc = -ENOMEM;
+                break;
+            }
+            memcpy(grown, d, sizeof *d * (size_t)nd);
+            if (d != fixed)
+                free(d);
+            d = grown;
+        }
+        for (int i = 0; i < nadd; i++)
+            d[nd++] = add[i];
+    }
+    va_end(ap);
+    if (rc) {
+        free(cl_arg);
+        if (d != fixed)
+            free(d);
+        return rc;
+    }
+#ifdef APB_HAVE_STARPUMPI
+    if (_apb_mpi) {
+        /* the task runs on its host's rank; host-less tasks (zero fills) on the owner of what they
+         * write. Data owned elsewhere is received before, and written data sent back after
+         * (StarPU-MPI's build / submit / post-build sequence, run on every rank). */
+        int xrank = host >= 0 ? apb_runtime_rank_of_host(host) : -1;
+        for (int i = 0; i < nd && xrank < 0; i++)
+            if (d[i].mode & STARPU_W)
+                xrank = starpu_mpi_data_get_rank(d[i].handle);
+        if (xrank < 0)
+            xrank = 0;
+#define _APB_MPI_ARGS                                                                             \
+    STARPU_EXECUTE_ON_NODE, xrank, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS, cl_arg,          \
+        cl_arg_size, STARPU_PRIORITY, prio, STARPU_EXECUTE_ON_WORKER, worker, STARPU_NAME, name,   \
+        STARPU_FLOPS, flops, 0
+        struct starpu_task *t = starpu_mpi_task_build(MPI_COMM_WORLD, cl, _APB_MPI_ARGS);
+        rc = _apb_submit_built(t, &hints);
+        int rc2 = starpu_mpi_task_post_build(MPI_COMM_WORLD, cl, _APB_MPI_ARGS);
+#undef _APB_MPI_ARGS
+        if (!rc)
+            rc = rc2;
+        if (!t)
+            free(cl_arg); /* not run here: StarPU never took the copy */
+    } else
+#endif
+    {
+        struct starpu_task *t = starpu_task_build(cl, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS,
+                                                  cl_arg, cl_arg_size, STARPU_PRIORITY, prio,
+                                                  STARPU_EXECUTE_ON_WORKER, worker, STARPU_NAME, name,
+                                                  STARPU_FLOPS, flops, 0);
+        if (t) {
+            rc = _apb_submit_built(t, &hints);
+        } else {
+            free(cl_arg); /* a failed build leaves the copy to us */
+            rc = -EINVAL;
+        }
+    }
+    (void)host;
+    if (d != fixed)
+        free(d);
+    return rc;
 }
 
 /* Worker ids of one type: the first `max` into ids, the count returned (StarPU's own call fails
@@ -237,7 +486,40 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
             return apb_fail(err, APB_E_USAGE, "unknown scheduler '%s' (see --sched list)", sched);
     }
     _apb_blas_single_thread();
-    int ret = starpu_init(&conf);
+    int ret;
+    _apb_mpi = 0;
+    _apb_rank = 0;
+    _apb_nranks = 1;
+    _apb_next_tag = 1;
+    if (opts && opts->mpi) {
+#ifdef APB_HAVE_STARPUMPI
+        /* Several ranks on one node: StarPU 1.3 binds worker i to core i in every process, so
+         * all ranks would share the first cores. Leave binding to the launcher (its own binding,
+         * or none when oversubscribed) unless the user chose; a rank bound to one or two cores
+         * gets that many workers and no core reserved for StarPU-MPI's progression thread. */
+        const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        if (!local || atoi(local) > 1)
+            setenv("STARPU_WORKERS_NOBIND", "1", 0);
+        cpu_set_t cs;
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        if (conf.ncpus < 0 && sched_getaffinity(0, sizeof cs, &cs) == 0 && CPU_COUNT(&cs) < online &&
+            CPU_COUNT(&cs) <= 2)
+            conf.ncpus = CPU_COUNT(&cs);
+        /* StarPU-MPI calls MPI_Init_thread (from its progression thread) and starpu_init */
+        ret = starpu_mpi_init_conf(NULL, NULL, 1, MPI_COMM_WORLD, &conf);
+        if (ret == 0) {
+            starpu_mpi_comm_rank(MPI_COMM_WORLD, &_apb_rank);
+            starpu_mpi_comm_size(MPI_COMM_WORLD, &_apb_nranks);
+            _apb_mpi = _apb_nranks > 1;
+        }
+#else
+        return apb_fail(err, APB_E_USAGE, "this apb was built without StarPU-MPI: run it as one "
+                        "process (reconfigure with starpumpi-1.3 found for mpirun)");
+#endif
+    } else {
+        ret = starpu_init(&conf);
+    }
+    _apb_started_mpi = opts && opts->mpi && ret == 0;
     if (ret == -ENODEV)
         return apb_fail(err, APB_E_RUNTIME, "StarPU found no worker to run on");
     if (ret != 0)
@@ -263,11 +545,24 @@ void apb_runtime_shutdown(void)
     starpu_execute_on_each_worker(_apb_cuda_scratch_release, NULL, STARPU_CUDA);
     starpu_cublas_shutdown();
 #endif
+#ifdef APB_HAVE_STARPUMPI
+    if (_apb_started_mpi) {
+        starpu_mpi_shutdown(); /* waits for every rank, MPI_Finalize, starpu_shutdown */
+        _apb_started_mpi = _apb_mpi = 0;
+        return;
+    }
+#endif
     starpu_shutdown();
 }
 
 int apb_runtime_wait_all(apb_err *err)
 {
+#ifdef APB_HAVE_STARPUMPI
+    if (_apb_mpi) { /* local tasks, then a barrier: every rank's tasks (and their receives) done */
+        starpu_mpi_wait_for_all(MPI_COMM_WORLD);
+        return _apb_take_task_error(err);
+    }
+#endif
     int ret = starpu_task_wait_for_all();
     if (ret != 0)
         return apb_fail(err, APB_E_RUNTIME, "starpu_task_wait_for_all failed (%d)", ret);
@@ -310,6 +605,7 @@ apb_handle apb_tile_new(int rows, int cols, size_t elemsize)
 {
     apb_handle h;
     starpu_matrix_data_register(&h, -1, 0, cols, cols, rows, elemsize);
+    _apb_mpi_register(h, apb_runtime_rank_of_host(_apb_owner_host));
     return h;
 }
 
@@ -347,7 +643,7 @@ static struct starpu_codelet _apb_zero_cl = {
 apb_handle apb_tile_new_zeroed(int rows, int cols, size_t elemsize)
 {
     apb_handle h = apb_tile_new(rows, cols, elemsize);
-    if (starpu_task_insert(&_apb_zero_cl, STARPU_W, h, STARPU_NAME, "zero", 0) != 0)
+    if (apb_task_insert(&_apb_zero_cl, STARPU_W, h, STARPU_NAME, "zero", 0) != 0)
         fprintf(stderr, "apb: submitting zero fill failed\n");
     return h;
 }
@@ -356,6 +652,7 @@ apb_handle apb_tile_from(void *data, int rows, int cols, size_t elemsize)
 {
     apb_handle h;
     starpu_matrix_data_register(&h, STARPU_MAIN_RAM, (uintptr_t)data, cols, cols, rows, elemsize);
+    _apb_mpi_register(h, -1); /* replicated: every rank registers its own identical copy */
     return h;
 }
 
@@ -386,6 +683,11 @@ int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err)
     size_t es = starpu_matrix_get_elemsize(h);
     if (rows * cols * es > dst_bytes)
         return apb_fail(err, APB_E_RUNTIME, "apb_tile_read: destination too small");
+#ifdef APB_HAVE_STARPUMPI
+    /* collective: the owner sends its value to every other rank (cached until it is written) */
+    if (_apb_mpi && starpu_mpi_data_get_rank(h) >= 0)
+        starpu_mpi_get_data_on_all_nodes_detached(MPI_COMM_WORLD, h);
+#endif
     int ret = starpu_data_acquire(h, STARPU_R);
     if (ret != 0)
         return apb_fail(err, APB_E_RUNTIME, "starpu_data_acquire failed (%d)", ret);

@@ -140,6 +140,7 @@ static int _apb_host_alloc(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx
     const apb_config *c = &m->cfg;
     apb_host *h = &hs->h[r];
     int W = hs->opt.hosts, T = hs->opt.tile, block = hs->block;
+    apb_runtime_set_owner(r); /* every tile of host r lives on its rank */
     if ((hs->opt.method == APB_METHOD_ZIGZAG || hs->opt.method == APB_METHOD_SPAVA) && W > 1) {
         int base = hs->opt.method == APB_METHOD_SPAVA ? hs->opt.anchor : 0, body = hs->L - base;
         int chunk = (body + 2 * W - 1) / (2 * W), last = 2 * W - 1 - r;
@@ -308,6 +309,7 @@ static int _apb_ring_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs
     for (int r = 0; r < W; r++) {
         apb_host *h = &hs->h[r];
         apb_task_tag tag = {l, r, c->n_layers - l};
+        apb_runtime_set_owner(r); /* partial results stay on the query's host */
         for (int t = h->n_tiles - 1; t >= 0; t--) {
             int last_pos = h->pos0[t] + h->rows[t] - 1, np = 0;
             for (int s = 0; s < W; s++) {
@@ -394,6 +396,7 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
                          "attn_norm");
                 _APB_TRY(apb_insert_qkv(h->xn[t], Lw->wq, Lw->wk, Lw->wv, Lw->bq, Lw->bk, Lw->bv,
                                         h->q[t], k, v, tag), "qkv");
+                apb_runtime_set_owner(r);
                 sc[r][u] = apb_tile_new(h->rows[t], c->n_kv_heads, sizeof(float));
                 _APB_TRY(apb_insert_retain_score(h->q[t], k, v, m->h_fc1[l], m->h_fc2[l], sc[r][u],
                                                  (apb_task_tag){l, r, c->n_layers - l + 1}),
@@ -412,6 +415,7 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
         apb_handle qbar = NULL;
         if (!select_all && !retain) {
             const apb_host *h1 = &hs->h[1];
+            apb_runtime_set_owner(1);
             qbar = apb_tile_new(1, kd, sizeof(float));
             /* the question rows lie in host 1's anchor, which is identical on every host r > 0;
              * they may span several anchor tiles */
@@ -437,6 +441,7 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
             if (select_all) { /* K = whole block, no anchor: the block itself is the passing block */
                 continue;
             }
+            apb_runtime_set_owner(r); /* compressed on host r, sent to the ranks of hosts > r */
             ck[r] = apb_tile_new(K, kd, sizeof(float));
             cv[r] = apb_tile_new(K, kd, sizeof(float));
             /* compress -> allgather is every later host's critical path: highest priority */
@@ -599,6 +604,7 @@ static int _apb_spava_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *seg
         return rc;
     apb_handle ck[128] = {0}, cv[128] = {0}, qbar = NULL;
     if (K > 0 && W > 1) {
+        apb_runtime_set_owner(W - 1);
         qbar = apb_tile_new(1, kd, sizeof(float));
         _APB_TRY(apb_insert_qmean(hs->t_q[0], 0, hs->nq, c->n_kv_heads, c->head_dim, qbar,
                                   (apb_task_tag){l, W - 1, c->n_layers - l + 1}),
@@ -609,6 +615,7 @@ static int _apb_spava_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *seg
             int t0 = h->n_anchor_tiles + (g ? h->range_ntiles[0] : 0), nt = h->range_ntiles[g];
             if (h->range_len[g] < K) /* a short chunk sends everything it has */
                 continue;
+            apb_runtime_set_owner(r);
             ck[v] = apb_tile_new(K, kd, sizeof(float));
             cv[v] = apb_tile_new(K, kd, sizeof(float));
             _APB_TRY(apb_insert_select(qbar, &h->k[l * h->n_tiles + t0], &h->v[l * h->n_tiles + t0],
@@ -711,6 +718,7 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     if (!hs->kd || !hs->vd || !hs->q_ids)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
     memcpy(hs->q_ids, question, sizeof(int32_t) * (size_t)nq);
+    apb_runtime_set_owner(W - 1); /* the question pass and decoding run on the last host */
     hs->q_ids_t = apb_tile_from(hs->q_ids, nq, 1, sizeof(int32_t));
     for (int l = 0; l < c->n_layers; l++) {
         hs->kd[l] = apb_tile_new_zeroed(hs->cap, kd, sizeof(float));
@@ -728,10 +736,12 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
         hs->t_pl[s] = calloc((size_t)W, sizeof(apb_handle));
         if (!hs->t_po[s] || !hs->t_pl[s])
             return apb_fail(err, APB_E_NOMEM, "out of memory");
-        for (int r = 0; r < W; r++) {
+        for (int r = 0; r < W; r++) { /* host r's partial result, merged on the last host */
+            apb_runtime_set_owner(r);
             hs->t_po[s][r] = apb_tile_new(rows, qd, sizeof(float));
             hs->t_pl[s][r] = apb_tile_new(rows, c->n_heads, sizeof(float));
         }
+        apb_runtime_set_owner(W - 1);
     }
     hs->logits = apb_tile_new(1, c->vocab_size, sizeof(float));
     hs->token = apb_tile_new(1, 1, sizeof(int32_t));

@@ -54,6 +54,10 @@ static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, i
             return apb_fail(err, APB_E_USAGE, "token id %d at position %d is outside vocab [0, %d)",
                             ids[i], i, c->vocab_size);
     memset(s, 0, sizeof *s);
+    /* one host: every task free, every tile on rank 0 (the other ranks of an MPI run idle) */
+    apb_runtime_place_hosts(NULL, 0);
+    apb_runtime_place_ranks(NULL, 0);
+    apb_runtime_set_owner(0);
     s->n_prompt = n;
     s->tile = tile;
     s->n_tiles = (n + tile - 1) / tile;
@@ -181,7 +185,6 @@ int apb_prefill_full(apb_model *m, apb_seq *s, const int32_t *ids, int n, int ti
     int rc = _apb_seq_alloc(m, s, ids, n, tile, cap_decode, err);
     if (rc)
         return rc;
-    apb_runtime_place_hosts(NULL, 0); /* one host: every task free */
     rc = _apb_prefill_layers(m, s, err);
     if (rc)
         return rc;

@@ -380,7 +380,7 @@ int apb_config_load(const char *dir, apb_config *cfg, apb_err *err)
 /* ------------------------------------------------------------------ presets */
 
 static const char *const _apb_preset_names[] = {"llama-3.1-8b", "qwen-2.5-14b", "yi-34b-200k", "llama-3-8b-1m",
-                                                "smollm2-135m", NULL};
+                                                "smollm2-135m", "tiny", NULL};
 
 const char *const *apb_config_preset_names(void)
 {
@@ -423,9 +423,15 @@ int apb_config_preset(const char *name, apb_config *cfg, apb_err *err)
                           .hidden_dim = 1536, .vocab_size = 49152, .max_pos = 8192, .rope_theta = 100000.0f,
                           .norm_eps = 1e-5f, .tie_embeddings = 1, .rope_factor = 1.0f, .bos_id = 1,
                           .eos_ids = {2}, .n_eos = 1};
+    } else if (strcmp(name, "tiny") == 0) {
+        /* not a published model: 4 small layers for fast multi-process tests (4 KV heads, so
+         * ulysses runs on 1, 2 or 4 hosts) */
+        *c = (apb_config){.dim = 128, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4, .head_dim = 16,
+                          .hidden_dim = 256, .vocab_size = 512, .max_pos = 4096, .rope_theta = 10000.0f,
+                          .norm_eps = 1e-5f, .rope_factor = 1.0f, .bos_id = 1, .eos_ids = {2}, .n_eos = 1};
     } else {
         return apb_fail(err, APB_E_USAGE, "unknown model preset '%.64s' (known: llama-3.1-8b, qwen-2.5-14b, "
-                        "yi-34b-200k, llama-3-8b-1m, smollm2-135m)", name);
+                        "yi-34b-200k, llama-3-8b-1m, smollm2-135m, tiny)", name);
     }
     snprintf(c->name, sizeof c->name, "%s", name);
     return APB_OK;

@@ -69,6 +69,9 @@ if [ ! -f "$stamp" ]; then
         || { tail -n 40 "$build/make.log"; exit 1; }
     grep -q "define STARPU_USE_CUDA 1" "$STARPU_PREFIX"/include/starpu/1.3/starpu_config.h && cuda_in=yes || cuda_in=no
     [ "$cuda_in" = "$with_cuda" ] || { echo "StarPU CUDA support: wanted $with_cuda, got $cuda_in" >&2; exit 1; }
+    # --enable-mpi quietly builds without StarPU-MPI when it finds no MPI compiler
+    [ -f "$STARPU_PREFIX/lib/pkgconfig/starpumpi-1.3.pc" ] ||
+        { echo "StarPU was built without StarPU-MPI (is libopenmpi-dev installed?)" >&2; exit 1; }
     rm -rf "$build"
     touch "$stamp"
 fi

@@ -280,7 +280,7 @@ Test(cfg, presets)
         cr_assert_eq(c.head_dim % 2, 0);
         cr_assert(c.n_eos >= 1 && c.bos_id >= 0 && c.bos_id < c.vocab_size);
     }
-    cr_assert_eq(n, 5);
+    cr_assert_eq(n, 6);
     /* published parameter counts */
     cr_assert_eq(apb_config_preset("llama-3.1-8b", &c, &err), APB_OK);
     cr_assert_eq(apb_config_n_params(&c), 8030261248LL);
