@@ -239,9 +239,10 @@ int main(int argc, char **argv)
                 else
                     apb_hseq_free(&m, &hs);
                 apb_runtime_wait_all(NULL);
-                if (r) {
+                if (r) { /* reported in the table; the next method still runs */
                     fprintf(stderr, "prefill: %s at %d tokens: %s\n", tm, L, err.msg);
-                    rc = r;
+                    printf("%8d %-8s %3d   failed: %s\n", L, tm, o.hosts, err.msg);
+                    err = (apb_err){0};
                     break;
                 }
                 warm = 1;
