@@ -13,6 +13,7 @@
 #include "codelets/apb_kernels_cpu.h"
 #include "apps/cli.h"
 #include "models/chat.h"
+#include "schedulers/schedulers.h"
 
 static char *read_file(const char *path, apb_err *err)
 {
@@ -247,7 +248,8 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         return rc;
     }
 
-    apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1};
+    apb_runtime_opts ro = {.sched = o->sched, .sched_lib = o->sched_lib, .ncpus = o->ncpus,
+                           .ncuda = -1, .calibrate = o->calibrate};
     if ((rc = apb_runtime_init(&ro, err))) {
         free(ids);
         free(qids);
@@ -255,7 +257,8 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         return rc;
     }
     rc = apb_model_register(&m, err);
-    if (o->trace || o->gantt)
+    int tracing = o->trace || o->gantt || o->summary;
+    if (tracing)
         apb_trace_enable(1);
     fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu question "
                     "tokens, method %s", m.cfg.name, m.cfg.n_layers, m.cfg.dim, m.cfg.n_heads,
@@ -329,7 +332,11 @@ static int run(const struct apb_run_opts *o, apb_err *err)
                         "%.3f s (%.2f tokens/s)\n",
                 n_ids + n_q, t_prefill, (n_ids + n_q) / t_prefill, n_out > 0 ? n_out - 1 : 0, t_decode,
                 n_out > 1 ? (n_out - 1) / t_decode : 0.0);
-    if (!rc && (o->trace || o->gantt)) {
+    if (!rc && o->calibrate)
+        fprintf(stderr, "apb_run: calibration pass done; models in %s/.starpu/sampling/codelets "
+                        "(starpu_perfmodel_display -s apb_attention)\n",
+                getenv("STARPU_HOME") ? getenv("STARPU_HOME") : "$HOME");
+    if (!rc && tracing) {
         apb_trace_summary(stderr);
         if (o->trace && !(rc = apb_trace_write_chrome(o->trace, err)))
             fprintf(stderr, "apb_run: wrote trace %s\n", o->trace);
@@ -362,8 +369,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!rc && o.sched && strcmp(o.sched, "list") == 0) {
-        for (struct starpu_sched_policy **p = starpu_sched_get_predefined_policies(); *p; p++)
-            printf("%-16s %s\n", (*p)->policy_name, (*p)->policy_description);
+        if (o.sched_lib && (rc = apb_sched_load_lib(o.sched_lib, NULL, &err))) {
+            fprintf(stderr, "apb_run: error: %s\n", err.msg);
+            return rc;
+        }
+        apb_sched_list(stdout);
         return 0;
     }
     if (!rc)

@@ -36,12 +36,19 @@ const char *const apb_run_usage =
     "  --niah LEN             needle-in-a-haystack: LEN tokens of filler with a needle, then ask\n"
     "  --depth D              relative needle depth in [0, 1] (default 0.5)\n"
     "  --needle DIGITS        the magic number (default: 7 digits drawn from --seed)\n"
-    "  --sched NAME           StarPU scheduling policy (default lws; 'list' prints them)\n"
+    "  --sched NAME           scheduling policy: ours (apb-critical, apb-affinity) or any StarPU\n"
+    "                         built-in (default lws; 'list' prints them all)\n"
+    "  --sched-lib FILE.so    load a policy from a shared object exporting 'apb_sched_policy'\n"
+    "                         (used unless --sched names another; see docs/SCHEDULERS.md)\n"
+    "  --calibrate            calibration pass: every task's time goes into the StarPU perfmodels\n"
+    "                         ($STARPU_HOME/.starpu/sampling/codelets; starpu_perfmodel_display)\n"
     "  --ncpus N              CPU workers (default: StarPU's choice, all cores)\n"
     "  --tile N               rows per prefill tile (default 256)\n"
     "  --progress / --no-progress  progress on stderr (default: when stderr is a terminal)\n"
     "  --trace FILE.json      Chrome/Perfetto trace of every task (chrome://tracing, ui.perfetto.dev)\n"
     "  --gantt FILE.svg|png   Gantt chart of tasks per worker, colored by kind (PNG via rsvg-convert)\n"
+    "  --summary              per-worker busy %, communication overlap %, scheduler overhead per task\n"
+    "                         on stderr (also printed with --trace / --gantt)\n"
     "  --help, --version\n"
     "\n"
     "exit codes: 0 ok, 2 usage, 3 io, 4 format, 5 model, 6 memory, 7 runtime\n";
@@ -75,7 +82,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
 {
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
-           O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE };
+           O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
+           O_SCHEDLIB, O_CALIB, O_SUMMARY };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -87,7 +95,9 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"anchor", 1, 0, O_ANCHOR}, {"select", 1, 0, O_SELECT}, {"question", 1, 0, O_QUESTION},
         {"niah", 1, 0, O_NIAH}, {"depth", 1, 0, O_DEPTH}, {"needle", 1, 0, O_NEEDLE}, {"trace", 1, 0, O_TRACE},
         {"gantt", 1, 0, O_GANTT}, {"compress", 1, 0, O_COMPRESS},
-        {"retain-weights", 1, 0, O_RETAINW}, {"placement", 1, 0, O_PLACE}, {0, 0, 0, 0}};
+        {"retain-weights", 1, 0, O_RETAINW}, {"placement", 1, 0, O_PLACE},
+        {"sched-lib", 1, 0, O_SCHEDLIB}, {"calibrate", 0, 0, O_CALIB}, {"summary", 0, 0, O_SUMMARY},
+        {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
                        .anchor = -1, .select = -1, .depth = 0.5f};
@@ -139,6 +149,9 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         case O_RETAINW: o->retain_weights = optarg; break;
         case O_PLACE: rc = apb_placement_parse(optarg, &o->placement, err); break;
         case O_GANTT: o->gantt = optarg; break;
+        case O_SCHEDLIB: o->sched_lib = optarg; break;
+        case O_CALIB: o->calibrate = 1; break;
+        case O_SUMMARY: o->summary = 1; break;
         case O_PROG: o->progress = 1; break;
         case O_NOPROG: o->progress = 0; break;
         case O_HELP: o->help = 1; return APB_OK;

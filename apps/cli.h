@@ -8,7 +8,8 @@
 
 struct apb_run_opts {
     const char *model, *random, *prompt, *prompt_file, *system, *method, *sched, *question, *needle;
-    const char *trace, *gantt, *retain_weights;
+    const char *trace, *gantt, *retain_weights, *sched_lib;
+    int calibrate, summary;        /* --calibrate, --summary */
     int retain;                    /* --compress retain */
     apb_placement placement;       /* --placement */
     int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;

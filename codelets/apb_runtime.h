@@ -25,9 +25,12 @@ typedef starpu_data_handle_t apb_handle;
 /* ------------------------------------------------------------------ runtime */
 typedef struct apb_runtime_opts {
     const char *sched;     /* StarPU policy name, or one of ours; NULL = STARPU_SCHED or "lws" */
+    const char *sched_lib; /* shared object exporting a policy (schedulers/schedulers.h); NULL: none.
+                            * Its policy is used when sched is NULL. */
     int ncpus;             /* CPU workers; -1 = StarPU default */
     int ncuda;             /* CUDA workers; -1 = StarPU default, 0 = none */
-    int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics) */
+    int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics: 1 adds
+                            * measurements to the stored models, 2 discards them first) */
 } apb_runtime_opts;
 
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "codelets/codelet_common.h"
+#include "schedulers/schedulers.h"
 
 /* cblas from OpenBLAS; declared here to avoid a hard dependency on its extension header. */
 extern void openblas_set_num_threads(int n);
@@ -147,10 +148,24 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
     struct starpu_conf conf;
     starpu_conf_init(&conf);
     const char *sched = opts && opts->sched ? opts->sched : NULL;
-    if (!sched && !getenv("STARPU_SCHED"))
-        sched = "lws";
-    if (sched)
-        conf.sched_policy_name = sched;
+    if (opts && opts->sched_lib) {
+        const char *lib_name;
+        int rc = apb_sched_load_lib(opts->sched_lib, &lib_name, err);
+        if (rc)
+            return rc;
+        if (!sched)
+            sched = lib_name;
+    }
+    if (!sched)
+        sched = getenv("STARPU_SCHED") && *getenv("STARPU_SCHED") ? getenv("STARPU_SCHED") : "lws";
+    /* The policy is always passed as a struct (ours, a loaded one or StarPU's): an unknown name is
+     * an error rather than StarPU's fallback, and --sched wins over STARPU_SCHED. */
+    struct starpu_sched_policy *policy;
+    int rc = apb_sched_lookup(sched, &policy, err);
+    if (rc)
+        return rc;
+    conf.sched_policy = policy;
+    conf.sched_policy_name = NULL;
     if (opts && opts->ncpus >= 0)
         conf.ncpus = opts->ncpus;
     if (opts && opts->ncuda >= 0)
@@ -158,15 +173,6 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
     if (opts && opts->calibrate)
         conf.calibrate = opts->calibrate;
     conf.nopencl = 0;
-    /* StarPU prints a line per unknown policy and falls back; reject unknown names ourselves. */
-    if (sched) {
-        int found = 0;
-        for (struct starpu_sched_policy **p = starpu_sched_get_predefined_policies(); *p; p++)
-            if (strcmp((*p)->policy_name, sched) == 0)
-                found = 1;
-        if (!found)
-            return apb_fail(err, APB_E_USAGE, "unknown scheduler '%s' (see --sched list)", sched);
-    }
     _apb_blas_single_thread();
     int ret = starpu_init(&conf);
     if (ret == -ENODEV)
