@@ -3,11 +3,11 @@
  * @brief "apb-affinity": a host-affinity policy for virtual hosts (the Spava schedule).
  *
  * Idea. W virtual hosts share fewer workers (or GPUs). A host's KV cache and activations should
- * stay where its tasks run, so every task of host h goes to h's home worker: CUDA worker
- * h mod (CUDA workers) when one exists and the codelet has a CUDA implementation, else CPU
- * worker h mod (CPU workers); a worker that cannot execute the task is never chosen. The policy
+ * stay where its tasks run, so every task of host h goes to h's home worker: a CUDA worker when
+ * one exists and the codelet has a CUDA implementation, else a CPU worker; a worker that cannot execute the task is never chosen. The policy
  * reads the host from the task name itself (`<op>-<layer>-h<host>`), so it works with
- * `--placement free`; with `--placement pinned` StarPU bypasses every policy for pinned tasks.
+ * `--placement free`; hosts are dealt to workers in boustrophedon order (0 1 1 0 for 4 hosts on 2
+ * workers: see _apb_snake); with `--placement pinned` StarPU bypasses every policy for pinned tasks.
  *
  * Each worker then orders its own queue like apb-critical: earlier layers first, then a host's
  * compress tasks (qmean/select: the "communication" the other hosts wait for) before the dense
@@ -94,18 +94,27 @@ static void _apb_aff_remove(unsigned ctx, int *ids, unsigned n)
     _apb_aff_workers_changed(ctx);
 }
 
+/* Host h's slot among n workers, boustrophedon: 0 1 .. n-1 n-1 .. 1 0 0 1 ... Host r's work grows
+ * with r in APB (r passing blocks; host 0 has no anchor; the last host also runs the question
+ * pass), so the snake pairs light hosts with heavy ones (the zigzag idea Spava applies to chunks). */
+static int _apb_snake(int h, int n)
+{
+    int round = h / n, pos = h % n;
+    return round % 2 ? n - 1 - pos : pos;
+}
+
 /* Home worker of host h for this task, or -1 (no host: the shared queue). Called locked. */
 static int _apb_aff_home(struct _apb_aff_data *d, struct starpu_task *task, int h)
 {
     if (h < 0)
         return -1;
     if (d->ncuda) {
-        int w = d->cuda[h % d->ncuda];
+        int w = d->cuda[_apb_snake(h, d->ncuda)];
         if (starpu_worker_can_execute_task_first_impl((unsigned)w, task, NULL))
             return w;
     }
     if (d->ncpu) {
-        int w = d->cpu[h % d->ncpu];
+        int w = d->cpu[_apb_snake(h, d->ncpu)];
         if (starpu_worker_can_execute_task_first_impl((unsigned)w, task, NULL))
             return w;
     }
@@ -196,7 +205,7 @@ struct starpu_sched_policy apb_sched_affinity_policy = {
     .push_task = _apb_aff_push,
     .pop_task = _apb_aff_pop,
     .policy_name = "apb-affinity",
-    .policy_description = "apb: each host's tasks on its home worker/GPU, compress of the next "
+    .policy_description = "apb: each host's tasks on its home worker/GPU (snake order), compress of the next "
                           "virtual host ahead of attention (Spava schedule); APB_AFFINITY_STEAL=1 "
                           "steals when idle",
     .worker_type = STARPU_WORKER_LIST,
