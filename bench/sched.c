@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Scheduler comparison: the same APB / Spava prefill graph (random weights) under each
+ * policy, ours and StarPU's; prints makespan, communication overlap % and idle % per policy and
+ * writes JSON. Every run is a fresh process (fork) with its own starpu_init, so no policy inherits
+ * another's state; the median of --repeat runs is reported. See docs/SCHEDULERS.md.
+ *
+ *   bench/sched [--preset NAME] [--prompt-len N] [--question N] [--hosts W] [--tile T]
+ *               [--methods apb,spava] [--policies a,b,..] [--repeat R] [--ncpus N]
+ *               [--no-calibrate] [--trace-dir DIR] [--json FILE]
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "graph/apb_graph.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct result {
+    int ok;
+    double makespan_s, overlap, idle, sched_us, work_s, comm_s;
+    char sched[64];
+};
+
+struct cfg {
+    const char *preset, *trace_dir;
+    int L, nq, hosts, tile, ncpus;
+};
+
+/* One prefill (context on W hosts + the question pass) in a child process. */
+static struct result run_child(apb_model *m, const struct cfg *c, apb_method meth, const char *policy,
+                               int calibrate, const int32_t *ctx, const int32_t *q)
+{
+    struct result res = {0};
+    int fd[2];
+    if (pipe(fd))
+        return res;
+    pid_t pid = fork();
+    if (pid < 0)
+        return res;
+    if (pid == 0) {
+        close(fd[0]);
+        apb_err err = {0};
+        apb_runtime_opts ro = {.sched = policy, .ncpus = c->ncpus, .ncuda = 0, .calibrate = calibrate};
+        if (apb_runtime_init(&ro, &err) || apb_model_register(m, &err)) {
+            fprintf(stderr, "sched: %s: %s\n", policy, err.msg);
+            _exit(1);
+        }
+        apb_trace_enable(1);
+        apb_hosts_opts o = {.method = meth, .hosts = c->hosts, .anchor = -1, .select = -1,
+                            .tile = c->tile};
+        apb_sampling smp = {0};
+        apb_hseq hs;
+        double t = now_s();
+        int rc = apb_prefill_hosts(m, &hs, ctx, c->L, q, c->nq, 1, &o, &smp, &err);
+        if (!rc)
+            rc = apb_runtime_wait_all(&err);
+        t = now_s() - t;
+        if (rc) {
+            fprintf(stderr, "sched: %s: %s\n", policy, err.msg);
+            _exit(1);
+        }
+        apb_trace_stats st;
+        apb_trace_stats_get(&st);
+        struct result r = {1, t, st.overlap_frac, st.idle_frac, st.sched_us_per_task, 0, st.comm_s, ""};
+        for (int k = 0; k < 4; k++)
+            r.work_s += st.kind_s[k];
+        snprintf(r.sched, sizeof r.sched, "%s", apb_runtime_sched_name());
+        if (c->trace_dir && !calibrate) {
+            char p[4096];
+            snprintf(p, sizeof p, "%s/%s_%s.json", c->trace_dir, apb_method_name(meth), policy);
+            apb_trace_write_chrome(p, &err);
+            snprintf(p, sizeof p, "%s/%s_%s.svg", c->trace_dir, apb_method_name(meth), policy);
+            apb_trace_write_gantt(p, &err);
+        }
+        if (write(fd[1], &r, sizeof r) != (ssize_t)sizeof r)
+            _exit(1);
+        apb_hseq_free(m, &hs);
+        apb_model_free(m);
+        apb_runtime_shutdown();
+        _exit(0);
+    }
+    close(fd[1]);
+    if (read(fd[0], &res, sizeof res) != (ssize_t)sizeof res)
+        res.ok = 0;
+    close(fd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return res;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    struct cfg c = {.preset = "smollm2-135m", .L = 1024, .nq = 16, .hosts = 4, .tile = 128, .ncpus = -1};
+    const char *methods = "apb,spava", *json = "bench/results/sched_cpu.json";
+    const char *policies = "apb-critical,apb-affinity,eager,prio,lws,ws,dmda,dmdas,modular-heft";
+    int repeat = 3, calibrate = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--preset") && v) c.preset = v, i++;
+        else if (!strcmp(a, "--prompt-len") && v) c.L = atoi(v), i++;
+        else if (!strcmp(a, "--question") && v) c.nq = atoi(v), i++;
+        else if (!strcmp(a, "--hosts") && v) c.hosts = atoi(v), i++;
+        else if (!strcmp(a, "--tile") && v) c.tile = atoi(v), i++;
+        else if (!strcmp(a, "--ncpus") && v) c.ncpus = atoi(v), i++;
+        else if (!strcmp(a, "--methods") && v) methods = v, i++;
+        else if (!strcmp(a, "--policies") && v) policies = v, i++;
+        else if (!strcmp(a, "--repeat") && v) repeat = atoi(v), i++;
+        else if (!strcmp(a, "--trace-dir") && v) c.trace_dir = v, i++;
+        else if (!strcmp(a, "--json") && v) json = v, i++;
+        else if (!strcmp(a, "--no-calibrate")) calibrate = 0;
+        else {
+            fprintf(stderr, "usage: %s [--preset NAME] [--prompt-len N] [--question N] [--hosts W] "
+                            "[--tile T] [--methods apb,spava] [--policies a,b] [--repeat R] "
+                            "[--ncpus N] [--no-calibrate] [--trace-dir DIR] [--json FILE]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (c.L < 64 || c.nq < 1 || c.hosts < 2 || c.tile < 16 || repeat < 1 || repeat > 50) {
+        fprintf(stderr, "sched: need --prompt-len >= 64, --question >= 1, --hosts >= 2, --tile >= 16, "
+                        "1 <= --repeat <= 50\n");
+        return 2;
+    }
+    apb_err err = {0};
+    apb_model m;
+    if (apb_model_random(c.preset, 42, &m, &err)) {
+        fprintf(stderr, "sched: %s\n", err.msg);
+        return err.code;
+    }
+    int32_t *ctx = malloc(sizeof(int32_t) * (size_t)c.L), *q = malloc(sizeof(int32_t) * (size_t)c.nq);
+    for (int i = 0; i < c.L; i++)
+        ctx[i] = (int32_t)((i * 7919u + 13u) % (unsigned)m.cfg.vocab_size);
+    for (int i = 0; i < c.nq; i++)
+        q[i] = (int32_t)((i * 104729u + 7u) % (unsigned)m.cfg.vocab_size);
+    FILE *js = json ? fopen(json, "w") : NULL;
+    if (json && !js)
+        fprintf(stderr, "sched: cannot write %s: %s\n", json, strerror(errno));
+    long ncores = sysconf(_SC_NPROCESSORS_ONLN);
+    double load[3] = {0};
+    if (getloadavg(load, 3) < 0)
+        load[0] = -1;
+    printf("model %s (random weights), %d context + %d question tokens, %d hosts, tile %d, %ld cores, "
+           "load average %.2f, median of %d runs\n", m.cfg.name, c.L, c.nq, c.hosts, c.tile, ncores,
+           load[0], repeat);
+    if (js)
+        fprintf(js, "{\"model\": \"%s\", \"context\": %d, \"question\": %d, \"hosts\": %d, \"tile\": %d, "
+                    "\"cores\": %ld, \"load_average\": %.2f, \"repeat\": %d, \"runs\": [",
+                m.cfg.name, c.L, c.nq, c.hosts, c.tile, ncores, load[0], repeat);
+    int first = 1, failed = 0;
+    char *ms = strdup(methods);
+    for (char *mt = strtok(ms, ","); mt; mt = strtok(NULL, ",")) {
+        apb_method meth;
+        if (apb_method_parse(mt, &meth, &err)) {
+            fprintf(stderr, "sched: %s\n", err.msg);
+            return 2;
+        }
+        if (calibrate) { /* one dmda pass with STARPU_CALIBRATE=1 so the model-based policies start informed */
+            struct result r = run_child(&m, &c, meth, "dmda", 1, ctx, q);
+            if (!r.ok)
+                fprintf(stderr, "sched: calibration pass failed\n");
+        }
+        printf("\n%-6s %-14s %10s %10s %9s %7s %8s %10s\n", "method", "policy", "makespan_s", "min_s",
+               "overlap%", "idle%", "work_s", "sched_us");
+        char *ps = strdup(policies), *save = NULL;
+        for (char *pol = strtok_r(ps, ",", &save); pol; pol = strtok_r(NULL, ",", &save)) {
+            double mk[50], ov[50], id[50], su[50], wk[50];
+            int n = 0;
+            for (int k = 0; k < repeat; k++) {
+                struct result r = run_child(&m, &c, meth, pol, 0, ctx, q);
+                if (!r.ok)
+                    break;
+                mk[n] = r.makespan_s; ov[n] = r.overlap; id[n] = r.idle; su[n] = r.sched_us;
+                wk[n] = r.work_s;
+                n++;
+            }
+            if (n < repeat) {
+                printf("%-6s %-14s failed\n", mt, pol);
+                failed = 1;
+                continue;
+            }
+            double mn = mk[0];
+            for (int k = 1; k < n; k++)
+                mn = mk[k] < mn ? mk[k] : mn;
+            qsort(mk, n, sizeof *mk, cmp_d); qsort(ov, n, sizeof *ov, cmp_d);
+            qsort(id, n, sizeof *id, cmp_d); qsort(su, n, sizeof *su, cmp_d);
+            qsort(wk, n, sizeof *wk, cmp_d);
+            printf("%-6s %-14s %10.3f %10.3f %8.1f%% %6.1f%% %8.2f %10.2f\n", mt, pol, mk[n / 2], mn,
+                   100 * ov[n / 2], 100 * id[n / 2], wk[n / 2], su[n / 2]);
+            fflush(stdout);
+            if (js)
+                fprintf(js, "%s\n  {\"method\": \"%s\", \"policy\": \"%s\", \"makespan_s\": %.4f, "
+                            "\"makespan_min_s\": %.4f, \"overlap\": %.4f, \"idle\": %.4f, "
+                            "\"work_s\": %.4f, \"sched_us_per_task\": %.3f}",
+                        first ? "" : ",", mt, pol, mk[n / 2], mn, ov[n / 2], id[n / 2], wk[n / 2],
+                        su[n / 2]);
+            first = 0;
+        }
+        free(ps);
+    }
+    free(ms);
+    if (js) {
+        fprintf(js, "\n]}\n");
+        fclose(js);
+        printf("\nwrote %s\n", json);
+    }
+    printf("makespan: prefill wall time (context + question pass); overlap%%: compress/merge time "
+           "during which some worker computed; idle%%: 1 - task time / (makespan x workers); work_s: "
+           "sum of task times (grows when the machine is shared)\n");
+    free(ctx);
+    free(q);
+    apb_model_free(&m);
+    return failed;
+}
