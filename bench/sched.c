@@ -3,7 +3,8 @@
  * @brief Scheduler comparison: the same APB / Spava prefill graph (random weights) under each
  * policy, ours and StarPU's; prints makespan, communication overlap % and idle % per policy and
  * writes JSON. Every run is a fresh process (fork) with its own starpu_init, so no policy inherits
- * another's state; the median of --repeat runs is reported. See docs/SCHEDULERS.md.
+ * another's state; runs go in rounds (each policy once per round) and the median of --repeat
+ * rounds is reported. See docs/SCHEDULERS.md.
  *
  *   bench/sched [--preset NAME] [--prompt-len N] [--question N] [--hosts W] [--tile T]
  *               [--methods apb,spava] [--policies a,b,..] [--repeat R] [--ncpus N]
@@ -137,6 +138,7 @@ int main(int argc, char **argv)
                         "1 <= --repeat <= 50\n");
         return 2;
     }
+    setenv("STARPU_SILENT", "1", 0); /* calibration chatter of the model-based policies */
     apb_err err = {0};
     apb_model m;
     if (apb_model_random(c.preset, 42, &m, &err)) {
@@ -177,38 +179,47 @@ int main(int argc, char **argv)
         }
         printf("\n%-6s %-14s %10s %10s %9s %7s %8s %10s\n", "method", "policy", "makespan_s", "min_s",
                "overlap%", "idle%", "work_s", "sched_us");
+        /* rounds: every policy once per round, so a burst of load on the machine hits them all */
+        const char *pol[32];
+        int np = 0;
         char *ps = strdup(policies), *save = NULL;
-        for (char *pol = strtok_r(ps, ",", &save); pol; pol = strtok_r(NULL, ",", &save)) {
-            double mk[50], ov[50], id[50], su[50], wk[50];
-            int n = 0;
-            for (int k = 0; k < repeat; k++) {
-                struct result r = run_child(&m, &c, meth, pol, 0, ctx, q);
-                if (!r.ok)
-                    break;
-                mk[n] = r.makespan_s; ov[n] = r.overlap; id[n] = r.idle; su[n] = r.sched_us;
-                wk[n] = r.work_s;
-                n++;
+        for (char *p = strtok_r(ps, ",", &save); p && np < 32; p = strtok_r(NULL, ",", &save))
+            pol[np++] = p;
+        static double mk[32][50], ov[32][50], id[32][50], su[32][50], wk[32][50];
+        int ok[32];
+        for (int p = 0; p < np; p++)
+            ok[p] = 1;
+        for (int k = 0; k < repeat; k++)
+            for (int p = 0; p < np; p++) {
+                if (!ok[p])
+                    continue;
+                struct result r = run_child(&m, &c, meth, pol[p], 0, ctx, q);
+                ok[p] = r.ok;
+                mk[p][k] = r.makespan_s; ov[p][k] = r.overlap; id[p][k] = r.idle;
+                su[p][k] = r.sched_us; wk[p][k] = r.work_s;
             }
-            if (n < repeat) {
-                printf("%-6s %-14s failed\n", mt, pol);
+        for (int p = 0; p < np; p++) {
+            int n = repeat;
+            if (!ok[p]) {
+                printf("%-6s %-14s failed\n", mt, pol[p]);
                 failed = 1;
                 continue;
             }
-            double mn = mk[0];
+            double mn = mk[p][0];
             for (int k = 1; k < n; k++)
-                mn = mk[k] < mn ? mk[k] : mn;
-            qsort(mk, n, sizeof *mk, cmp_d); qsort(ov, n, sizeof *ov, cmp_d);
-            qsort(id, n, sizeof *id, cmp_d); qsort(su, n, sizeof *su, cmp_d);
-            qsort(wk, n, sizeof *wk, cmp_d);
-            printf("%-6s %-14s %10.3f %10.3f %8.1f%% %6.1f%% %8.2f %10.2f\n", mt, pol, mk[n / 2], mn,
-                   100 * ov[n / 2], 100 * id[n / 2], wk[n / 2], su[n / 2]);
+                mn = mk[p][k] < mn ? mk[p][k] : mn;
+            qsort(mk[p], n, sizeof(double), cmp_d); qsort(ov[p], n, sizeof(double), cmp_d);
+            qsort(id[p], n, sizeof(double), cmp_d); qsort(su[p], n, sizeof(double), cmp_d);
+            qsort(wk[p], n, sizeof(double), cmp_d);
+            printf("%-6s %-14s %10.3f %10.3f %8.1f%% %6.1f%% %8.2f %10.2f\n", mt, pol[p], mk[p][n / 2],
+                   mn, 100 * ov[p][n / 2], 100 * id[p][n / 2], wk[p][n / 2], su[p][n / 2]);
             fflush(stdout);
             if (js)
                 fprintf(js, "%s\n  {\"method\": \"%s\", \"policy\": \"%s\", \"makespan_s\": %.4f, "
                             "\"makespan_min_s\": %.4f, \"overlap\": %.4f, \"idle\": %.4f, "
                             "\"work_s\": %.4f, \"sched_us_per_task\": %.3f}",
-                        first ? "" : ",", mt, pol, mk[n / 2], mn, ov[n / 2], id[n / 2], wk[n / 2],
-                        su[n / 2]);
+                        first ? "" : ",", mt, pol[p], mk[p][n / 2], mn, ov[p][n / 2], id[p][n / 2],
+                        wk[p][n / 2], su[p][n / 2]);
             first = 0;
         }
         free(ps);

@@ -177,14 +177,22 @@ int apb_trace_write_gantt(const char *path, apb_err *err)
         starpu_worker_get_name(w, wname, sizeof wname);
         int y = top + w * row;
         fprintf(f, "<text x=\"4\" y=\"%d\">%.16s</text>\n", y + row / 2 + 4, wname);
-        for (size_t i = 0; i < _apb_tw[w].n; i++) {
-            const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
-            double x = left + (r->t0 - t0) / span * W, wd = (r->t1 - r->t0) / span * W;
-            fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"%s\">"
-                       "<title>%s %.3f ms</title></rect>\n",
-                    x, y + 2, wd < 0.3 ? 0.3 : wd, row - 4, _apb_kind_color[_apb_kind_of(r->op)],
-                    r->name, (r->t1 - r->t0) * 1e-6);
-        }
+        /* compress and communication tasks are short: drawn last (on top) and at least 2 px wide,
+         * so that where they run beside attention shows at a glance */
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t i = 0; i < _apb_tw[w].n; i++) {
+                const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
+                enum _apb_kind k = _apb_kind_of(r->op);
+                int small = k == _APB_K_COMPRESS || k == _APB_K_COMM;
+                if (small != pass)
+                    continue;
+                double x = left + (r->t0 - t0) / span * W, wd = (r->t1 - r->t0) / span * W;
+                double minw = small ? 2.0 : 0.3;
+                fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"%s\">"
+                           "<title>%s %.3f ms</title></rect>\n",
+                        x, y + 2, wd < minw ? minw : wd, row - 4, _apb_kind_color[k], r->name,
+                        (r->t1 - r->t0) * 1e-6);
+            }
     }
     int ly = top + nw * row + 20;
     for (int k = 0; k < _APB_K_COUNT; k++)
