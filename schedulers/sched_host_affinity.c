@@ -18,8 +18,10 @@
  * rather than by a fixed order in the code. Tasks without a host (e.g. zero fills) go to a shared
  * queue every worker reads.
  *
- * Strict by default: an idle worker does not take another host's task. APB_AFFINITY_STEAL=1 lets an
- * idle worker steal the lowest-ranked task of the longest queue (load balance over locality).
+ * Strict by default: an idle worker does not take another host's task. "apb-affinity-steal" (or
+ * APB_AFFINITY_STEAL=1) lets an idle worker steal the lowest-ranked task of the longest queue: load
+ * balance over locality. Strict affinity pays for every imbalance between the workers' hosts at
+ * each layer's allgather (the last host needs every earlier host's select of the layer).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -46,7 +48,8 @@ static void _apb_aff_init(unsigned ctx)
     apb_squeue_init(&d->shared);
     STARPU_PTHREAD_MUTEX_INIT(&d->lock, NULL);
     const char *s = getenv("APB_AFFINITY_STEAL");
-    d->steal = s && atoi(s) > 0;
+    d->steal = starpu_sched_ctx_get_sched_policy(ctx) == &apb_sched_affinity_steal_policy ||
+               (s && atoi(s) > 0);
     starpu_sched_ctx_set_policy_data(ctx, d);
 }
 
@@ -206,7 +209,20 @@ struct starpu_sched_policy apb_sched_affinity_policy = {
     .pop_task = _apb_aff_pop,
     .policy_name = "apb-affinity",
     .policy_description = "apb: each host's tasks on its home worker/GPU (snake order), compress of the next "
-                          "virtual host ahead of attention (Spava schedule); APB_AFFINITY_STEAL=1 "
-                          "steals when idle",
+                          "virtual host ahead of attention (Spava schedule); strict",
+    .worker_type = STARPU_WORKER_LIST,
+};
+
+/* The same with stealing on (see the top of the file). */
+struct starpu_sched_policy apb_sched_affinity_steal_policy = {
+    .init_sched = _apb_aff_init,
+    .deinit_sched = _apb_aff_deinit,
+    .add_workers = _apb_aff_add,
+    .remove_workers = _apb_aff_remove,
+    .push_task = _apb_aff_push,
+    .pop_task = _apb_aff_pop,
+    .policy_name = "apb-affinity-steal",
+    .policy_description = "apb: apb-affinity, and an idle worker steals the lowest-ranked task of "
+                          "the longest queue",
     .worker_type = STARPU_WORKER_LIST,
 };

@@ -59,7 +59,14 @@ void apb_sched_rank(const struct starpu_task *task, int64_t *k1, double *k2)
 {
     apb_sched_task_info ti;
     apb_sched_task_info_get(task, &ti);
-    *k1 = task->priority;
+    /* Earlier layers first, from the name when it has a layer: the graph's priority is 0 for the
+     * question pass, whose layer-l tasks feed qmean -> select of layer l in Spava (every host waits
+     * for them), so they must not queue behind later layers. Tasks without a layer (embeds,
+     * zero fills, logits, sample) keep their StarPU priority's sign: embeds start everything. */
+    if (ti.layer >= 0)
+        *k1 = -(int64_t)ti.layer;
+    else
+        *k1 = task->priority > 0 ? 1 : -((int64_t)1 << 30);
     double host_first = 1000.0 - (ti.host >= 0 && ti.host < 1000 ? ti.host : 999);
     switch (ti.kind) {
     case APB_KIND_COMPRESS: *k2 = 3e12 + host_first; break;
@@ -157,7 +164,8 @@ int apb_squeue_peek(struct apb_squeue *q, unsigned workerid, int64_t *k1, double
 
 /* ------------------------------------------------------------------ registry */
 static struct starpu_sched_policy *const _apb_ours[] = {&apb_sched_critical_policy,
-                                                        &apb_sched_affinity_policy};
+                                                        &apb_sched_affinity_policy,
+                                                        &apb_sched_affinity_steal_policy};
 #define _APB_NOURS (sizeof _apb_ours / sizeof *_apb_ours)
 #define _APB_MAX_LIBS 8
 static struct starpu_sched_policy *_apb_libs[_APB_MAX_LIBS];

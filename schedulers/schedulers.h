@@ -44,6 +44,7 @@ void apb_sched_task_info_get(const struct starpu_task *task, apb_sched_task_info
 /* Our policies (schedulers/sched_*.c). */
 extern struct starpu_sched_policy apb_sched_critical_policy;   /* "apb-critical" */
 extern struct starpu_sched_policy apb_sched_affinity_policy;   /* "apb-affinity" */
+extern struct starpu_sched_policy apb_sched_affinity_steal_policy; /* "apb-affinity-steal" */
 
 /* Finds a policy by name among ours, the loaded shared objects' and StarPU's built-ins.
  * Unknown names fail with APB_E_USAGE and a message pointing to --sched list. */
