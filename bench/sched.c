@@ -110,7 +110,8 @@ int main(int argc, char **argv)
 {
     struct cfg c = {.preset = "smollm2-135m", .L = 1024, .nq = 16, .hosts = 4, .tile = 128, .ncpus = -1};
     const char *methods = "apb,spava", *json = "bench/results/sched_cpu.json";
-    const char *policies = "apb-critical,apb-affinity,eager,prio,lws,ws,dmda,dmdas,modular-heft";
+    const char *policies = "apb-critical,apb-affinity,apb-affinity-steal,eager,prio,lws,ws,dmda,dmdas,"
+                           "modular-heft";
     int repeat = 3, calibrate = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

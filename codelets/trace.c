@@ -163,7 +163,14 @@ int apb_trace_write_gantt(const char *path, apb_err *err)
     FILE *f = fopen(path, "w");
     if (!f)
         return apb_fail(err, APB_E_IO, "%s: cannot write the Gantt chart", path);
-    double end, t0 = _apb_trace_origin(&end);
+    double end, t0 = _apb_trace_origin(&end), origin = t0;
+    /* APB_GANTT_WINDOW=FROM,TO (seconds after the first task) zooms on a part of the run */
+    const char *win = getenv("APB_GANTT_WINDOW");
+    double wa, wb;
+    if (win && sscanf(win, "%lf,%lf", &wa, &wb) == 2 && wa >= 0 && wb > wa) {
+        t0 = origin + wa * 1e9;
+        end = origin + wb * 1e9 < end ? origin + wb * 1e9 : end;
+    }
     double span = end > t0 ? end - t0 : 1;
     int nw = _apb_nworkers(), W = 1200, left = 110, row = 28, top = 30;
     int H = top + nw * row + 60;
@@ -184,7 +191,7 @@ int apb_trace_write_gantt(const char *path, apb_err *err)
                 const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
                 enum _apb_kind k = _apb_kind_of(r->op);
                 int small = k == _APB_K_COMPRESS || k == _APB_K_COMM;
-                if (small != pass)
+                if (small != pass || r->t1 < t0 || r->t0 > end)
                     continue;
                 double x = left + (r->t0 - t0) / span * W, wd = (r->t1 - r->t0) / span * W;
                 double minw = small ? 2.0 : 0.3;
@@ -203,7 +210,7 @@ int apb_trace_write_gantt(const char *path, apb_err *err)
             left + W, ly - 6);
     for (int i = 0; i <= 10; i++)
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"9\">%.2fs</text>\n", left + i * W / 10 - 8,
-                ly + 30, span * 1e-9 * i / 10);
+                ly + 30, (t0 - origin + span * i / 10) * 1e-9);
     fprintf(f, "</svg>\n");
     if (fclose(f) != 0)
         return apb_fail(err, APB_E_IO, "%s: write failed", path);
