@@ -193,7 +193,8 @@ int apb_trace_write_gantt(const char *path, apb_err *err)
                 int small = k == _APB_K_COMPRESS || k == _APB_K_COMM;
                 if (small != pass || r->t1 < t0 || r->t0 > end)
                     continue;
-                double x = left + (r->t0 - t0) / span * W, wd = (r->t1 - r->t0) / span * W;
+                double a = r->t0 > t0 ? r->t0 : t0, b = r->t1 < end ? r->t1 : end;
+                double x = left + (a - t0) / span * W, wd = (b - a) / span * W;
                 double minw = small ? 2.0 : 0.3;
                 fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"%s\">"
                            "<title>%s %.3f ms</title></rect>\n",
