@@ -219,7 +219,13 @@ static void _apb_zero_cpu(void *buffers[], void *cl_arg)
         memset(p + r * ld * es, 0, nx * es);
 }
 
+static struct starpu_perfmodel _apb_zero_model = {
+    .type = STARPU_HISTORY_BASED,
+    .symbol = "apb_zero",
+};
+
 static struct starpu_codelet _apb_zero_cl = {
+    .model = &_apb_zero_model,
     .cpu_funcs = {_apb_zero_cpu},
     .cpu_funcs_name = {"_apb_zero_cpu"},
     .nbuffers = 1,
