@@ -85,7 +85,7 @@ then echo "ok   affinity keeps hosts on their worker"; else echo "FAIL affinity 
 check "sched-lib missing" 3 "sched-lib" $RUN --prompt x --max-new-tokens 1 --sched-lib /nonexistent/policy.so
 # calibration pass into a private STARPU_HOME: the regression models get written there
 check "calibrate" 0 "calibration pass done" env STARPU_HOME="$tmp/home" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --max-new-tokens 1 --calibrate --no-progress
-ls "$tmp"/home/.starpu/sampling/codelets/*/apb_attention.* >/dev/null 2>&1 && ls "$tmp"/home/.starpu/sampling/codelets/*/apb_select.* >/dev/null 2>&1 \
+ls "$tmp"/home/.starpu/sampling/codelets/*/apb_attention.* >/dev/null 2>&1 && ls "$tmp"/home/.starpu/sampling/codelets/*/apb_mlp.* >/dev/null 2>&1 \
     && echo "ok   perfmodels stored" || { echo "FAIL perfmodels stored"; fail=1; }
 SO=${APB_SCHED_EXAMPLE_SO:-docs/examples/.libs/apb_sched_example.so}
 if [ -f "$SO" ]; then
