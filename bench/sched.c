@@ -7,7 +7,7 @@
  * rounds is reported. See docs/SCHEDULERS.md.
  *
  *   bench/sched [--preset NAME] [--prompt-len N] [--question N] [--hosts W] [--tile T]
- *               [--methods apb,spava] [--policies a,b,..] [--repeat R] [--ncpus N]
+ *               [--methods apb,spava] [--policies a,b,..] [--repeat R] [--ncpus N] [--ncuda N]
  *               [--no-calibrate] [--trace-dir DIR] [--json FILE]
  */
 #include <errno.h>
@@ -35,7 +35,7 @@ struct result {
 
 struct cfg {
     const char *preset, *trace_dir;
-    int L, nq, hosts, tile, ncpus;
+    int L, nq, hosts, tile, ncpus, ncuda;
 };
 
 /* One prefill (context on W hosts + the question pass) in a child process. */
@@ -52,7 +52,8 @@ static struct result run_child(apb_model *m, const struct cfg *c, apb_method met
     if (pid == 0) {
         close(fd[0]);
         apb_err err = {0};
-        apb_runtime_opts ro = {.sched = policy, .ncpus = c->ncpus, .ncuda = 0, .calibrate = calibrate};
+        apb_runtime_opts ro = {.sched = policy, .ncpus = c->ncpus, .ncuda = c->ncuda,
+                               .calibrate = calibrate};
         if (apb_runtime_init(&ro, &err) || apb_model_register(m, &err)) {
             fprintf(stderr, "sched: %s: %s\n", policy, err.msg);
             _exit(1);
@@ -108,8 +109,9 @@ static int cmp_d(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    struct cfg c = {.preset = "smollm2-135m", .L = 1024, .nq = 16, .hosts = 4, .tile = 128, .ncpus = -1};
-    const char *methods = "apb,spava", *json = "bench/results/sched_cpu.json";
+    struct cfg c = {.preset = "smollm2-135m", .L = 1024, .nq = 16, .hosts = 4, .tile = 128, .ncpus = -1,
+                    .ncuda = 0};
+    const char *methods = "apb,spava", *json = NULL;
     const char *policies = "apb-critical,apb-affinity,apb-affinity-steal,eager,prio,lws,ws,dmda,dmdas,"
                            "modular-heft";
     int repeat = 3, calibrate = 1;
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--hosts") && v) c.hosts = atoi(v), i++;
         else if (!strcmp(a, "--tile") && v) c.tile = atoi(v), i++;
         else if (!strcmp(a, "--ncpus") && v) c.ncpus = atoi(v), i++;
+        else if (!strcmp(a, "--ncuda") && v) c.ncuda = atoi(v), i++;
         else if (!strcmp(a, "--methods") && v) methods = v, i++;
         else if (!strcmp(a, "--policies") && v) policies = v, i++;
         else if (!strcmp(a, "--repeat") && v) repeat = atoi(v), i++;
@@ -130,7 +133,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr, "usage: %s [--preset NAME] [--prompt-len N] [--question N] [--hosts W] "
                             "[--tile T] [--methods apb,spava] [--policies a,b] [--repeat R] "
-                            "[--ncpus N] [--no-calibrate] [--trace-dir DIR] [--json FILE]\n", argv[0]);
+                            "[--ncpus N] [--ncuda N] [--no-calibrate] [--trace-dir DIR] [--json FILE]\n", argv[0]);
             return 2;
         }
     }
@@ -139,6 +142,8 @@ int main(int argc, char **argv)
                         "1 <= --repeat <= 50\n");
         return 2;
     }
+    if (!json) /* CPU workers only by default; --ncuda N (or -1: all GPUs) for the GPU results */
+        json = c.ncuda == 0 ? "bench/results/sched_cpu.json" : "bench/results/sched_gpu.json";
     setenv("STARPU_SILENT", "1", 0); /* calibration chatter of the model-based policies */
     apb_err err = {0};
     apb_model m;
@@ -159,12 +164,12 @@ int main(int argc, char **argv)
     if (getloadavg(load, 3) < 0)
         load[0] = -1;
     printf("model %s (random weights), %d context + %d question tokens, %d hosts, tile %d, %ld cores, "
-           "load average %.2f, median of %d runs\n", m.cfg.name, c.L, c.nq, c.hosts, c.tile, ncores,
-           load[0], repeat);
+           "CUDA workers %s, load average %.2f, median of %d runs\n", m.cfg.name, c.L, c.nq, c.hosts,
+           c.tile, ncores, c.ncuda == 0 ? "none" : c.ncuda < 0 ? "all" : "some", load[0], repeat);
     if (js)
         fprintf(js, "{\"model\": \"%s\", \"context\": %d, \"question\": %d, \"hosts\": %d, \"tile\": %d, "
-                    "\"cores\": %ld, \"load_average\": %.2f, \"repeat\": %d, \"runs\": [",
-                m.cfg.name, c.L, c.nq, c.hosts, c.tile, ncores, load[0], repeat);
+                    "\"cores\": %ld, \"ncuda\": %d, \"load_average\": %.2f, \"repeat\": %d, \"runs\": [",
+                m.cfg.name, c.L, c.nq, c.hosts, c.tile, ncores, c.ncuda, load[0], repeat);
     int first = 1, failed = 0;
     char *ms = strdup(methods);
     for (char *mt = strtok(ms, ","); mt; mt = strtok(NULL, ",")) {

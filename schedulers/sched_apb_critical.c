@@ -12,25 +12,93 @@
  *   3. within compress and the chain, lower hosts first (more hosts wait for them); within
  *      attention, the longest task (most flops) first, so the tail of a layer is short.
  * Every worker takes the best-ranked task it can execute (starpu_worker_can_execute_task_first_impl),
- * so CPU-only codelets never reach a CUDA worker. Nothing is pinned: any worker may take any task,
+ * so CPU-only codelets never reach a CUDA worker. With workers of several types (CPU + CUDA), a
+ * type whose calibrated perfmodel predicts more than APB_CRIT_SLOWDOWN (4) times the best type's
+ * time for a task may not take it (heteroprio's idea), so a CPU worker does not grab an attention
+ * task a GPU does 20 times faster; uncalibrated models allow every type. Nothing is pinned: any worker may take any task,
  * which keeps all workers busy (the price: no data locality, which costs nothing on one memory
  * node and is what apb-affinity addresses).
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "schedulers/sched_common.h"
 
+#define APB_CRIT_SLOWDOWN 4.0
+
 struct _apb_crit_data {
     struct apb_squeue q;
     starpu_pthread_mutex_t lock;
+    int rep[STARPU_NARCH]; /* one worker per type present in the context, -1: none */
+    int ntypes;
 };
+
+/* The worker types that may take the task (see the top of the file). */
+static unsigned _apb_crit_types(struct _apb_crit_data *d, unsigned ctx, struct starpu_task *task)
+{
+    if (d->ntypes < 2)
+        return ~0u;
+    double len[STARPU_NARCH], best = INFINITY;
+    for (int t = 0; t < STARPU_NARCH; t++) {
+        len[t] = NAN;
+        unsigned impl;
+        if (d->rep[t] < 0 || !starpu_worker_can_execute_task_first_impl((unsigned)d->rep[t], task, &impl))
+            continue;
+        len[t] = starpu_task_expected_length(task, starpu_worker_get_perf_archtype(d->rep[t], ctx), impl);
+        if (isnan(len[t]) || len[t] <= 0)
+            return ~0u; /* not calibrated: no information */
+        best = len[t] < best ? len[t] : best;
+    }
+    unsigned types = 0;
+    for (int t = 0; t < STARPU_NARCH; t++)
+        if (!isnan(len[t]) && len[t] <= APB_CRIT_SLOWDOWN * best)
+            types |= 1u << t;
+    return types ? types : ~0u;
+}
+
+static void _apb_crit_workers_changed(unsigned ctx)
+{
+    struct _apb_crit_data *d = starpu_sched_ctx_get_policy_data(ctx);
+    struct starpu_worker_collection *ws = starpu_sched_ctx_get_worker_collection(ctx);
+    struct starpu_sched_ctx_iterator it;
+    STARPU_PTHREAD_MUTEX_LOCK(&d->lock);
+    for (int t = 0; t < STARPU_NARCH; t++)
+        d->rep[t] = -1;
+    d->ntypes = 0;
+    ws->init_iterator(ws, &it);
+    while (ws->has_next(ws, &it)) {
+        int w = (int)ws->get_next(ws, &it);
+        int t = (int)starpu_worker_get_type(w);
+        if (t >= 0 && t < STARPU_NARCH && d->rep[t] < 0) {
+            d->rep[t] = w;
+            d->ntypes++;
+        }
+    }
+    STARPU_PTHREAD_MUTEX_UNLOCK(&d->lock);
+}
+
+static void _apb_crit_add(unsigned ctx, int *ids, unsigned n)
+{
+    (void)ids;
+    (void)n;
+    _apb_crit_workers_changed(ctx);
+}
+
+static void _apb_crit_remove(unsigned ctx, int *ids, unsigned n)
+{
+    (void)ids;
+    (void)n;
+    _apb_crit_workers_changed(ctx);
+}
 
 static void _apb_crit_init(unsigned ctx)
 {
     struct _apb_crit_data *d = calloc(1, sizeof *d);
     STARPU_ASSERT(d);
     apb_squeue_init(&d->q);
+    for (int t = 0; t < STARPU_NARCH; t++)
+        d->rep[t] = -1;
     STARPU_PTHREAD_MUTEX_INIT(&d->lock, NULL);
     starpu_sched_ctx_set_policy_data(ctx, d);
 }
@@ -51,6 +119,7 @@ static int _apb_crit_push(struct starpu_task *task)
     int64_t k1;
     double k2;
     apb_sched_rank(task, &k1, &k2);
+    unsigned types = _apb_crit_types(d, ctx, task);
     /* who can run it, decided before the push: once pushed, the task may run and be freed */
     int wake[STARPU_NMAXWORKERS], nwake = 0;
     struct starpu_worker_collection *ws = starpu_sched_ctx_get_worker_collection(ctx);
@@ -58,13 +127,14 @@ static int _apb_crit_push(struct starpu_task *task)
     ws->init_iterator(ws, &it);
     while (ws->has_next(ws, &it)) {
         unsigned w = ws->get_next(ws, &it);
-        if (starpu_worker_can_execute_task_first_impl(w, task, NULL))
+        if (((types >> starpu_worker_get_type((int)w)) & 1) &&
+            starpu_worker_can_execute_task_first_impl(w, task, NULL))
             wake[nwake++] = (int)w;
     }
     starpu_worker_relax_on();
     STARPU_PTHREAD_MUTEX_LOCK(&d->lock);
     starpu_worker_relax_off();
-    int ret = apb_squeue_push(&d->q, task, k1, k2);
+    int ret = apb_squeue_push(&d->q, task, k1, k2, types);
     if (ret == 0)
         starpu_push_task_end(task);
     STARPU_PTHREAD_MUTEX_UNLOCK(&d->lock);
@@ -94,6 +164,8 @@ static struct starpu_task *_apb_crit_pop(unsigned ctx)
 struct starpu_sched_policy apb_sched_critical_policy = {
     .init_sched = _apb_crit_init,
     .deinit_sched = _apb_crit_deinit,
+    .add_workers = _apb_crit_add,
+    .remove_workers = _apb_crit_remove,
     .push_task = _apb_crit_push,
     .pop_task = _apb_crit_pop,
     .policy_name = "apb-critical",

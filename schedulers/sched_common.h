@@ -17,6 +17,7 @@ struct apb_squeue_ent {
     int64_t k1;       /* compared first (higher runs first) */
     double k2;        /* then this (higher first) */
     uint64_t seq;     /* then submission order (earlier first) */
+    unsigned types;   /* bit t set: a worker of type t (enum starpu_worker_archtype) may take it */
 };
 
 /* Sorted ascending (best last), so taking the best is O(1) and inserting is a binary search and
@@ -30,8 +31,9 @@ struct apb_squeue {
 
 void apb_squeue_init(struct apb_squeue *q);
 void apb_squeue_destroy(struct apb_squeue *q);
-/* 0, or -ENOMEM. */
-int apb_squeue_push(struct apb_squeue *q, struct starpu_task *task, int64_t k1, double k2);
+/* 0, or -ENOMEM. types: worker types allowed to take it (~0u: any that can execute it). */
+int apb_squeue_push(struct apb_squeue *q, struct starpu_task *task, int64_t k1, double k2,
+                    unsigned types);
 /* The best task worker `workerid` can execute (its implementation set), removed; NULL if none.
  * worst != 0 takes the worst such task instead (for stealing). */
 struct starpu_task *apb_squeue_take(struct apb_squeue *q, unsigned workerid, int worst);

@@ -152,7 +152,7 @@ static int _apb_aff_push(struct starpu_task *task)
     STARPU_PTHREAD_MUTEX_LOCK(&d->lock);
     starpu_worker_relax_off();
     int home = _apb_aff_home(d, task, ti.host);
-    int ret = apb_squeue_push(home >= 0 ? &d->q[home] : &d->shared, task, k1, k2);
+    int ret = apb_squeue_push(home >= 0 ? &d->q[home] : &d->shared, task, k1, k2, ~0u);
     if (ret == 0)
         starpu_push_task_end(task);
     STARPU_PTHREAD_MUTEX_UNLOCK(&d->lock);

@@ -102,7 +102,8 @@ static int _apb_worse(const struct apb_squeue_ent *a, const struct apb_squeue_en
     return a->seq > b->seq;
 }
 
-int apb_squeue_push(struct apb_squeue *q, struct starpu_task *task, int64_t k1, double k2)
+int apb_squeue_push(struct apb_squeue *q, struct starpu_task *task, int64_t k1, double k2,
+                    unsigned types)
 {
     if (q->n == q->cap) {
         size_t cap = q->cap ? 2 * q->cap : 256;
@@ -112,7 +113,7 @@ int apb_squeue_push(struct apb_squeue *q, struct starpu_task *task, int64_t k1, 
         q->e = e;
         q->cap = cap;
     }
-    struct apb_squeue_ent ent = {task, k1, k2, q->seq++};
+    struct apb_squeue_ent ent = {task, k1, k2, q->seq++, types};
     size_t lo = 0, hi = q->n; /* first position whose entry is not worse than ent */
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -130,9 +131,11 @@ int apb_squeue_push(struct apb_squeue *q, struct starpu_task *task, int64_t k1, 
 
 static long _apb_squeue_find(struct apb_squeue *q, unsigned workerid, int worst, unsigned *impl)
 {
+    unsigned type = 1u << (unsigned)starpu_worker_get_type((int)workerid);
     for (size_t i = 0; i < q->n; i++) {
         size_t at = worst ? i : q->n - 1 - i;
-        if (starpu_worker_can_execute_task_first_impl(workerid, q->e[at].task, impl))
+        if ((q->e[at].types & type) &&
+            starpu_worker_can_execute_task_first_impl(workerid, q->e[at].task, impl))
             return (long)at;
     }
     return -1;
