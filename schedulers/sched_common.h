@@ -41,7 +41,7 @@ struct starpu_task *apb_squeue_take(struct apb_squeue *q, unsigned workerid, int
 int apb_squeue_peek(struct apb_squeue *q, unsigned workerid, int64_t *k1, double *k2);
 
 /* The ordering both our policies use inside a queue: earlier layers first (the layer in the task
- * name; without one, the StarPU priority's sign), then compress > the dense chain (compute, merge)
+ * name; tasks without one first of all), then compress > the dense chain (compute, merge)
  * > attention; ties: lower host first for compress and the chain, longer (more flops) first for
  * attention. */
 void apb_sched_rank(const struct starpu_task *task, int64_t *k1, double *k2);

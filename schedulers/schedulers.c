@@ -61,12 +61,10 @@ void apb_sched_rank(const struct starpu_task *task, int64_t *k1, double *k2)
     apb_sched_task_info_get(task, &ti);
     /* Earlier layers first, from the name when it has a layer: the graph's priority is 0 for the
      * question pass, whose layer-l tasks feed qmean -> select of layer l in Spava (every host waits
-     * for them), so they must not queue behind later layers. Tasks without a layer (embeds,
-     * zero fills, logits, sample) keep their StarPU priority's sign: embeds start everything. */
-    if (ti.layer >= 0)
-        *k1 = -(int64_t)ti.layer;
-    else
-        *k1 = task->priority > 0 ? 1 : -((int64_t)1 << 30);
+     * for them), so they must not queue behind later layers. Tasks without a layer go first:
+     * embeds and zero fills start everything (the question's embed has priority 0 too), and
+     * logits / sample are only ready at the very end anyway. */
+    *k1 = ti.layer >= 0 ? -(int64_t)ti.layer : 1;
     double host_first = 1000.0 - (ti.host >= 0 && ti.host < 1000 ? ti.host : 999);
     switch (ti.kind) {
     case APB_KIND_COMPRESS: *k2 = 3e12 + host_first; break;
