@@ -14,6 +14,7 @@
 #include "codelets/apb_kernels_cpu.h"
 #include "apps/cli.h"
 #include "models/chat.h"
+#include "schedulers/schedulers.h"
 
 static char *read_file(const char *path, apb_err *err)
 {
@@ -316,8 +317,9 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     }
 
     int lead = g_rank == 0; /* prints the result; the other ranks print nothing on stdout */
-    apb_runtime_opts ro = {.sched = o->sched, .ncpus = o->ncpus, .ncuda = -1, .precision = o->precision,
-                           .mpi = g_mpi};
+    apb_runtime_opts ro = {.sched = o->sched, .sched_lib = o->sched_lib, .ncpus = o->ncpus,
+                           .ncuda = -1, .precision = o->precision, .mpi = g_mpi,
+                           .calibrate = o->calibrate};
     int ndev = apb_runtime_cuda_devices(), dev = o->device;
     if (dev == APB_DEVICE_AUTO)
         dev = ndev > 0 ? APB_DEVICE_CUDA : APB_DEVICE_CPU;
@@ -361,7 +363,8 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     }
     if (!rc)
         rc = apb_model_register(&m, err);
-    if (o->trace || o->gantt)
+    int tracing = o->trace || o->gantt || o->summary;
+    if (tracing)
         apb_trace_enable(1);
     if (lead) {
         fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu "
@@ -471,7 +474,11 @@ static int run(const struct apb_run_opts *o, apb_err *err)
                         "%.3f s (%.2f tokens/s)\n",
                 n_ids + n_q, t_prefill, (n_ids + n_q) / t_prefill, n_out > 0 ? n_out - 1 : 0, t_decode,
                 n_out > 1 ? (n_out - 1) / t_decode : 0.0);
-    if (!rc && (o->trace || o->gantt)) {
+    if (!rc && o->calibrate && lead)
+        fprintf(stderr, "apb_run: calibration pass done; models in %s/.starpu/sampling/codelets "
+                        "(starpu_perfmodel_display -s apb_attention)\n",
+                getenv("STARPU_HOME") ? getenv("STARPU_HOME") : "$HOME");
+    if (!rc && tracing) {
         char tb[PATH_MAX], gb[PATH_MAX];
         const char *tp = o->trace ? rank_path(o->trace, tb, sizeof tb) : NULL;
         const char *gp = o->gantt ? rank_path(o->gantt, gb, sizeof gb) : NULL;
@@ -512,8 +519,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!rc && o.sched && strcmp(o.sched, "list") == 0) {
-        for (struct starpu_sched_policy **p = starpu_sched_get_predefined_policies(); *p; p++)
-            printf("%-16s %s\n", (*p)->policy_name, (*p)->policy_description);
+        if (o.sched_lib && (rc = apb_sched_load_lib(o.sched_lib, NULL, &err))) {
+            fprintf(stderr, "apb_run: error: %s\n", err.msg);
+            return rc;
+        }
+        apb_sched_list(stdout);
         return 0;
     }
     g_mpi = apb_runtime_mpi_launched(&g_rank, &g_nranks);

@@ -37,7 +37,12 @@ const char *const apb_run_usage =
     "  --niah LEN             needle-in-a-haystack: LEN tokens of filler with a needle, then ask\n"
     "  --depth D              relative needle depth in [0, 1] (default 0.5)\n"
     "  --needle DIGITS        the magic number (default: 7 digits drawn from --seed)\n"
-    "  --sched NAME           StarPU scheduling policy (default lws; 'list' prints them)\n"
+    "  --sched NAME           scheduling policy: ours (apb-critical, apb-affinity) or any StarPU\n"
+    "                         built-in (default lws; 'list' prints them all)\n"
+    "  --sched-lib FILE.so    load a policy from a shared object exporting 'apb_sched_policy'\n"
+    "                         (used unless --sched names another; see docs/SCHEDULERS.md)\n"
+    "  --calibrate            calibration pass: every task's time goes into the StarPU perfmodels\n"
+    "                         ($STARPU_HOME/.starpu/sampling/codelets; starpu_perfmodel_display)\n"
     "  --ncpus N              CPU workers (default: StarPU's choice, all cores)\n"
     "  --device auto|cpu|cuda  where tasks run: cuda = GPUs only, cpu = CPUs only, auto = cuda when\n"
     "                         a GPU is present (default)\n"
@@ -53,6 +58,8 @@ const char *const apb_run_usage =
     "                         floats per generated token), for bitwise comparisons of runs\n"
     "  --mpi-timeout SECS     under mpirun: the longest one wait (start, prefill, one decode step,\n"
     "                         shutdown) may take before the rank aborts the job (default 600; 0 = none)\n"
+    "  --summary              per-worker busy %, communication overlap %, scheduler overhead per task\n"
+    "                         on stderr (also printed with --trace / --gantt)\n"
     "  --help, --version\n"
     "\n"
     "exit codes: 0 ok, 2 usage, 3 io, 4 format, 5 model, 6 memory, 7 runtime\n";
@@ -87,7 +94,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
-           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC };
+           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -101,7 +108,9 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"gantt", 1, 0, O_GANTT}, {"compress", 1, 0, O_COMPRESS},
         {"retain-weights", 1, 0, O_RETAINW}, {"placement", 1, 0, O_PLACE},
         {"dump-logits", 1, 0, O_DUMP}, {"mpi-timeout", 1, 0, O_MPITO},
-        {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"precision", 1, 0, O_PREC}, {0, 0, 0, 0}};
+        {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"precision", 1, 0, O_PREC},
+        {"sched-lib", 1, 0, O_SCHEDLIB}, {"calibrate", 0, 0, O_CALIB}, {"summary", 0, 0, O_SUMMARY},
+        {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
                        .anchor = -1, .select = -1, .depth = 0.5f, .ngpus = -1, .precision = -1,
@@ -173,6 +182,9 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
             else
                 rc = apb_fail(err, APB_E_USAGE, "--precision: expected auto, fp32 or bf16, got '%s'", optarg);
             break;
+        case O_SCHEDLIB: o->sched_lib = optarg; break;
+        case O_CALIB: o->calibrate = 1; break;
+        case O_SUMMARY: o->summary = 1; break;
         case O_PROG: o->progress = 1; break;
         case O_NOPROG: o->progress = 0; break;
         case O_HELP: o->help = 1; return APB_OK;

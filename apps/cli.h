@@ -8,9 +8,10 @@
 
 struct apb_run_opts {
     const char *model, *random, *prompt, *prompt_file, *system, *method, *sched, *question, *needle;
-    const char *trace, *gantt, *retain_weights;
     const char *dump_logits;       /* --dump-logits FILE: float32 logits of every sampled row */
     int mpi_timeout;               /* --mpi-timeout SECS: bound on every wait over MPI (0: none) */
+    const char *trace, *gantt, *retain_weights, *sched_lib;
+    int calibrate, summary;        /* --calibrate, --summary */
     int retain;                    /* --compress retain */
     apb_placement placement;       /* --placement */
     int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;

@@ -32,11 +32,14 @@ typedef enum apb_precision { APB_PREC_FP32 = 0, APB_PREC_BF16 = 1 } apb_precisio
 
 typedef struct apb_runtime_opts {
     const char *sched;     /* StarPU policy name, or one of ours; NULL = STARPU_SCHED or "lws" */
+    const char *sched_lib; /* shared object exporting a policy (schedulers/schedulers.h); NULL: none.
+                            * Its policy is used when sched is NULL. */
     int ncpus;             /* CPU workers; -1 = StarPU default */
     int ncuda;             /* CUDA workers; -1 = StarPU default, 0 = none */
-    int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics) */
     int mpi;               /* start StarPU-MPI (MPI_Init); multi-rank mode when > 1 rank */
     int precision;         /* apb_precision; -1 = auto (bf16 when CUDA workers exist) */
+    int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics: 1 adds
+                            * measurements to the stored models, 2 discards them first) */
 } apb_runtime_opts;
 
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err);
@@ -101,8 +104,30 @@ void apb_trace_enable(int on);
 void apb_trace_reset(void);
 int apb_trace_write_chrome(const char *path, apb_err *err);
 int apb_trace_write_gantt(const char *path, apb_err *err);
-/* Prints per-worker busy % over the traced span, and the time per kind. */
+/* Prints per-worker busy % over the traced span, the time per kind, the communication overlap and
+ * the scheduler overhead per task (apb_trace_stats). */
 void apb_trace_summary(FILE *out);
+
+/* Figures of the recorded trace. "Communication" is the time of compress (qmean/select/retain) and
+ * merge/append (lse_merge/kv_append) tasks: the APB allgather is their output read by other hosts.
+ * The part of it during which some worker ran a compute or attention task is overlapped; the rest
+ * is exposed (nothing else computed). See docs/SCHEDULERS.md. */
+typedef struct apb_trace_stats {
+    double span_s;                 /* first task start to last task end */
+    int nworkers;
+    double busy_frac[STARPU_NMAXWORKERS];
+    double idle_frac;              /* 1 - sum(busy) / (span x workers) */
+    double kind_s[4];              /* compute, compress, communication, attention (task seconds) */
+    double comm_s, comm_overlap_s; /* compress + merge/append time, and the overlapped part */
+    double overlap_frac;           /* comm_overlap_s / comm_s (1 when there is none) */
+    double sched_us_per_task;      /* StarPU profiling: push + pop time per task; -1 unknown */
+    double fetch_us_per_task;      /* data acquisition before the body per task; -1 unknown */
+    double bytes_in;               /* bytes of the buffers the tasks read */
+    double bus_bytes;              /* bytes moved between memory nodes (StarPU bus profiling) */
+    long long bus_transfers, ntasks;
+} apb_trace_stats;
+/* 0, or -1 when nothing was recorded. */
+int apb_trace_stats_get(apb_trace_stats *st);
 
 /* ------------------------------------------------------------------ data */
 /* A (rows x cols) tile of elemsize-byte elements, memory allocated lazily by StarPU. */

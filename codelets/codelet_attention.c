@@ -268,7 +268,7 @@ static void _apb_attention_cuda(void *buffers[], void *cl_arg)
 }
 #endif
 
-/* Cost follows (query rows x visible keys): a regression on that product. */
+/* Cost follows (query rows x visible keys x heads): a regression on that product. */
 static size_t _apb_attention_size_base(struct starpu_task *task, unsigned nimpl)
 {
     (void)nimpl;
@@ -281,7 +281,7 @@ static size_t _apb_attention_size_base(struct starpu_task *task, unsigned nimpl)
 }
 
 static struct starpu_perfmodel _apb_attention_model = {
-    .type = STARPU_REGRESSION_BASED,
+    .type = STARPU_NL_REGRESSION_BASED, /* a n^b + c; history when the size was seen */
     .symbol = "apb_attention",
     .size_base = _apb_attention_size_base,
 };

@@ -26,6 +26,8 @@ static inline double _apb_now_ns(void)
 
 /* Appends a trace record for the running task when tracing is on (codelets/trace.c). */
 void _apb_trace_record(enum apb_op op, double t0_ns, double t1_ns);
+int _apb_trace_active(void);
+void _apb_trace_task_done(void *task); /* callback of GPU tasks while tracing: their record */
 
 /* Adds one task's execution time (and flops) to the per-op totals. */
 void _apb_op_account(enum apb_op op, double t0_ns, double flops);

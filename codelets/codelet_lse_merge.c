@@ -84,10 +84,19 @@ static void _apb_lse_merge_cuda(void *buffers[], void *cl_arg)
     _apb_op_count(APB_OP_LSE_MERGE, 2.0 * n * rows * H * a->head_dim);
 }
 #endif
+/* Cost follows rows x partial results x columns. */
+static size_t _apb_lse_merge_size_base(struct starpu_task *task, unsigned nimpl)
+{
+    (void)nimpl;
+    const struct _apb_lse_merge_args *a = task->cl_arg;
+    starpu_data_handle_t o0 = STARPU_TASK_GET_HANDLE(task, 0);
+    return starpu_matrix_get_ny(o0) * starpu_matrix_get_nx(o0) * (size_t)a->n;
+}
 
 static struct starpu_perfmodel _apb_lse_merge_model = {
-    .type = STARPU_HISTORY_BASED,
+    .type = STARPU_NL_REGRESSION_BASED, /* a n^b + c; history when the size was seen */
     .symbol = "apb_lse_merge",
+    .size_base = _apb_lse_merge_size_base,
 };
 
 static struct starpu_codelet _apb_lse_merge_cl = {

@@ -56,10 +56,21 @@ static void _apb_qmean_cuda(void *buffers[], void *cl_arg)
     _apb_op_count(APB_OP_QMEAN, (double)rows * H * a->head_dim);
 }
 #endif
+/* Cost follows the number of question rows averaged. */
+static size_t _apb_qmean_size_base(struct starpu_task *task, unsigned nimpl)
+{
+    (void)nimpl;
+    const struct _apb_qmean_args *a = task->cl_arg;
+    size_t rows = 0;
+    for (int t = 0; t < a->n_tiles; t++)
+        rows += (size_t)a->n[t];
+    return rows * starpu_matrix_get_nx(STARPU_TASK_GET_HANDLE(task, 0));
+}
 
 static struct starpu_perfmodel _apb_qmean_model = {
-    .type = STARPU_HISTORY_BASED,
+    .type = STARPU_NL_REGRESSION_BASED, /* a n^b + c; history when the size was seen */
     .symbol = "apb_qmean",
+    .size_base = _apb_qmean_size_base,
 };
 
 static struct starpu_codelet _apb_qmean_cl = {

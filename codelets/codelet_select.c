@@ -143,10 +143,22 @@ static void _apb_select_cuda(void *buffers[], void *cl_arg)
     _apb_op_count(APB_OP_SELECT, 2.0 * n * Hk * d);
 }
 #endif
+/* Cost follows the block length: scoring, pooling and top-K over every row of the block. */
+static size_t _apb_select_size_base(struct starpu_task *task, unsigned nimpl)
+{
+    (void)nimpl;
+    const struct _apb_select_args *a = task->cl_arg;
+    int ko = a->scored ? a->n_tiles : 1;
+    size_t rows = 0;
+    for (int t = 0; t < a->n_tiles; t++)
+        rows += starpu_matrix_get_ny(STARPU_TASK_GET_HANDLE(task, ko + t));
+    return rows * starpu_matrix_get_nx(STARPU_TASK_GET_HANDLE(task, ko));
+}
 
 static struct starpu_perfmodel _apb_select_model = {
-    .type = STARPU_HISTORY_BASED,
+    .type = STARPU_NL_REGRESSION_BASED, /* a n^b + c; history when the size was seen */
     .symbol = "apb_select",
+    .size_base = _apb_select_size_base,
 };
 
 static struct starpu_codelet _apb_select_cl = {

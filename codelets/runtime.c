@@ -19,6 +19,7 @@
 
 #include "codelets/cuda/apb_cuda.h"
 #endif
+#include "schedulers/schedulers.h"
 
 /* cblas from OpenBLAS; declared here to avoid a hard dependency on its extension header. */
 extern void openblas_set_num_threads(int n);
@@ -211,6 +212,10 @@ static int _apb_submit_built(struct starpu_task *t, const struct _apb_hints *h)
     if (!t)
         return 0;
     _apb_hints_apply(t, h);
+    if (_apb_trace_active() && t->cl && t->cl->cuda_funcs[0] && !t->callback_func) {
+        t->callback_func = _apb_trace_task_done; /* the record of a GPU task (codelets/trace.c) */
+        t->callback_arg = t;
+    }
     int rc = starpu_task_submit(t);
     if (rc == -ENODEV) {
         t->destroy = 0;
@@ -463,10 +468,24 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
     struct starpu_conf conf;
     starpu_conf_init(&conf);
     const char *sched = opts && opts->sched ? opts->sched : NULL;
-    if (!sched && !getenv("STARPU_SCHED"))
-        sched = "lws";
-    if (sched)
-        conf.sched_policy_name = sched;
+    if (opts && opts->sched_lib) {
+        const char *lib_name;
+        int rc = apb_sched_load_lib(opts->sched_lib, &lib_name, err);
+        if (rc)
+            return rc;
+        if (!sched)
+            sched = lib_name;
+    }
+    if (!sched)
+        sched = getenv("STARPU_SCHED") && *getenv("STARPU_SCHED") ? getenv("STARPU_SCHED") : "lws";
+    /* The policy is always passed as a struct (ours, a loaded one or StarPU's): an unknown name is
+     * an error rather than StarPU's fallback, and --sched wins over STARPU_SCHED. */
+    struct starpu_sched_policy *policy;
+    int rc = apb_sched_lookup(sched, &policy, err);
+    if (rc)
+        return rc;
+    conf.sched_policy = policy;
+    conf.sched_policy_name = NULL;
     if (opts && opts->ncpus >= 0)
         conf.ncpus = opts->ncpus;
     if (opts && opts->ncuda >= 0)
@@ -476,15 +495,6 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
     _apb_prec = opts ? opts->precision : APB_PREC_FP32;
     _apb_task_err.code = 0;
     conf.nopencl = 0;
-    /* StarPU prints a line per unknown policy and falls back; reject unknown names ourselves. */
-    if (sched) {
-        int found = 0;
-        for (struct starpu_sched_policy **p = starpu_sched_get_predefined_policies(); *p; p++)
-            if (strcmp((*p)->policy_name, sched) == 0)
-                found = 1;
-        if (!found)
-            return apb_fail(err, APB_E_USAGE, "unknown scheduler '%s' (see --sched list)", sched);
-    }
     _apb_blas_single_thread();
     int ret;
     _apb_mpi = 0;
@@ -627,8 +637,13 @@ static void _apb_zero_cuda(void *buffers[], void *cl_arg)
                   _APB_COLS(buffers[0]), _apb_elem(buffers[0]), starpu_cuda_get_local_stream());
 }
 #endif
+static struct starpu_perfmodel _apb_zero_model = {
+    .type = STARPU_HISTORY_BASED,
+    .symbol = "apb_zero",
+};
 
 static struct starpu_codelet _apb_zero_cl = {
+    .model = &_apb_zero_model,
     .cpu_funcs = {_apb_zero_cpu},
     .cpu_funcs_name = {"_apb_zero_cpu"},
 #ifdef APB_CUDA

@@ -2,19 +2,25 @@
 /**
  * @brief Task traces: Chrome/Perfetto JSON, SVG Gantt chart, per-worker busy summary.
  *
- * Records are appended by the task bodies themselves (through _apb_op_account), each worker into its
- * own array, so recording takes no lock. Times are CLOCK_MONOTONIC nanoseconds.
+ * Records of CPU tasks are appended by the task bodies themselves (through _apb_op_account), those
+ * of GPU tasks by their callback from StarPU's profiling times; each worker appends to its own
+ * array, so recording takes no lock. Times are CLOCK_MONOTONIC nanoseconds.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codelets/codelet_common.h"
+#include "schedulers/schedulers.h"
 
 struct _apb_trace_rec {
     const char *name; /* interned task name (lives until exit) */
     int op;
     double t0, t1;
+    /* from StarPU's task profiling (enabled with the trace): scheduler push + pop time, data
+     * acquisition (fetch/transfer + wait for the data) before the body, in ns; -1 = unknown */
+    float push_ns, pop_ns, fetch_ns;
+    int64_t bytes_in, bytes_out; /* sizes of the buffers read / written */
 };
 
 struct _apb_trace_worker {
@@ -26,24 +32,33 @@ static atomic_int _apb_trace_on;
 static struct _apb_trace_worker _apb_tw[STARPU_NMAXWORKERS];
 
 enum _apb_kind { _APB_K_COMPUTE, _APB_K_COMPRESS, _APB_K_COMM, _APB_K_ATTN, _APB_K_COUNT };
-static const char *const _apb_kind_name[_APB_K_COUNT] = {"compute", "compress", "communication",
-                                                         "attention"};
 static const char *const _apb_kind_color[_APB_K_COUNT] = {"#4e79a7", "#f28e2b", "#e15759", "#59a14f"};
 
+/* One definition of the kinds, shared with the schedulers (schedulers/schedulers.c). */
 static enum _apb_kind _apb_kind_of(int op)
 {
-    switch (op) {
-    case APB_OP_ATTENTION: return _APB_K_ATTN;
-    case APB_OP_QMEAN:
-    case APB_OP_RETAIN:
-    case APB_OP_SELECT: return _APB_K_COMPRESS;
-    case APB_OP_LSE_MERGE:
-    case APB_OP_KV_APPEND: return _APB_K_COMM;
-    default: return _APB_K_COMPUTE;
-    }
+    return (enum _apb_kind)apb_sched_kind_of_op(apb_op_name((enum apb_op)op));
 }
 
-void apb_trace_enable(int on) { atomic_store(&_apb_trace_on, on); }
+static const char *_apb_kind_str(enum _apb_kind k) { return apb_sched_kind_name((enum apb_sched_kind)k); }
+
+static double _apb_ts_ns(const struct timespec *t) { return t->tv_sec * 1e9 + t->tv_nsec; }
+
+static float _apb_span_ns(const struct timespec *a, const struct timespec *b)
+{
+    if ((a->tv_sec == 0 && a->tv_nsec == 0) || (b->tv_sec == 0 && b->tv_nsec == 0))
+        return -1;
+    double d = _apb_ts_ns(b) - _apb_ts_ns(a);
+    return d >= 0 ? (float)d : -1;
+}
+
+/* StarPU's task profiling gives the push/pop/fetch times of every task (tasks submitted while it is
+ * on carry a profiling_info), and the bus statistics. */
+void apb_trace_enable(int on)
+{
+    atomic_store(&_apb_trace_on, on);
+    starpu_profiling_status_set(on ? STARPU_PROFILING_ENABLE : STARPU_PROFILING_DISABLE);
+}
 
 void apb_trace_reset(void)
 {
@@ -51,11 +66,9 @@ void apb_trace_reset(void)
         _apb_tw[w].n = 0;
 }
 
-void _apb_trace_record(enum apb_op op, double t0_ns, double t1_ns)
+/* Appends one record to worker w's array (only that worker's thread appends to it). */
+static void _apb_trace_push(int w, struct starpu_task *task, enum apb_op op, double t0_ns, double t1_ns)
 {
-    if (!atomic_load_explicit(&_apb_trace_on, memory_order_relaxed))
-        return;
-    int w = starpu_worker_get_id();
     if (w < 0 || w >= STARPU_NMAXWORKERS)
         return;
     struct _apb_trace_worker *tw = &_apb_tw[w];
@@ -67,9 +80,58 @@ void _apb_trace_record(enum apb_op op, double t0_ns, double t1_ns)
         tw->rec = r;
         tw->cap = cap;
     }
-    struct starpu_task *task = starpu_task_get_current();
-    tw->rec[tw->n++] = (struct _apb_trace_rec){task && task->name ? task->name : apb_op_name(op),
-                                               (int)op, t0_ns, t1_ns};
+    struct _apb_trace_rec *r = &tw->rec[tw->n++];
+    *r = (struct _apb_trace_rec){task && task->name ? task->name : apb_op_name(op), (int)op, t0_ns,
+                                 t1_ns, -1, -1, -1, 0, 0};
+    if (!task)
+        return;
+    const struct starpu_profiling_task_info *pi = task->profiling_info;
+    if (pi) {
+        r->push_ns = _apb_span_ns(&pi->push_start_time, &pi->push_end_time);
+        r->pop_ns = _apb_span_ns(&pi->pop_start_time, &pi->pop_end_time);
+        r->fetch_ns = _apb_span_ns(&pi->acquire_data_start_time, &pi->acquire_data_end_time);
+    }
+    int nb = STARPU_TASK_GET_NBUFFERS(task);
+    for (int i = 0; i < nb; i++) {
+        starpu_data_handle_t h = STARPU_TASK_GET_HANDLE(task, i);
+        enum starpu_data_access_mode m = STARPU_TASK_GET_MODE(task, i);
+        int64_t sz = h ? (int64_t)starpu_data_get_size(h) : 0;
+        if (m & STARPU_R)
+            r->bytes_in += sz;
+        if (m & STARPU_W)
+            r->bytes_out += sz;
+    }
+}
+
+/* CPU task bodies record themselves (through _apb_op_account): their start and end are the body's. */
+void _apb_trace_record(enum apb_op op, double t0_ns, double t1_ns)
+{
+    if (!atomic_load_explicit(&_apb_trace_on, memory_order_relaxed))
+        return;
+    _apb_trace_push(starpu_worker_get_id(), starpu_task_get_current(), op, t0_ns, t1_ns);
+}
+
+int _apb_trace_active(void) { return atomic_load_explicit(&_apb_trace_on, memory_order_relaxed); }
+
+/* GPU task bodies (STARPU_CUDA_ASYNC) return as soon as their kernels are queued, so their record
+ * comes from StarPU's profiling times instead: start = body called, end = the stream event seen
+ * complete by the driver. It is written from the task's callback, which runs on the worker that
+ * ran the task; StarPU's clock is converted to ours by the offset between the two clocks now. */
+void _apb_trace_task_done(void *arg)
+{
+    struct starpu_task *task = arg;
+    const struct starpu_profiling_task_info *pi = task ? task->profiling_info : NULL;
+    int w = starpu_worker_get_id();
+    if (!pi || w < 0 || starpu_worker_get_type(w) != STARPU_CUDA_WORKER || !_apb_trace_active())
+        return;
+    enum apb_op op = APB_OP_COUNT;
+    for (int i = 0; i < APB_OP_COUNT && task->cl && task->cl->name; i++)
+        if (!strcmp(apb_op_name((enum apb_op)i), task->cl->name))
+            op = (enum apb_op)i;
+    if (op == APB_OP_COUNT)
+        return; /* zero fills: not an op of the model */
+    double off = _apb_now_ns() - starpu_timing_now() * 1e3;
+    _apb_trace_push(w, task, op, _apb_ts_ns(&pi->start_time) + off, _apb_ts_ns(&pi->end_time) + off);
 }
 
 static double _apb_trace_origin(double *end)
@@ -96,8 +158,10 @@ int apb_trace_write_chrome(const char *path, apb_err *err)
     if (!f)
         return apb_fail(err, APB_E_IO, "%s: cannot write the trace", path);
     double end, t0 = _apb_trace_origin(&end);
-    fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n");
-    int first = 1;
+    fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n"
+               "{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": 0, \"args\": {\"name\": "
+               "\"apb (%s)\"}}", apb_runtime_sched_name());
+    int first = 0;
     for (int w = 0; w < _apb_nworkers(); w++) {
         char wname[64];
         starpu_worker_get_name(w, wname, sizeof wname);
@@ -107,9 +171,14 @@ int apb_trace_write_chrome(const char *path, apb_err *err)
         for (size_t i = 0; i < _apb_tw[w].n; i++) {
             const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
             fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": 0, \"tid\": %d, "
-                       "\"ts\": %.3f, \"dur\": %.3f, \"args\": {\"op\": \"%s\"}}",
-                    r->name, _apb_kind_name[_apb_kind_of(r->op)], w, (r->t0 - t0) * 1e-3,
-                    (r->t1 - r->t0) * 1e-3, apb_op_name((enum apb_op)r->op));
+                       "\"ts\": %.3f, \"dur\": %.3f, \"args\": {\"op\": \"%s\", \"worker\": \"%s\", "
+                       "\"bytes_in\": %lld, \"bytes_out\": %lld, \"fetch_us\": %.3f, "
+                       "\"sched_push_us\": %.3f, \"sched_pop_us\": %.3f}}",
+                    r->name, _apb_kind_str(_apb_kind_of(r->op)), w, (r->t0 - t0) * 1e-3,
+                    (r->t1 - r->t0) * 1e-3, apb_op_name((enum apb_op)r->op), wname,
+                    (long long)r->bytes_in, (long long)r->bytes_out,
+                    r->fetch_ns >= 0 ? r->fetch_ns * 1e-3 : -1.0,
+                    r->push_ns >= 0 ? r->push_ns * 1e-3 : -1.0, r->pop_ns >= 0 ? r->pop_ns * 1e-3 : -1.0);
         }
     }
     fprintf(f, "\n]}\n");
@@ -123,65 +192,185 @@ int apb_trace_write_gantt(const char *path, apb_err *err)
     FILE *f = fopen(path, "w");
     if (!f)
         return apb_fail(err, APB_E_IO, "%s: cannot write the Gantt chart", path);
-    double end, t0 = _apb_trace_origin(&end);
+    double end, t0 = _apb_trace_origin(&end), origin = t0;
+    /* APB_GANTT_WINDOW=FROM,TO (seconds after the first task) zooms on a part of the run */
+    const char *win = getenv("APB_GANTT_WINDOW");
+    double wa, wb;
+    if (win && sscanf(win, "%lf,%lf", &wa, &wb) == 2 && wa >= 0 && wb > wa) {
+        t0 = origin + wa * 1e9;
+        end = origin + wb * 1e9 < end ? origin + wb * 1e9 : end;
+    }
     double span = end > t0 ? end - t0 : 1;
     int nw = _apb_nworkers(), W = 1200, left = 110, row = 28, top = 30;
     int H = top + nw * row + 60;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" "
                "fill=\"white\"/>\n<text x=\"%d\" y=\"18\" font-size=\"13\">apb tasks per worker "
-               "(%.3f s)</text>\n", left + W + 20, H, left, span * 1e-9);
+               "(%.3f s, sched %s)</text>\n", left + W + 20, H, left, span * 1e-9,
+            apb_runtime_sched_name());
     for (int w = 0; w < nw; w++) {
         char wname[64];
         starpu_worker_get_name(w, wname, sizeof wname);
         int y = top + w * row;
         fprintf(f, "<text x=\"4\" y=\"%d\">%.16s</text>\n", y + row / 2 + 4, wname);
-        for (size_t i = 0; i < _apb_tw[w].n; i++) {
-            const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
-            double x = left + (r->t0 - t0) / span * W, wd = (r->t1 - r->t0) / span * W;
-            fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"%s\">"
-                       "<title>%s %.3f ms</title></rect>\n",
-                    x, y + 2, wd < 0.3 ? 0.3 : wd, row - 4, _apb_kind_color[_apb_kind_of(r->op)],
-                    r->name, (r->t1 - r->t0) * 1e-6);
-        }
+        /* compress and communication tasks are short: drawn last (on top) and at least 2 px wide,
+         * so that where they run beside attention shows at a glance */
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t i = 0; i < _apb_tw[w].n; i++) {
+                const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
+                enum _apb_kind k = _apb_kind_of(r->op);
+                int small = k == _APB_K_COMPRESS || k == _APB_K_COMM;
+                if (small != pass || r->t1 < t0 || r->t0 > end)
+                    continue;
+                double a = r->t0 > t0 ? r->t0 : t0, b = r->t1 < end ? r->t1 : end;
+                double x = left + (a - t0) / span * W, wd = (b - a) / span * W;
+                double minw = small ? 2.0 : 0.3;
+                fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"%s\">"
+                           "<title>%s %.3f ms</title></rect>\n",
+                        x, y + 2, wd < minw ? minw : wd, row - 4, _apb_kind_color[k], r->name,
+                        (r->t1 - r->t0) * 1e-6);
+            }
     }
     int ly = top + nw * row + 20;
     for (int k = 0; k < _APB_K_COUNT; k++)
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" "
                    "y=\"%d\">%s</text>\n", left + k * 150, ly, _apb_kind_color[k], left + k * 150 + 16,
-                ly + 10, _apb_kind_name[k]);
+                ly + 10, _apb_kind_str((enum _apb_kind)k));
     fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", left, ly - 6,
             left + W, ly - 6);
     for (int i = 0; i <= 10; i++)
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"9\">%.2fs</text>\n", left + i * W / 10 - 8,
-                ly + 30, span * 1e-9 * i / 10);
+                ly + 30, (t0 - origin + span * i / 10) * 1e-9);
     fprintf(f, "</svg>\n");
     if (fclose(f) != 0)
         return apb_fail(err, APB_E_IO, "%s: write failed", path);
     return APB_OK;
 }
 
-void apb_trace_summary(FILE *out)
+struct _apb_iv { double a, b; };
+
+static int _apb_iv_cmp(const void *x, const void *y)
 {
+    const struct _apb_iv *p = x, *q = y;
+    return p->a < q->a ? -1 : p->a > q->a;
+}
+
+int apb_trace_stats_get(apb_trace_stats *st)
+{
+    memset(st, 0, sizeof *st);
     double end, t0 = _apb_trace_origin(&end);
     double span = end > t0 ? end - t0 : 0;
-    if (span <= 0)
-        return;
-    double kind[_APB_K_COUNT] = {0};
-    fprintf(out, "trace: %.3f s span\n", span * 1e-9);
-    for (int w = 0; w < _apb_nworkers(); w++) {
+    int nw = _apb_nworkers();
+    size_t ntot = 0;
+    for (int w = 0; w < nw; w++)
+        ntot += _apb_tw[w].n;
+    if (span <= 0 || ntot == 0)
+        return -1;
+    st->span_s = span * 1e-9;
+    st->nworkers = nw;
+    /* union of the compute intervals (dense + attention) of every worker */
+    struct _apb_iv *cv = malloc(sizeof *cv * ntot);
+    if (!cv)
+        return -1;
+    size_t nc = 0;
+    double busy_all = 0, sched = 0, fetch = 0;
+    long long nsched = 0, nfetch = 0;
+    for (int w = 0; w < nw; w++) {
         double busy = 0;
         for (size_t i = 0; i < _apb_tw[w].n; i++) {
-            busy += _apb_tw[w].rec[i].t1 - _apb_tw[w].rec[i].t0;
-            kind[_apb_kind_of(_apb_tw[w].rec[i].op)] += _apb_tw[w].rec[i].t1 - _apb_tw[w].rec[i].t0;
+            const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
+            enum _apb_kind k = _apb_kind_of(r->op);
+            busy += r->t1 - r->t0;
+            st->kind_s[k] += (r->t1 - r->t0) * 1e-9;
+            if (k == _APB_K_COMPUTE || k == _APB_K_ATTN)
+                cv[nc++] = (struct _apb_iv){r->t0, r->t1};
+            if (r->push_ns >= 0 && r->pop_ns >= 0) {
+                sched += r->push_ns + r->pop_ns;
+                nsched++;
+            }
+            if (r->fetch_ns >= 0) {
+                fetch += r->fetch_ns;
+                nfetch++;
+            }
+            st->bytes_in += (double)r->bytes_in;
         }
+        if (w < STARPU_NMAXWORKERS)
+            st->busy_frac[w] = busy / span;
+        busy_all += busy;
+        st->ntasks += (long long)_apb_tw[w].n;
+    }
+    qsort(cv, nc, sizeof *cv, _apb_iv_cmp);
+    size_t nu = 0;
+    for (size_t i = 0; i < nc; i++) {
+        if (nu && cv[i].a <= cv[nu - 1].b) {
+            if (cv[i].b > cv[nu - 1].b)
+                cv[nu - 1].b = cv[i].b;
+        } else
+            cv[nu++] = cv[i];
+    }
+    /* communication = compress + merge/append tasks: the part of each that ran while some
+     * (other) worker computed is overlapped, the rest is exposed */
+    double comm = 0, over = 0;
+    for (int w = 0; w < nw; w++)
+        for (size_t i = 0; i < _apb_tw[w].n; i++) {
+            const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
+            enum _apb_kind k = _apb_kind_of(r->op);
+            if (k != _APB_K_COMPRESS && k != _APB_K_COMM)
+                continue;
+            comm += r->t1 - r->t0;
+            size_t lo = 0, hi = nu; /* first union interval ending after r->t0 */
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (cv[mid].b <= r->t0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            for (size_t j = lo; j < nu && cv[j].a < r->t1; j++) {
+                double a = cv[j].a > r->t0 ? cv[j].a : r->t0, b = cv[j].b < r->t1 ? cv[j].b : r->t1;
+                if (b > a)
+                    over += b - a;
+            }
+        }
+    free(cv);
+    st->comm_s = comm * 1e-9;
+    st->comm_overlap_s = over * 1e-9;
+    st->overlap_frac = comm > 0 ? over / comm : 1;
+    st->idle_frac = 1 - busy_all / (span * nw);
+    st->sched_us_per_task = nsched ? sched / nsched * 1e-3 : -1;
+    st->fetch_us_per_task = nfetch ? fetch / nfetch * 1e-3 : -1;
+    /* bus statistics (transfers between memory nodes; none with CPU workers only) */
+    int nbus = starpu_bus_get_count();
+    for (int b = 0; b < nbus; b++) {
+        struct starpu_profiling_bus_info bi;
+        if (starpu_bus_get_profiling_info(b, &bi) == 0) {
+            st->bus_bytes += (double)bi.transferred_bytes;
+            st->bus_transfers += bi.transfer_count;
+        }
+    }
+    return 0;
+}
+
+void apb_trace_summary(FILE *out)
+{
+    apb_trace_stats st;
+    if (apb_trace_stats_get(&st))
+        return;
+    fprintf(out, "summary (sched %s): %.3f s span, %lld tasks, idle %.1f%%\n", apb_runtime_sched_name(),
+            st.span_s, st.ntasks, 100 * st.idle_frac);
+    for (int w = 0; w < st.nworkers; w++) {
         char wname[64];
         starpu_worker_get_name(w, wname, sizeof wname);
-        fprintf(out, "  worker %-16s busy %5.1f%% (%zu tasks)\n", wname, 100 * busy / span,
+        fprintf(out, "  worker %-16s busy %5.1f%% (%zu tasks)\n", wname, 100 * st.busy_frac[w],
                 _apb_tw[w].n);
     }
     fprintf(out, "  time per kind:");
     for (int k = 0; k < _APB_K_COUNT; k++)
-        fprintf(out, " %s %.3f s", _apb_kind_name[k], kind[k] * 1e-9);
-    fprintf(out, "\n");
+        fprintf(out, " %s %.3f s", _apb_kind_str((enum _apb_kind)k), st.kind_s[k]);
+    fprintf(out, "\n  communication (compress + merge/append) %.3f s: %.3f s overlapped with "
+                 "computation, %.3f s exposed (overlap %.1f%%)\n",
+            st.comm_s, st.comm_overlap_s, st.comm_s - st.comm_overlap_s, 100 * st.overlap_frac);
+    fprintf(out, "  scheduler overhead %.2f us/task (push + pop), data acquisition %.2f us/task; "
+                 "bus: %.0f bytes in %lld transfers\n",
+            st.sched_us_per_task, st.fetch_us_per_task, st.bus_bytes, st.bus_transfers);
 }

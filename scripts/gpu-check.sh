@@ -8,6 +8,9 @@
 #   graph    forward and method tests on the GPU against the float64/numpy references (needs model)
 #   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
+#   sched    bench/sched on the GPUs: every policy on the APB / Spava graph (Llama-3.1-8B shapes,
+#            SCHED_LAYERS layers, SCHED_LEN tokens), traces and Gantt charts per policy
+#   trace    apb_run APB prefill on the GPUs with --trace/--gantt/--summary (TRACE_ARGS adds options)
 # Logs and JSON go to $OUT (the device tool brings them back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +68,18 @@ bench)
     "$R/bin/prefill" --lengths "${BENCH_LENGTHS:-32768,65536,131072}" --methods "${BENCH_METHODS:-full,star,ring,apb,spava}" \
         --json "$OUT/prefill.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/prefill.log"
     note "bench done" ;;
+sched)
+    mkdir -p "$OUT/sched-traces"
+    "$R/bin/sched" --preset llama-3.1-8b --layers "${SCHED_LAYERS:-4}" --prompt-len "${SCHED_LEN:-32768}" \
+        --question 64 --hosts "${SCHED_HOSTS:-8}" --tile "${SCHED_TILE:-4096}" --ncuda -1 --ncpus 0 \
+        --repeat "${SCHED_REPEAT:-3}" ${SCHED_ARGS:-} --trace-dir "$OUT/sched-traces" --json "$OUT/sched_gpu.json" \
+        2>&1 | tee "$OUT/sched.log"
+    note "sched done" ;;
+trace)
+    "$R/bin/apb_run" --random-weights llama-3.1-8b --prompt-len "${TRACE_LEN:-32768}" --method apb --hosts 8 \
+        --anchor 4096 --select 2048 --tile 4096 --device cuda --max-new-tokens 2 --no-progress \
+        --trace "$OUT/trace_apb.json" --gantt "$OUT/gantt_apb.svg" --summary ${TRACE_ARGS:-} >"$OUT/trace.log" 2>&1 \
+        && note "PASS trace" || { note "FAIL trace"; tail -20 "$OUT/trace.log"; } ;;
 *) echo "gpu-check: unknown stage $stage"; exit 2 ;;
 esac
 done

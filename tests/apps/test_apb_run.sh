@@ -43,6 +43,10 @@ ev = json.load(open(sys.argv[1]))["traceEvents"]
 x = [e for e in ev if e.get("ph") == "X"]
 names = {e["name"] for e in x}
 assert x and all(e["dur"] >= 0 and e["ts"] >= 0 for e in x), "bad events"
+last = {}
+for e in sorted(x, key=lambda e: e["ts"]):  # one task at a time per worker (us rounding slack)
+    assert e["ts"] + 0.002 >= last.get(e["tid"], -1), f"overlap on worker {e['tid']} at {e['ts']}"
+    last[e["tid"]] = e["ts"] + e["dur"]
 for want in ("attention-0-h0", "attention-0-h1", "qkv-29-h1", "mlp-0-h0"):
     assert want in names, f"missing task {want}"
 print(f"trace: {len(x)} task events, {len(names)} task names")
@@ -68,6 +72,36 @@ else
     check "no gpu" 2 "no usable GPU" $RUN --prompt x --device cuda
 fi
 check "bf16 weights on CPU" 0 "bf16" $RUN --prompt "The capital of France is" --device cpu --precision bf16 --max-new-tokens 4 --no-progress
+# schedulers: ours and StarPU's are listed; a run prints the summary; apb-affinity keeps every task
+# of host h on its home worker without --placement pinned; a policy loads from a shared object
+check "sched list ours" 0 "apb-critical" $RUN --sched list
+check "sched list affinity" 0 "apb-affinity" $RUN --sched list
+check "sched list starpu" 0 "modular-heft" $RUN --sched list
+check "critical summary" 0 "overlap" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --max-new-tokens 2 --sched apb-critical --summary --no-progress
+check "affinity trace" 0 "scheduler overhead" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --ncpus 2 --max-new-tokens 2 --sched apb-affinity --trace "$tmp/a.json" --no-progress
+if [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/a.json" <<'PY'
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("ph") == "X"]
+home = {}
+for e in ev:
+    if e["name"].endswith(("-h0", "-h1")):
+        home.setdefault(e["name"][-1], set()).add(e["tid"])
+assert set(home) == {"0", "1"} and all(len(t) == 1 for t in home.values()) and home["0"] != home["1"], home
+print("affinity: hosts on workers", home)
+PY
+then echo "ok   affinity keeps hosts on their worker"; else echo "FAIL affinity keeps hosts on their worker"; fail=1; fi
+check "sched-lib missing" 3 "sched-lib" $RUN --prompt x --max-new-tokens 1 --sched-lib /nonexistent/policy.so
+# calibration pass into a private STARPU_HOME: the regression models get written there
+check "calibrate" 0 "calibration pass done" env STARPU_HOME="$tmp/home" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --max-new-tokens 1 --calibrate --no-progress
+ls "$tmp"/home/.starpu/sampling/codelets/*/apb_attention.* >/dev/null 2>&1 && ls "$tmp"/home/.starpu/sampling/codelets/*/apb_mlp.* >/dev/null 2>&1 \
+    && echo "ok   perfmodels stored" || { echo "FAIL perfmodels stored"; fail=1; }
+SO=${APB_SCHED_EXAMPLE_SO:-docs/examples/.libs/apb_sched_example.so}
+if [ -f "$SO" ]; then
+    check "sched-lib list" 0 "example-kind-fifo" $RUN --sched list --sched-lib "$SO"
+    check "sched-lib run" 0 "sched example-kind-fifo" $RUN --prompt "The capital of France is" --max-new-tokens 2 --sched-lib "$SO" --no-progress
+else
+    echo "skip sched-lib example ($SO not built: make check builds it)"
+fi
 grep -q "<svg" "$tmp/g.svg" && grep -q "attention" "$tmp/g.svg" && echo "ok   gantt svg" || { echo "FAIL gantt svg"; fail=1; }
 rm -rf "$tmp"
 exit $fail
