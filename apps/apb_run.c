@@ -285,7 +285,7 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         rc = apb_fail(err, APB_E_USAGE, "the prompt is empty after tokenization");
     apb_hosts_opts hopt = {.method = o->meth, .hosts = o->hosts, .anchor = o->anchor,
                            .select = o->select, .tile = o->tile, .retain = o->retain,
-                           .placement = o->placement};
+                           .placement = o->placement, .allgather = o->allgather};
     /* every setting is checked before any work starts */
     if (!rc && hosts_path)
         rc = apb_hosts_resolve(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &hopt, err);

@@ -32,6 +32,8 @@ const char *const apb_run_usage =
     "  --select K             APB selected tokens per host (default L/64, multiple of 64)\n"
     "  --question TEXT        question prefilled after the context (default: the prompt's last token)\n"
     "  --placement free|pinned  hosts left to the scheduler (default) or host h on CPU worker h mod n\n"
+    "  --allgather starpu|nccl  apb: compressed blocks move by StarPU data dependencies (default) or\n"
+    "                         one NCCL allgather per GPU and layer (GPUs; pins hosts to GPUs)\n"
     "  --compress query|retain  APB compression: query-aware selection (default) or Locret\n"
     "                         retaining heads from --retain-weights FILE.safetensors\n"
     "  --niah LEN             needle-in-a-haystack: LEN tokens of filler with a needle, then ask\n"
@@ -94,7 +96,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
-           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY };
+           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY, O_ALLGATHER };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -110,6 +112,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"dump-logits", 1, 0, O_DUMP}, {"mpi-timeout", 1, 0, O_MPITO},
         {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"precision", 1, 0, O_PREC},
         {"sched-lib", 1, 0, O_SCHEDLIB}, {"calibrate", 0, 0, O_CALIB}, {"summary", 0, 0, O_SUMMARY},
+        {"allgather", 1, 0, O_ALLGATHER},
         {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
@@ -162,6 +165,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
             break;
         case O_RETAINW: o->retain_weights = optarg; break;
         case O_PLACE: rc = apb_placement_parse(optarg, &o->placement, err); break;
+        case O_ALLGATHER: rc = apb_allgather_parse(optarg, &o->allgather, err); break;
         case O_DUMP: o->dump_logits = optarg; break;
         case O_MPITO: rc = parse_int(optarg, "--mpi-timeout", 0, 1 << 24, &o->mpi_timeout, err); break;
         case O_GANTT: o->gantt = optarg; break;

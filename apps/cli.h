@@ -14,6 +14,7 @@ struct apb_run_opts {
     int calibrate, summary;        /* --calibrate, --summary */
     int retain;                    /* --compress retain */
     apb_placement placement;       /* --placement */
+    int allgather;                 /* --allgather: APB_ALLGATHER_STARPU or _NCCL */
     int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;
     float temperature, top_p, depth;
     apb_method meth;

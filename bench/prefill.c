@@ -209,15 +209,17 @@ int main(int argc, char **argv)
             ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)m.cfg.vocab_size);
         char *mc = strdup(ms);
         for (char *sm = NULL, *tm = strtok_r(mc, ",", &sm); tm && !rc; tm = strtok_r(NULL, ",", &sm)) {
-            apb_method meth;
-            if (apb_method_parse(tm, &meth, &err)) {
+            apb_method meth = APB_METHOD_APB;
+            int nccl = !strcmp(tm, "apb-nccl"); /* APB with the NCCL allgather (--allgather nccl) */
+            if (!nccl && apb_method_parse(tm, &meth, &err)) {
                 fprintf(stderr, "prefill: %s\n", err.msg);
                 rc = 2;
                 break;
             }
             apb_hosts_opts o = {.method = meth, .hosts = meth == APB_METHOD_FULL ? 1 : hosts,
                                 .anchor = anchor, .select = select, .tile = tile,
-                                .placement = ngw > 1 ? APB_PLACE_PINNED : APB_PLACE_FREE};
+                                .placement = ngw > 1 ? APB_PLACE_PINNED : APB_PLACE_FREE,
+                                .allgather = nccl ? APB_ALLGATHER_NCCL : APB_ALLGATHER_STARPU};
             if (meth != APB_METHOD_FULL && apb_hosts_resolve(&m.cfg, L, nq, 1, &o, &err)) {
                 fprintf(stderr, "prefill: %s %d: %s\n", tm, L, err.msg);
                 continue;
@@ -281,6 +283,7 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
-                    "[--ngpus N] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n", argv[0]);
+                    "[--ngpus N] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n"
+                    "methods: full, star, ring, zigzag, ulysses, apb, spava, apb-nccl (APB, NCCL allgather)\n", argv[0]);
     return 2;
 }

@@ -63,6 +63,13 @@ double apb_runtime_gpu_memory(void);
 int apb_runtime_has_cuda(void);
 /* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */
 int apb_runtime_cuda_workers(int *ids, int max);
+/* NCCL for the allgather of compressed blocks (--allgather nccl): whether apb was built with it;
+ * creating one communicator per CUDA worker (idempotent; rank g = the g-th CUDA worker); their
+ * number (0 before init); the worker of rank g. */
+int apb_runtime_has_nccl(void);
+int apb_runtime_nccl_init(apb_err *err);
+int apb_runtime_nccl_size(void);
+int apb_runtime_nccl_worker(int g);
 
 /* ------------------------------------------------------------------ MPI ranks
  * With opts.mpi and more than one rank, every process runs the same graph code: each handle is
@@ -85,7 +92,7 @@ void apb_runtime_set_owner(int host);
 enum apb_op {
     APB_OP_EMBED, APB_OP_RMSNORM, APB_OP_QKV, APB_OP_ROPE, APB_OP_ATTENTION, APB_OP_LINEAR,
     APB_OP_MLP, APB_OP_LOGITS, APB_OP_SAMPLE, APB_OP_KV_APPEND, APB_OP_QMEAN, APB_OP_SELECT,
-    APB_OP_LSE_MERGE, APB_OP_RETAIN, APB_OP_COUNT
+    APB_OP_LSE_MERGE, APB_OP_RETAIN, APB_OP_ALLGATHER, APB_OP_COUNT
 };
 typedef struct apb_op_stats {
     double ns[APB_OP_COUNT];
@@ -238,6 +245,11 @@ int apb_insert_retain_score(apb_handle q, apb_handle k, apb_handle v, apb_handle
 
 /* Exact merge of partial attention results over disjoint key sets:
  * lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i. lse_out may be NULL. */
+/* NCCL allgather of compressed blocks (codelets/codelet_allgather.c): GPU gpu's task packs its n
+ * local blocks ck/cv (K x cols each) into rows slot[i] K of gk/gv ((per_gpu x G x K) x cols) and
+ * gathers every GPU's slots; runs on the CUDA worker of NCCL rank gpu. -ENODEV without CUDA+NCCL. */
+int apb_insert_allgather_nccl(const apb_handle *ck, const apb_handle *cv, const int *slot, int n,
+                              int gpu, int per_gpu, apb_handle gk, apb_handle gv, apb_task_tag tag);
 int apb_insert_lse_merge(const apb_handle *o, const apb_handle *lse, int n, int head_dim,
                          apb_handle o_out, apb_handle lse_out, apb_task_tag tag);
 

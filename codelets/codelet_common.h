@@ -29,6 +29,11 @@ void _apb_trace_record(enum apb_op op, double t0_ns, double t1_ns);
 int _apb_trace_active(void);
 void _apb_trace_task_done(void *task); /* callback of GPU tasks while tracing: their record */
 
+/* The NCCL communicator of the calling CUDA worker (ncclComm_t), NULL when none; and their
+ * destruction at shutdown (codelets/runtime_cuda.c). */
+void *_apb_nccl_comm(void);
+void _apb_nccl_shutdown(void);
+
 /* Adds one task's execution time (and flops) to the per-op totals. */
 void _apb_op_account(enum apb_op op, double t0_ns, double flops);
 

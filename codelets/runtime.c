@@ -85,7 +85,7 @@ static starpu_pthread_mutex_t _apb_names_lock = STARPU_PTHREAD_MUTEX_INITIALIZER
 
 static const char *const _apb_op_names[APB_OP_COUNT] = {
     "embed", "rmsnorm", "qkv", "rope", "attention", "linear", "mlp", "logits", "sample", "kv_append",
-    "qmean", "select", "lse_merge", "retain",
+    "qmean", "select", "lse_merge", "retain", "allgather",
 };
 
 static int _apb_host_worker[256];
@@ -554,6 +554,7 @@ void apb_runtime_shutdown(void)
     starpu_task_wait_for_all();
     starpu_execute_on_each_worker(_apb_cuda_scratch_release, NULL, STARPU_CUDA);
     starpu_cublas_shutdown();
+    _apb_nccl_shutdown();
 #endif
 #ifdef APB_HAVE_STARPUMPI
     if (_apb_started_mpi) {

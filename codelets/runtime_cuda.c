@@ -133,3 +133,79 @@ int apb_runtime_cuda_devices(void)
 #else
 int apb_runtime_cuda_devices(void) { return 0; }
 #endif
+
+/* ------------------------------------------------------------------ NCCL (--allgather nccl) */
+#if defined(APB_HAVE_NCCL) && defined(APB_CUDA)
+#include <nccl.h>
+
+/* One communicator per CUDA worker, rank g = the worker's index among the CUDA workers (the order
+ * placement uses for GPUs); created by ncclCommInitAll from the submitting thread. */
+static ncclComm_t _apb_nccl_of_worker[STARPU_NMAXWORKERS];
+static int _apb_nccl_workers[64], _apb_nccl_n;
+
+int apb_runtime_nccl_init(apb_err *err)
+{
+    if (_apb_nccl_n)
+        return APB_OK;
+    int gw[64], devs[64];
+    int G = apb_runtime_cuda_workers(gw, 64);
+    if (G <= 0)
+        return apb_fail(err, APB_E_USAGE, "--allgather nccl needs CUDA workers (--device cuda)");
+    if (G > 64)
+        G = 64;
+    for (int g = 0; g < G; g++) {
+        devs[g] = starpu_worker_get_devid(gw[g]);
+        for (int i = 0; i < g; i++)
+            if (devs[i] == devs[g])
+                return apb_fail(err, APB_E_USAGE, "--allgather nccl: two CUDA workers drive GPU %d "
+                                "(STARPU_NWORKER_PER_CUDA > 1); NCCL takes one rank per GPU", devs[g]);
+    }
+    setenv("NCCL_NVLS_ENABLE", "0", 0); /* NVLink SHARP multicast: off on these machines */
+    ncclComm_t comms[64];
+    int cur = 0;
+    (void)cudaGetDevice(&cur);
+    ncclResult_t r = ncclCommInitAll(comms, G, devs);
+    (void)cudaSetDevice(cur);
+    if (r != ncclSuccess)
+        return apb_fail(err, APB_E_RUNTIME, "NCCL: creating the communicators of %d GPU(s) failed: %s",
+                        G, ncclGetErrorString(r));
+    for (int g = 0; g < G; g++) {
+        _apb_nccl_of_worker[gw[g]] = comms[g];
+        _apb_nccl_workers[g] = gw[g];
+    }
+    _apb_nccl_n = G;
+    return APB_OK;
+}
+
+int apb_runtime_nccl_size(void) { return _apb_nccl_n; }
+
+int apb_runtime_nccl_worker(int g) { return g >= 0 && g < _apb_nccl_n ? _apb_nccl_workers[g] : -1; }
+
+void *_apb_nccl_comm(void)
+{
+    int w = starpu_worker_get_id();
+    return w >= 0 && w < STARPU_NMAXWORKERS ? (void *)_apb_nccl_of_worker[w] : NULL;
+}
+
+void _apb_nccl_shutdown(void)
+{
+    for (int g = 0; g < _apb_nccl_n; g++) {
+        ncclCommDestroy(_apb_nccl_of_worker[_apb_nccl_workers[g]]);
+        _apb_nccl_of_worker[_apb_nccl_workers[g]] = NULL;
+    }
+    _apb_nccl_n = 0;
+}
+
+int apb_runtime_has_nccl(void) { return 1; }
+#else
+int apb_runtime_nccl_init(apb_err *err)
+{
+    return apb_fail(err, APB_E_USAGE, "--allgather nccl: this apb was built without %s",
+                    apb_runtime_has_cuda() ? "NCCL (nccl.h not found by configure)" : "CUDA");
+}
+int apb_runtime_nccl_size(void) { return 0; }
+int apb_runtime_nccl_worker(int g) { (void)g; return -1; }
+void *_apb_nccl_comm(void) { return NULL; }
+void _apb_nccl_shutdown(void) {}
+int apb_runtime_has_nccl(void) { return 0; }
+#endif

@@ -38,6 +38,14 @@ int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hos
     int W = o->hosts;
     if (W < 1)
         return apb_fail(err, APB_E_USAGE, "--hosts must be >= 1 (got %d)", W);
+    if (o->allgather == APB_ALLGATHER_NCCL) {
+        if (o->method != APB_METHOD_APB)
+            return apb_fail(err, APB_E_USAGE, "--allgather nccl applies to --method apb (got %s)",
+                            apb_method_name(o->method));
+        /* the G allgather tasks of a layer wait for each other inside NCCL: no host task may
+         * queue behind another GPU's collective, so every host is pinned to its GPU */
+        o->placement = APB_PLACE_PINNED;
+    }
     if (L < 1 || nq < 1)
         return apb_fail(err, APB_E_USAGE, "need at least one context and one question token "
                                           "(got %d and %d)", L, nq);
@@ -457,6 +465,26 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
         }
         apb_handle_free(qbar);
     }
+    /* --allgather nccl: one gathered copy of every block per GPU (W x K rows, host j at j K) */
+    int G = apb_runtime_nccl_size(), nccl = passing && !select_all && hs->opt.allgather == APB_ALLGATHER_NCCL;
+    apb_handle gk[64] = {0}, gv[64] = {0};
+    if (nccl) {
+        int per = W / G;
+        for (int g = 0; g < G; g++) {
+            int slot[64], n = 0;
+            apb_handle lk[64], lv[64];
+            for (int j = g * per; j < (g + 1) * per && j < W - 1; j++) {
+                slot[n] = j;
+                lk[n] = ck[j];
+                lv[n++] = cv[j];
+            }
+            gk[g] = apb_tile_new(W * K, kd, sizeof(float));
+            gv[g] = apb_tile_new(W * K, kd, sizeof(float));
+            if (apb_insert_allgather_nccl(lk, lv, slot, n, g, per, gk[g], gv[g],
+                                          (apb_task_tag){l, g * per, c->n_layers - l + 1}))
+                return apb_fail(err, APB_E_RUNTIME, "submitting the NCCL allgather failed");
+        }
+    }
     if (hs->opt.method == APB_METHOD_RING || hs->opt.method == APB_METHOD_ZIGZAG)
         return _apb_ring_layer(m, hs, l, segs, err);
     if (hs->opt.method == APB_METHOD_ULYSSES)
@@ -467,7 +495,10 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
         for (int t = h->n_tiles - 1; t >= 0; t--) {
             int ns = 0;
             int is_anchor_row_tile = t < h->n_anchor_tiles;
-            if (passing) {
+            if (nccl && r > 0) { /* hosts 0..r-1: the first r K rows of this GPU's copy */
+                int g = r / (W / G);
+                segs[ns++] = (apb_attn_seg){gk[g], gv[g], r * K, 0, 0, h->a};
+            } else if (passing) {
                 for (int j = 0; j < r; j++) {
                     if (ck[j]) {
                         segs[ns++] = (apb_attn_seg){ck[j], cv[j], K, 0, 0, h->a};
@@ -495,6 +526,10 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
     for (int r = 0; r < W; r++) { /* discard the passing blocks after their last reader */
         apb_handle_free(ck[r]);
         apb_handle_free(cv[r]);
+    }
+    for (int g = 0; nccl && g < G; g++) {
+        apb_handle_free(gk[g]);
+        apb_handle_free(gv[g]);
     }
     return APB_OK;
 }
@@ -689,6 +724,20 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
         return apb_fail(err, APB_E_USAGE, "--hosts %d: at most 64 hosts", W);
     if ((rc = apb_place_hosts(hs->opt.placement, W, err)))
         return rc;
+    if (hs->opt.allgather == APB_ALLGATHER_NCCL) {
+        if (apb_runtime_nranks() > 1)
+            return apb_fail(err, APB_E_USAGE, "--allgather nccl drives the GPUs of one process; over "
+                            "MPI ranks the blocks move through StarPU-MPI (--allgather starpu)");
+        if ((rc = apb_runtime_nccl_init(err)))
+            return rc;
+        int G = apb_runtime_nccl_size();
+        if (W % G)
+            return apb_fail(err, APB_E_USAGE, "--allgather nccl: %d hosts do not split evenly over "
+                            "%d GPUs (NCCL's allgather takes the same count from every GPU)", W, G);
+        if (W > 1 && hs->opt.select > 0 && (size_t)W * hs->opt.select * c->n_kv_heads * c->head_dim > (1u << 30))
+            return apb_fail(err, APB_E_USAGE, "--allgather nccl: the gathered buffer (%d x %d rows) "
+                            "is too large", W, hs->opt.select);
+    }
     if (hs->opt.retain && hs->opt.method == APB_METHOD_APB && !m->retain_hidden)
         return apb_fail(err, APB_E_USAGE, "--compress retain needs --retain-weights FILE");
     if (hs->opt.retain && (hs->block + hs->opt.tile - 1) / hs->opt.tile > 64)

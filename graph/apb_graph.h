@@ -123,6 +123,10 @@ const char *apb_method_name(apb_method m);
 
 /* Placement of hosts on workers (graph/placement.c). */
 typedef enum apb_placement { APB_PLACE_FREE = 0, APB_PLACE_PINNED = 1 } apb_placement;
+/* How APB's compressed blocks reach the later hosts: StarPU data dependencies (StarPU copies each
+ * block to the GPUs / ranks that read it), or one NCCL allgather task per GPU and layer. */
+enum { APB_ALLGATHER_STARPU = 0, APB_ALLGATHER_NCCL = 1 };
+int apb_allgather_parse(const char *name, int *mode, apb_err *err);
 int apb_placement_parse(const char *name, apb_placement *p, apb_err *err);
 /* Maps hosts 0..hosts-1 to workers for every task submitted afterwards. */
 int apb_place_hosts(apb_placement p, int hosts, apb_err *err);
@@ -135,6 +139,7 @@ typedef struct apb_hosts_opts {
     int tile;                      /* rows per tile */
     int retain;                    /* apb: compress with the model's retaining heads (else query-aware) */
     apb_placement placement;       /* free (default) or pinned hosts */
+    int allgather;                 /* apb: APB_ALLGATHER_STARPU (default) or APB_ALLGATHER_NCCL */
 } apb_hosts_opts;
 
 typedef struct apb_host {

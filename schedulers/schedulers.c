@@ -24,7 +24,7 @@ enum apb_sched_kind apb_sched_kind_of_op(const char *op)
         return APB_KIND_ATTENTION;
     if (!strcmp(op, "select") || !strcmp(op, "qmean") || !strcmp(op, "retain"))
         return APB_KIND_COMPRESS;
-    if (!strcmp(op, "lse_merge") || !strcmp(op, "kv_append"))
+    if (!strcmp(op, "lse_merge") || !strcmp(op, "kv_append") || !strcmp(op, "allgather"))
         return APB_KIND_COMM;
     return APB_KIND_COMPUTE;
 }

@@ -66,6 +66,9 @@ then echo "ok   placement respected"; else echo "FAIL placement respected"; fail
 check "bad placement" 2 "placement" $RUN --prompt x --placement sideways
 check "bad precision" 2 "precision" $RUN --prompt x --precision fp8
 check "bad device" 2 "device" $RUN --prompt x --device tpu
+check "bad allgather" 2 "allgather" $RUN --prompt x --allgather mpi
+check "nccl allgather is apb's" 2 "method apb" $RUN --prompt "The quick brown fox jumps" --method spava --hosts 2 --allgather nccl
+check "nccl allgather needs GPUs" 2 "nccl" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --device cpu --allgather nccl --max-new-tokens 1 --no-progress
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     check "gpu run" 0 "GPU" $RUN --prompt "The capital of France is" --device cuda --max-new-tokens 4 --no-progress
 else

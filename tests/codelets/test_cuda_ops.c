@@ -419,3 +419,62 @@ static void check_sample(int vocab, float scale, int quantize)
     free(b[0].data);
 }
 Test(cuda_fp32, sample) { NEED_CUDA(); check_sample(49152, 6, 0); check_sample(1000, 3, 1); check_sample(5, 0, 0); }
+
+/* NCCL allgather of compressed blocks (--allgather nccl): every GPU's gathered copy holds host j's
+ * block at rows [j K, (j + 1) K), bitwise (it is a copy), for every host but the last (which has
+ * no block); the copies start poisoned. Two hosts per GPU. */
+Test(cuda_fp32, allgather_nccl)
+{
+    NEED_CUDA();
+    if (!apb_runtime_has_nccl())
+        cr_skip_test("built without NCCL");
+    apb_err err = {0};
+    cr_assert_eq(apb_runtime_nccl_init(&err), 0, "%s", err.msg);
+    int G = apb_runtime_nccl_size(), per = 2, W = G * per, K = 5, cols = 48;
+    cr_assert_leq(W, 64);
+    float *kd[64], *vd[64], *gkd[64], *gvd[64];
+    apb_handle ck[64], cv[64], gk[64], gv[64];
+    for (int j = 0; j < W - 1; j++) {
+        tbuf k = rnd(K, cols, 1.0f, 100 + (uint64_t)j), v = rnd(K, cols, 1.0f, 200 + (uint64_t)j);
+        kd[j] = k.data;
+        vd[j] = v.data;
+        ck[j] = apb_tile_from(kd[j], K, cols, sizeof(float));
+        cv[j] = apb_tile_from(vd[j], K, cols, sizeof(float));
+    }
+    for (int g = 0; g < G; g++) {
+        gkd[g] = t_poisoned((size_t)W * K * cols);
+        gvd[g] = t_poisoned((size_t)W * K * cols);
+        gk[g] = apb_tile_from(gkd[g], W * K, cols, sizeof(float));
+        gv[g] = apb_tile_from(gvd[g], W * K, cols, sizeof(float));
+    }
+    for (int g = 0; g < G; g++) {
+        int slot[64], n = 0;
+        apb_handle lk[64], lv[64];
+        for (int j = g * per; j < (g + 1) * per && j < W - 1; j++) {
+            slot[n] = j;
+            lk[n] = ck[j];
+            lv[n++] = cv[j];
+        }
+        cr_assert_eq(apb_insert_allgather_nccl(lk, lv, slot, n, g, per, gk[g], gv[g], TAG), 0);
+    }
+    int bad = per; /* a slot outside GPU 0's range is refused (nothing submitted) */
+    cr_assert_neq(apb_insert_allgather_nccl(ck, cv, &bad, 1, 0, per, gk[0], gv[0], TAG), 0);
+    cr_assert_eq(apb_runtime_wait_all(&err), 0, "%s", err.msg);
+    for (int g = 0; g < G; g++) {
+        apb_handle_free_now(gk[g]);
+        apb_handle_free_now(gv[g]);
+        for (int j = 0; j < W - 1; j++) {
+            size_t off = (size_t)j * K * cols, sz = sizeof(float) * (size_t)K * cols;
+            cr_assert(!memcmp(gkd[g] + off, kd[j], sz), "GPU %d: K block of host %d wrong", g, j);
+            cr_assert(!memcmp(gvd[g] + off, vd[j], sz), "GPU %d: V block of host %d wrong", g, j);
+        }
+        free(gkd[g]);
+        free(gvd[g]);
+    }
+    for (int j = 0; j < W - 1; j++) {
+        apb_handle_free_now(ck[j]);
+        apb_handle_free_now(cv[j]);
+        free(kd[j]);
+        free(vd[j]);
+    }
+}

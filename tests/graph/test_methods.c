@@ -34,11 +34,14 @@ static int32_t *tokens(size_t *n)
     return ids;
 }
 
+static int allgather_mode; /* APB_ALLGATHER_STARPU unless a test sets it */
+
 static void method_logits(apb_method meth, int W, int anchor, int select, const int32_t *ids, int L,
                           int nq, float *out)
 {
     apb_hseq hs;
-    apb_hosts_opts o = {.method = meth, .hosts = W, .anchor = anchor, .select = select, .tile = 7};
+    apb_hosts_opts o = {.method = meth, .hosts = W, .anchor = anchor, .select = select, .tile = 7,
+                        .allgather = allgather_mode};
     apb_sampling smp = {0, 1, 0};
     apb_err err = {0};
     cr_assert_eq(apb_prefill_hosts(&model, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err), 0, "%s",
@@ -144,6 +147,50 @@ Test(methods, approximate_methods_run_with_finite_logits)
     free(ids); free(ref); free(got);
 }
 
+/* The NCCL allgather (one collective per GPU and layer) computes what the data-dependency allgather
+ * computes: same logits up to the order of the attention's key segments (on GPUs only). */
+Test(methods, apb_nccl_allgather_matches_data_dependencies)
+{
+    int gw[64];
+    if (!t_on_gpu() || apb_runtime_cuda_workers(gw, 64) < 1)
+        cr_skip_test("needs CUDA workers (APB_TEST_DEVICE=cuda)");
+    if (!apb_runtime_has_nccl())
+        cr_skip_test("built without NCCL");
+    apb_err err = {0};
+    cr_assert_eq(apb_runtime_nccl_init(&err), 0, "%s", err.msg);
+    int G = apb_runtime_nccl_size();
+    size_t n;
+    int32_t *ids = tokens(&n);
+    int nq = 3, L = (int)n - nq, V = model.cfg.vocab_size;
+    float *ref = t_poisoned(V), *got = t_poisoned(V);
+    int shapes[][3] = {{2 * G, 17, 3}, {G, 24, 8}}; /* W, anchor, select */
+    for (int i = 0; i < 2; i++) {
+        int W = shapes[i][0] < 2 ? 2 : shapes[i][0];
+        allgather_mode = APB_ALLGATHER_STARPU;
+        method_logits(APB_METHOD_APB, W, shapes[i][1], shapes[i][2], ids, L, nq, ref);
+        allgather_mode = APB_ALLGATHER_NCCL;
+        method_logits(APB_METHOD_APB, W, shapes[i][1], shapes[i][2], ids, L, nq, got);
+        allgather_mode = APB_ALLGATHER_STARPU;
+        double *rd = malloc(sizeof(double) * V);
+        for (int v = 0; v < V; v++)
+            rd[v] = ref[v];
+        double e = t_rel_err(got, rd, V);
+        cr_log_info("apb W=%d on %d GPU(s): nccl vs data-dependency allgather rel err %.3g", W, G, e);
+        cr_assert_lt(e, 1e-5, "apb W=%d: --allgather nccl differs: %g", W, e);
+        free(rd);
+    }
+    /* hosts that do not split over the GPUs are refused before any task */
+    if (G > 1) {
+        apb_hseq hs;
+        apb_hosts_opts o = {.method = APB_METHOD_APB, .hosts = G + 1, .anchor = 17, .select = 3,
+                            .tile = 7, .allgather = APB_ALLGATHER_NCCL};
+        apb_sampling smp = {0, 1, 0};
+        cr_assert_eq(apb_prefill_hosts(&model, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err), APB_E_USAGE);
+        cr_assert(strstr(err.msg, "split evenly"), "%s", err.msg);
+    }
+    free(ids); free(ref); free(got);
+}
+
 Test(methods, impossible_settings_are_refused)
 {
     apb_err err = {0};
@@ -167,6 +214,27 @@ Test(methods, impossible_settings_are_refused)
     o = (apb_hosts_opts){.method = APB_METHOD_ULYSSES, .hosts = 2, .anchor = -1, .select = -1, .tile = 64};
     cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE); /* 3 KV heads */
     cr_assert(strstr(err.msg, "KV heads"), "%s", err.msg);
+    /* the NCCL allgather: APB only; it pins the hosts; without CUDA workers it is refused at submission */
+    o = (apb_hosts_opts){.method = APB_METHOD_SPAVA, .hosts = 2, .anchor = -1, .select = -1, .tile = 64,
+                         .allgather = APB_ALLGATHER_NCCL};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE);
+    cr_assert(strstr(err.msg, "--method apb"), "%s", err.msg);
+    o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 2, .anchor = -1, .select = -1, .tile = 64,
+                         .allgather = APB_ALLGATHER_NCCL};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), 0, "%s", err.msg);
+    cr_assert_eq(o.placement, APB_PLACE_PINNED);
+    int gw[64];
+    if (apb_runtime_cuda_workers(gw, 64) == 0) {
+        size_t n;
+        int32_t *ids = tokens(&n);
+        apb_hseq hs;
+        apb_sampling smp = {0, 1, 0};
+        o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 2, .anchor = 17, .select = 3, .tile = 7,
+                             .allgather = APB_ALLGATHER_NCCL};
+        cr_assert_eq(apb_prefill_hosts(&model, &hs, ids, 60, ids + 60, 3, 1, &o, &smp, &err), APB_E_USAGE);
+        cr_assert(strstr(err.msg, "nccl"), "%s", err.msg);
+        free(ids);
+    }
     /* defaults resolve to the reference ratios, inside the block */
     o = (apb_hosts_opts){.method = APB_METHOD_APB, .hosts = 4, .anchor = -1, .select = -1, .tile = 64};
     cr_assert_eq(apb_hosts_resolve(&model.cfg, 4096, 5, 4, &o, &err), 0, "%s", err.msg);
