@@ -33,5 +33,6 @@ done | sort -u | while read -r so path; do
 done
 strip --strip-unneeded "$stage"/lib/*.so* "$stage"/bin/* 2>/dev/null || true
 mkdir -p .gpu
-tar -C "$stage" -cf - lib bin | xz -T2 -6 > .gpu/bundle.tar.xz
+tar -C "$stage" -cf - lib bin | xz -T2 -6 > .gpu/bundle.tar.xz.tmp
+mv -f .gpu/bundle.tar.xz.tmp .gpu/bundle.tar.xz  # atomic: a device call may be carrying the old one
 ls -la .gpu/bundle.tar.xz
