@@ -193,8 +193,8 @@ int main(int argc, char **argv)
            m.cfg.n_kv_heads, m.cfg.head_dim, pname, ngw, apb_runtime_sched_name(), tile, t_load);
     printf("GEMM rate (apb linear codelet, %d^3, %s): %.2f TFLOP/s; causal attention kernel "
            "(%d tokens, one task): %.2f TFLOP/s\n\n", cuda ? 8192 : 1024, pname, rate, la, arate);
-    printf("%8s %-8s %3s %9s %10s %9s %9s %7s\n", "tokens", "method", "W", "time_s", "tokens/s",
-           "TFLOP/s", "floor_s", "ratio");
+    printf("%8s %-8s %3s %5s %5s %9s %10s %9s %9s %7s\n", "tokens", "method", "W", "A", "K", "time_s",
+           "tokens/s", "TFLOP/s", "floor_s", "ratio");
     FILE *js = json ? fopen(json, "w") : NULL;
     if (js)
         fprintf(js, "{\"preset\": \"%s\", \"precision\": \"%s\", \"gpu_workers\": %d, \"sched\": \"%s\", "
@@ -216,11 +216,21 @@ int main(int argc, char **argv)
                 rc = 2;
                 break;
             }
+            /* every method prefills L tokens: full all of them, the others L - nq context tokens
+             * plus the nq question tokens (the question pass) */
+            int Lc = meth == APB_METHOD_FULL ? L : L - nq, A = anchor, K = select;
+            int blk = (Lc + hosts - 1) / hosts;
+            if (meth == APB_METHOD_SPAVA) /* Spava's own defaults (L/64 anchor, L/128 selected) */
+                A = K = -1;
+            else if (A >= blk) { /* a shorter context than the preset's anchor was meant for */
+                A = blk / 2 >= 128 ? blk / 2 / 64 * 64 : blk / 2;
+                K = K > blk - A ? blk - A : K;
+            }
             apb_hosts_opts o = {.method = meth, .hosts = meth == APB_METHOD_FULL ? 1 : hosts,
-                                .anchor = anchor, .select = select, .tile = tile,
+                                .anchor = A, .select = K, .tile = tile,
                                 .placement = ngw > 1 ? APB_PLACE_PINNED : APB_PLACE_FREE,
                                 .allgather = nccl ? APB_ALLGATHER_NCCL : APB_ALLGATHER_STARPU};
-            if (meth != APB_METHOD_FULL && apb_hosts_resolve(&m.cfg, L, nq, 1, &o, &err)) {
+            if (meth != APB_METHOD_FULL && apb_hosts_resolve(&m.cfg, Lc, nq, 0, &o, &err)) {
                 fprintf(stderr, "prefill: %s %d: %s\n", tm, L, err.msg);
                 continue;
             }
@@ -232,7 +242,7 @@ int main(int argc, char **argv)
                 double t = now_s();
                 int r = meth == APB_METHOD_FULL
                             ? apb_prefill_full(&m, &seq, ids, L, tile, 0, &smp, &err)
-                            : apb_prefill_hosts(&m, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err);
+                            : apb_prefill_hosts(&m, &hs, ids, Lc, ids + Lc, nq, 0, &o, &smp, &err);
                 if (!r)
                     r = apb_runtime_wait_all(&err);
                 t = now_s() - t;
@@ -250,12 +260,13 @@ int main(int argc, char **argv)
                 warm = 1;
                 if (rep == 0)
                     continue;
-                double pairs = method_pairs(meth, &o, L, meth == APB_METHOD_FULL ? 0 : nq);
-                double fl = dense_flops(&m.cfg, L + (meth == APB_METHOD_FULL ? 0 : nq)) + attn_flops(&m.cfg, pairs);
+                double pairs = method_pairs(meth, &o, Lc, meth == APB_METHOD_FULL ? 0 : nq);
+                double fl = dense_flops(&m.cfg, L) + attn_flops(&m.cfg, pairs);
                 /* floor: dense FLOPs at the GEMM rate + attention FLOPs at the GEMM rate too
                  * (attention is matrix products of the same kind; see docs/PERFORMANCE.md) */
                 double floor_s = fl / (rate * 1e12);
-                printf("%8d %-8s %3d %9.3f %10.0f %9.1f %9.3f %7.2f\n", L, tm, o.hosts, t, L / t,
+                printf("%8d %-8s %3d %5d %5d %9.3f %10.0f %9.1f %9.3f %7.2f\n", L, tm, o.hosts,
+                       meth == APB_METHOD_FULL ? 0 : o.anchor, meth == APB_METHOD_FULL ? 0 : o.select, t, L / t,
                        fl / t * 1e-12, floor_s, t / floor_s);
                 fflush(stdout);
                 if (js)

@@ -247,9 +247,11 @@ int apb_insert_retain_score(apb_handle q, apb_handle k, apb_handle v, apb_handle
  * lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i. lse_out may be NULL. */
 /* NCCL allgather of compressed blocks (codelets/codelet_allgather.c): GPU gpu's task packs its n
  * local blocks ck/cv (K x cols each) into rows slot[i] K of gk/gv ((per_gpu x G x K) x cols) and
- * gathers every GPU's slots; runs on the CUDA worker of NCCL rank gpu. -ENODEV without CUDA+NCCL. */
+ * gathers every GPU's slots; runs on the CUDA worker of NCCL rank gpu; `order` (RW, may be NULL)
+ * and deps (R) only order it. -ENODEV without CUDA+NCCL. */
 int apb_insert_allgather_nccl(const apb_handle *ck, const apb_handle *cv, const int *slot, int n,
-                              int gpu, int per_gpu, apb_handle gk, apb_handle gv, apb_task_tag tag);
+                              int gpu, int per_gpu, apb_handle gk, apb_handle gv, apb_handle order,
+                              const apb_handle *deps, int ndeps, apb_task_tag tag);
 int apb_insert_lse_merge(const apb_handle *o, const apb_handle *lse, int n, int head_dim,
                          apb_handle o_out, apb_handle lse_out, apb_task_tag tag);
 

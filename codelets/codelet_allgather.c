@@ -12,7 +12,14 @@
  *
  * The G tasks block each other's GPU stream until all have started, so the graph guarantees they
  * all can: hosts are pinned to GPUs (no host's task queues behind another GPU's collective), each
- * GPU holds the same number of hosts, and there is one process (graph/apb.c checks these). There
+ * GPU holds the same number of hosts, and there is one process (graph/apb.c checks these). `deps`
+ * are read-only inputs that only order the task: the graph passes the layer's question mean (the
+ * one cross-GPU input of every selection) and a KV tile of the GPU's last host, so no collective
+ * is queued before everything the other GPUs' collectives wait for has run (a GPU whose only host
+ * is the last one has no block to send, and its collectives would otherwise start at once, one
+ * layer after the other, and block the stream that computes the question mean). `order`, accessed
+ * RW by every collective of a GPU, makes each GPU issue them in submission (layer) order, the
+ * order NCCL matches them in. There
  * is no CPU implementation: NCCL is a GPU library; the CPU path uses the data dependencies.
  */
 #include <stdlib.h>
@@ -91,10 +98,12 @@ static struct starpu_codelet _apb_allgather_cl = {
 };
 
 int apb_insert_allgather_nccl(const apb_handle *ck, const apb_handle *cv, const int *slot, int n,
-                              int gpu, int per_gpu, apb_handle gk, apb_handle gv, apb_task_tag tag)
+                              int gpu, int per_gpu, apb_handle gk, apb_handle gv, apb_handle order,
+                              const apb_handle *deps, int ndeps, apb_task_tag tag)
 {
 #if defined(APB_CUDA) && defined(APB_HAVE_NCCL)
-    if (n < 0 || n > 64 || n > per_gpu || gpu < 0 || per_gpu <= 0 || !gk || !gv)
+    if (n < 0 || n > 64 || n > per_gpu || gpu < 0 || per_gpu <= 0 || !gk || !gv || ndeps < 0 ||
+        ndeps > 64)
         return -EINVAL;
     int K = apb_tile_rows(gk) / (per_gpu * apb_runtime_nccl_size()), cols = apb_tile_cols(gk);
     if (K <= 0 || apb_tile_rows(gk) != K * per_gpu * apb_runtime_nccl_size() ||
@@ -114,6 +123,10 @@ int apb_insert_allgather_nccl(const apb_handle *ck, const apb_handle *cv, const 
         d[nd++] = (struct starpu_data_descr){cv[i], STARPU_R};
     d[nd++] = (struct starpu_data_descr){gk, STARPU_W};
     d[nd++] = (struct starpu_data_descr){gv, STARPU_W};
+    if (order) /* RW: this GPU's collectives run in submission (layer) order */
+        d[nd++] = (struct starpu_data_descr){order, STARPU_RW};
+    for (int i = 0; i < ndeps; i++) /* ordering only: the body does not read them */
+        d[nd++] = (struct starpu_data_descr){deps[i], STARPU_R};
     int w = apb_runtime_nccl_worker(gpu);
     if (w < 0)
         return -EINVAL;
@@ -124,6 +137,7 @@ int apb_insert_allgather_nccl(const apb_handle *ck, const apb_handle *cv, const 
         "allgather");
 #else
     (void)ck, (void)cv, (void)slot, (void)n, (void)gpu, (void)per_gpu, (void)gk, (void)gv, (void)tag;
+    (void)order, (void)deps, (void)ndeps;
     (void)_apb_allgather_cl;
     return -ENODEV;
 #endif

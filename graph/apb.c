@@ -291,6 +291,8 @@ void apb_hseq_free(apb_model *m, apb_hseq *hs)
         free(hs->t_po[i]);
         free(hs->t_pl[i]);
     }
+    for (int g = 0; g < 64; g++)
+        apb_handle_free(hs->ag_order[g]);
     apb_handle_free(hs->q_ids_t);
     apb_handle_free(hs->logits);
     apb_handle_free(hs->token);
@@ -418,9 +420,8 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
         }
     }
     /* compression: blocks of hosts 0..W-2 (the last host's block has no later reader) */
-    apb_handle ck[64] = {0}, cv[64] = {0};
+    apb_handle ck[64] = {0}, cv[64] = {0}, qbar = NULL;
     if (passing) {
-        apb_handle qbar = NULL;
         if (!select_all && !retain) {
             const apb_host *h1 = &hs->h[1];
             apb_runtime_set_owner(1);
@@ -463,7 +464,6 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
             for (int u = 0; u < nloc && u < 64; u++)
                 apb_handle_free(sc[r][u]);
         }
-        apb_handle_free(qbar);
     }
     /* --allgather nccl: one gathered copy of every block per GPU (W x K rows, host j at j K) */
     int G = apb_runtime_nccl_size(), nccl = passing && !select_all && hs->opt.allgather == APB_ALLGATHER_NCCL;
@@ -480,11 +480,19 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
             }
             gk[g] = apb_tile_new(W * K, kd, sizeof(float));
             gv[g] = apb_tile_new(W * K, kd, sizeof(float));
-            if (apb_insert_allgather_nccl(lk, lv, slot, n, g, per, gk[g], gv[g],
+            /* order only (codelets/codelet_allgather.c): the question mean and this layer's last
+             * K tile of the GPU's last host */
+            const apb_host *hl = &hs->h[(g + 1) * per - 1];
+            apb_handle deps[2] = {hl->k[l * hl->n_tiles + hl->n_tiles - 1], qbar};
+            if (!hs->ag_order[g])
+                hs->ag_order[g] = apb_tile_new_zeroed(1, 1, sizeof(float));
+            if (apb_insert_allgather_nccl(lk, lv, slot, n, g, per, gk[g], gv[g], hs->ag_order[g],
+                                          deps, qbar ? 2 : 1,
                                           (apb_task_tag){l, g * per, c->n_layers - l + 1}))
                 return apb_fail(err, APB_E_RUNTIME, "submitting the NCCL allgather failed");
         }
     }
+    apb_handle_free(qbar);
     if (hs->opt.method == APB_METHOD_RING || hs->opt.method == APB_METHOD_ZIGZAG)
         return _apb_ring_layer(m, hs, l, segs, err);
     if (hs->opt.method == APB_METHOD_ULYSSES)

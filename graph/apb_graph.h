@@ -167,6 +167,8 @@ typedef struct apb_hseq {
     apb_handle t_x[2], t_xn[2], t_q[2], t_k[2], t_v[2], t_o[2]; /* [0]: question rows, [1]: 1 row */
     apb_handle *t_po[2], *t_pl[2]; /* per-host partial o / lse */
     apb_handle logits, token;
+    apb_handle ag_order[64];       /* --allgather nccl: per GPU, a token every collective of that
+                                    * GPU accesses RW, so it issues them in layer order */
 } apb_hseq;
 
 /* Checks and resolves the options for L context and nq question tokens (defaults applied),

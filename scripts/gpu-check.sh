@@ -76,7 +76,7 @@ sched)
         2>&1 | tee "$OUT/sched.log"
     note "sched done" ;;
 trace)
-    "$R/bin/apb_run" --random-weights llama-3.1-8b --prompt-len "${TRACE_LEN:-32768}" --method apb --hosts 8 \
+    "$R/bin/apb_run" --random-weights llama-3.1-8b --prompt-len "${TRACE_LEN:-65536}" --method apb --hosts 8 \
         --anchor 4096 --select 2048 --tile 4096 --device cuda --max-new-tokens 2 --no-progress \
         --trace "$OUT/trace_apb.json" --gantt "$OUT/gantt_apb.svg" --summary ${TRACE_ARGS:-} >"$OUT/trace.log" 2>&1 \
         && note "PASS trace" || { note "FAIL trace"; tail -20 "$OUT/trace.log"; } ;;

@@ -455,10 +455,10 @@ Test(cuda_fp32, allgather_nccl)
             lk[n] = ck[j];
             lv[n++] = cv[j];
         }
-        cr_assert_eq(apb_insert_allgather_nccl(lk, lv, slot, n, g, per, gk[g], gv[g], TAG), 0);
+        cr_assert_eq(apb_insert_allgather_nccl(lk, lv, slot, n, g, per, gk[g], gv[g], NULL, NULL, 0, TAG), 0);
     }
     int bad = per; /* a slot outside GPU 0's range is refused (nothing submitted) */
-    cr_assert_neq(apb_insert_allgather_nccl(ck, cv, &bad, 1, 0, per, gk[0], gv[0], TAG), 0);
+    cr_assert_neq(apb_insert_allgather_nccl(ck, cv, &bad, 1, 0, per, gk[0], gv[0], NULL, NULL, 0, TAG), 0);
     cr_assert_eq(apb_runtime_wait_all(&err), 0, "%s", err.msg);
     for (int g = 0; g < G; g++) {
         apb_handle_free_now(gk[g]);

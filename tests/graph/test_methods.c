@@ -163,9 +163,13 @@ Test(methods, apb_nccl_allgather_matches_data_dependencies)
     int32_t *ids = tokens(&n);
     int nq = 3, L = (int)n - nq, V = model.cfg.vocab_size;
     float *ref = t_poisoned(V), *got = t_poisoned(V);
-    int shapes[][3] = {{2 * G, 17, 3}, {G, 24, 8}}; /* W, anchor, select */
-    for (int i = 0; i < 2; i++) {
+    int shapes[][3] = {{2 * G, 17, 3}, {G, 24, 8}, {G, 17, 3}}; /* W, anchor, select */
+    int ran = 0;
+    for (int i = 0; i < 3; i++) {
         int W = shapes[i][0] < 2 ? 2 : shapes[i][0];
+        if ((L + W - 1) / W <= shapes[i][1] + shapes[i][2])
+            continue; /* the block cannot hold anchor + selection at this length */
+        ran++;
         allgather_mode = APB_ALLGATHER_STARPU;
         method_logits(APB_METHOD_APB, W, shapes[i][1], shapes[i][2], ids, L, nq, ref);
         allgather_mode = APB_ALLGATHER_NCCL;
@@ -179,6 +183,7 @@ Test(methods, apb_nccl_allgather_matches_data_dependencies)
         cr_assert_lt(e, 1e-5, "apb W=%d: --allgather nccl differs: %g", W, e);
         free(rd);
     }
+    cr_assert_geq(ran, 1, "no shape fits %d tokens on %d GPU(s)", L, G);
     /* hosts that do not split over the GPUs are refused before any task */
     if (G > 1) {
         apb_hseq hs;
