@@ -8,7 +8,10 @@
  *
  *   bench/sched [--preset NAME] [--prompt-len N] [--question N] [--hosts W] [--tile T]
  *               [--methods apb,spava] [--policies a,b,..] [--repeat R] [--ncpus N] [--ncuda N]
- *               [--layers N] [--precision fp32|bf16] [--no-calibrate] [--trace-dir DIR] [--json FILE]
+ *               [--layers N] [--precision fp32|bf16] [--warmup N] [--no-calibrate] [--trace-dir DIR]
+ *               [--json FILE]
+ * --warmup N: untimed prefills before the timed one in each process (default 1 with GPUs, where
+ * the first prefill uploads the weights, 0 on CPUs).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,7 +38,7 @@ struct result {
 
 struct cfg {
     const char *preset, *trace_dir;
-    int L, nq, hosts, tile, ncpus, ncuda, layers, precision;
+    int L, nq, hosts, tile, ncpus, ncuda, layers, precision, warmup;
 };
 
 /* One prefill (context on W hosts + the question pass) in a child process. */
@@ -58,11 +61,20 @@ static struct result run_child(apb_model *m, const struct cfg *c, apb_method met
             fprintf(stderr, "sched: %s: %s\n", policy, err.msg);
             _exit(1);
         }
-        apb_trace_enable(1);
         apb_hosts_opts o = {.method = meth, .hosts = c->hosts, .anchor = -1, .select = -1,
                             .tile = c->tile};
         apb_sampling smp = {0};
         apb_hseq hs;
+        for (int w = 0; w < c->warmup; w++) { /* untimed: uploads the weights to the GPUs */
+            if (apb_prefill_hosts(m, &hs, ctx, c->L, q, c->nq, 1, &o, &smp, &err) ||
+                apb_runtime_wait_all(&err)) {
+                fprintf(stderr, "sched: %s (warm-up): %s\n", policy, err.msg);
+                _exit(1);
+            }
+            apb_hseq_free(m, &hs);
+            apb_runtime_wait_all(NULL);
+        }
+        apb_trace_enable(1);
         double t = now_s();
         int rc = apb_prefill_hosts(m, &hs, ctx, c->L, q, c->nq, 1, &o, &smp, &err);
         if (!rc)
@@ -110,7 +122,7 @@ static int cmp_d(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     struct cfg c = {.preset = "smollm2-135m", .L = 1024, .nq = 16, .hosts = 4, .tile = 128, .ncpus = -1,
-                    .ncuda = 0, .layers = 0, .precision = -1};
+                    .ncuda = 0, .layers = 0, .precision = -1, .warmup = -1};
     const char *methods = "apb,spava", *json = NULL;
     const char *policies = "apb-critical,apb-affinity,apb-affinity-steal,eager,prio,lws,ws,dmda,dmdas,"
                            "modular-heft";
@@ -131,12 +143,13 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--json") && v) json = v, i++;
         else if (!strcmp(a, "--no-calibrate")) calibrate = 0;
         else if (!strcmp(a, "--layers") && v) c.layers = atoi(v), i++;
+        else if (!strcmp(a, "--warmup") && v) c.warmup = atoi(v), i++;
         else if (!strcmp(a, "--precision") && v && (!strcmp(v, "fp32") || !strcmp(v, "bf16")))
             c.precision = v[0] == 'f' ? APB_PREC_FP32 : APB_PREC_BF16, i++;
         else {
             fprintf(stderr, "usage: %s [--preset NAME] [--prompt-len N] [--question N] [--hosts W] "
                             "[--tile T] [--methods apb,spava] [--policies a,b] [--repeat R] "
-                            "[--ncpus N] [--ncuda N] [--layers N] [--precision fp32|bf16] [--no-calibrate] "
+                            "[--ncpus N] [--ncuda N] [--layers N] [--precision fp32|bf16] [--warmup N] [--no-calibrate] "
                             "[--trace-dir DIR] [--json FILE]\n", argv[0]);
             return 2;
         }
@@ -146,6 +159,8 @@ int main(int argc, char **argv)
                         "1 <= --repeat <= 50\n");
         return 2;
     }
+    if (c.warmup < 0) /* GPUs: one untimed prefill first, so the timed one does not upload weights */
+        c.warmup = c.ncuda != 0;
     if (!json) /* CPU workers only by default; --ncuda N (or -1: all GPUs) for the GPU results */
         json = c.ncuda == 0 ? "bench/results/sched_cpu.json" : "bench/results/sched_gpu.json";
     setenv("STARPU_SILENT", "1", 0); /* calibration chatter of the model-based policies */
@@ -174,12 +189,12 @@ int main(int argc, char **argv)
     if (getloadavg(load, 3) < 0)
         load[0] = -1;
     printf("model %s (random weights, %d layers), %d context + %d question tokens, %d hosts, tile %d, %ld cores, "
-           "CUDA workers %s, load average %.2f, median of %d runs\n", m.cfg.name, m.cfg.n_layers, c.L, c.nq, c.hosts,
-           c.tile, ncores, c.ncuda == 0 ? "none" : c.ncuda < 0 ? "all" : "some", load[0], repeat);
+           "CUDA workers %s, %d warm-up, load average %.2f, median of %d runs\n", m.cfg.name, m.cfg.n_layers, c.L, c.nq, c.hosts,
+           c.tile, ncores, c.ncuda == 0 ? "none" : c.ncuda < 0 ? "all" : "some", c.warmup, load[0], repeat);
     if (js)
         fprintf(js, "{\"model\": \"%s\", \"layers\": %d, \"context\": %d, \"question\": %d, \"hosts\": %d, \"tile\": %d, "
-                    "\"cores\": %ld, \"ncuda\": %d, \"load_average\": %.2f, \"repeat\": %d, \"runs\": [",
-                m.cfg.name, m.cfg.n_layers, c.L, c.nq, c.hosts, c.tile, ncores, c.ncuda, load[0], repeat);
+                    "\"cores\": %ld, \"ncuda\": %d, \"warmup\": %d, \"load_average\": %.2f, \"repeat\": %d, \"runs\": [",
+                m.cfg.name, m.cfg.n_layers, c.L, c.nq, c.hosts, c.tile, ncores, c.ncuda, c.warmup, load[0], repeat);
     int first = 1, failed = 0;
     char *ms = strdup(methods);
     for (char *mt = strtok(ms, ","); mt; mt = strtok(NULL, ",")) {
