@@ -19,6 +19,8 @@
  * apb's own linear codelet on a 8192^3 problem) -- floor_s = flops / rate_gemm. ratio = time / floor.
  */
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,21 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Peak GPU memory of a timed run: a thread samples apb_runtime_gpu_used() every 5 ms. */
+static atomic_int mem_stop;
+static double mem_peak;
+static void *mem_poll(void *unused)
+{
+    (void)unused;
+    while (!atomic_load(&mem_stop)) {
+        double u = apb_runtime_gpu_used();
+        mem_peak = u > mem_peak ? u : mem_peak;
+        struct timespec d = {0, 5000000};
+        nanosleep(&d, NULL);
+    }
+    return NULL;
 }
 
 /* Counted FLOPs of the dense part (per token) and of the attention score/value products. */
@@ -193,8 +210,8 @@ int main(int argc, char **argv)
            m.cfg.n_kv_heads, m.cfg.head_dim, pname, ngw, apb_runtime_sched_name(), tile, t_load);
     printf("GEMM rate (apb linear codelet, %d^3, %s): %.2f TFLOP/s; causal attention kernel "
            "(%d tokens, one task): %.2f TFLOP/s\n\n", cuda ? 8192 : 1024, pname, rate, la, arate);
-    printf("%8s %-8s %3s %5s %5s %9s %10s %9s %9s %7s\n", "tokens", "method", "W", "A", "K", "time_s",
-           "tokens/s", "TFLOP/s", "floor_s", "ratio");
+    printf("%8s %-8s %3s %5s %5s %9s %10s %9s %9s %7s %8s\n", "tokens", "method", "W", "A", "K", "time_s",
+           "tokens/s", "TFLOP/s", "floor_s", "ratio", "GPU_GiB");
     FILE *js = json ? fopen(json, "w") : NULL;
     if (js)
         fprintf(js, "{\"preset\": \"%s\", \"precision\": \"%s\", \"gpu_workers\": %d, \"sched\": \"%s\", "
@@ -239,6 +256,10 @@ int main(int argc, char **argv)
                 apb_seq seq = {0};
                 apb_hseq hs = {0};
                 apb_op_stats_reset();
+                pthread_t poller;
+                mem_peak = 0;
+                atomic_store(&mem_stop, 0);
+                int polling = cuda && pthread_create(&poller, NULL, mem_poll, NULL) == 0;
                 double t = now_s();
                 int r = meth == APB_METHOD_FULL
                             ? apb_prefill_full(&m, &seq, ids, L, tile, 0, &smp, &err)
@@ -246,6 +267,9 @@ int main(int argc, char **argv)
                 if (!r)
                     r = apb_runtime_wait_all(&err);
                 t = now_s() - t;
+                atomic_store(&mem_stop, 1);
+                if (polling)
+                    pthread_join(poller, NULL);
                 if (meth == APB_METHOD_FULL)
                     apb_seq_free(&m, &seq);
                 else
@@ -265,17 +289,20 @@ int main(int argc, char **argv)
                 /* floor: dense FLOPs at the GEMM rate + attention FLOPs at the GEMM rate too
                  * (attention is matrix products of the same kind; see docs/PERFORMANCE.md) */
                 double floor_s = fl / (rate * 1e12);
-                printf("%8d %-8s %3d %5d %5d %9.3f %10.0f %9.1f %9.3f %7.2f\n", L, tm, o.hosts,
+                char memc[32] = "       -"; /* no GPU: no device memory to report */
+                if (polling)
+                    snprintf(memc, sizeof memc, "%8.1f", mem_peak / 1073741824.0);
+                printf("%8d %-8s %3d %5d %5d %9.3f %10.0f %9.1f %9.3f %7.2f %s\n", L, tm, o.hosts,
                        meth == APB_METHOD_FULL ? 0 : o.anchor, meth == APB_METHOD_FULL ? 0 : o.select, t, L / t,
-                       fl / t * 1e-12, floor_s, t / floor_s);
+                       fl / t * 1e-12, floor_s, t / floor_s, memc);
                 fflush(stdout);
                 if (js)
                     fprintf(js, "%s{\"tokens\": %d, \"method\": \"%s\", \"hosts\": %d, \"anchor\": %d, "
                                 "\"select\": %d, \"time_s\": %.4f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, "
-                                "\"flops\": %.4e, \"floor_s\": %.4f, \"ratio_to_floor\": %.3f}",
+                                "\"flops\": %.4e, \"floor_s\": %.4f, \"ratio_to_floor\": %.3f, \"gpu_used_peak_gib\": %.2f}",
                             first ? "" : ", ", L, tm, o.hosts, meth == APB_METHOD_FULL ? 0 : o.anchor,
                             meth == APB_METHOD_FULL ? 0 : o.select, t, L / t, fl / t * 1e-12, fl,
-                            floor_s, t / floor_s);
+                            floor_s, t / floor_s, mem_peak / 1073741824.0);
                 first = 0;
             }
         }

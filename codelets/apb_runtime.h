@@ -59,6 +59,9 @@ int apb_runtime_cpu_workers(int *ids, int max);
 int apb_runtime_cuda_devices(void);
 /* Bytes of GPU memory StarPU may use on the memory nodes of the CUDA workers (0 without). */
 double apb_runtime_gpu_memory(void);
+/* Device memory in use now (total - free, cudaMemGetInfo), summed over the CUDA workers' GPUs, in
+ * bytes; everything on those GPUs counts (StarPU's buffers and cache, scratch, CUDA contexts). */
+double apb_runtime_gpu_used(void);
 /* 1 when apb was built with CUDA codelets. */
 int apb_runtime_has_cuda(void);
 /* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */

@@ -130,8 +130,30 @@ int apb_runtime_cuda_devices(void)
     }
     return n;
 }
+
+double apb_runtime_gpu_used(void)
+{
+    int gw[64], seen[64] = {0}, cur = 0;
+    int n = apb_runtime_cuda_workers(gw, 64);
+    double used = 0;
+    (void)cudaGetDevice(&cur);
+    for (int i = 0; i < n && i < 64; i++) {
+        int dev = starpu_worker_get_devid(gw[i]);
+        if (dev < 0 || dev >= 64 || seen[dev])
+            continue;
+        seen[dev] = 1;
+        size_t fr = 0, tot = 0;
+        if (cudaSetDevice(dev) == cudaSuccess && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+            used += (double)(tot - fr);
+        else
+            (void)cudaGetLastError();
+    }
+    (void)cudaSetDevice(cur);
+    return used;
+}
 #else
 int apb_runtime_cuda_devices(void) { return 0; }
+double apb_runtime_gpu_used(void) { return 0; }
 #endif
 
 /* ------------------------------------------------------------------ NCCL (--allgather nccl) */
