@@ -215,6 +215,7 @@ static int _apb_submit_built(struct starpu_task *t, const struct _apb_hints *h)
     if (_apb_trace_active() && t->cl && t->cl->cuda_funcs[0] && !t->callback_func) {
         t->callback_func = _apb_trace_task_done; /* the record of a GPU task (codelets/trace.c) */
         t->callback_arg = t;
+        t->callback_arg_free = 0; /* StarPU-MPI's task build sets it: StarPU would free the task */
     }
     int rc = starpu_task_submit(t);
     if (rc == -ENODEV) {
