@@ -12,7 +12,7 @@ check() { # name expected_rc pattern cmd...
     name=$1 want=$2 pat=$3; shift 3
     out=$("$@" 2>&1); rc=$?
     if [ "$rc" -ne "$want" ] || ! printf '%s' "$out" | grep -q -- "$pat"; then
-        echo "FAIL $name: rc=$rc (want $want), output:"; printf '%s\n' "$out" | tail -n 5; fail=1
+        echo "FAIL $name: rc=$rc (want $want), output:"; printf '%s\n' "$out" | tail -n 40; fail=1
     else
         echo "ok   $name"
     fi
