@@ -212,7 +212,8 @@ static int _apb_submit_built(struct starpu_task *t, const struct _apb_hints *h)
     if (!t)
         return 0;
     _apb_hints_apply(t, h);
-    if (_apb_trace_active() && t->cl && t->cl->cuda_funcs[0] && !t->callback_func) {
+    if (_apb_trace_active() && t->cl && t->cl->cuda_funcs[0] && !t->callback_func &&
+        starpu_cuda_worker_get_count() > 0) {
         t->callback_func = _apb_trace_task_done; /* the record of a GPU task (codelets/trace.c) */
         t->callback_arg = t;
         t->callback_arg_free = 0; /* StarPU-MPI's task build sets it: StarPU would free the task */
