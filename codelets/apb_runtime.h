@@ -67,8 +67,10 @@ int apb_runtime_has_cuda(void);
 /* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */
 int apb_runtime_cuda_workers(int *ids, int max);
 /* NCCL for the allgather of compressed blocks (--allgather nccl): whether apb was built with it;
- * creating one communicator per CUDA worker (idempotent; rank g = the g-th CUDA worker); their
- * number (0 before init); the worker of rank g. */
+ * creating one communicator per CUDA worker (idempotent; collective over MPI ranks). NCCL rank
+ * g = MPI rank * G + the index of the worker among the rank's G CUDA workers (every rank must
+ * have the same G); nccl_size is the number of NCCL ranks over all processes (0 before init);
+ * nccl_worker(g) is the local worker of NCCL rank g, or -1 when g belongs to another process. */
 int apb_runtime_has_nccl(void);
 int apb_runtime_nccl_init(apb_err *err);
 int apb_runtime_nccl_size(void);
@@ -90,6 +92,10 @@ void apb_runtime_place_ranks(const int *rank_of_host, int n);
 int apb_runtime_rank_of_host(int host);
 /* Tiles created from now on (apb_tile_new*) are owned by the rank of `host` (-1: rank 0). */
 void apb_runtime_set_owner(int host);
+/* Collective (every rank calls it at the same point of the program): every rank contributes n
+ * bytes and receives all ranks' bytes, rank r's at all + r n. Goes through StarPU-MPI (one tile
+ * per rank), so it is safe beside StarPU-MPI's progression thread. A copy in one process. */
+int apb_runtime_exchange(const void *mine, size_t n, void *all, apb_err *err);
 
 /* Per-op execution time accounting (sum over tasks, ns), filled by every codelet body. */
 enum apb_op {

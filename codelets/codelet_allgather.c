@@ -10,9 +10,14 @@
  * slots and runs ncclAllGather in place on the worker's stream; the G tasks of a layer meet inside
  * NCCL. The attention of host r then reads rows [0, r K) of its GPU's buffer as one segment.
  *
+ * Over MPI ranks the same tasks run on the rank of their GPU (StarPU-MPI places a task on the
+ * owner of what it writes: gk/gv belong to the GPU's first host) and one communicator spans the
+ * GPUs of all ranks, NCCL rank = MPI rank x G + local GPU (apb_runtime_nccl_init); no block goes
+ * through StarPU-MPI then, only the question mean that every selection reads anyway.
+ *
  * The G tasks block each other's GPU stream until all have started, so the graph guarantees they
- * all can: hosts are pinned to GPUs (no host's task queues behind another GPU's collective), each
- * GPU holds the same number of hosts, and there is one process (graph/apb.c checks these). `deps`
+ * all can: hosts are pinned to GPUs (no host's task queues behind another GPU's collective) and
+ * each GPU holds the same number of hosts (graph/apb.c checks these). `deps`
  * are read-only inputs that only order the task: the graph passes the layer's question mean (the
  * one cross-GPU input of every selection) and a KV tile of the GPU's last host, so no collective
  * is queued before everything the other GPUs' collectives wait for has run (a GPU whose only host
@@ -127,8 +132,8 @@ int apb_insert_allgather_nccl(const apb_handle *ck, const apb_handle *cv, const 
         d[nd++] = (struct starpu_data_descr){order, STARPU_RW};
     for (int i = 0; i < ndeps; i++) /* ordering only: the body does not read them */
         d[nd++] = (struct starpu_data_descr){deps[i], STARPU_R};
-    int w = apb_runtime_nccl_worker(gpu);
-    if (w < 0)
+    int w = apb_runtime_nccl_worker(gpu); /* -1: another rank's GPU, where the task runs */
+    if (w < 0 && apb_runtime_nranks() == 1)
         return -EINVAL;
     return _apb_insert_check(
         apb_task_insert(&_apb_allgather_cl, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS,

@@ -465,6 +465,35 @@ float *_apb_thread_scratch(int slot, size_t n)
 
 void _apb_blas_single_thread(void) { openblas_set_num_threads(1); }
 
+/* Several ranks on one node, each seeing all of its GPUs: unless the user chose
+ * (CUDA_VISIBLE_DEVICES, STARPU_WORKERS_CUDAID), local rank i of n drives GPUs i, i + n, ...
+ * (GPU i mod count when there are fewer GPUs than ranks), so that ranks do not share GPUs: NCCL
+ * takes one rank per GPU, and two processes on one GPU compete for its memory. The local rank
+ * comes from the launcher's environment (Open MPI, MPICH/Hydra). */
+static void _apb_split_gpus(struct starpu_conf *conf)
+{
+    const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK"), *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!lr || !ls) {
+        lr = getenv("MPI_LOCALRANKID");
+        ls = getenv("MPI_LOCALNRANKS");
+    }
+    if (conf->ncuda == 0 || !lr || !ls || getenv("CUDA_VISIBLE_DEVICES") ||
+        getenv("STARPU_WORKERS_CUDAID"))
+        return;
+    int rank = atoi(lr), size = atoi(ls), ndev = apb_runtime_cuda_devices(), n = 0;
+    if (size <= 1 || rank < 0 || rank >= size || ndev <= 0)
+        return;
+    if (size <= ndev)
+        for (int d = rank; d < ndev && n < STARPU_NMAXWORKERS; d += size)
+            conf->workers_cuda_gpuid[n++] = (unsigned)d;
+    else
+        conf->workers_cuda_gpuid[n++] = (unsigned)(rank % ndev);
+    if (conf->ncuda > 0 && conf->ncuda < n)
+        n = conf->ncuda;
+    conf->use_explicit_workers_cuda_gpuid = 1;
+    conf->ncuda = n;
+}
+
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
 {
     struct starpu_conf conf;
@@ -512,6 +541,7 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
         const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
         if (!local || atoi(local) > 1)
             setenv("STARPU_WORKERS_NOBIND", "1", 0);
+        _apb_split_gpus(&conf);
         cpu_set_t cs;
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         if (conf.ncpus < 0 && sched_getaffinity(0, sizeof cs, &cs) == 0 && CPU_COUNT(&cs) < online &&
@@ -715,4 +745,38 @@ int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err)
         memcpy((char *)dst + r * cols * es, src + r * ld * es, cols * es);
     starpu_data_release(h);
     return _apb_take_task_error(err);
+}
+
+int apb_runtime_exchange(const void *mine, size_t n, void *all, apb_err *err)
+{
+    if (!_apb_mpi || n == 0) {
+        memcpy(all, mine, n);
+        return APB_OK;
+    }
+#ifdef APB_HAVE_STARPUMPI
+    /* one n-byte tile per rank, owned by it: the owner writes its bytes, then every rank reads
+     * every tile (apb_tile_read is collective); no MPI call of ours beside StarPU-MPI's thread */
+    for (int r = 0; r < _apb_nranks; r++) {
+        apb_handle h;
+        starpu_matrix_data_register(&h, -1, 0, (uint32_t)n, (uint32_t)n, 1, 1);
+        _apb_mpi_register(h, r);
+        int rc = APB_OK;
+        if (r == _apb_rank) {
+            if (starpu_data_acquire(h, STARPU_W) != 0) {
+                rc = apb_fail(err, APB_E_RUNTIME, "exchange between ranks: acquiring a tile failed");
+            } else {
+                memcpy(starpu_data_get_local_ptr(h), mine, n);
+                starpu_data_release(h);
+            }
+        }
+        if (!rc)
+            rc = apb_tile_read(h, (char *)all + (size_t)r * n, n, err);
+        starpu_data_unregister(h);
+        if (rc)
+            return rc;
+    }
+    return APB_OK;
+#else
+    return apb_fail(err, APB_E_RUNTIME, "exchange between ranks without StarPU-MPI");
+#endif
 }

@@ -478,6 +478,7 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
                 lk[n] = ck[j];
                 lv[n++] = cv[j];
             }
+            apb_runtime_set_owner(g * per); /* over MPI: the rank of the GPU's hosts */
             gk[g] = apb_tile_new(W * K, kd, sizeof(float));
             gv[g] = apb_tile_new(W * K, kd, sizeof(float));
             /* order only (codelets/codelet_allgather.c): the question mean and this layer's last
@@ -733,15 +734,13 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     if ((rc = apb_place_hosts(hs->opt.placement, W, err)))
         return rc;
     if (hs->opt.allgather == APB_ALLGATHER_NCCL) {
-        if (apb_runtime_nranks() > 1)
-            return apb_fail(err, APB_E_USAGE, "--allgather nccl drives the GPUs of one process; over "
-                            "MPI ranks the blocks move through StarPU-MPI (--allgather starpu)");
-        if ((rc = apb_runtime_nccl_init(err)))
+        if ((rc = apb_runtime_nccl_init(err))) /* collective over MPI ranks */
             return rc;
         int G = apb_runtime_nccl_size();
         if (W % G)
             return apb_fail(err, APB_E_USAGE, "--allgather nccl: %d hosts do not split evenly over "
-                            "%d GPUs (NCCL's allgather takes the same count from every GPU)", W, G);
+                            "%d GPUs%s (NCCL's allgather takes the same count from every GPU)", W, G,
+                            apb_runtime_nranks() > 1 ? " of all ranks" : "");
         if (W > 1 && hs->opt.select > 0 && (size_t)W * hs->opt.select * c->n_kv_heads * c->head_dim > (1u << 30))
             return apb_fail(err, APB_E_USAGE, "--allgather nccl: the gathered buffer (%d x %d rows) "
                             "is too large", W, hs->opt.select);

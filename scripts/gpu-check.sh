@@ -10,6 +10,8 @@
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
 #   sched    bench/sched on the GPUs: every policy on the APB / Spava graph (Llama-3.1-8B shapes,
 #            SCHED_LAYERS layers, SCHED_LEN tokens), traces and Gantt charts per policy
+#   mpi      tests/apps/test_mpi.sh with the GPUs: every method over 2 and 4 ranks, and on 2+ GPUs
+#            --allgather nccl over 2 ranks (one communicator over the ranks' GPUs) (needs model)
 #   trace    apb_run APB prefill on the GPUs with --trace/--gantt/--summary (TRACE_ARGS adds options)
 # Logs and JSON go to $OUT (the device tool brings them back).
 set -uo pipefail
@@ -75,6 +77,10 @@ sched)
         --repeat "${SCHED_REPEAT:-3}" ${SCHED_ARGS:-} --trace-dir "$OUT/sched-traces" --json "$OUT/sched_gpu.json" \
         2>&1 | tee "$OUT/sched.log"
     note "sched done" ;;
+mpi)
+    if APB_RUN="$R/bin/apb_run" timeout 900 sh tests/apps/test_mpi.sh >"$OUT/mpi.log" 2>&1; then note "PASS mpi"
+    else note "FAIL mpi"; grep -E "FAIL|error" "$OUT/mpi.log" | head -20; fi
+    grep -E "^ok|^note" "$OUT/mpi.log" | grep -i "nccl\|GPU" ;;
 trace)
     "$R/bin/apb_run" --random-weights llama-3.1-8b --prompt-len "${TRACE_LEN:-65536}" --method apb --hosts 8 \
         --anchor 4096 --select 2048 --tile 4096 --device cuda --max-new-tokens 2 --no-progress \

@@ -97,6 +97,9 @@ bounded() { # name pattern cmd... : non-zero exit, pattern in the output, under 
 # rank 1 never starts apb_run: rank 0's watchdog ends the wait for it
 bounded "missing peer" "did not finish within 3 s" $MPIRUN -np 2 sh -c \
     "if [ \"\$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec sleep 80; fi; exec $RUN $TINY --method apb --hosts 4 --mpi-timeout 3"
+# --allgather nccl without GPUs on any rank: every rank refuses
+bounded "nccl allgather over ranks without GPUs" "allgather nccl" $MPIRUN -np 2 $RUN $TINY --method apb \
+    --hosts 4 --device cpu --allgather nccl
 # an error on rank 0 alone (after the start of MPI): it exits at once and mpirun ends the job
 bounded "error on one rank" "rank 0: error: /nonexistent" $MPIRUN -np 2 $RUN $TINY --method apb \
     --hosts 4 --dump-logits /nonexistent/logits.bin
@@ -104,4 +107,17 @@ bounded "error on one rank" "rank 0: error: /nonexistent" $MPIRUN -np 2 $RUN $TI
 bounded "killed rank" "exit\|signal\|abort" $MPIRUN -np 2 sh -c \
     "$RUN $TINY --method ring --hosts 4 --prompt-len 2000 --max-new-tokens 64 & pid=\$!;
      if [ \"\$OMPI_COMM_WORLD_RANK\" = 1 ]; then sleep 2; kill -9 \$pid; exit 9; fi; wait \$pid"
+# --allgather nccl over ranks: one NCCL communicator spans the GPUs of all ranks (each rank drives
+# its own GPUs: local rank i takes GPUs i, i + n, ...). Needs 2 GPUs; without GPUs every rank
+# refuses with the same message (the ranks decide together, none is left waiting inside NCCL).
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
+if [ "${ngpu:-0}" -ge 2 ]; then
+    same "apb nccl allgather W=4 (GPUs)" 2 $TINY --method apb --hosts 4 --device cuda --allgather nccl
+    same "apb nccl allgather W=8 (GPUs)" 2 $TINY --method apb --hosts 8 --device cuda --allgather nccl \
+        --prompt-len 600
+    bounded "nccl: two ranks on one GPU" "one rank per GPU" $MPIRUN -np 4 $RUN $TINY --method apb \
+        --hosts 4 --device cuda --allgather nccl
+else
+    echo "note: fewer than 2 GPUs here, so the NCCL allgather over ranks is checked only for its refusal"
+fi
 exit $fail
