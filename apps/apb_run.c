@@ -296,7 +296,7 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         apb_hosts_opts mo = hopt;
         if (!hosts_path)
             mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
-        double need = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo);
+        double need = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo, NULL);
         if (g_nranks > 1 && hosts_path) /* a rank holds at most ceil(W / N) hosts' share */
             need *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
         double avail = apb_host_memory_available();
@@ -319,7 +319,7 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     int lead = g_rank == 0; /* prints the result; the other ranks print nothing on stdout */
     apb_runtime_opts ro = {.sched = o->sched, .sched_lib = o->sched_lib, .ncpus = o->ncpus,
                            .ncuda = -1, .precision = o->precision, .mpi = g_mpi,
-                           .calibrate = o->calibrate};
+                           .calibrate = o->calibrate, .gpu_mem_gib = o->gpu_mem};
     int ndev = apb_runtime_cuda_devices(), dev = o->device;
     if (dev == APB_DEVICE_AUTO)
         dev = ndev > 0 ? APB_DEVICE_CUDA : APB_DEVICE_CPU;
@@ -350,7 +350,10 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         apb_hosts_opts mo = hopt;
         if (!hosts_path)
             mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
-        double act = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo);
+        double cache = 0;
+        double act = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo, &cache);
+        if (o->gpu_mem > 0 && m.cfg.n_layers > 2) /* the limit keeps about two layers' cache, the rest goes to RAM */
+            act -= cache * (1.0 - 2.0 / m.cfg.n_layers);
         if (g_nranks > 1 && hosts_path) /* this rank's share of the hosts */
             act *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
         double wts = apb_config_n_params(&m.cfg) * (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0);

@@ -49,6 +49,8 @@ const char *const apb_run_usage =
     "  --device auto|cpu|cuda  where tasks run: cuda = GPUs only, cpu = CPUs only, auto = cuda when\n"
     "                         a GPU is present (default)\n"
     "  --ngpus N              GPUs to use with --device cuda (default: all)\n"
+    "  --gpu-mem GIB          GPU memory StarPU may use per GPU (default: all); the KV cache of\n"
+    "                         finished layers then spills to host memory\n"
     "  --precision auto|fp32|bf16  weights and tensor-core math: bf16 (GPU default) or fp32 (CPU\n"
     "                         default; exact fp32 GEMMs and attention on GPUs too)\n"
     "  --tile N               rows per prefill tile (default 256)\n"
@@ -96,7 +98,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
-           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY, O_ALLGATHER };
+           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY, O_ALLGATHER, O_GPUMEM };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -110,7 +112,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"gantt", 1, 0, O_GANTT}, {"compress", 1, 0, O_COMPRESS},
         {"retain-weights", 1, 0, O_RETAINW}, {"placement", 1, 0, O_PLACE},
         {"dump-logits", 1, 0, O_DUMP}, {"mpi-timeout", 1, 0, O_MPITO},
-        {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"precision", 1, 0, O_PREC},
+        {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"gpu-mem", 1, 0, O_GPUMEM}, {"precision", 1, 0, O_PREC},
         {"sched-lib", 1, 0, O_SCHEDLIB}, {"calibrate", 0, 0, O_CALIB}, {"summary", 0, 0, O_SUMMARY},
         {"allgather", 1, 0, O_ALLGATHER},
         {0, 0, 0, 0}};
@@ -176,6 +178,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
                 rc = apb_fail(err, APB_E_USAGE, "--device: expected auto, cpu or cuda, got '%s'", optarg);
             break;
         case O_NGPUS: rc = parse_int(optarg, "--ngpus", 1, 64, &o->ngpus, err); break;
+        case O_GPUMEM: rc = parse_float(optarg, "--gpu-mem", 0.25, 1 << 20, &o->gpu_mem, err); break;
         case O_PREC:
             if (!strcmp(optarg, "auto"))
                 o->precision = -1;
@@ -223,6 +226,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         return apb_fail(err, APB_E_USAGE, "--random-weights has no tokenizer: use --prompt-len N");
     if (!o->random && o->prompt_len)
         return apb_fail(err, APB_E_USAGE, "--prompt-len needs --random-weights");
+    if (o->gpu_mem > 0 && o->device == APB_DEVICE_CPU)
+        return apb_fail(err, APB_E_USAGE, "--gpu-mem needs --device cuda or auto");
     if (o->ngpus > 0 && o->device == APB_DEVICE_CPU)
         return apb_fail(err, APB_E_USAGE, "--ngpus needs --device cuda or auto");
     if (o->chat && o->random)

@@ -21,6 +21,7 @@ struct apb_run_opts {
     unsigned long long seed;
     int device;                    /* APB_DEVICE_* (--device) */
     int ngpus, precision;          /* -1 = all GPUs / auto */
+    float gpu_mem;                 /* GiB StarPU may use per GPU; 0 = all */
     int help, version;             /* --help / --version seen: print and exit 0 */
 };
 

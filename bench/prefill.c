@@ -144,6 +144,7 @@ int main(int argc, char **argv)
     const char *preset = "llama-3.1-8b", *lengths = "32768,65536,131072", *methods = "full,star,ring,apb,spava";
     const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL;
     int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
+    double gpu_mem = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto usage;
@@ -157,6 +158,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--tile")) tile = atoi(v);
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--ngpus")) ngpus = atoi(v);
+        else if (!strcmp(a, "--gpu-mem")) gpu_mem = atof(v);
         else if (!strcmp(a, "--precision")) prec = v;
         else if (!strcmp(a, "--sched")) sched = v;
         else if (!strcmp(a, "--json")) json = v;
@@ -184,7 +186,7 @@ int main(int argc, char **argv)
         return err.code;
     }
     int cuda = strcmp(device, "cuda") == 0;
-    apb_runtime_opts ro = {.sched = sched, .ncpus = cuda ? 0 : -1, .ncuda = cuda ? ngpus : 0,
+    apb_runtime_opts ro = {.sched = sched, .ncpus = cuda ? 0 : -1, .ncuda = cuda ? ngpus : 0, .gpu_mem_gib = gpu_mem,
                            .precision = prec ? (strcmp(prec, "bf16") == 0 ? APB_PREC_BF16 : APB_PREC_FP32) : -1};
     if (cuda && apb_runtime_cuda_devices() == 0) {
         fprintf(stderr, "prefill: --device cuda but no GPU is visible\n");
@@ -215,8 +217,9 @@ int main(int argc, char **argv)
     FILE *js = json ? fopen(json, "w") : NULL;
     if (js)
         fprintf(js, "{\"preset\": \"%s\", \"precision\": \"%s\", \"gpu_workers\": %d, \"sched\": \"%s\", "
-                    "\"tile\": %d, \"gemm_tflops\": %.2f, \"attention_tflops\": %.2f, \"runs\": [",
-                m.cfg.name, pname, ngw, apb_runtime_sched_name(), tile, rate, arate);
+                    "\"tile\": %d, \"gpu_mem_limit_gib\": %.2f, \"gemm_tflops\": %.2f, \"attention_tflops\": %.2f, "
+                    "\"runs\": [",
+                m.cfg.name, pname, ngw, apb_runtime_sched_name(), tile, gpu_mem, rate, arate);
     char *ls = strdup(lengths), *ms = strdup(methods);
     int first = 1, warm = 0, rc = 0;
     for (char *sl = NULL, *tl = strtok_r(ls, ",", &sl); tl && !rc; tl = strtok_r(NULL, ",", &sl)) {
@@ -321,7 +324,7 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
-                    "[--ngpus N] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n"
+                    "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n"
                     "methods: full, star, ring, zigzag, ulysses, apb, spava, apb-nccl (APB, NCCL allgather)\n", argv[0]);
     return 2;
 }

@@ -36,6 +36,8 @@ typedef struct apb_runtime_opts {
                             * Its policy is used when sched is NULL. */
     int ncpus;             /* CPU workers; -1 = StarPU default */
     int ncuda;             /* CUDA workers; -1 = StarPU default, 0 = none */
+    double gpu_mem_gib;    /* GPU memory StarPU may allocate per GPU (STARPU_LIMIT_CUDA_MEM);
+                            * 0 = all. Data beyond it is evicted to host memory */
     int mpi;               /* start StarPU-MPI (MPI_Init); multi-rank mode when > 1 rank */
     int precision;         /* apb_precision; -1 = auto (bf16 when CUDA workers exist) */
     int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics: 1 adds

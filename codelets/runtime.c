@@ -523,6 +523,11 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
         conf.ncuda = opts->ncuda;
     if (opts && opts->calibrate)
         conf.calibrate = opts->calibrate;
+    if (opts && opts->gpu_mem_gib > 0) { /* StarPU reads it at init; it evicts to RAM beyond */
+        char mib[32];
+        snprintf(mib, sizeof mib, "%.0f", opts->gpu_mem_gib * 1024.0);
+        setenv("STARPU_LIMIT_CUDA_MEM", mib, 1);
+    }
     _apb_prec = opts ? opts->precision : APB_PREC_FP32;
     _apb_task_err.code = 0;
     conf.nopencl = 0;

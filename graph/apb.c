@@ -306,6 +306,22 @@ void apb_hseq_free(apb_model *m, apb_hseq *hs)
     memset(hs, 0, sizeof *hs);
 }
 
+/* After layer l's attention is submitted, the anchors' K/V of that layer have no reader left: the
+ * question pass and decoding skip anchor tiles (except Spava's host 0, whose anchor is the true
+ * context prefix), so they are released now (after their last task) rather than at the end: at
+ * 128K tokens with 8 hosts and A = 4096 that is 7 GiB of fp32 K/V in GPU memory. */
+static void _apb_drop_anchor_kv(apb_hseq *hs, int l, int keep_host0)
+{
+    for (int r = keep_host0 ? 1 : 0; r < hs->opt.hosts; r++) {
+        apb_host *h = &hs->h[r];
+        for (int u = 0; u < h->n_anchor_tiles; u++) {
+            apb_handle_free(h->k[l * h->n_tiles + u]);
+            apb_handle_free(h->v[l * h->n_tiles + u]);
+            h->k[l * h->n_tiles + u] = h->v[l * h->n_tiles + u] = NULL;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ prefill */
 /* Ring and zigzag attention: query tile t of host r gets one partial result per host block that
  * reaches it around the ring (r, r-1, ..., r+1 mod W) and holds keys at or before the tile's last
@@ -540,6 +556,7 @@ static int _apb_prefill_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *s
         apb_handle_free(gk[g]);
         apb_handle_free(gv[g]);
     }
+    _apb_drop_anchor_kv(hs, l, 0);
     return APB_OK;
 }
 
@@ -707,7 +724,9 @@ static int _apb_spava_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *seg
         apb_handle_free(ck[v]);
         apb_handle_free(cv[v]);
     }
-    return _apb_tail_attend(m, hs, 0, l, hs->nq, segs, err);
+    rc = _apb_tail_attend(m, hs, 0, l, hs->nq, segs, err);
+    _apb_drop_anchor_kv(hs, l, 1); /* Spava: host 0's anchor is the context's prefix, kept */
+    return rc;
 }
 
 int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, const int32_t *question,
@@ -841,11 +860,16 @@ int apb_hosts_read_logits(apb_hseq *hs, float *out, size_t n, apb_err *err)
     return apb_tile_read(hs->logits, out, sizeof(float) * n, err);
 }
 
-double apb_run_memory_estimate(const apb_config *c, int L, int nq, int max_new, const apb_hosts_opts *o)
+double apb_run_memory_estimate(const apb_config *c, int L, int nq, int max_new, const apb_hosts_opts *o,
+                               double *kv_cache)
 {
     double W = o->hosts, kd = (double)c->n_kv_heads * c->head_dim, qd = (double)c->n_heads * c->head_dim;
     double rows = L + (W - 1) * (o->anchor > 0 ? o->anchor : 0); /* every host's [anchor | local] */
-    double kv = 4.0 * 2 * kd * c->n_layers * (rows + nq + max_new);
+    /* the cache of every layer, plus one layer's anchors (released after their layer) */
+    double cache = 4.0 * 2 * kd * c->n_layers * (L + nq + max_new);
+    double kv = cache + 4.0 * 2 * kd * (rows - L);
+    if (kv_cache)
+        *kv_cache = cache;
     double act = 4.0 * rows * (2.0 * c->dim + 2 * qd + c->n_heads); /* x, xn, q, o, lse per tile */
     double per_task = 4.0 * o->tile * (2.0 * c->hidden_dim) * 2;   /* MLP scratch, two workers */
     double passing = 4.0 * 2 * kd * W * (o->select > 0 ? o->select : 0);

@@ -186,9 +186,11 @@ int apb_hosts_read_logits(apb_hseq *hs, float *out, size_t n, apb_err *err);
 void apb_hseq_free(apb_model *m, apb_hseq *hs);
 
 /* Bytes of activations and KV cache a run will allocate (weights excluded), for the check made
- * before any work starts. o must be resolved (apb_hosts_resolve); full runs pass hosts = 1. */
+ * before any work starts. o must be resolved (apb_hosts_resolve); full runs pass hosts = 1.
+ * kv_cache (may be NULL) receives the part that is the KV cache of all layers (what a GPU memory
+ * limit lets StarPU evict to host memory once a layer is done). */
 double apb_run_memory_estimate(const apb_config *cfg, int L, int nq, int max_new,
-                               const apb_hosts_opts *o);
+                               const apb_hosts_opts *o, double *kv_cache);
 /* MemAvailable from /proc/meminfo in bytes (or sysconf's available pages), -1 if unknown. */
 double apb_host_memory_available(void);
 

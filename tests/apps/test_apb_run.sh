@@ -69,8 +69,11 @@ check "bad device" 2 "device" $RUN --prompt x --device tpu
 check "bad allgather" 2 "allgather" $RUN --prompt x --allgather mpi
 check "nccl allgather is apb's" 2 "method apb" $RUN --prompt "The quick brown fox jumps" --method spava --hosts 2 --allgather nccl
 check "nccl allgather needs GPUs" 2 "nccl" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --device cpu --allgather nccl --max-new-tokens 1 --no-progress
+check "gpu-mem needs GPUs" 2 "gpu-mem" $RUN --prompt x --device cpu --gpu-mem 4
+check "bad gpu-mem" 2 "gpu-mem" $RUN --prompt x --gpu-mem 0
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     check "gpu run" 0 "GPU" $RUN --prompt "The capital of France is" --device cuda --max-new-tokens 4 --no-progress
+    check "gpu run under --gpu-mem 1" 0 "GPU" $RUN --prompt "The capital of France is" --device cuda --gpu-mem 1 --max-new-tokens 4 --no-progress
 else
     check "no gpu" 2 "no usable GPU" $RUN --prompt x --device cuda
 fi
