@@ -25,7 +25,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
 # 4 small random layers: the graph and its communication are those of a real model, ~1 s a run
-TINY="--random-weights tiny --prompt-len 300 --tile 32 --max-new-tokens 3 --no-progress --ncpus 1"
+# On CPU workers, bitwise: a GPU machine would otherwise run these on its GPUs, where a CPU worker
+# beside them makes the placement (and the last bits) vary; GPU cases below pin hosts to GPUs.
+BASE="--random-weights tiny --prompt-len 300 --tile 32 --max-new-tokens 3 --no-progress --ncpus 1"
+TINY="$BASE --device cpu"
 
 # same: name np args... -- the single-process and the np-rank run produce the same logits and ids
 same() {
@@ -64,7 +67,7 @@ if [ -n "${APB_TEST_NO_MODEL:-}" ]; then # the GPU machine's quick stage (script
     echo "skip bundled model (APB_TEST_NO_MODEL)"
 elif [ -f "$MODEL/config.json" ]; then
     same "bundled model apb W=2" 2 --prompt "The capital of France is Paris. The capital of Italy is" \
-        --method apb --hosts 2 --max-new-tokens 2 --no-progress --ncpus 1
+        --method apb --hosts 2 --max-new-tokens 2 --no-progress --ncpus 1 --device cpu
 else
     echo "FAIL bundled model missing: $MODEL (run scripts/setup.sh)"; fail=1
 fi
@@ -114,10 +117,13 @@ bounded "killed rank" "exit\|signal\|abort" $MPIRUN -np 2 sh -c \
 # refuses with the same message (the ranks decide together, none is left waiting inside NCCL).
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
 if [ "${ngpu:-0}" -ge 2 ]; then
-    same "apb nccl allgather W=4 (GPUs)" 2 $TINY --method apb --hosts 4 --device cuda --allgather nccl
-    same "apb nccl allgather W=8 (GPUs)" 2 $TINY --method apb --hosts 8 --device cuda --allgather nccl \
+    same "apb nccl allgather W=4 (GPUs)" 2 $BASE --method apb --hosts 4 --device cuda --allgather nccl
+    same "apb nccl allgather W=8 (GPUs)" 2 $BASE --method apb --hosts 8 --device cuda --allgather nccl \
         --prompt-len 600
-    bounded "nccl: two ranks on one GPU" "one rank per GPU" $MPIRUN -np 4 $RUN $TINY --method apb \
+    # the data-dependency allgather between ranks' GPUs (StarPU-MPI moves the blocks)
+    same "apb W=4 (GPUs, pinned)" 2 $BASE --method apb --hosts 4 --device cuda --placement pinned
+    same "ring W=4 (GPUs, pinned)" 2 $BASE --method ring --hosts 4 --device cuda --placement pinned
+    bounded "nccl: two ranks on one GPU" "one rank per GPU" $MPIRUN -np 4 $RUN $BASE --method apb \
         --hosts 4 --device cuda --allgather nccl
 else
     echo "note: fewer than 2 GPUs here, so the NCCL allgather over ranks is checked only for its refusal"
