@@ -4,10 +4,14 @@
  * fp32 kernel, both with the segment visibility rule of apb_insert_attention and the natural
  * log-sum-exp output that LSE merging needs.
  *
- * Tensor-core kernel (head_dim 64 or 128): a CTA of 8 warps owns 128 query rows of one query head;
- * each warp owns 16 rows. Q is converted to bf16 once and kept in registers as mma A fragments.
- * For every 64-key block of every visible segment, K and V are converted fp32 -> bf16 into padded
- * shared memory (row stride d + 8 elements: ldmatrix reads are bank-conflict free), S = Q K^T runs
+ * Tensor-core kernel (head_dim 64 or 128): a CTA of 4 warps owns 128 query rows of one query head;
+ * each warp owns 32 rows (two 16-row m-tiles, so every K/V fragment read from shared memory feeds
+ * four mma). Q is converted to bf16 once into shared memory; its A fragments are reloaded per 16
+ * columns (with one m-tile per warp, APB_ATTN_SHAPE=4x1, they stay in registers).
+ * The visible K/V rows of the task's KV heads are converted fp32 -> bf16 into device scratch once
+ * per task; every 64-key block of every visible segment is then copied (two-stage cp.async
+ * pipeline) into padded shared memory (row stride d + 8 elements: ldmatrix reads are bank-conflict
+ * free), S = Q K^T runs
  * on mma.sync.m16n8k16 (bf16 in, fp32 accumulate), the online softmax works in the log2 domain
  * on the fp32 accumulators, and P (re-packed to bf16 in registers, the FlashAttention-2 layout
  * trick) times V accumulates into fp32 O fragments. Blocks that are wholly visible skip the mask;
@@ -21,6 +25,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "codelets/cuda/common.cuh"
 
@@ -123,13 +128,17 @@ static __device__ __forceinline__ void apb_tile_to_smem(uint16_t *dst, const flo
 }
 
 /* ------------------------------------------------------------------ tensor-core kernel */
-template <int D, int NW>
+/* MT = 16-row m-tiles per warp. MT = 1: Q fragments stay in registers. MT = 2: a warp owns 32
+ * rows and reloads its Q fragments from shared memory per 16 columns (registers go to the two
+ * accumulators); each K/V fragment read from shared memory then feeds 4 mma instead of 2. */
+template <int D, int NW, int MT>
 __global__ void __launch_bounds__(NW * 32)
 apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
                int group, int qh0, int kvh0, float *__restrict__ o, int ld_o, float *__restrict__ lse,
                int ld_lse, float scale_log2)
 {
-    constexpr int BM = 16 * NW, BN = 64, LDS = D + 8, NT = NW * 32;
+    constexpr int BM = 16 * NW * MT, BN = 64, LDS = D + 8, NT = NW * 32;
+    constexpr int QR = MT == 1 ? D / 16 : 1; /* Q fragments held in registers */
     extern __shared__ __align__(16) uint16_t apb_smem[];
     uint16_t *Qs = apb_smem, *Ks0 = Qs + BM * LDS, *Vs0 = Ks0 + BN * LDS;
     uint16_t *Ks1 = Vs0 + BN * LDS, *Vs1 = Ks1 + BN * LDS; /* second stage of the pipeline */
@@ -138,22 +147,35 @@ apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
     const int m0 = (gridDim.x - 1 - blockIdx.x) * BM; /* late (heavier, causal) tiles first */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int qlo = q_coord0 + m0, qhi = q_coord0 + min(m0 + BM, n_q) - 1;
-    const int ra = m0 + warp * 16 + g, rb = ra + 8;         /* this thread's two rows */
-    const int qca = q_coord0 + ra, qcb = q_coord0 + rb;
+    int ra[MT], qca[MT];                                   /* this thread's rows: ra, ra + 8 */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        ra[mt] = m0 + (warp * MT + mt) * 16 + g;
+        qca[mt] = q_coord0 + ra[mt];
+    }
 
     apb_tile_to_smem<BM, D, NT>(Qs, q + (size_t)qh * D, ld_q, m0, n_q);
     __syncthreads();
-    uint32_t qf[D / 16][4];
+    const uint16_t *qrow = Qs + (warp * MT * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8;
+    uint32_t qf[QR][4];
+    if (MT == 1) {
 #pragma unroll
-    for (int kc = 0; kc < D / 16; kc++)
-        apb_ldsm_x4(qf[kc], Qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + kc * 16 +
-                                (lane >> 4) * 8);
+        for (int kc = 0; kc < QR; kc++)
+            apb_ldsm_x4(qf[kc], qrow + kc * 16);
+    }
 
-    float acc[D / 8][4];
+    float acc[MT][D / 8][4];
 #pragma unroll
-    for (int i = 0; i < D / 8; i++)
-        acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-    float ma = -INFINITY, mb = -INFINITY, la = 0.f, lb = 0.f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
+    float ma[MT], mb[MT], la[MT], lb[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        ma[mt] = mb[mt] = -INFINITY;
+        la[mt] = lb[mt] = 0.f;
+    }
 
     /* Two-stage pipeline: the copy of the next block runs while this one is computed. */
     int si = 0, kb = -BN, stage = 0;
@@ -178,36 +200,52 @@ apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
         const uint16_t *Ks = stage ? Ks1 : Ks0, *Vs = stage ? Vs1 : Vs0;
         const apb_cuda_seg sg = sp.s[si];
         const int kend = apb_seg_kend(sg, qhi);
-        {
-            float s[BN / 8][4];
+        float s[MT][BN / 8][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int i = 0; i < BN / 8; i++)
-                s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+                s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
 #pragma unroll
-            for (int kc = 0; kc < D / 16; kc++)
+        for (int kc = 0; kc < D / 16; kc++) {
+            uint32_t qm[MT][4];
+            if (MT > 1) {
 #pragma unroll
-                for (int n2 = 0; n2 < BN / 16; n2++) {
-                    uint32_t b[4];
-                    apb_ldsm_x4(b, Ks + (n2 * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + kc * 16 +
-                                       ((lane >> 3) & 1) * 8);
-                    apb_mma(s[2 * n2], qf[kc], b[0], b[1]);
-                    apb_mma(s[2 * n2 + 1], qf[kc], b[2], b[3]);
+                for (int mt = 0; mt < MT; mt++)
+                    apb_ldsm_x4(qm[mt], qrow + mt * 16 * LDS + kc * 16);
+            }
+#pragma unroll
+            for (int n2 = 0; n2 < BN / 16; n2++) {
+                uint32_t b[4];
+                apb_ldsm_x4(b, Ks + (n2 * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + kc * 16 +
+                                   ((lane >> 3) & 1) * 8);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    const uint32_t *a = MT == 1 ? qf[kc % QR] : qm[mt];
+                    apb_mma(s[mt][2 * n2], a, b[0], b[1]);
+                    apb_mma(s[mt][2 * n2 + 1], a, b[2], b[3]);
                 }
+            }
+        }
 
-            const bool whole = kb + BN <= kend && qlo >= sg.min_q_coord &&
-                               (!sg.causal || sg.coord0 + kb + BN - 1 <= qlo);
+        const bool whole = kb + BN <= kend && qlo >= sg.min_q_coord &&
+                           (!sg.causal || sg.coord0 + kb + BN - 1 <= qlo);
+        uint32_t pa[MT][BN / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            const int qcb = qca[mt] + 8;
             float xa = -INFINITY, xb = -INFINITY;
 #pragma unroll
             for (int nt = 0; nt < BN / 8; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    float v = s[nt][e] * scale_log2;
+                    float v = s[mt][nt][e] * scale_log2;
                     if (!whole) {
-                        int j = kb + nt * 8 + 2 * t + (e & 1), qc = e < 2 ? qca : qcb;
+                        int j = kb + nt * 8 + 2 * t + (e & 1), qc = e < 2 ? qca[mt] : qcb;
                         bool vis = j < kend && qc >= sg.min_q_coord && (!sg.causal || sg.coord0 + j <= qc);
                         v = vis ? v : -INFINITY;
                     }
-                    s[nt][e] = v;
+                    s[mt][nt][e] = v;
                     if (e < 2)
                         xa = fmaxf(xa, v);
                     else
@@ -217,77 +255,88 @@ apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
             xa = fmaxf(xa, __shfl_xor_sync(0xffffffffu, xa, 2));
             xb = fmaxf(xb, __shfl_xor_sync(0xffffffffu, xb, 1));
             xb = fmaxf(xb, __shfl_xor_sync(0xffffffffu, xb, 2));
-            const float na = fmaxf(ma, xa), nb = fmaxf(mb, xb);
+            const float na = fmaxf(ma[mt], xa), nb = fmaxf(mb[mt], xb);
             /* a row that has seen no key yet keeps m = -inf: scale factors and p are then 0 */
-            const float fa = na == -INFINITY ? 1.f : exp2f(ma - na);
-            const float fb = nb == -INFINITY ? 1.f : exp2f(mb - nb);
+            const float fa = na == -INFINITY ? 1.f : exp2f(ma[mt] - na);
+            const float fb = nb == -INFINITY ? 1.f : exp2f(mb[mt] - nb);
             const float sa = na == -INFINITY ? 0.f : na, sb = nb == -INFINITY ? 0.f : nb;
-            ma = na;
-            mb = nb;
+            ma[mt] = na;
+            mb[mt] = nb;
             float ra_sum = 0.f, rb_sum = 0.f;
 #pragma unroll
             for (int nt = 0; nt < BN / 8; nt++) {
-                s[nt][0] = exp2f(s[nt][0] - sa);
-                s[nt][1] = exp2f(s[nt][1] - sa);
-                s[nt][2] = exp2f(s[nt][2] - sb);
-                s[nt][3] = exp2f(s[nt][3] - sb);
-                ra_sum += s[nt][0] + s[nt][1];
-                rb_sum += s[nt][2] + s[nt][3];
+                s[mt][nt][0] = exp2f(s[mt][nt][0] - sa);
+                s[mt][nt][1] = exp2f(s[mt][nt][1] - sa);
+                s[mt][nt][2] = exp2f(s[mt][nt][2] - sb);
+                s[mt][nt][3] = exp2f(s[mt][nt][3] - sb);
+                ra_sum += s[mt][nt][0] + s[mt][nt][1];
+                rb_sum += s[mt][nt][2] + s[mt][nt][3];
             }
-            la = la * fa + ra_sum;
-            lb = lb * fb + rb_sum;
+            la[mt] = la[mt] * fa + ra_sum;
+            lb[mt] = lb[mt] * fb + rb_sum;
 #pragma unroll
             for (int i = 0; i < D / 8; i++) {
-                acc[i][0] *= fa;
-                acc[i][1] *= fa;
-                acc[i][2] *= fb;
-                acc[i][3] *= fb;
+                acc[mt][i][0] *= fa;
+                acc[mt][i][1] *= fa;
+                acc[mt][i][2] *= fb;
+                acc[mt][i][3] *= fb;
             }
+            /* P re-packed to bf16 A fragments in registers (the FlashAttention-2 layout trick) */
 #pragma unroll
             for (int kc = 0; kc < BN / 16; kc++) {
-                uint32_t pa[4] = {apb_pack_bf16(s[2 * kc][0], s[2 * kc][1]),
-                                  apb_pack_bf16(s[2 * kc][2], s[2 * kc][3]),
-                                  apb_pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                  apb_pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+                pa[mt][kc][0] = apb_pack_bf16(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+                pa[mt][kc][1] = apb_pack_bf16(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+                pa[mt][kc][2] = apb_pack_bf16(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+                pa[mt][kc][3] = apb_pack_bf16(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+            }
+        }
 #pragma unroll
-                for (int d2 = 0; d2 < D / 16; d2++) {
-                    uint32_t b[4];
-                    apb_ldsm_x4_t(b, Vs + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS +
-                                         d2 * 16 + (lane >> 4) * 8);
-                    apb_mma(acc[2 * d2], pa, b[0], b[1]);
-                    apb_mma(acc[2 * d2 + 1], pa, b[2], b[3]);
+        for (int kc = 0; kc < BN / 16; kc++)
+#pragma unroll
+            for (int d2 = 0; d2 < D / 16; d2++) {
+                uint32_t b[4];
+                apb_ldsm_x4_t(b, Vs + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + d2 * 16 +
+                                     (lane >> 4) * 8);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    apb_mma(acc[mt][2 * d2], pa[mt][kc], b[0], b[1]);
+                    apb_mma(acc[mt][2 * d2 + 1], pa[mt][kc], b[2], b[3]);
                 }
             }
-                }
         __syncthreads(); /* the stage is refilled by the next iteration's copy */
         si = nsi;
         kb = nkb;
         have = nhave;
         stage ^= 1;
     }
-    la += __shfl_xor_sync(0xffffffffu, la, 1);
-    la += __shfl_xor_sync(0xffffffffu, la, 2);
-    lb += __shfl_xor_sync(0xffffffffu, lb, 1);
-    lb += __shfl_xor_sync(0xffffffffu, lb, 2);
-    const float ia = la > 0.f ? 1.f / la : 0.f, ib = lb > 0.f ? 1.f / lb : 0.f;
 #pragma unroll
-    for (int i = 0; i < D / 8; i++) {
-        int c = qh * D + i * 8 + 2 * t;
-        if (ra < n_q) {
-            o[(size_t)ra * ld_o + c] = acc[i][0] * ia;
-            o[(size_t)ra * ld_o + c + 1] = acc[i][1] * ia;
+    for (int mt = 0; mt < MT; mt++) {
+        float a_ = la[mt], b_ = lb[mt];
+        a_ += __shfl_xor_sync(0xffffffffu, a_, 1);
+        a_ += __shfl_xor_sync(0xffffffffu, a_, 2);
+        b_ += __shfl_xor_sync(0xffffffffu, b_, 1);
+        b_ += __shfl_xor_sync(0xffffffffu, b_, 2);
+        const float ia = a_ > 0.f ? 1.f / a_ : 0.f, ib = b_ > 0.f ? 1.f / b_ : 0.f;
+        const int r0 = ra[mt], r1 = r0 + 8;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+            int c = qh * D + i * 8 + 2 * t;
+            if (r0 < n_q) {
+                o[(size_t)r0 * ld_o + c] = acc[mt][i][0] * ia;
+                o[(size_t)r0 * ld_o + c + 1] = acc[mt][i][1] * ia;
+            }
+            if (r1 < n_q) {
+                o[(size_t)r1 * ld_o + c] = acc[mt][i][2] * ib;
+                o[(size_t)r1 * ld_o + c + 1] = acc[mt][i][3] * ib;
+            }
         }
-        if (rb < n_q) {
-            o[(size_t)rb * ld_o + c] = acc[i][2] * ib;
-            o[(size_t)rb * ld_o + c + 1] = acc[i][3] * ib;
+        if (t == 0) {
+            const float ln2 = 0.69314718055994531f;
+            if (r0 < n_q)
+                lse[(size_t)r0 * ld_lse + qh] = a_ > 0.f ? (ma[mt] + log2f(a_)) * ln2 : -INFINITY;
+            if (r1 < n_q)
+                lse[(size_t)r1 * ld_lse + qh] = b_ > 0.f ? (mb[mt] + log2f(b_)) * ln2 : -INFINITY;
         }
-    }
-    if (t == 0) {
-        const float ln2 = 0.69314718055994531f;
-        if (ra < n_q)
-            lse[(size_t)ra * ld_lse + qh] = la > 0.f ? (ma + log2f(la)) * ln2 : -INFINITY;
-        if (rb < n_q)
-            lse[(size_t)rb * ld_lse + qh] = lb > 0.f ? (mb + log2f(lb)) * ln2 : -INFINITY;
     }
 }
 
@@ -368,36 +417,38 @@ apb_k_attn_f32(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
 }
 
 /* ------------------------------------------------------------------ launcher */
-template <int D, int NW>
+template <int D, int NW, int MT>
 static void apb_launch_mma_nw(const float *q, int ld_q, int n_q, int q_coord0, const apb_segs &sp,
                               int group, int qh0, int kvh0, int nqh, float *o, int ld_o, float *lse,
                               int ld_lse, float scale_log2, cudaStream_t s)
 {
-    constexpr int BM = 16 * NW, BN = 64;
+    constexpr int BM = 16 * NW * MT, BN = 64;
     const size_t smem = (size_t)(BM + 4 * BN) * (D + 8) * sizeof(uint16_t);
     /* the attribute belongs to each device's context: set it on the current one (once per GPU) */
     static bool attr_set[64];
     int dev = 0;
     cudaGetDevice(&dev);
     if (dev < 0 || dev >= 64 || !attr_set[dev]) {
-        cudaFuncSetAttribute(apb_k_attn_mma<D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaFuncSetAttribute(apb_k_attn_mma<D, NW, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (dev >= 0 && dev < 64)
             attr_set[dev] = true;
     }
     dim3 grid((n_q + BM - 1) / BM, nqh);
-    apb_k_attn_mma<D, NW><<<grid, NW * 32, smem, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, o,
-                                                      ld_o, lse, ld_lse, scale_log2);
+    apb_k_attn_mma<D, NW, MT><<<grid, NW * 32, smem, s>>>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0,
+                                                          o, ld_o, lse, ld_lse, scale_log2);
 }
 
-/* Warps per CTA (16 query rows each): 4 (two CTAs share an SM) or 8; APB_ATTN_WARPS overrides. */
-static int apb_attn_warps(void)
+/* Kernel shape (APB_ATTN_SHAPE = 4x2, 4x1, 8x1): 4 warps of 32 query rows (the default: on an
+ * H100 at Llama-3.1-8B shapes, 236 / 265 TFLOP/s causal at 16K / 64K tokens), 4 warps of 16 rows
+ * (202 / 217) or 8 warps of 16 rows (183 / 198). Two CTAs share an SM in the 4-warp shapes. */
+static int apb_attn_shape(void)
 {
-    static int nw = 0;
-    if (!nw) {
-        const char *e = getenv("APB_ATTN_WARPS");
-        nw = e && atoi(e) == 8 ? 8 : e && atoi(e) == 4 ? 4 : 4;
+    static int shape = 0;
+    if (!shape) {
+        const char *e = getenv("APB_ATTN_SHAPE");
+        shape = e && !strcmp(e, "8x1") ? 81 : e && !strcmp(e, "4x1") ? 41 : 42;
     }
-    return nw;
+    return shape;
 }
 
 template <int D>
@@ -405,10 +456,13 @@ static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, cons
                            int group, int qh0, int kvh0, int nqh, float *o, int ld_o, float *lse,
                            int ld_lse, float scale_log2, cudaStream_t s)
 {
-    if (apb_attn_warps() == 8)
-        apb_launch_mma_nw<D, 8>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+    int shape = apb_attn_shape();
+    if (shape == 81)
+        apb_launch_mma_nw<D, 8, 1>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+    else if (shape == 41)
+        apb_launch_mma_nw<D, 4, 1>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
     else
-        apb_launch_mma_nw<D, 4>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
+        apb_launch_mma_nw<D, 4, 2>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
 }
 
 static bool apb_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
