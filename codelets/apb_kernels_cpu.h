@@ -14,8 +14,9 @@ void apb_rope_row_f32(float *x, int n_heads, int head_dim, const float *cos_t, c
 void apb_rope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, int pos);
 /* o (n_q x H*d), lse (n_q x H); see apb_insert_attention for the visibility rule. */
 struct _apb_attn_seg_cpu {
-    const float *k, *v;
+    const float *k, *v; /* fp32, or bf16 (uint16_t) when bf16 is set */
     int ld;            /* row stride of k and v (elements) */
+    int bf16;          /* K/V stored as bf16 (the KV cache of finished layers, APB_PREC_BF16) */
     int len, coord0, causal, min_q_coord;
 };
 void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,

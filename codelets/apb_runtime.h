@@ -103,7 +103,7 @@ int apb_runtime_exchange(const void *mine, size_t n, void *all, apb_err *err);
 enum apb_op {
     APB_OP_EMBED, APB_OP_RMSNORM, APB_OP_QKV, APB_OP_ROPE, APB_OP_ATTENTION, APB_OP_LINEAR,
     APB_OP_MLP, APB_OP_LOGITS, APB_OP_SAMPLE, APB_OP_KV_APPEND, APB_OP_QMEAN, APB_OP_SELECT,
-    APB_OP_LSE_MERGE, APB_OP_RETAIN, APB_OP_ALLGATHER, APB_OP_COUNT
+    APB_OP_LSE_MERGE, APB_OP_RETAIN, APB_OP_ALLGATHER, APB_OP_KV_COMPACT, APB_OP_COUNT
 };
 typedef struct apb_op_stats {
     double ns[APB_OP_COUNT];
@@ -164,6 +164,7 @@ void apb_handle_wont_use(apb_handle h);
 /* Blocking unregister (waits for the tasks using h); for memory the caller frees right after. */
 void apb_handle_free_now(apb_handle h);
 int apb_tile_rows(apb_handle h);
+size_t apb_tile_elemsize(apb_handle h);
 int apb_tile_cols(apb_handle h);
 /* Blocks until the handle is readable on the host and copies rows x cols out (row-major).
  * Over MPI it is collective: every rank calls it and gets the owner's value. */
@@ -203,6 +204,9 @@ int apb_insert_sample(apb_handle logits, int row, apb_handle token, float temper
 /* Copies rows [0, n) of k and v into rows [dst_row, dst_row + n) of the cache tiles. */
 int apb_insert_kv_append(apb_handle k, apb_handle v, apb_handle kc, apb_handle vc, int dst_row,
                          apb_task_tag tag);
+/* k16, v16 (bf16 tiles, elemsize 2) = k, v rounded to bf16: the KV cache of a finished layer,
+ * kept at half the size (APB_PREC_BF16); attention reads bf16 K/V segments in place. */
+int apb_insert_kv_compact(apb_handle k, apb_handle v, apb_handle k16, apb_handle v16, apb_task_tag tag);
 
 /* Attention over a list of KV segments. Query row i has coordinate q_coord0 + i. Key j of a
  * segment has coordinate coord0 + j. A key is visible to a query row iff

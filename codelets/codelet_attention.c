@@ -11,6 +11,7 @@
  */
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,9 +103,11 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
     const int d = head_dim, G = n_heads / n_kv_heads, R = n_q * G, KC = _APB_ATTN_KC;
     const float scale = 1.0f / sqrtf((float)d);
     /* per-thread scratch, kept between tasks: fresh multi-100-KiB mallocs page-fault every task */
-    float *scratch = _apb_thread_scratch(_APB_SCRATCH_ATTENTION, (size_t)R * (2 * (size_t)d + KC + 2));
+    float *scratch = _apb_thread_scratch(_APB_SCRATCH_ATTENTION,
+                                         (size_t)R * (2 * (size_t)d + KC + 2) + 2 * (size_t)KC * d);
     float *qs = scratch, *acc = qs ? qs + (size_t)R * d : NULL, *S = qs ? acc + (size_t)R * d : NULL;
     float *m = qs ? S + (size_t)R * KC : NULL, *l = qs ? m + R : NULL;
+    float *kw = qs ? l + R : NULL, *vw = qs ? kw + (size_t)KC * d : NULL; /* widened bf16 K/V */
     if (!qs) {
         /* Cannot signal from a codelet: poison the output so the error is visible downstream. */
         for (int i = 0; i < n_q; i++)
@@ -140,11 +143,27 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                         break; /* later chunks are later still */
                     continue;
                 }
-                int r0 = (int)i0 * G, nr = R - r0;
-                const float *kp = sg->k + (size_t)j0 * sg->ld + (size_t)kvh * d;
-                const float *vp = sg->v + (size_t)j0 * sg->ld + (size_t)kvh * d;
+                int r0 = (int)i0 * G, nr = R - r0, ldkv = sg->ld;
+                const float *kp, *vp;
+                if (sg->bf16) { /* widen this chunk of head kvh: bf16 -> fp32 is exact */
+                    const uint16_t *k16 = (const uint16_t *)(const void *)sg->k;
+                    const uint16_t *v16 = (const uint16_t *)(const void *)sg->v;
+                    for (int j = 0; j < kc; j++)
+                        for (int c = 0; c < d; c++) {
+                            size_t at = (size_t)(j0 + j) * sg->ld + (size_t)kvh * d + c;
+                            uint32_t uk = (uint32_t)k16[at] << 16, uv = (uint32_t)v16[at] << 16;
+                            memcpy(&kw[(size_t)j * d + c], &uk, 4);
+                            memcpy(&vw[(size_t)j * d + c], &uv, 4);
+                        }
+                    kp = kw;
+                    vp = vw;
+                    ldkv = d;
+                } else {
+                    kp = sg->k + (size_t)j0 * sg->ld + (size_t)kvh * d;
+                    vp = sg->v + (size_t)j0 * sg->ld + (size_t)kvh * d;
+                }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kc, d, 1.0f,
-                            qs + (size_t)r0 * d, d, kp, sg->ld, 0.0f, S, KC);
+                            qs + (size_t)r0 * d, d, kp, ldkv, 0.0f, S, KC);
                 for (int rr = 0; rr < nr; rr++) {
                     int r = r0 + rr;
                     long qc = (long)q_coord0 + r / G;
@@ -169,7 +188,7 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                     }
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, kc, 1.0f, S, KC, vp,
-                            sg->ld, 1.0f, acc + (size_t)r0 * d, d);
+                            ldkv, 1.0f, acc + (size_t)r0 * d, d);
             }
         }
         for (int i = 0; i < n_q; i++)
@@ -210,7 +229,8 @@ static void _apb_attention_cpu(void *buffers[], void *cl_arg)
     for (int s = 0; s < a->n_segs; s++) {
         void *kb = buffers[1 + 2 * s], *vb = buffers[2 + 2 * s];
         segs[s] = (struct _apb_attn_seg_cpu){
-            .k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb), .len = a->seg[s].len,
+            .k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb), .bf16 = _apb_elem(kb) == 2,
+            .len = a->seg[s].len,
             .coord0 = a->seg[s].coord0, .causal = a->seg[s].causal,
             .min_q_coord = a->seg[s].min_q_coord};
         (void)vb;
@@ -242,9 +262,9 @@ static void _apb_attention_cuda(void *buffers[], void *cl_arg)
     for (int s = 0; s < a->n_segs; s++) {
         void *kb = buffers[1 + 2 * s], *vb = buffers[2 + 2 * s];
         segs[s] = (apb_cuda_seg){.k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb),
-                                 .len = a->seg[s].len, .coord0 = a->seg[s].coord0,
+                                 .bf16 = _apb_elem(kb) == 2, .len = a->seg[s].len, .coord0 = a->seg[s].coord0,
                                  .causal = a->seg[s].causal, .min_q_coord = a->seg[s].min_q_coord};
-        if (_APB_LD(vb) != _APB_LD(kb)) {
+        if (_APB_LD(vb) != _APB_LD(kb) || _apb_elem(vb) != _apb_elem(kb)) {
             _apb_task_fail(APB_E_RUNTIME, "attention: K and V tiles of a segment differ in layout");
             return;
         }

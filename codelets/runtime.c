@@ -85,7 +85,7 @@ static starpu_pthread_mutex_t _apb_names_lock = STARPU_PTHREAD_MUTEX_INITIALIZER
 
 static const char *const _apb_op_names[APB_OP_COUNT] = {
     "embed", "rmsnorm", "qkv", "rope", "attention", "linear", "mlp", "logits", "sample", "kv_append",
-    "qmean", "select", "lse_merge", "retain", "allgather",
+    "qmean", "select", "lse_merge", "retain", "allgather", "kv_compact",
 };
 
 static int _apb_host_worker[256];
@@ -728,6 +728,7 @@ void apb_handle_wont_use(apb_handle h)
 }
 
 int apb_tile_rows(apb_handle h) { return (int)starpu_matrix_get_ny(h); }
+size_t apb_tile_elemsize(apb_handle h) { return starpu_matrix_get_elemsize(h); }
 int apb_tile_cols(apb_handle h) { return (int)starpu_matrix_get_nx(h); }
 
 int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err)

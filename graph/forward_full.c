@@ -174,6 +174,8 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
             else
                 rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
         }
+        if (!rc) /* bf16: the finished layer's cache at half the size (graph/apb.c) */
+            rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, err);
     }
     free(segs);
     return rc;

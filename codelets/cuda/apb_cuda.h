@@ -39,11 +39,12 @@ void apb_cuda_embed(float *x, int ld_x, const int32_t *ids, const void *embed, i
 
 /* Attention: one KV segment as the kernels see it (see apb_insert_attention). */
 typedef struct apb_cuda_seg {
-    const float *k, *v;
+    const float *k, *v;   /* fp32, or bf16 (uint16_t) when bf16 is set */
     int ld;               /* row stride of k and v (elements) */
+    int bf16;             /* K/V stored as bf16: read in place, no conversion */
     int len, coord0, causal, min_q_coord;
 } apb_cuda_seg;
-#define APB_CUDA_MAX_SEGS 256 /* kernel parameters: 10 KiB, within the 32 KiB Hopper allows */
+#define APB_CUDA_MAX_SEGS 256 /* kernel parameters: about 16 KiB, within the 32 KiB Hopper allows */
 /* o (n_q x H*d) and lse (n_q x H) for query heads of KV heads [kvh0, kvh0 + n_kvh).
  * tensor_cores != 0 uses the bf16 mma.sync kernel (head_dim 64 or 128, 16-byte aligned rows, and
  * device scratch of apb_cuda_attention_scratch() bytes for the bf16 copies of K and V),

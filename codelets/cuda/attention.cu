@@ -31,9 +31,10 @@
 
 struct apb_segs {
     apb_cuda_seg s[APB_CUDA_MAX_SEGS];
-    /* bf16 copies of the visible K/V rows of KV heads [kvh0, kvh0 + n_kvh) (tensor-core kernel) */
+    /* bf16 K/V rows of KV heads [kvh0, kvh0 + n_kvh) (tensor-core kernel): copies in scratch of
+     * fp32 segments (row stride n_kvh d), or bf16 segments in place (their own stride) */
     const uint16_t *k16[APB_CUDA_MAX_SEGS], *v16[APB_CUDA_MAX_SEGS];
-    int ld16;
+    int ld16[APB_CUDA_MAX_SEGS];
     int n;
 };
 
@@ -182,8 +183,8 @@ apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
     bool have = apb_next_block<BN>(sp, qhi, si, kb);
     if (have) {
         int ke = apb_seg_kend(sp.s[si], qhi);
-        apb_cp_rows<BN, D, NT>(Ks0, sp.k16[si] + (size_t)kvl * D, sp.ld16, kb, ke);
-        apb_cp_rows<BN, D, NT>(Vs0, sp.v16[si] + (size_t)kvl * D, sp.ld16, kb, ke);
+        apb_cp_rows<BN, D, NT>(Ks0, sp.k16[si] + (size_t)kvl * D, sp.ld16[si], kb, ke);
+        apb_cp_rows<BN, D, NT>(Vs0, sp.v16[si] + (size_t)kvl * D, sp.ld16[si], kb, ke);
     }
     asm volatile("cp.async.commit_group;\n" ::);
     while (have) {
@@ -191,8 +192,8 @@ apb_k_attn_mma(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
         const bool nhave = apb_next_block<BN>(sp, qhi, nsi, nkb);
         if (nhave) {
             int ke = apb_seg_kend(sp.s[nsi], qhi);
-            apb_cp_rows<BN, D, NT>(stage ? Ks0 : Ks1, sp.k16[nsi] + (size_t)kvl * D, sp.ld16, nkb, ke);
-            apb_cp_rows<BN, D, NT>(stage ? Vs0 : Vs1, sp.v16[nsi] + (size_t)kvl * D, sp.ld16, nkb, ke);
+            apb_cp_rows<BN, D, NT>(stage ? Ks0 : Ks1, sp.k16[nsi] + (size_t)kvl * D, sp.ld16[nsi], nkb, ke);
+            apb_cp_rows<BN, D, NT>(stage ? Vs0 : Vs1, sp.v16[nsi] + (size_t)kvl * D, sp.ld16[nsi], nkb, ke);
         }
         asm volatile("cp.async.commit_group;\n" ::);
         asm volatile("cp.async.wait_group 1;\n" ::); /* this block's copy has landed */
@@ -367,14 +368,16 @@ apb_k_attn_f32(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
             continue;
         int kend = sg.causal ? min(sg.len, qc - sg.coord0 + 1) : sg.len;
         for (int j = warp; j < kend; j += APB_F32_WARPS) {
-            const float *kr = sg.k + (size_t)j * sg.ld + (size_t)kvh * D;
-            const float *vr = sg.v + (size_t)j * sg.ld + (size_t)kvh * D;
+            const size_t at = (size_t)j * sg.ld + (size_t)kvh * D;
+            const float *kr = sg.k + at, *vr = sg.v + at;
+            const uint16_t *kr16 = (const uint16_t *)(const void *)sg.k + at;
+            const uint16_t *vr16 = (const uint16_t *)(const void *)sg.v + at;
             float dot = 0.f;
 #pragma unroll
             for (int e = 0; e < APB_F32_MAXE; e++) {
                 int c = lane + 32 * e;
                 if (c < D)
-                    dot += qv[e] * kr[c];
+                    dot += qv[e] * (sg.bf16 ? __uint_as_float((uint32_t)kr16[c] << 16) : kr[c]);
             }
             dot = apb_warp_sum(dot);
             float nm = fmaxf(m, dot), f = expf(m - nm), p = expf(dot - nm);
@@ -382,7 +385,8 @@ apb_k_attn_f32(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, con
 #pragma unroll
             for (int e = 0; e < APB_F32_MAXE; e++) {
                 int c = lane + 32 * e;
-                acc[e] = acc[e] * f + (c < D ? p * vr[c] : 0.f);
+                float vc = c < D ? (sg.bf16 ? __uint_as_float((uint32_t)vr16[c] << 16) : vr[c]) : 0.f;
+                acc[e] = acc[e] * f + p * vc;
             }
             m = nm;
         }
@@ -471,8 +475,9 @@ static bool apb_use_mma(const float *q, int ld_q, int n_q, const apb_cuda_seg *s
                         int head_dim, int tensor_cores)
 {
     bool aligned = apb_aligned16(q) && ld_q % 4 == 0;
-    for (int i = 0; i < n_segs; i++)
-        aligned = aligned && apb_aligned16(segs[i].k) && apb_aligned16(segs[i].v) && segs[i].ld % 4 == 0;
+    for (int i = 0; i < n_segs; i++) /* 16-byte rows for cp.async: 4 fp32 or 8 bf16 elements */
+        aligned = aligned && apb_aligned16(segs[i].k) && apb_aligned16(segs[i].v) &&
+                  segs[i].ld % (segs[i].bf16 ? 8 : 4) == 0;
     return tensor_cores && aligned && (head_dim == 64 || head_dim == 128) && n_q > 1 &&
            n_segs <= APB_CUDA_MAX_SEGS;
 }
@@ -483,9 +488,9 @@ extern "C" size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, 
 {
     if (!apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores))
         return 0;
-    size_t rows = 0;
+    size_t rows = 0; /* bf16 segments are read in place */
     for (int i = 0; i < n_segs; i++)
-        rows += (size_t)apb_seg_kend(segs[i], q_coord0 + n_q - 1);
+        rows += segs[i].bf16 ? 0 : (size_t)apb_seg_kend(segs[i], q_coord0 + n_q - 1);
     return 2 * rows * (size_t)n_kvh * head_dim * sizeof(uint16_t) + 16;
 }
 
@@ -509,9 +514,15 @@ extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord
         /* bf16 copies of the visible rows of this task's KV heads, [rows][n_kvh * d] per segment */
         uint16_t *p = (uint16_t *)scratch;
         const int w = n_kvh * head_dim, qhi = q_coord0 + n_q - 1;
-        sp.ld16 = w;
         for (int i = 0; i < n_segs; i++) {
             int ke = apb_seg_kend(segs[i], qhi);
+            if (segs[i].bf16) { /* the kernel offsets by the KV head within [kvh0, kvh0 + n_kvh) */
+                sp.k16[i] = (const uint16_t *)(const void *)segs[i].k + (size_t)kvh0 * head_dim;
+                sp.v16[i] = (const uint16_t *)(const void *)segs[i].v + (size_t)kvh0 * head_dim;
+                sp.ld16[i] = segs[i].ld;
+                continue;
+            }
+            sp.ld16[i] = w;
             sp.k16[i] = p;
             apb_cuda_f32_to_bf16(p, w, segs[i].k + (size_t)kvh0 * head_dim, segs[i].ld, ke, w, s);
             p += (size_t)ke * w;

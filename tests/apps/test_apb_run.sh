@@ -78,6 +78,29 @@ else
     check "no gpu" 2 "no usable GPU" $RUN --prompt x --device cuda
 fi
 check "bf16 weights on CPU" 0 "bf16" $RUN --prompt "The capital of France is" --device cpu --precision bf16 --max-new-tokens 4 --no-progress
+# --precision bf16: bf16 weights, and every finished layer's KV cache compacted to bf16
+# (kv_compact tasks; the question pass and decoding read it in place). The logits of every step
+# stay within bf16 accuracy of the fp32 run, for the full graph and the hosts' graph.
+P="The capital of France is Paris. The capital of Italy is"
+for m in "full" "apb --hosts 2"; do
+    if $RUN --prompt "$P" --method $m --device cpu --precision fp32 --max-new-tokens 3 --no-progress \
+            --dump-logits "$tmp/l32.bin" >/dev/null 2>&1 &&
+        $RUN --prompt "$P" --method $m --device cpu --precision bf16 --max-new-tokens 3 --no-progress \
+            --dump-logits "$tmp/l16.bin" --trace "$tmp/b.json" >/dev/null 2>&1 &&
+        [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/l32.bin" "$tmp/l16.bin" "$tmp/b.json" <<'PY'
+import json, sys
+import numpy as np
+a, b = (np.fromfile(f, np.float32) for f in sys.argv[1:3])
+assert a.size == b.size and a.size > 0, (a.size, b.size)
+e = float(np.linalg.norm(a - b) / np.linalg.norm(a))
+ev = [x for x in json.load(open(sys.argv[3]))["traceEvents"]
+      if x.get("ph") == "X" and x["name"].startswith("kv_compact")]
+assert ev, "no kv_compact task ran"
+assert 0 < e < 0.1, f"bf16 vs fp32 logits: rel err {e}"
+print(f"bf16 vs fp32 logits rel err {e:.3g}, {len(ev)} kv_compact tasks")
+PY
+    then echo "ok   bf16 KV cache ($m)"; else echo "FAIL bf16 KV cache ($m) (needs APB_PYTHON)"; fail=1; fi
+done
 # schedulers: ours and StarPU's are listed; a run prints the summary; apb-affinity keeps every task
 # of host h on its home worker without --placement pinned; a policy loads from a shared object
 check "sched list ours" 0 "apb-critical" $RUN --sched list

@@ -2,7 +2,8 @@
 /**
  * @brief Attention codelet against a float64 reference of the visibility rule, on random inputs
  * with poisoned outputs: causal, non-causal, APB-style passing segments that anchor rows skip,
- * GQA, rows that see nothing, and the LSE merge identity.
+ * GQA, rows that see nothing, the LSE merge identity, and bf16 K/V segments (the compacted KV
+ * cache of finished layers) alone and mixed with fp32 ones.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -56,6 +57,27 @@ static void ref_attention(const float *q, int n_q, int q_coord0, float **k, floa
         }
 }
 
+/* Segments whose bit is set are passed as bf16 tiles (elemsize 2); check_case rounds their K/V to
+ * bf16 first, so the float64 reference sees the same values. */
+static unsigned g_bf16_mask;
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 /* Runs the codelet through StarPU; returns o and lse in the given (poisoned) arrays. */
 static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v, int *rows,
                           const struct seg_spec *sp, int ns, int H, int Hk, int d, float *o, float *lse)
@@ -63,15 +85,32 @@ static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v,
     apb_handle hq = apb_tile_from(q, n_q, H * d, 4), ho = apb_tile_from(o, n_q, H * d, 4),
                hl = apb_tile_from(lse, n_q, H, 4);
     apb_attn_seg segs[8];
-    for (int s = 0; s < ns; s++)
-        segs[s] = (apb_attn_seg){apb_tile_from(k[s], rows[s], Hk * d, 4),
-                                 apb_tile_from(v[s], rows[s], Hk * d, 4), sp[s].len, sp[s].coord0,
-                                 sp[s].causal, sp[s].min_q_coord};
+    uint16_t *k16[8] = {0}, *v16[8] = {0};
+    for (int s = 0; s < ns; s++) {
+        apb_handle hk, hv;
+        if (g_bf16_mask >> s & 1u) {
+            size_t n = (size_t)rows[s] * Hk * d;
+            k16[s] = malloc(2 * n);
+            v16[s] = malloc(2 * n);
+            for (size_t i = 0; i < n; i++) {
+                k16[s][i] = to_bf16(k[s][i]);
+                v16[s][i] = to_bf16(v[s][i]);
+            }
+            hk = apb_tile_from(k16[s], rows[s], Hk * d, 2);
+            hv = apb_tile_from(v16[s], rows[s], Hk * d, 2);
+        } else {
+            hk = apb_tile_from(k[s], rows[s], Hk * d, 4);
+            hv = apb_tile_from(v[s], rows[s], Hk * d, 4);
+        }
+        segs[s] = (apb_attn_seg){hk, hv, sp[s].len, sp[s].coord0, sp[s].causal, sp[s].min_q_coord};
+    }
     cr_assert_eq(apb_insert_attention(hq, q_coord0, segs, ns, H, Hk, d, ho, hl,
                                       (apb_task_tag){0, 0, 0}), 0);
     for (int s = 0; s < ns; s++) {
         apb_handle_free_now(segs[s].k);
         apb_handle_free_now(segs[s].v);
+        free(k16[s]);
+        free(v16[s]);
     }
     apb_handle_free_now(hq);
     apb_handle_free_now(ho);
@@ -93,6 +132,11 @@ static void check_case(int n_q, int q_coord0, const struct seg_spec *sp, int ns,
         for (int j = sp[s].len; j < rows[s]; j++)
             for (int c = 0; c < Hk * d; c++)
                 k[s][j * Hk * d + c] = v[s][j * Hk * d + c] = NAN;
+        if (g_bf16_mask >> s & 1u) /* the reference sees the values the bf16 tile holds */
+            for (int i = 0; i < rows[s] * Hk * d; i++) {
+                k[s][i] = from_bf16(to_bf16(k[s][i]));
+                v[s][i] = from_bf16(to_bf16(v[s][i]));
+            }
     }
     float *o = t_poisoned(n_q * H * d), *lse = t_poisoned(n_q * H);
     double *ro = malloc(sizeof(double) * n_q * H * d), *rl = malloc(sizeof(double) * n_q * H);
@@ -176,6 +220,21 @@ Test(attention, lse_merge_of_two_halves_equals_whole)
     double e = t_rel_err(o, merged, n_q * H * d);
     cr_assert_lt(e, 2e-6, "merged halves differ from whole: %g", e);
     free(q); free(k); free(v); free(o); free(lse); free(oa); free(la); free(ob); free(lb); free(merged);
+}
+
+/* The compacted KV cache: bf16 K/V read in place (CPU: widened exactly; GPU: the tensor-core
+ * kernel without conversion, or the fp32 kernel), alone and beside fp32 segments (decode reads
+ * the bf16 cache of the prompt and the fp32 rows of new tokens). */
+Test(attention, bf16_kv_segments)
+{
+    struct seg_spec one[] = {{200, 0, 1, 0}};
+    g_bf16_mask = 1;
+    check_case(64, 136, one, 1, 4, 2, 64, 811);
+    struct seg_spec mixed[] = {{96, 0, 0, 40}, {70, 0, 1, 0}, {33, 70, 1, 0}};
+    g_bf16_mask = 5; /* segments 0 and 2 bf16, segment 1 fp32 */
+    check_case(40, 70, mixed, 3, 8, 2, 32, 812);
+    check_case(1, 102, mixed, 3, 8, 2, 32, 813); /* one decode row */
+    g_bf16_mask = 0;
 }
 
 Test(attention, rejects_bad_shapes)

@@ -241,7 +241,7 @@ static int ins_attn(apb_handle *h, const void *c)
     return apb_insert_attention(h[0], a->q_coord0, segs, a->ns, a->H, a->Hk, a->d,
                                 h[1 + 2 * a->ns], h[2 + 2 * a->ns], TAG);
 }
-static void check_attention(int d, double tol)
+static void check_attention(int d, double tol, int bf16kv)
 {
     /* APB-like: q rows at coordinates 300.., an anchor segment (causal from 0), a passing segment
      * (non-causal, only rows with coordinate >= 340 see it), the local block (causal) */
@@ -252,6 +252,10 @@ static void check_attention(int d, double tol)
     for (int s = 0; s < 3; s++) {
         b[1 + 2 * s] = rnd(a.s[s].len + 3, kd, 1, 41 + s);
         b[2 + 2 * s] = rnd(a.s[s].len + 3, kd, 1, 51 + s);
+        if (bf16kv && s < 2) { /* the compacted cache (bf16, read in place) beside fp32 rows */
+            b[1 + 2 * s] = bf16_of(b[1 + 2 * s]);
+            b[2 + 2 * s] = bf16_of(b[2 + 2 * s]);
+        }
     }
     b[7] = nanbuf(nq, H * d);
     b[8] = nanbuf(nq, H);
@@ -264,10 +268,13 @@ static void check_attention(int d, double tol)
     free_bufs(b, 9);
     free_bufs(c, 5);
 }
-Test(cuda_fp32, attention_d64) { NEED_CUDA(); check_attention(64, 1e-5); }
-Test(cuda_fp32, attention_d128) { NEED_CUDA(); check_attention(128, 1e-5); }
-Test(cuda_bf16, attention_tc_d64) { NEED_CUDA(); check_attention(64, 2e-2); }
-Test(cuda_bf16, attention_tc_d128) { NEED_CUDA(); check_attention(128, 2e-2); }
+Test(cuda_fp32, attention_d64) { NEED_CUDA(); check_attention(64, 1e-5, 0); }
+Test(cuda_fp32, attention_d128) { NEED_CUDA(); check_attention(128, 1e-5, 0); }
+Test(cuda_bf16, attention_tc_d64) { NEED_CUDA(); check_attention(64, 2e-2, 0); }
+Test(cuda_bf16, attention_tc_d128) { NEED_CUDA(); check_attention(128, 2e-2, 0); }
+Test(cuda_fp32, attention_bf16_kv_d128) { NEED_CUDA(); check_attention(128, 1e-5, 1); }
+Test(cuda_bf16, attention_tc_bf16_kv_d64) { NEED_CUDA(); check_attention(64, 2e-2, 1); }
+Test(cuda_bf16, attention_tc_bf16_kv_d128) { NEED_CUDA(); check_attention(128, 2e-2, 1); }
 
 /* ------------------------------------------------------------------ APB ops */
 struct rope_ctx { int pos0, d, has_k; };

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Compacts one tile of a finished layer's KV cache to bf16: k16 = bf16(k), v16 = bf16(v)
+ * (round to nearest even). Under APB_PREC_BF16 the graph does this once a layer's last reader of
+ * its K/V tiles is submitted, so the cache kept for the question pass and decoding takes half the
+ * memory; the attention codelet reads bf16 segments in place (CPU: widened per chunk, exactly).
+ * The tensor-core attention kernel rounds K/V to bf16 anyway, so GPU results do not change.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "codelets/codelet_common.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
+
+static uint16_t _apb_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN stays NaN */
+        return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static void _apb_kv_compact_cpu(void *buffers[], void *cl_arg)
+{
+    (void)cl_arg;
+    double t0 = _apb_now_ns();
+    for (int m = 0; m < 2; m++) {
+        const float *src = _APB_PTR(buffers[m]);
+        uint16_t *dst = _APB_PTR(buffers[2 + m]);
+        int n = _APB_ROWS(buffers[m]), cols = _APB_COLS(buffers[m]);
+        size_t lds = _APB_LD(buffers[m]), ldd = _APB_LD(buffers[2 + m]);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < cols; j++)
+                dst[(size_t)i * ldd + j] = _apb_to_bf16(src[(size_t)i * lds + j]);
+    }
+    _apb_op_account(APB_OP_KV_COMPACT, t0, 0);
+}
+
+#ifdef APB_CUDA
+static void _apb_kv_compact_cuda(void *buffers[], void *cl_arg)
+{
+    (void)cl_arg;
+    for (int m = 0; m < 2; m++) {
+        void *sb = buffers[m], *db = buffers[2 + m];
+        apb_cuda_f32_to_bf16(_APB_PTR(db), _APB_LD(db), _APB_PTR(sb), _APB_LD(sb), _APB_ROWS(sb),
+                             _APB_COLS(sb), starpu_cuda_get_local_stream());
+    }
+    _apb_cuda_check("kv_compact");
+    _apb_op_count(APB_OP_KV_COMPACT, 0);
+}
+#endif
+
+static struct starpu_perfmodel _apb_kv_compact_model = {
+    .type = STARPU_HISTORY_BASED,
+    .symbol = "apb_kv_compact",
+};
+
+static struct starpu_codelet _apb_kv_compact_cl = {
+    .cpu_funcs = {_apb_kv_compact_cpu},
+    .cpu_funcs_name = {"_apb_kv_compact_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_kv_compact_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
+    .nbuffers = 4,
+    .modes = {STARPU_R, STARPU_R, STARPU_W, STARPU_W},
+    .model = &_apb_kv_compact_model,
+    .name = "kv_compact",
+};
+
+int apb_insert_kv_compact(apb_handle k, apb_handle v, apb_handle k16, apb_handle v16, apb_task_tag tag)
+{
+    if (!k || !v || !k16 || !v16 || starpu_matrix_get_elemsize(k) != sizeof(float) ||
+        starpu_matrix_get_elemsize(v) != sizeof(float) || starpu_matrix_get_elemsize(k16) != 2 ||
+        starpu_matrix_get_elemsize(v16) != 2 || apb_tile_rows(k16) != apb_tile_rows(k) ||
+        apb_tile_cols(k16) != apb_tile_cols(k) || apb_tile_rows(v16) != apb_tile_rows(v) ||
+        apb_tile_cols(v16) != apb_tile_cols(v))
+        return -EINVAL;
+    return _apb_insert_check(
+        apb_task_insert(&_apb_kv_compact_cl, STARPU_R, k, STARPU_R, v, STARPU_W, k16, STARPU_W, v16,
+                        STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_NAME,
+                        _apb_task_name("kv_compact", tag), 0),
+        "kv_compact");
+}
