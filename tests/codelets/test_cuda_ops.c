@@ -265,8 +265,26 @@ static void check_attention(int d, double tol, int bf16kv)
     tbuf c[5] = {rnd(64, H * d, 1, 60), rnd(100, kd, 1, 61), rnd(100, kd, 1, 62), nanbuf(64, H * d),
                  nanbuf(64, H)};
     both(c, 5, ins_attn, &a2, (int[]){3, 4}, 2, tol);
+    /* long enough for several 128-row query tiles and 128-key blocks per segment (the kernels'
+     * pipelines, partial tiles, the causal diagonal inside a block, the passing segment's
+     * min_q boundary inside a query tile) */
+    struct attn_ctx a3 = {H, Hk, d, 1000, 3, {{300, 0, 1, 0}, {413, 300, 0, 1130}, {700, 1000, 1, 0}}};
+    tbuf e[9];
+    e[0] = rnd(700, H * d, 1, 70);
+    for (int s = 0; s < 3; s++) {
+        e[1 + 2 * s] = rnd(a3.s[s].len + 5, kd, 1, 71 + s);
+        e[2 + 2 * s] = rnd(a3.s[s].len + 5, kd, 1, 81 + s);
+        if (bf16kv && s < 2) {
+            e[1 + 2 * s] = bf16_of(e[1 + 2 * s]);
+            e[2 + 2 * s] = bf16_of(e[2 + 2 * s]);
+        }
+    }
+    e[7] = nanbuf(700, H * d);
+    e[8] = nanbuf(700, H);
+    both(e, 9, ins_attn, &a3, (int[]){7, 8}, 2, tol);
     free_bufs(b, 9);
     free_bufs(c, 5);
+    free_bufs(e, 9);
 }
 Test(cuda_fp32, attention_d64) { NEED_CUDA(); check_attention(64, 1e-5, 0); }
 Test(cuda_fp32, attention_d128) { NEED_CUDA(); check_attention(128, 1e-5, 0); }
