@@ -296,7 +296,10 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         apb_hosts_opts mo = hopt;
         if (!hosts_path)
             mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
-        double need = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo, NULL);
+        /* the precision is settled when the runtime starts (auto: bf16 on GPUs); before that
+         * only an explicit --precision bf16 counts the cache in bf16 */
+        double need = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo,
+                                              o->precision == APB_PREC_BF16, NULL);
         if (g_nranks > 1 && hosts_path) /* a rank holds at most ceil(W / N) hosts' share */
             need *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
         double avail = apb_host_memory_available();
@@ -351,7 +354,8 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         if (!hosts_path)
             mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
         double cache = 0;
-        double act = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo, &cache);
+        double act = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo,
+                                             apb_runtime_precision() == APB_PREC_BF16, &cache);
         if (o->gpu_mem > 0 && m.cfg.n_layers > 2) /* the limit keeps about two layers' cache, the rest goes to RAM */
             act -= cache * (1.0 - 2.0 / m.cfg.n_layers);
         if (g_nranks > 1 && hosts_path) /* this rank's share of the hosts */

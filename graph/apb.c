@@ -901,12 +901,15 @@ int apb_hosts_read_logits(apb_hseq *hs, float *out, size_t n, apb_err *err)
 }
 
 double apb_run_memory_estimate(const apb_config *c, int L, int nq, int max_new, const apb_hosts_opts *o,
-                               double *kv_cache)
+                               int kv_bf16, double *kv_cache)
 {
     double W = o->hosts, kd = (double)c->n_kv_heads * c->head_dim, qd = (double)c->n_heads * c->head_dim;
     double rows = L + (W - 1) * (o->anchor > 0 ? o->anchor : 0); /* every host's [anchor | local] */
-    /* the cache of every layer, plus one layer's anchors (released after their layer) */
-    double cache = 4.0 * 2 * kd * c->n_layers * (L + nq + max_new);
+    /* the cache of every layer (the prompt's rows in bf16 once compacted, question and decode rows
+     * fp32), plus one layer's anchors (released after their layer) */
+    double cache = (kv_bf16 ? 2.0 : 4.0) * 2 * kd * c->n_layers * L + 4.0 * 2 * kd * c->n_layers * (nq + max_new);
+    if (kv_bf16) /* two layers still (or also) in fp32 */
+        cache += 4.0 * 2 * kd * (c->n_layers < 2 ? c->n_layers : 2) * L;
     double kv = cache + 4.0 * 2 * kd * (rows - L);
     if (kv_cache)
         *kv_cache = cache;

@@ -187,10 +187,12 @@ void apb_hseq_free(apb_model *m, apb_hseq *hs);
 
 /* Bytes of activations and KV cache a run will allocate (weights excluded), for the check made
  * before any work starts. o must be resolved (apb_hosts_resolve); full runs pass hosts = 1.
+ * kv_bf16: the prompt's KV cache is compacted to bf16 after each layer (APB_PREC_BF16); two
+ * layers are counted in fp32 (the one being written, the one being compacted).
  * kv_cache (may be NULL) receives the part that is the KV cache of all layers (what a GPU memory
  * limit lets StarPU evict to host memory once a layer is done). */
 double apb_run_memory_estimate(const apb_config *cfg, int L, int nq, int max_new,
-                               const apb_hosts_opts *o, double *kv_cache);
+                               const apb_hosts_opts *o, int kv_bf16, double *kv_cache);
 /* MemAvailable from /proc/meminfo in bytes (or sysconf's available pages), -1 if unknown. */
 double apb_host_memory_available(void);
 

@@ -366,3 +366,21 @@ Test(methods, apb_matches_numpy_spec_implementation)
     }
     free(ids);
 }
+
+/* The pre-run memory estimate: the KV cache counted in bf16 for the prompt's rows when the cache
+ * is compacted (two layers still fp32), fp32 otherwise; question and decode rows always fp32. */
+Test(memory_estimate, kv_cache_bf16_and_fp32)
+{
+    apb_config c = {0};
+    c.n_layers = 32, c.n_kv_heads = 8, c.head_dim = 128, c.n_heads = 32, c.dim = 4096;
+    c.hidden_dim = 14336, c.vocab_size = 128256;
+    apb_hosts_opts o = {.method = APB_METHOD_FULL, .hosts = 1, .tile = 8192};
+    const double L = 131072, nq = 64, mx = 16, kd = 8 * 128;
+    double c32 = -1, c16 = -1;
+    double t32 = apb_run_memory_estimate(&c, (int)L, (int)nq, (int)mx, &o, 0, &c32);
+    double t16 = apb_run_memory_estimate(&c, (int)L, (int)nq, (int)mx, &o, 1, &c16);
+    cr_expect_float_eq(c32, 4.0 * 2 * kd * 32 * (L + nq + mx), 1.0);
+    cr_expect_float_eq(c16, 2.0 * 2 * kd * 32 * L + 4.0 * 2 * kd * 32 * (nq + mx) + 4.0 * 2 * kd * 2 * L, 1.0);
+    cr_expect_float_eq(t32 - t16, c32 - c16, 1.0, "only the cache depends on the KV precision");
+    cr_expect_lt(c16, 0.6 * c32);
+}
