@@ -23,6 +23,7 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#include "common/apb_bf16.h"
 #ifdef APB_CUDA
 #include "codelets/cuda/apb_cuda.h"
 #endif
@@ -151,9 +152,8 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                     for (int j = 0; j < kc; j++)
                         for (int c = 0; c < d; c++) {
                             size_t at = (size_t)(j0 + j) * sg->ld + (size_t)kvh * d + c;
-                            uint32_t uk = (uint32_t)k16[at] << 16, uv = (uint32_t)v16[at] << 16;
-                            memcpy(&kw[(size_t)j * d + c], &uk, 4);
-                            memcpy(&vw[(size_t)j * d + c], &uv, 4);
+                            kw[(size_t)j * d + c] = apb_bf16_to_f32(k16[at]);
+                            vw[(size_t)j * d + c] = apb_bf16_to_f32(v16[at]);
                         }
                     kp = kw;
                     vp = vw;

@@ -7,21 +7,12 @@
  * The tensor-core attention kernel rounds K/V to bf16 anyway, so GPU results do not change.
  */
 #include <stdint.h>
-#include <string.h>
 
 #include "codelets/codelet_common.h"
+#include "common/apb_bf16.h"
 #ifdef APB_CUDA
 #include "codelets/cuda/apb_cuda.h"
 #endif
-
-static uint16_t _apb_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN stays NaN */
-        return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 static void _apb_kv_compact_cpu(void *buffers[], void *cl_arg)
 {
@@ -34,7 +25,7 @@ static void _apb_kv_compact_cpu(void *buffers[], void *cl_arg)
         size_t lds = _APB_LD(buffers[m]), ldd = _APB_LD(buffers[2 + m]);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < cols; j++)
-                dst[(size_t)i * ldd + j] = _apb_to_bf16(src[(size_t)i * lds + j]);
+                dst[(size_t)i * ldd + j] = apb_bf16_from_f32(src[(size_t)i * lds + j]);
     }
     _apb_op_account(APB_OP_KV_COMPACT, t0, 0);
 }

@@ -11,6 +11,7 @@
 
 #include "apb_build_config.h"
 #include "codelets/codelet_common.h"
+#include "common/apb_bf16.h"
 #ifdef APB_HAVE_STARPUMPI
 #include <starpu_mpi.h>
 #endif
@@ -67,10 +68,8 @@ const float *_apb_weight_rows_f32(void *buf, int r0, int n, float *dst)
         return (const float *)_APB_PTR(buf) + (size_t)r0 * ld;
     const uint16_t *src = (const uint16_t *)_APB_PTR(buf) + (size_t)r0 * ld;
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < cols; j++) {
-            uint32_t u = (uint32_t)src[(size_t)i * ld + j] << 16;
-            memcpy(&dst[(size_t)i * cols + j], &u, 4);
-        }
+        for (int j = 0; j < cols; j++)
+            dst[(size_t)i * cols + j] = apb_bf16_to_f32(src[(size_t)i * ld + j]);
     return dst;
 }
 static _Atomic long long _apb_op_ns[APB_OP_COUNT];

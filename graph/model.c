@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/apb_bf16.h"
 #include "common/apb_parallel.h"
 #include "graph/apb_graph.h"
 
@@ -56,14 +57,8 @@ struct _apb_bf16_ctx {
 static void _apb_bf16_range(void *cp, size_t lo, size_t hi)
 {
     const struct _apb_bf16_ctx *c = cp;
-    for (size_t i = lo; i < hi; i++) {
-        uint32_t u;
-        memcpy(&u, &c->src[i], 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN stays NaN */
-            c->dst[i] = (uint16_t)((u >> 16) | 0x40);
-        else /* round to nearest even */
-            c->dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
+    for (size_t i = lo; i < hi; i++)
+        c->dst[i] = apb_bf16_from_f32(c->src[i]);
 }
 
 /* A large weight matrix: registered as is (fp32), or as a bf16 copy under APB_PREC_BF16 (the
