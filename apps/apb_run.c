@@ -232,6 +232,22 @@ static int encode_text(const apb_model *m, const struct apb_run_opts *o, int32_t
     return rc;
 }
 
+/* Bytes of activations and KV cache this rank will hold (apb_run_memory_estimate for the run's
+ * hosts, or one host for a plain full run; over MPI a rank's share of at most ceil(W / N)
+ * hosts); *cache (may be NULL) gets the KV-cache part of it. */
+static double _run_memory(const apb_config *c, int L, int nq, const struct apb_run_opts *o,
+                          const apb_hosts_opts *hopt, int hosts_path, int kv_bf16, double *cache)
+{
+    apb_hosts_opts mo = *hopt;
+    if (!hosts_path)
+        mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
+    double kc = 0, need = apb_run_memory_estimate(c, L, nq, o->max_new, &mo, kv_bf16, &kc);
+    double share = g_nranks > 1 && hosts_path ? (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts : 1.0;
+    if (cache)
+        *cache = kc * share;
+    return need * share;
+}
+
 static int run(const struct apb_run_opts *o, apb_err *err)
 {
     apb_model m;
@@ -293,15 +309,10 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         rc = apb_fail(err, APB_E_USAGE, "%zu prompt tokens + %d new tokens exceed the model's "
                       "context of %d", n_ids, o->max_new, m.cfg.max_pos);
     if (!rc) {
-        apb_hosts_opts mo = hopt;
-        if (!hosts_path)
-            mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
         /* the precision is settled when the runtime starts (auto: bf16 on GPUs); before that
          * only an explicit --precision bf16 counts the cache in bf16 */
-        double need = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo,
-                                              o->precision == APB_PREC_BF16, NULL);
-        if (g_nranks > 1 && hosts_path) /* a rank holds at most ceil(W / N) hosts' share */
-            need *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
+        double need = _run_memory(&m.cfg, (int)n_ids, (int)n_q, o, &hopt, hosts_path,
+                                  o->precision == APB_PREC_BF16, NULL);
         double avail = apb_host_memory_available();
         if (avail > 0 && need > 0.9 * avail)
             rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.2f GiB of activations and KV "
@@ -350,16 +361,11 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     if (!rc && gpu_mem > 0) {
         /* GPU runs keep activations, KV cache and weights on the GPUs: refuse what cannot fit
          * rather than let StarPU evict to host memory on every task */
-        apb_hosts_opts mo = hopt;
-        if (!hosts_path)
-            mo = (apb_hosts_opts){.method = APB_METHOD_FULL, .hosts = 1, .tile = o->tile};
         double cache = 0;
-        double act = apb_run_memory_estimate(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &mo,
-                                             apb_runtime_precision() == APB_PREC_BF16, &cache);
+        double act = _run_memory(&m.cfg, (int)n_ids, (int)n_q, o, &hopt, hosts_path,
+                                 apb_runtime_precision() == APB_PREC_BF16, &cache);
         if (o->gpu_mem > 0 && m.cfg.n_layers > 2) /* the limit keeps about two layers' cache, the rest goes to RAM */
             act -= cache * (1.0 - 2.0 / m.cfg.n_layers);
-        if (g_nranks > 1 && hosts_path) /* this rank's share of the hosts */
-            act *= (double)((mo.hosts + g_nranks - 1) / g_nranks) / mo.hosts;
         double wts = apb_config_n_params(&m.cfg) * (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0);
         if (act + wts > 0.95 * gpu_mem)
             rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.1f GiB of GPU memory (weights %.1f GiB, "
