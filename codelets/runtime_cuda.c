@@ -251,8 +251,8 @@ int apb_runtime_nccl_init(apb_err *err)
     int G = apb_runtime_cuda_workers(gw, 64), ranks = apb_runtime_nranks() > 1;
     if (G <= 0 && !ranks)
         return apb_fail(err, APB_E_USAGE, "--allgather nccl needs CUDA workers (--device cuda)");
-    if (G > 16)
-        G = 16;
+    if (G > 64) /* over MPI the exchanged PCI ids cover a rank's first 16 GPUs */
+        G = 64;
     if (G < 0)
         G = 0;
     for (int g = 0; g < G; g++) {
