@@ -27,6 +27,45 @@
 #include <time.h>
 
 #include "graph/apb_graph.h"
+#include "apb_build_config.h"
+#ifdef APB_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+/* Device-to-device copy rate of GPU 0 in GB/s (read + write bytes / time, best of 5 copies of
+ * 1 GiB): the bandwidth the decode floor uses. 0 without CUDA. */
+static double copy_rate_gbs(void)
+{
+#ifdef APB_HAVE_CUDA
+    const size_t n = (size_t)1 << 30;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t e0, e1;
+    if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) {
+        cudaFree(a);
+        return 0;
+    }
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    float best = 1e30f;
+    for (int r = 0; r < 6; r++) {
+        cudaEventRecord(e0, 0);
+        cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (r > 0 && ms < best)
+            best = ms;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * n / (best * 1e-3) * 1e-9;
+#else
+    return 0;
+#endif
+}
 
 static double now_s(void)
 {
@@ -144,6 +183,7 @@ int main(int argc, char **argv)
     const char *preset = "llama-3.1-8b", *lengths = "32768,65536,131072", *methods = "full,star,ring,apb,spava";
     const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL;
     int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
+    int ndec = 32; /* decode steps timed after each prefill (0: none) */
     double gpu_mem = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -163,6 +203,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--sched")) sched = v;
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--attn-only")) attn_only = atoi(v);
+        else if (!strcmp(a, "--decode")) ndec = atoi(v);
         else goto usage;
         i++;
     }
@@ -207,13 +248,23 @@ int main(int argc, char **argv)
     int la = cuda ? 16384 : 1024;
     double arate = attn_rate(&m.cfg, la, &err);
     const char *pname = apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32";
+    double bw = cuda ? copy_rate_gbs() : 0;
+    /* bytes of weights one decode step reads (the large matrices, in the run's precision) */
+    const apb_config *cf = &m.cfg;
+    double wbytes = (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0) *
+                    ((double)cf->n_layers * ((double)cf->dim * (cf->n_heads + 2 * cf->n_kv_heads) * cf->head_dim +
+                                              (double)cf->n_heads * cf->head_dim * cf->dim + 3.0 * cf->dim * cf->hidden_dim) +
+                     (double)cf->vocab_size * cf->dim);
     printf("preset %s (%d layers, dim %d, %d/%d heads, d %d), %s, %d GPU workers, sched %s, tile %d, "
            "weights ready in %.1f s\n", m.cfg.name, m.cfg.n_layers, m.cfg.dim, m.cfg.n_heads,
            m.cfg.n_kv_heads, m.cfg.head_dim, pname, ngw, apb_runtime_sched_name(), tile, t_load);
     printf("GEMM rate (apb linear codelet, %d^3, %s): %.2f TFLOP/s; causal attention kernel "
            "(%d tokens, one task): %.2f TFLOP/s\n\n", cuda ? 8192 : 1024, pname, rate, la, arate);
-    printf("%8s %-8s %3s %5s %5s %9s %10s %9s %9s %7s %8s\n", "tokens", "method", "W", "A", "K", "time_s",
-           "tokens/s", "TFLOP/s", "floor_s", "ratio", "GPU_GiB");
+    if (ndec > 0)
+        printf("decode floor: %.2f GB of weights + the KV cache read once per token at the copy rate "
+               "measured here (%.0f GB/s, device to device)\n\n", wbytes * 1e-9, bw);
+    printf("%8s %-8s %3s %5s %5s %9s %10s %9s %9s %7s %8s %9s %9s\n", "tokens", "method", "W", "A", "K", "time_s",
+           "tokens/s", "TFLOP/s", "floor_s", "ratio", "GPU_GiB", "dec_ms", "dfloor_ms");
     FILE *js = json ? fopen(json, "w") : NULL;
     if (js)
         fprintf(js, "{\"preset\": \"%s\", \"precision\": \"%s\", \"gpu_workers\": %d, \"sched\": \"%s\", "
@@ -250,7 +301,8 @@ int main(int argc, char **argv)
                                 .anchor = A, .select = K, .tile = tile,
                                 .placement = ngw > 1 ? APB_PLACE_PINNED : APB_PLACE_FREE,
                                 .allgather = nccl ? APB_ALLGATHER_NCCL : APB_ALLGATHER_STARPU};
-            if (meth != APB_METHOD_FULL && apb_hosts_resolve(&m.cfg, Lc, nq, 0, &o, &err)) {
+            const int cap = ndec > 0 ? ndec + 4 : 0; /* decode rows: warm-up steps + timed steps */
+            if (meth != APB_METHOD_FULL && apb_hosts_resolve(&m.cfg, Lc, nq, cap, &o, &err)) {
                 fprintf(stderr, "prefill: %s %d: %s\n", tm, L, err.msg);
                 continue;
             }
@@ -265,11 +317,23 @@ int main(int argc, char **argv)
                 int polling = cuda && pthread_create(&poller, NULL, mem_poll, NULL) == 0;
                 double t = now_s();
                 int r = meth == APB_METHOD_FULL
-                            ? apb_prefill_full(&m, &seq, ids, L, tile, 0, &smp, &err)
-                            : apb_prefill_hosts(&m, &hs, ids, Lc, ids + Lc, nq, 0, &o, &smp, &err);
+                            ? apb_prefill_full(&m, &seq, ids, L, tile, cap, &smp, &err)
+                            : apb_prefill_hosts(&m, &hs, ids, Lc, ids + Lc, nq, cap, &o, &smp, &err);
                 if (!r)
                     r = apb_runtime_wait_all(&err);
                 t = now_s() - t;
+                /* decode: 2 warm-up steps, then ndec steps, each waited for (as a generation
+                 * loop that reads every token does) */
+                double tdec = 0;
+                for (int st = 0; !r && rep == 1 && st < (ndec > 0 ? ndec + 2 : 0); st++) {
+                    double t1 = now_s();
+                    r = meth == APB_METHOD_FULL ? apb_decode_step(&m, &seq, &smp, &err)
+                                                : apb_decode_hosts(&m, &hs, &smp, &err);
+                    if (!r)
+                        r = apb_runtime_wait_all(&err);
+                    if (st >= 2)
+                        tdec += now_s() - t1;
+                }
                 atomic_store(&mem_stop, 1);
                 if (polling)
                     pthread_join(poller, NULL);
@@ -295,17 +359,22 @@ int main(int argc, char **argv)
                 char memc[32] = "       -"; /* no GPU: no device memory to report */
                 if (polling)
                     snprintf(memc, sizeof memc, "%8.1f", mem_peak / 1073741824.0);
-                printf("%8d %-8s %3d %5d %5d %9.3f %10.0f %9.1f %9.3f %7.2f %s\n", L, tm, o.hosts,
+                /* KV cache a decode step reads: every host's local cache (bf16 under bf16) */
+                double kvb = (double)m.cfg.n_layers * 2.0 * m.cfg.n_kv_heads * m.cfg.head_dim *
+                             (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0) * L;
+                double dec_ms = ndec > 0 ? tdec / ndec * 1e3 : 0, dfl_ms = bw > 0 ? (wbytes + kvb) / (bw * 1e9) * 1e3 : 0;
+                printf("%8d %-8s %3d %5d %5d %9.3f %10.0f %9.1f %9.3f %7.2f %s %9.2f %9.2f\n", L, tm, o.hosts,
                        meth == APB_METHOD_FULL ? 0 : o.anchor, meth == APB_METHOD_FULL ? 0 : o.select, t, L / t,
-                       fl / t * 1e-12, floor_s, t / floor_s, memc);
+                       fl / t * 1e-12, floor_s, t / floor_s, memc, dec_ms, dfl_ms);
                 fflush(stdout);
                 if (js)
                     fprintf(js, "%s{\"tokens\": %d, \"method\": \"%s\", \"hosts\": %d, \"anchor\": %d, "
                                 "\"select\": %d, \"time_s\": %.4f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, "
-                                "\"flops\": %.4e, \"floor_s\": %.4f, \"ratio_to_floor\": %.3f, \"gpu_used_peak_gib\": %.2f}",
+                                "\"flops\": %.4e, \"floor_s\": %.4f, \"ratio_to_floor\": %.3f, \"gpu_used_peak_gib\": %.2f, "
+                                "\"decode_ms_per_token\": %.3f, \"decode_floor_ms\": %.3f, \"decode_steps\": %d}",
                             first ? "" : ", ", L, tm, o.hosts, meth == APB_METHOD_FULL ? 0 : o.anchor,
                             meth == APB_METHOD_FULL ? 0 : o.select, t, L / t, fl / t * 1e-12, fl,
-                            floor_s, t / floor_s, mem_peak / 1073741824.0);
+                            floor_s, t / floor_s, mem_peak / 1073741824.0, dec_ms, dfl_ms, ndec);
                 first = 0;
             }
         }
@@ -325,6 +394,7 @@ usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
                     "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n"
+                    "[--decode STEPS (default 32; 0 = prefill only)]\n"
                     "methods: full, star, ring, zigzag, ulysses, apb, spava, apb-nccl (APB, NCCL allgather)\n", argv[0]);
     return 2;
 }

@@ -28,6 +28,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="32768,65536,131072")
     ap.add_argument("--json")
+    ap.add_argument("--decode", type=int, default=32, help="decode steps timed after the prefill")
     a = ap.parse_args()
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -42,7 +43,7 @@ def main():
     dev = torch.cuda.get_device_name(0)
     print(f"PyTorch {torch.__version__}, {dev}, transformers Llama-3.1-8B shapes, random bf16, SDPA")
     runs = []
-    print(f"{'tokens':>8} {'prefill_s':>10} {'tokens/s':>10} {'peak_GiB':>9} {'sdpa_TFLOP/s':>13}")
+    print(f"{'tokens':>8} {'prefill_s':>10} {'tokens/s':>10} {'peak_GiB':>9} {'sdpa_TFLOP/s':>13} {'dec_ms':>8}")
     for L in [int(x) for x in a.lengths.split(",")]:
         ids = (torch.arange(L, device="cuda") * 7919 + 13) % cfg.vocab_size
         ids = ids[None, :]
@@ -54,15 +55,32 @@ def main():
                 model(input_ids=ids, use_cache=True, logits_to_keep=1)
         t = timed(prefill)
         peak = torch.cuda.max_memory_allocated() / 2**30
+        dec_ms = 0.0
+        if a.decode > 0:  # transformers decode with its KV cache: one token per forward, greedy
+            with torch.no_grad():
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                pkv, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                del out
+                for step in range(a.decode + 2):
+                    if step == 2:
+                        torch.cuda.synchronize()
+                        t0 = time.perf_counter()
+                    o = model(input_ids=nxt, past_key_values=pkv, use_cache=True)
+                    pkv, nxt = o.past_key_values, o.logits[:, -1:].argmax(-1)
+                    nxt.item()  # a generation loop reads every token
+                torch.cuda.synchronize()
+                dec_ms = (time.perf_counter() - t0) / a.decode * 1e3
+                del pkv, o
+            torch.cuda.empty_cache()
         q = torch.randn(1, 32, L, 128, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, 8, L, 128, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(1, 8, L, 128, device="cuda", dtype=torch.bfloat16)
         ta = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), reps=3)
         attn_tf = 4.0 * 32 * 128 * (L * (L + 1) / 2) / ta * 1e-12
         del q, k, v
-        print(f"{L:>8} {t:>10.3f} {L / t:>10.0f} {peak:>9.1f} {attn_tf:>13.1f}", flush=True)
+        print(f"{L:>8} {t:>10.3f} {L / t:>10.0f} {peak:>9.1f} {attn_tf:>13.1f} {dec_ms:>8.2f}", flush=True)
         runs.append({"tokens": L, "prefill_s": t, "tokens_per_s": L / t, "peak_gib": peak,
-                     "sdpa_causal_tflops": attn_tf})
+                     "sdpa_causal_tflops": attn_tf, "decode_ms_per_token": dec_ms, "decode_steps": a.decode})
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": dev, "torch": torch.__version__, "runs": runs}, f, indent=1)

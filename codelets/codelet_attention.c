@@ -273,16 +273,17 @@ static void _apb_attention_cuda(void *buffers[], void *cl_arg)
     void *ob = buffers[1 + 2 * a->n_segs], *lb = buffers[2 + 2 * a->n_segs];
     int tc = _apb_precision() == APB_PREC_BF16;
     size_t scr_b = apb_cuda_attention_scratch(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q,
-                                              a->q_coord0, segs, a->n_segs, a->n_kvh, a->head_dim, tc);
+                                              a->q_coord0, segs, a->n_segs, a->n_heads, a->n_kv_heads,
+                                              a->n_kvh, a->head_dim, tc);
     void *scr = scr_b ? _apb_cuda_scratch(_APB_CUDA_SCRATCH_ATTN, scr_b) : NULL;
     if (scr_b && !scr)
         return; /* out of GPU memory: the sticky error is set */
     if (apb_cuda_attention(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs,
                            a->n_segs, a->n_heads, a->n_kv_heads, a->kvh0, a->n_kvh, a->head_dim,
-                           _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb), _APB_LD(lb), tc, scr,
+                           _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb), _APB_LD(lb), tc, scr, scr_b,
                            starpu_cuda_get_local_stream()))
-        _apb_task_fail(APB_E_RUNTIME, "attention: head_dim %d is not supported on the GPU (at most 256)",
-                       a->head_dim);
+        _apb_task_fail(APB_E_RUNTIME, "attention: head_dim %d is not supported on the GPU (at most 256),"
+                       " or cuDNN failed", a->head_dim);
     _apb_cuda_check("attention");
     _apb_op_count(APB_OP_ATTENTION, flops);
 }

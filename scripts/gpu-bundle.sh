@@ -23,7 +23,7 @@ done
 cp -P .libs/libapb.so* "$stage/lib/"
 cp -P "$APB_HOME"/starpu-1.3.10/lib/libstarpu*.so* "$stage/lib/"
 # Non-glibc, non-CUDA libraries the binaries load.
-skip='^(libc|libm|libresolv|libpthread|libdl|librt|ld-linux.*|libstdc\+\+|libgcc_s|libcu.*|libnvJitLink|libnccl|libz|libcrypto|libssl|libffi|libudev|libhwloc|libapb|libstarpu.*)\.so'
+skip='^(libc|libm|libresolv|libpthread|libdl|librt|ld-linux.*|libstdc\+\+|libgcc_s|libcu.*|libnvJitLink|libnvrtc.*|libnccl|libz|libcrypto|libssl|libffi|libudev|libhwloc|libapb|libstarpu.*)\.so'
 export LD_LIBRARY_PATH="$PWD/.libs:$LD_LIBRARY_PATH"
 for e in "${elfs[@]}" "$stage"/lib/libapb.so.0 "$stage"/lib/libstarpu-1.3.so.*[0-9]; do
     ldd "$e" 2>/dev/null | awk '$3 ~ /^\// { print $1, $3 }'

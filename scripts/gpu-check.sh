@@ -23,7 +23,10 @@ if [ ! -x "$R/bin/apb_run" ] || [ .gpu/bundle.tar.xz -nt "$R/bin/apb_run" ]; the
     rm -rf "$R/bin" "$R/lib"; mkdir -p "$R"
     tar -xJf .gpu/bundle.tar.xz -C "$R" || { echo "gpu-check: no bundle (.gpu/bundle.tar.xz)"; exit 1; }
 fi
-export LD_LIBRARY_PATH="$R/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# cuDNN: the GPU machine has 9.19 inside PyTorch's wheels (and an older one in /usr/lib); apb
+# links libcudnn.so.9, so the newest is put first (APB_CUDNN_LIB overrides).
+cudnn_lib=${APB_CUDNN_LIB:-$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/cudnn/lib 2>/dev/null | head -1)}
+export LD_LIBRARY_PATH="$R/lib${cudnn_lib:+:$cudnn_lib}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export STARPU_HOME="$R/starpu-home" STARPU_SILENT=1 APB_HOME="$R/home" NCCL_NVLS_ENABLE=0
 mkdir -p "$STARPU_HOME" "$APB_HOME/models"
 export APB_PYTHON=${APB_PYTHON:-python3}

@@ -85,6 +85,23 @@ if [ ! -f "$VENV/.apb-ok" ]; then
     touch "$VENV/.apb-ok"
 fi
 
+# ---------------------------------------------------------------- 3b. cudnn-frontend headers
+# cuDNN's C++ frontend (header-only) for the fused-attention path; cuDNN itself comes with the
+# CUDA toolkit. Only when CUDA is built; a failure here builds without cuDNN (configure says so).
+CUDNN_FE=$APB_HOME/cudnn-frontend-1.32.0/include
+if [ $with_cuda = yes ] && [ ! -f "$CUDNN_FE/cudnn_frontend.h" ]; then
+    log "fetching the cudnn-frontend headers (PyPI nvidia-cudnn-frontend==1.32.0)"
+    fe_dl=$(mktemp -d)
+    if "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+            -d "$fe_dl" "nvidia-cudnn-frontend==1.32.0" &&
+       (cd "$fe_dl" && python3 -m zipfile -e ./*.whl x >/dev/null) && [ -f "$fe_dl/x/include/cudnn_frontend.h" ]; then
+        mkdir -p "$(dirname "$CUDNN_FE")" && rm -rf "$CUDNN_FE" && mv "$fe_dl/x/include" "$CUDNN_FE"
+    else
+        log "warning: cudnn-frontend unavailable; building without cuDNN attention"
+    fi
+    rm -rf "$fe_dl"
+fi
+
 # ---------------------------------------------------------------- 4. bundled model
 MODEL=$APB_HOME/models/smollm2-135m-instruct
 if [ ! -f "$MODEL/.apb-ok" ]; then
@@ -107,4 +124,5 @@ export PATH="$STARPU_PREFIX/bin:$CUDA_HOME/bin:\$PATH"
 export STARPU_HOME="$APB_HOME/starpu-home"
 export APB_PYTHON="$VENV/bin/python"
 ENV
+[ -f "$CUDNN_FE/cudnn_frontend.h" ] && echo "export APB_CUDNN_FE=\"$CUDNN_FE\"" >>"$APB_HOME/env.sh"
 log "done; environment in $APB_HOME/env.sh"

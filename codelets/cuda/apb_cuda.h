@@ -46,17 +46,30 @@ typedef struct apb_cuda_seg {
 } apb_cuda_seg;
 #define APB_CUDA_MAX_SEGS 256 /* kernel parameters: about 16 KiB, within the 32 KiB Hopper allows */
 /* o (n_q x H*d) and lse (n_q x H) for query heads of KV heads [kvh0, kvh0 + n_kvh).
- * tensor_cores != 0 uses the bf16 mma.sync kernel (head_dim 64 or 128, 16-byte aligned rows, and
- * device scratch of apb_cuda_attention_scratch() bytes for the bf16 copies of K and V),
- * otherwise the fp32 kernel. Returns 0, or -1 when the shape is unsupported. */
+ * Paths (attention.cu), in order: few query rows (n_q G <= 64, head_dim 64/128/256) run the
+ * split-KV kernel (fp32 math); with tensor_cores, cuDNN's fused SDPA where the segment pattern
+ * maps onto it (attention_cudnn.cu, when built with cuDNN); else the bf16 mma.sync kernel
+ * (head_dim 64 or 128, 16-byte aligned rows); else the fp32 kernel. `scratch` must hold
+ * apb_cuda_attention_scratch() bytes (0: none needed). APB_ATTN_IMPL=own|cudnn|fp32 and
+ * APB_ATTN_SPLITKV=0 select paths for comparisons. Returns 0, or -1 when the shape is
+ * unsupported or a launch failed. */
 int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord0, const apb_cuda_seg *segs,
                        int n_segs, int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
                        float *o, int ld_o, float *lse, int ld_lse, int tensor_cores, void *scratch,
-                       cudaStream_t s);
-/* Bytes of scratch the tensor-core path needs (0: the fp32 kernel will run). */
+                       size_t scratch_bytes, cudaStream_t s);
+/* Bytes of scratch the chosen path needs (0: the fp32 kernel will run). */
 size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, int q_coord0,
-                                  const apb_cuda_seg *segs, int n_segs, int n_kvh, int head_dim,
-                                  int tensor_cores);
+                                  const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
+                                  int n_kvh, int head_dim, int tensor_cores);
+/* cuDNN fused SDPA (attention_cudnn.cu, built when configure finds cuDNN and cudnn-frontend):
+ * scratch bytes, 0 when the task's segments or shape do not map onto it; the run returns 0,
+ * 1 = not applicable (nothing was queued), -1 = cuDNN failed. */
+size_t apb_cudnn_attention_scratch(int n_q, int q_coord0, const apb_cuda_seg *segs, int n_segs,
+                                   int n_heads, int n_kv_heads, int n_kvh, int head_dim);
+int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coord0, const apb_cuda_seg *segs,
+                        int n_segs, int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
+                        float *o, int ld_o, float *lse, int ld_lse, void *scratch,
+                        size_t scratch_bytes, cudaStream_t s);
 
 /* --------------------------------------------------------------- APB ops (rope.cu, apb_ops.cu, ...) */
 /* Rotate-half RoPE in place on q (rows x hq*d) and k (rows x hk*d, may be NULL); row i has position

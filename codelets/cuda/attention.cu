@@ -22,6 +22,7 @@
  * q and the output; partial softmax states merge in shared memory. It is the exact path
  * (APB_PREC_FP32) and serves any head_dim <= 256 and one-row decode.
  */
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -469,11 +470,214 @@ static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, cons
         apb_launch_mma_nw<D, 4, 2>(q, ld_q, n_q, q_coord0, sp, group, qh0, kvh0, nqh, o, ld_o, lse, ld_lse, scale_log2, s);
 }
 
+/* ------------------------------------------------------------------ split-KV kernel (few rows) */
+/* Flash-decoding: the visible keys of a task (the concatenation of its segments, clamped for the
+ * last row) are cut into nsplit ranges; CTA (split, row group, KV head) streams its range once
+ * for up to APB_SK_RB query rows of the KV head's group (rows r = i G + g: query row i, head
+ * kvh G + g), 4 warps taking every 4th key, each lane holding D/32 consecutive elements of q, k,
+ * v and the accumulator. Warps merge in shared memory; every CTA writes its unnormalized partial
+ * (m, l, acc) and apb_k_attn_splitkv_merge combines the splits per row by their log-sum-exp.
+ * fp32 arithmetic (K/V fp32 or bf16): the exact path, used in both precisions. */
+enum { APB_SK_WARPS = 4, APB_SK_RB = 8, APB_SK_MAX_ROWS = 64, APB_SK_MAX_SPLITS = 512 };
+
+template <int D>
+__global__ void __launch_bounds__(32 * APB_SK_WARPS)
+apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
+                   int group, int kvh0, int nsplit, int chunk, float *__restrict__ part)
+{
+    constexpr int DE = D / 32;
+    __shared__ float sm_m[APB_SK_WARPS][APB_SK_RB], sm_l[APB_SK_WARPS][APB_SK_RB];
+    __shared__ float sm_acc[APB_SK_WARPS][APB_SK_RB][D];
+    const int split = blockIdx.x, rg = blockIdx.y, kvl = blockIdx.z, kvh = kvh0 + kvl;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int R = n_q * group, r0 = rg * APB_SK_RB, nr = min(APB_SK_RB, R - r0);
+    const int qhi = q_coord0 + n_q - 1;
+    float qv[APB_SK_RB][DE], acc[APB_SK_RB][DE], m[APB_SK_RB], l[APB_SK_RB];
+    int qc[APB_SK_RB];
+    const float scale = rsqrtf((float)D);
+#pragma unroll
+    for (int r = 0; r < APB_SK_RB; r++) {
+        const int rr = r0 + (r < nr ? r : 0), i = rr / group, qh = kvh * group + rr % group;
+        qc[r] = r < nr ? q_coord0 + i : INT_MIN; /* INT_MIN: padding row, sees nothing */
+#pragma unroll
+        for (int e = 0; e < DE; e++) {
+            qv[r][e] = q[(size_t)i * ld_q + (size_t)qh * D + lane * DE + e] * scale;
+            acc[r][e] = 0.f;
+        }
+        m[r] = -INFINITY;
+        l[r] = 0.f;
+    }
+    const int lo = split * chunk, hi = lo + chunk;
+    int base = 0;
+    for (int si = 0; si < sp.n && base < hi; si++) {
+        const apb_cuda_seg sg = sp.s[si];
+        const int ke = apb_seg_kend(sg, qhi);
+        const int a = max(lo, base), b = min(hi, base + ke);
+        for (int jj = a + warp; jj < b; jj += APB_SK_WARPS) {
+            const int j = jj - base;
+            const size_t at = (size_t)j * sg.ld + (size_t)kvh * D + lane * DE;
+            float kv[DE], vv[DE];
+            if (sg.bf16) {
+                const uint16_t *k16 = (const uint16_t *)(const void *)sg.k + at;
+                const uint16_t *v16 = (const uint16_t *)(const void *)sg.v + at;
+#pragma unroll
+                for (int e = 0; e < DE; e++) {
+                    kv[e] = apb_bf16_to_f32(k16[e]);
+                    vv[e] = apb_bf16_to_f32(v16[e]);
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < DE; e++) {
+                    kv[e] = sg.k[at + e];
+                    vv[e] = sg.v[at + e];
+                }
+            }
+            const int kc = sg.coord0 + j;
+#pragma unroll
+            for (int r = 0; r < APB_SK_RB; r++) {
+                float dot = 0.f;
+#pragma unroll
+                for (int e = 0; e < DE; e++)
+                    dot += qv[r][e] * kv[e];
+                dot = apb_warp_sum(dot);
+                const bool vis = r < nr && qc[r] >= sg.min_q_coord && (!sg.causal || kc <= qc[r]);
+                if (!vis)
+                    continue;
+                const float nm = fmaxf(m[r], dot), f = expf(m[r] - nm), p = expf(dot - nm);
+                l[r] = l[r] * f + p;
+#pragma unroll
+                for (int e = 0; e < DE; e++)
+                    acc[r][e] = acc[r][e] * f + p * vv[e];
+                m[r] = nm;
+            }
+        }
+        base += ke;
+    }
+#pragma unroll
+    for (int r = 0; r < APB_SK_RB; r++) {
+        if (lane == 0) {
+            sm_m[warp][r] = m[r];
+            sm_l[warp][r] = l[r];
+        }
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            sm_acc[warp][r][lane * DE + e] = acc[r][e];
+    }
+    __syncthreads();
+    /* warp w combines rows w, w + 4, ... over the 4 warps and writes the CTA's partial */
+    for (int r = warp; r < nr; r += APB_SK_WARPS) {
+        float M = -INFINITY;
+        for (int w = 0; w < APB_SK_WARPS; w++)
+            M = fmaxf(M, sm_m[w][r]);
+        float f[APB_SK_WARPS], L = 0.f;
+        for (int w = 0; w < APB_SK_WARPS; w++) {
+            f[w] = sm_m[w][r] == -INFINITY ? 0.f : expf(sm_m[w][r] - M);
+            L += sm_l[w][r] * f[w];
+        }
+        /* partial layout: [kvl][row][split] x (D + 2) floats: acc, m, l */
+        float *pp = part + (((size_t)kvl * R + r0 + r) * nsplit + split) * (D + 2);
+        for (int c = lane; c < D; c += 32) {
+            float s = 0.f;
+            for (int w = 0; w < APB_SK_WARPS; w++)
+                s += sm_acc[w][r][c] * f[w];
+            pp[c] = s;
+        }
+        if (lane == 0) {
+            pp[D] = M;
+            pp[D + 1] = L;
+        }
+    }
+}
+
+/* One warp per (KV head, row): merges the splits' partials and writes o and lse. */
+__global__ void apb_k_attn_splitkv_merge(const float *__restrict__ part, int n_q, int group, int kvh0,
+                                         int n_kvh, int nsplit, int D, float *__restrict__ o,
+                                         int ld_o, float *__restrict__ lse, int ld_lse)
+{
+    const int R = n_q * group, wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (wid >= n_kvh * R)
+        return;
+    const int kvl = wid / R, r = wid % R, i = r / group, qh = (kvh0 + kvl) * group + r % group;
+    const float *pp = part + ((size_t)kvl * R + r) * nsplit * (D + 2);
+    float M = -INFINITY;
+    for (int s = lane; s < nsplit; s += 32)
+        M = fmaxf(M, pp[(size_t)s * (D + 2) + D]);
+    M = apb_warp_max(M);
+    float L = 0.f;
+    for (int s = lane; s < nsplit; s += 32) {
+        float ms = pp[(size_t)s * (D + 2) + D];
+        L += ms == -INFINITY ? 0.f : pp[(size_t)s * (D + 2) + D + 1] * expf(ms - M);
+    }
+    L = apb_warp_sum(L);
+    float *orow = o + (size_t)i * ld_o + (size_t)qh * D;
+    for (int c = lane; c < D; c += 32) {
+        float acc = 0.f;
+        for (int s = 0; s < nsplit; s++) {
+            float ms = pp[(size_t)s * (D + 2) + D];
+            if (ms != -INFINITY)
+                acc += pp[(size_t)s * (D + 2) + c] * expf(ms - M);
+        }
+        orow[c] = L > 0.f ? acc / L : 0.f;
+    }
+    if (lane == 0)
+        lse[(size_t)i * ld_lse + qh] = L > 0.f ? M + logf(L) : -INFINITY;
+}
+
+static int apb_sm_count(void)
+{
+    static int sms[64];
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev < 0 || dev >= 64)
+        return 132;
+    if (!sms[dev]) {
+        int n = 0;
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+        sms[dev] = n > 0 ? n : 132;
+    }
+    return sms[dev];
+}
+
+static bool apb_use_splitkv(int n_q, int group, int head_dim)
+{
+    const char *e = getenv("APB_ATTN_SPLITKV");
+    if (e && !strcmp(e, "0"))
+        return false;
+    return (head_dim == 64 || head_dim == 128 || head_dim == 256) && n_q * group <= APB_SK_MAX_ROWS;
+}
+
+/* Splits for `keys` visible keys: about 4 CTAs per SM in all, at least 64 keys per split. */
+static void apb_splitkv_shape(int n_q, int group, int n_kvh, int keys, int *nsplit, int *chunk)
+{
+    const int R = n_q * group, nrg = (R + APB_SK_RB - 1) / APB_SK_RB;
+    int want = 4 * apb_sm_count() / (n_kvh * nrg);
+    int maxs = (keys + 63) / 64;
+    int ns = want < maxs ? want : maxs;
+    ns = ns < 1 ? 1 : ns > APB_SK_MAX_SPLITS ? APB_SK_MAX_SPLITS : ns;
+    int ch = (keys + ns - 1) / ns;
+    ch = ch < 1 ? 1 : ch;
+    *nsplit = (keys + ch - 1) / ch;
+    if (*nsplit < 1)
+        *nsplit = 1;
+    *chunk = ch;
+}
+
+static int apb_visible_keys(const apb_cuda_seg *segs, int n_segs, int qhi)
+{
+    int n = 0;
+    for (int i = 0; i < n_segs; i++)
+        n += apb_seg_kend(segs[i], qhi);
+    return n;
+}
+
 static bool apb_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 static bool apb_use_mma(const float *q, int ld_q, int n_q, const apb_cuda_seg *segs, int n_segs,
                         int head_dim, int tensor_cores)
 {
+    const char *e = getenv("APB_ATTN_IMPL");
+    if (e && !strcmp(e, "fp32"))
+        return false;
     bool aligned = apb_aligned16(q) && ld_q % 4 == 0;
     for (int i = 0; i < n_segs; i++) /* 16-byte rows for cp.async: 4 fp32 or 8 bf16 elements */
         aligned = aligned && apb_aligned16(segs[i].k) && apb_aligned16(segs[i].v) &&
@@ -482,25 +686,66 @@ static bool apb_use_mma(const float *q, int ld_q, int n_q, const apb_cuda_seg *s
            n_segs <= APB_CUDA_MAX_SEGS;
 }
 
-extern "C" size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, int q_coord0,
-                                             const apb_cuda_seg *segs, int n_segs, int n_kvh,
-                                             int head_dim, int tensor_cores)
+/* cuDNN's fused SDPA (attention_cudnn.cu) for the tensor-core precision, unless APB_ATTN_IMPL
+ * names another kernel; 0 when it does not apply (the own kernels run). */
+static size_t apb_cudnn_bytes(int n_q, int q_coord0, const apb_cuda_seg *segs, int n_segs,
+                              int n_heads, int n_kv_heads, int n_kvh, int head_dim, int tensor_cores)
 {
+#ifdef APB_HAVE_CUDNN
+    if (!tensor_cores)
+        return 0;
+    return apb_cudnn_attention_scratch(n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, n_kvh, head_dim);
+#else
+    (void)n_q, (void)q_coord0, (void)segs, (void)n_segs, (void)n_heads, (void)n_kv_heads, (void)n_kvh;
+    (void)head_dim, (void)tensor_cores;
+    return 0;
+#endif
+}
+
+extern "C" size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, int q_coord0,
+                                             const apb_cuda_seg *segs, int n_segs, int n_heads,
+                                             int n_kv_heads, int n_kvh, int head_dim, int tensor_cores)
+{
+    if (n_q <= 0 || n_segs > APB_CUDA_MAX_SEGS)
+        return 0;
+    const int group = n_heads / n_kv_heads, qhi = q_coord0 + n_q - 1;
+    if (apb_use_splitkv(n_q, group, head_dim)) {
+        int ns, ch;
+        apb_splitkv_shape(n_q, group, n_kvh, apb_visible_keys(segs, n_segs, qhi), &ns, &ch);
+        return (size_t)n_kvh * n_q * group * ns * (head_dim + 2) * sizeof(float) + 16;
+    }
+    size_t cb = apb_cudnn_bytes(n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, n_kvh, head_dim, tensor_cores);
+    if (cb)
+        return cb;
     if (!apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores))
         return 0;
     size_t rows = 0; /* bf16 segments are read in place */
     for (int i = 0; i < n_segs; i++)
-        rows += segs[i].bf16 ? 0 : (size_t)apb_seg_kend(segs[i], q_coord0 + n_q - 1);
+        rows += segs[i].bf16 ? 0 : (size_t)apb_seg_kend(segs[i], qhi);
     return 2 * rows * (size_t)n_kvh * head_dim * sizeof(uint16_t) + 16;
 }
 
 extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord0,
                                   const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
                                   int kvh0, int n_kvh, int head_dim, float *o, int ld_o, float *lse,
-                                  int ld_lse, int tensor_cores, void *scratch, cudaStream_t s)
+                                  int ld_lse, int tensor_cores, void *scratch, size_t scratch_bytes,
+                                  cudaStream_t s)
 {
     if (n_segs > APB_CUDA_MAX_SEGS || head_dim > 32 * APB_F32_MAXE || n_q <= 0)
         return n_q <= 0 ? 0 : -1;
+    const int group = n_heads / n_kv_heads, qh0 = kvh0 * group, nqh = n_kvh * group;
+    const int qhi = q_coord0 + n_q - 1;
+#ifdef APB_HAVE_CUDNN
+    if (scratch && !apb_use_splitkv(n_q, group, head_dim) &&
+        apb_cudnn_bytes(n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, n_kvh, head_dim, tensor_cores)) {
+        int rc = apb_cudnn_attention(q, ld_q, n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, kvh0,
+                                     n_kvh, head_dim, o, ld_o, lse, ld_lse, scratch, scratch_bytes, s);
+        if (rc <= 0)
+            return rc;
+        /* not applicable after all: the own kernels below (scratch was sized for cuDNN; the mma
+         * kernel's need is checked again) */
+    }
+#endif
     static apb_segs sp; /* 14 KiB: not on the stack; launches copy it (one task per worker thread
                            at a time, so the mutex below is uncontended) */
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -508,12 +753,37 @@ extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord
     sp.n = n_segs;
     for (int i = 0; i < n_segs; i++)
         sp.s[i] = segs[i];
-    const int group = n_heads / n_kv_heads, qh0 = kvh0 * group, nqh = n_kvh * group;
     const float scale = 1.0f / sqrtf((float)head_dim);
-    if (scratch && apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores)) {
+    if (scratch && apb_use_splitkv(n_q, group, head_dim)) {
+        int ns, ch;
+        const int keys = apb_visible_keys(segs, n_segs, qhi);
+        apb_splitkv_shape(n_q, group, n_kvh, keys, &ns, &ch);
+        float *part = (float *)scratch;
+        const int R = n_q * group;
+        dim3 grid(ns, (R + APB_SK_RB - 1) / APB_SK_RB, n_kvh);
+        if (head_dim == 64)
+            apb_k_attn_splitkv<64><<<grid, 32 * APB_SK_WARPS, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        else if (head_dim == 128)
+            apb_k_attn_splitkv<128><<<grid, 32 * APB_SK_WARPS, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        else
+            apb_k_attn_splitkv<256><<<grid, 32 * APB_SK_WARPS, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        const int warps = n_kvh * R, threads = 128;
+        apb_k_attn_splitkv_merge<<<(unsigned)((warps * 32 + threads - 1) / threads), threads, 0, s>>>(
+            part, n_q, group, kvh0, n_kvh, ns, head_dim, o, ld_o, lse, ld_lse);
+        pthread_mutex_unlock(&lock);
+        return 0;
+    }
+    size_t mma_need = 0;
+    if (apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores)) {
+        size_t rows = 0;
+        for (int i = 0; i < n_segs; i++)
+            rows += segs[i].bf16 ? 0 : (size_t)apb_seg_kend(segs[i], qhi);
+        mma_need = 2 * rows * (size_t)n_kvh * head_dim * sizeof(uint16_t);
+    }
+    if (scratch && mma_need <= scratch_bytes && apb_use_mma(q, ld_q, n_q, segs, n_segs, head_dim, tensor_cores)) {
         /* bf16 copies of the visible rows of this task's KV heads, [rows][n_kvh * d] per segment */
         uint16_t *p = (uint16_t *)scratch;
-        const int w = n_kvh * head_dim, qhi = q_coord0 + n_q - 1;
+        const int w = n_kvh * head_dim;
         for (int i = 0; i < n_segs; i++) {
             int ke = apb_seg_kend(segs[i], qhi);
             if (segs[i].bf16) { /* the kernel offsets by the KV head within [kvh0, kvh0 + n_kvh) */

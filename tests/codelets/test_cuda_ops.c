@@ -230,11 +230,11 @@ Test(cuda_fp32, logits) { NEED_CUDA(); check_logits(0); }
 Test(cuda_bf16, logits) { NEED_CUDA(); check_logits(1); }
 
 /* ------------------------------------------------------------------ attention */
-struct attn_ctx { int H, Hk, d, q_coord0, ns; struct { int len, coord0, causal, min_q; } s[3]; };
+struct attn_ctx { int H, Hk, d, q_coord0, ns; struct { int len, coord0, causal, min_q; } s[4]; };
 static int ins_attn(apb_handle *h, const void *c)
 {
     const struct attn_ctx *a = c;
-    apb_attn_seg segs[3];
+    apb_attn_seg segs[4];
     for (int s = 0; s < a->ns; s++)
         segs[s] = (apb_attn_seg){h[1 + 2 * s], h[2 + 2 * s], a->s[s].len, a->s[s].coord0,
                                  a->s[s].causal, a->s[s].min_q};
@@ -293,6 +293,80 @@ Test(cuda_bf16, attention_tc_d128) { NEED_CUDA(); check_attention(128, 2e-2, 0);
 Test(cuda_fp32, attention_bf16_kv_d128) { NEED_CUDA(); check_attention(128, 1e-5, 1); }
 Test(cuda_bf16, attention_tc_bf16_kv_d64) { NEED_CUDA(); check_attention(64, 2e-2, 1); }
 Test(cuda_bf16, attention_tc_bf16_kv_d128) { NEED_CUDA(); check_attention(128, 2e-2, 1); }
+
+/* One case: nq query rows at q_coord0, segments of ctx (K/V rows len + 3; the first nbf16
+ * segments stored bf16), outputs poisoned, GPU against CPU. */
+static void attn_case(const struct attn_ctx *a, int nq, int nbf16, double tol, uint64_t seed)
+{
+    const int kd = a->Hk * a->d;
+    tbuf b[11];
+    b[0] = rnd(nq, a->H * a->d, 1, seed);
+    for (int s = 0; s < a->ns; s++) {
+        b[1 + 2 * s] = rnd(a->s[s].len + 3, kd, 1, seed + 1 + s);
+        b[2 + 2 * s] = rnd(a->s[s].len + 3, kd, 1, seed + 11 + s);
+        if (s < nbf16) {
+            b[1 + 2 * s] = bf16_of(b[1 + 2 * s]);
+            b[2 + 2 * s] = bf16_of(b[2 + 2 * s]);
+        }
+    }
+    int no = 1 + 2 * a->ns;
+    b[no] = nanbuf(nq, a->H * a->d);
+    b[no + 1] = nanbuf(nq, a->H);
+    both(b, no + 2, ins_attn, a, (int[]){no, no + 1}, 2, tol);
+    free_bufs(b, no + 2);
+}
+
+/* Segment patterns the cuDNN path maps onto one banded call plus passing calls (BF16 suite), or
+ * refuses (then the own kernels run): a causal run shorter than the query tile (top-left band,
+ * right bound != S_kv - S_q), a causal run of two segments starting before the first row, two
+ * passing groups with different min_q, a causal segment no row reaches from the first row. */
+static void check_attention_patterns(int d, double tol, int bf16kv)
+{
+    int H = 8, Hk = 2, nq = 300;
+    struct attn_ctx p1 = {H, Hk, d, 500, 2, {{200, 0, 1, 0}, {250, 500, 1, 0}}};
+    attn_case(&p1, nq, bf16kv, tol, 100);
+    struct attn_ctx p2 = {H, Hk, d, 500, 3, {{64, 0, 0, 0}, {170, 450, 1, 0}, {230, 620, 1, 0}}};
+    attn_case(&p2, nq, bf16kv ? 2 : 0, tol, 200);
+    struct attn_ctx p3 = {H, Hk, d, 500, 4, {{128, 0, 1, 0}, {90, 128, 0, 560}, {77, 218, 0, 700}, {nq, 500, 1, 0}}};
+    attn_case(&p3, nq, bf16kv ? 3 : 0, tol, 300);
+    struct attn_ctx p4 = {H, Hk, d, 500, 2, {{100, 0, 0, 0}, {200, 600, 1, 0}}};
+    attn_case(&p4, nq, bf16kv, tol, 400);
+}
+Test(cuda_bf16, attention_patterns_d128) { NEED_CUDA(); check_attention_patterns(128, 2e-2, 0); }
+Test(cuda_bf16, attention_patterns_bf16_kv_d128) { NEED_CUDA(); check_attention_patterns(128, 2e-2, 1); }
+Test(cuda_bf16, attention_patterns_d64) { NEED_CUDA(); check_attention_patterns(64, 2e-2, 0); }
+Test(cuda_fp32, attention_patterns_d128) { NEED_CUDA(); check_attention_patterns(128, 1e-5, 0); }
+
+/* Few query rows (decode steps, the question pass, per-host partials): the split-KV kernel, for
+ * 1..32 rows and GQA groups 1, 4, every segment kind, fp32 and bf16 K/V, keys split over many
+ * CTAs (several thousand keys). fp32 arithmetic: the fp32 tolerance in both suites. */
+static void check_attention_few(int d, int bf16kv)
+{
+    const int rows[] = {1, 2, 5, 16};
+    for (int g = 0; g < 2; g++) {
+        int H = g ? 8 : 2, Hk = 2;
+        for (unsigned r = 0; r < sizeof rows / sizeof *rows; r++) {
+            int nq = rows[r];
+            if (nq * (H / Hk) > 64)
+                continue;
+            /* question / decode row at 5000..: anchor-like prefix, passing block that the first
+             * rows skip, a long causal cache, and the rows' own keys */
+            struct attn_ctx a = {H, Hk, d, 5000, 4, {{700, 0, 1, 0}, {1500, 700, 0, 5000 + nq / 2},
+                                                    {2800, 2200, 1, 0}, {nq, 5000, 1, 0}}};
+            attn_case(&a, nq, bf16kv ? 3 : 0, 1e-5, 500 + 10 * r + g);
+            /* a non-last host's partial: non-causal over its whole cache */
+            struct attn_ctx b = {H, Hk, d, 9000, 1, {{3000, 100, 0, 0}}};
+            attn_case(&b, nq, bf16kv, 1e-5, 600 + 10 * r + g);
+            /* rows that see nothing (min_q beyond every row): o = 0, lse = -inf */
+            struct attn_ctx c = {H, Hk, d, 0, 1, {{100, 0, 0, 50}}};
+            attn_case(&c, nq, 0, 1e-5, 700 + 10 * r + g);
+        }
+    }
+}
+Test(cuda_fp32, attention_few_rows_d128) { NEED_CUDA(); check_attention_few(128, 0); }
+Test(cuda_fp32, attention_few_rows_bf16_kv_d128) { NEED_CUDA(); check_attention_few(128, 1); }
+Test(cuda_bf16, attention_few_rows_d64) { NEED_CUDA(); check_attention_few(64, 0); }
+Test(cuda_bf16, attention_few_rows_bf16_kv_d128) { NEED_CUDA(); check_attention_few(128, 1); }
 
 /* ------------------------------------------------------------------ APB ops */
 struct rope_ctx { int pos0, d, has_k; };

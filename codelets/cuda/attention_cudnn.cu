@@ -1,0 +1,460 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief Prefill attention through cuDNN's fused SDPA (cudnn-frontend graph API, host code only).
+ *
+ * The segment list of an attention task (apb_insert_attention) is mapped onto at most
+ * 1 + APB_CUDNN_MAX_PASS fused SDPA calls whose results are merged by their log-sum-exp:
+ *
+ *   main call:  every segment that the first query row may see (min_q_coord <= q_coord0). Its
+ *               visible keys are packed into one bf16 buffer, the wholly visible ones first
+ *               ("prefix", P keys) then the causal ones in coordinate order ("tail", one run of
+ *               consecutive coordinates starting at c0). Row i then sees packed key j iff
+ *               j <= i + off with off = P + q_coord0 - c0: a top-left diagonal band with right
+ *               bound off (the causal self block, bottom-right aligned, is the case
+ *               off = S_kv - S_q). Without a tail there is no mask.
+ *   pass calls: the non-causal segments with q_coord0 < min_q_coord (APB's passing blocks,
+ *               which anchor rows skip): one unmasked call per distinct min_q_coord over the
+ *               query rows that see them.
+ *
+ * Anything else (a causal segment that the first row cannot reach, more pass groups, head_dim
+ * not a multiple of 8) is "not applicable" and the caller runs its own kernel. cuDNN writes bf16
+ * O and fp32 natural-log stats; apb_k_cudnn_finish merges the parts and writes the fp32 O and LSE
+ * tiles. Graphs are built once per shape and device and cached per worker thread, with
+ * dynamic shapes and a kernel cache so that new sequence lengths reuse compiled kernels.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+/* nvcc flags `st = g->f()` as discarding f's [[nodiscard]] result (#2810); it is assigned and checked */
+#pragma nv_diag_suppress 2810
+#include <cudnn_frontend.h>
+
+#include "codelets/cuda/common.cuh"
+
+namespace fe = cudnn_frontend;
+
+enum { APB_CUDNN_MAX_PASS = 3 };
+
+/* The calls one task makes, derived from its segments (identical in the sizing and run calls). */
+struct apb_cudnn_part {
+    int row0, rows;  /* query rows [row0, row0 + rows) */
+    int skv;         /* packed keys */
+    int masked, off; /* top-left band, right bound off */
+    int seg_idx[APB_CUDA_MAX_SEGS], seg_keys[APB_CUDA_MAX_SEGS], nseg;
+};
+struct apb_cudnn_plan {
+    apb_cudnn_part part[1 + APB_CUDNN_MAX_PASS];
+    int nparts;
+};
+
+static int apb_cudnn_kend(const apb_cuda_seg &sg, int qhi)
+{
+    if (qhi < sg.min_q_coord)
+        return 0;
+    int k = sg.len;
+    if (sg.causal && qhi - sg.coord0 + 1 < k)
+        k = qhi - sg.coord0 + 1;
+    return k > 0 ? k : 0;
+}
+
+/* 0 = planned, 1 = not expressible */
+static int apb_cudnn_make_plan(int n_q, int q_coord0, const apb_cuda_seg *segs, int n_segs,
+                               apb_cudnn_plan *pl)
+{
+    const int qhi = q_coord0 + n_q - 1;
+    apb_cudnn_part &m = pl->part[0];
+    m = apb_cudnn_part{};
+    m.rows = n_q;
+    pl->nparts = 1;
+    /* prefix first */
+    int tail[APB_CUDA_MAX_SEGS], ntail = 0;
+    for (int i = 0; i < n_segs; i++) {
+        const apb_cuda_seg &sg = segs[i];
+        int ke = apb_cudnn_kend(sg, qhi);
+        if (ke == 0)
+            continue;
+        if (sg.min_q_coord > q_coord0) {
+            if (sg.causal && sg.coord0 + ke - 1 > sg.min_q_coord)
+                return 1; /* causal and partly hidden from rows that pass min_q: not expressible */
+            int p = 1;
+            for (; p < pl->nparts; p++)
+                if (pl->part[p].row0 == sg.min_q_coord - q_coord0)
+                    break;
+            if (p == pl->nparts) {
+                if (pl->nparts == 1 + APB_CUDNN_MAX_PASS)
+                    return 1;
+                pl->part[p] = apb_cudnn_part{};
+                pl->part[p].row0 = sg.min_q_coord - q_coord0;
+                pl->part[p].rows = n_q - pl->part[p].row0;
+                pl->nparts++;
+            }
+            apb_cudnn_part &pp = pl->part[p];
+            pp.seg_idx[pp.nseg] = i;
+            pp.seg_keys[pp.nseg++] = ke;
+            pp.skv += ke;
+        } else if (!sg.causal || sg.coord0 + ke - 1 <= q_coord0) {
+            m.seg_idx[m.nseg] = i;
+            m.seg_keys[m.nseg++] = ke;
+            m.skv += ke;
+        } else {
+            tail[ntail++] = i;
+        }
+    }
+    if (ntail) {
+        /* tail in coordinate order, consecutive coordinates */
+        for (int a = 1; a < ntail; a++)
+            for (int b = a; b > 0 && segs[tail[b]].coord0 < segs[tail[b - 1]].coord0; b--) {
+                int t = tail[b];
+                tail[b] = tail[b - 1];
+                tail[b - 1] = t;
+            }
+        const int c0 = segs[tail[0]].coord0;
+        if (c0 > q_coord0 + 1)
+            return 1;
+        int next = c0;
+        for (int a = 0; a < ntail; a++) {
+            const apb_cuda_seg &sg = segs[tail[a]];
+            if (sg.coord0 != next)
+                return 1;
+            int ke = apb_cudnn_kend(sg, qhi);
+            next = sg.coord0 + ke;
+            m.seg_idx[m.nseg] = tail[a];
+            m.seg_keys[m.nseg++] = ke;
+        }
+        m.masked = 1;
+        m.off = m.skv + q_coord0 - c0;
+        m.skv += next - c0;
+        if (m.off < 0)
+            return 1;
+        if (m.off >= m.skv - 1)
+            m.masked = 0; /* every row sees every key */
+    }
+    if (m.skv == 0)
+        return 1; /* rows with no key at all: the own kernels write lse = -inf */
+    return 0;
+}
+
+/* ------------------------------------------------------------------ graphs */
+struct apb_cudnn_key {
+    int hq, hk, sq, skv, d, masked, off;
+    bool operator==(const apb_cudnn_key &o) const
+    {
+        return hq == o.hq && hk == o.hk && sq == o.sq && skv == o.skv && d == o.d &&
+               masked == o.masked && off == o.off;
+    }
+};
+struct apb_cudnn_key_hash {
+    size_t operator()(const apb_cudnn_key &k) const
+    {
+        size_t h = 1469598103934665603ull;
+        const int v[7] = {k.hq, k.hk, k.sq, k.skv, k.d, k.masked, k.off};
+        for (int x : v)
+            h = (h ^ (size_t)(unsigned)x) * 1099511628211ull;
+        return h;
+    }
+};
+struct apb_cudnn_entry {
+    std::shared_ptr<fe::graph::Graph> g;
+    int64_t ws = 0;
+    bool ok = false;
+};
+/* One per worker thread (a StarPU CUDA worker drives one device); never freed: cuDNN handles
+ * cannot be destroyed safely after the CUDA context of a finished worker is gone. */
+struct apb_cudnn_thread {
+    int dev = -1;
+    cudnnHandle_t h = nullptr;
+    std::unordered_map<apb_cudnn_key, apb_cudnn_entry, apb_cudnn_key_hash> cache;
+    std::shared_ptr<fe::KernelCache> kcache;
+};
+static thread_local apb_cudnn_thread *apb_cudnn_tl;
+
+static int apb_cudnn_verbose(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_CUDNN_VERBOSE");
+        v = e && *e && strcmp(e, "0") ? 1 : 0;
+    }
+    return v;
+}
+
+static apb_cudnn_thread *apb_cudnn_state(void)
+{
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess)
+        return nullptr;
+    apb_cudnn_thread *t = apb_cudnn_tl;
+    if (t && t->dev == dev)
+        return t;
+    t = new apb_cudnn_thread();
+    t->dev = dev;
+    if (cudnnCreate(&t->h) != CUDNN_STATUS_SUCCESS) {
+        delete t;
+        return nullptr;
+    }
+    t->kcache = std::make_shared<fe::KernelCache>();
+    apb_cudnn_tl = t; /* a previous device's state is kept (its graphs stay valid there) */
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (apb_cudnn_verbose())
+            fprintf(stderr, "apb: attention through cuDNN %zu fused SDPA\n", cudnnGetVersion());
+    });
+    return t;
+}
+
+static bool apb_cudnn_dynamic(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_CUDNN_DYNAMIC");
+        v = e && !strcmp(e, "0") ? 0 : 1;
+    }
+    return v;
+}
+
+static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key &k, bool dynamic)
+{
+    apb_cudnn_entry e;
+    auto g = std::make_shared<fe::graph::Graph>();
+    g->set_io_data_type(fe::DataType_t::BFLOAT16)
+        .set_intermediate_data_type(fe::DataType_t::FLOAT)
+        .set_compute_data_type(fe::DataType_t::FLOAT);
+    if (dynamic)
+        g->set_dynamic_shape_enabled(true).set_kernel_cache(t->kcache);
+    const int64_t hq = k.hq, hk = k.hk, sq = k.sq, skv = k.skv, d = k.d;
+    auto Q = g->tensor(fe::graph::Tensor_attributes().set_name("Q").set_uid(1)
+                           .set_dim({1, hq, sq, d}).set_stride({sq * hq * d, d, hq * d, 1}));
+    auto K = g->tensor(fe::graph::Tensor_attributes().set_name("K").set_uid(2)
+                           .set_dim({1, hk, skv, d}).set_stride({skv * hk * d, d, hk * d, 1}));
+    auto V = g->tensor(fe::graph::Tensor_attributes().set_name("V").set_uid(3)
+                           .set_dim({1, hk, skv, d}).set_stride({skv * hk * d, d, hk * d, 1}));
+    auto opt = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true)
+                   .set_attn_scale(1.0f / sqrtf((float)k.d));
+    if (k.masked) {
+        if (k.off == skv - sq)
+            opt.set_diagonal_alignment(fe::DiagonalAlignment_t::BOTTOM_RIGHT);
+        else
+            opt.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT);
+        opt.set_diagonal_band_right_bound(k.off == skv - sq ? 0 : k.off);
+    }
+    auto outs = g->sdpa(Q, K, V, opt);
+    outs[0]->set_output(true).set_uid(4).set_dim({1, hq, sq, d}).set_stride({sq * hq * d, d, hq * d, 1});
+    outs[1]->set_output(true).set_uid(5).set_data_type(fe::DataType_t::FLOAT)
+        .set_dim({1, hq, sq, 1}).set_stride({hq * sq, sq, 1, 1});
+    fe::error_t st = g->validate();
+    if (st.is_good())
+        st = g->build_operation_graph(t->h);
+    if (st.is_good())
+        st = g->create_execution_plans({fe::HeurMode_t::A});
+    if (st.is_good())
+        st = g->check_support(t->h);
+    if (st.is_good())
+        st = g->build_plans(t->h, fe::BuildPlanPolicy_t::HEURISTICS_CHOICE);
+    if (st.is_good())
+        st = g->get_workspace_size(e.ws);
+    if (!st.is_good()) {
+        if (apb_cudnn_verbose())
+            fprintf(stderr, "apb: cuDNN SDPA refused hq %d hk %d sq %d skv %d d %d band %d/%d%s: %s\n",
+                    k.hq, k.hk, k.sq, k.skv, k.d, k.masked, k.off, dynamic ? " (dynamic)" : "",
+                    st.get_message().c_str());
+        return e;
+    }
+    e.g = g;
+    e.ok = true;
+    return e;
+}
+
+static const apb_cudnn_entry *apb_cudnn_get(apb_cudnn_thread *t, const apb_cudnn_key &k)
+{
+    auto it = t->cache.find(k);
+    if (it != t->cache.end())
+        return &it->second;
+    apb_cudnn_entry e;
+    try {
+        if (apb_cudnn_dynamic())
+            e = apb_cudnn_build(t, k, true);
+        if (!e.ok)
+            e = apb_cudnn_build(t, k, false);
+    } catch (const std::exception &ex) {
+        if (apb_cudnn_verbose())
+            fprintf(stderr, "apb: cuDNN graph build threw: %s\n", ex.what());
+        e = apb_cudnn_entry{};
+    }
+    return &t->cache.emplace(k, e).first->second;
+}
+
+static apb_cudnn_key apb_cudnn_key_of(const apb_cudnn_part &p, int nqh, int n_kvh, int d)
+{
+    return apb_cudnn_key{nqh, n_kvh, p.rows, p.skv, d, p.masked, p.masked ? p.off : 0};
+}
+
+static size_t apb_align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* Scratch layout: per part K, V (skv x W bf16), O (rows x nqh d bf16), stats (nqh x rows fp32);
+ * then Q (n_q x nqh d bf16) and the largest workspace. */
+static size_t apb_cudnn_layout(const apb_cudnn_plan &pl, int n_q, int nqh, int n_kvh, int d,
+                               int64_t ws, size_t *offs)
+{
+    size_t at = 0;
+    const size_t W = (size_t)n_kvh * d, QW = (size_t)nqh * d;
+    for (int p = 0; p < pl.nparts; p++) {
+        const apb_cudnn_part &pp = pl.part[p];
+        offs[4 * p + 0] = at, at = apb_align256(at + (size_t)pp.skv * W * 2);
+        offs[4 * p + 1] = at, at = apb_align256(at + (size_t)pp.skv * W * 2);
+        offs[4 * p + 2] = at, at = apb_align256(at + (size_t)pp.rows * QW * 2);
+        offs[4 * p + 3] = at, at = apb_align256(at + (size_t)pp.rows * nqh * 4);
+    }
+    offs[4 * APB_CUDNN_MAX_PASS + 4] = at, at = apb_align256(at + (size_t)n_q * QW * 2);
+    offs[4 * APB_CUDNN_MAX_PASS + 5] = at, at = apb_align256(at + (size_t)ws);
+    return at + 256;
+}
+
+/* ------------------------------------------------------------------ finish kernel */
+struct apb_cudnn_fin {
+    const uint16_t *o[1 + APB_CUDNN_MAX_PASS];
+    const float *st[1 + APB_CUDNN_MAX_PASS];
+    int row0[1 + APB_CUDNN_MAX_PASS], rows[1 + APB_CUDNN_MAX_PASS];
+    int n;
+};
+
+/* One warp per (row, head): o = sum_p e^(lse_p - L) O_p, lse = L = logsumexp_p lse_p. */
+__global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int n_q, int nqh, int d, int qh0,
+                                   float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
+{
+    const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (wid >= n_q * nqh)
+        return;
+    const int i = wid / nqh, h = wid % nqh;
+    float l[1 + APB_CUDNN_MAX_PASS], L = -INFINITY;
+    for (int p = 0; p < f.n; p++) {
+        int r = i - f.row0[p];
+        l[p] = r >= 0 && r < f.rows[p] ? f.st[p][(size_t)h * f.rows[p] + r] : -INFINITY;
+        L = fmaxf(L, l[p]);
+    }
+    float sum = 0.f;
+    for (int p = 0; p < f.n; p++) {
+        l[p] = l[p] == -INFINITY ? 0.f : expf(l[p] - L);
+        sum += l[p];
+    }
+    float *orow = o + (size_t)i * ld_o + (size_t)(qh0 + h) * d;
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    for (int c = lane; c < d; c += 32) {
+        float acc = 0.f;
+        for (int p = 0; p < f.n; p++)
+            if (l[p] != 0.f)
+                acc += l[p] * apb_bf16_to_f32(f.o[p][(size_t)(i - f.row0[p]) * nqh * d + (size_t)h * d + c]);
+        orow[c] = acc * inv;
+    }
+    if (lane == 0)
+        lse[(size_t)i * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
+}
+
+/* ------------------------------------------------------------------ entry points */
+extern "C" size_t apb_cudnn_attention_scratch(int n_q, int q_coord0, const apb_cuda_seg *segs,
+                                              int n_segs, int n_heads, int n_kv_heads, int n_kvh,
+                                              int head_dim)
+{
+    if (head_dim % 8 || head_dim > 256 || n_q < 2 || n_segs > APB_CUDA_MAX_SEGS)
+        return 0;
+    const char *e = getenv("APB_ATTN_IMPL");
+    if (e && strcmp(e, "cudnn") && strcmp(e, "auto"))
+        return 0;
+    static apb_cudnn_plan pl; /* large; one task at a time per thread under the lock below */
+    static std::mutex mu;
+    std::lock_guard<std::mutex> lock(mu);
+    if (apb_cudnn_make_plan(n_q, q_coord0, segs, n_segs, &pl))
+        return 0;
+    apb_cudnn_thread *t = apb_cudnn_state();
+    if (!t)
+        return 0;
+    const int group = n_heads / n_kv_heads, nqh = n_kvh * group;
+    int64_t ws = 0;
+    for (int p = 0; p < pl.nparts; p++) {
+        const apb_cudnn_entry *en = apb_cudnn_get(t, apb_cudnn_key_of(pl.part[p], nqh, n_kvh, head_dim));
+        if (!en->ok)
+            return 0;
+        ws = en->ws > ws ? en->ws : ws;
+    }
+    size_t offs[4 * APB_CUDNN_MAX_PASS + 6];
+    return apb_cudnn_layout(pl, n_q, nqh, n_kvh, head_dim, ws, offs);
+}
+
+extern "C" int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coord0,
+                                   const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
+                                   int kvh0, int n_kvh, int head_dim, float *o, int ld_o, float *lse,
+                                   int ld_lse, void *scratch, size_t scratch_bytes, cudaStream_t s)
+{
+    static apb_cudnn_plan pl;
+    static std::mutex mu;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!scratch || apb_cudnn_make_plan(n_q, q_coord0, segs, n_segs, &pl))
+        return 1;
+    apb_cudnn_thread *t = apb_cudnn_state();
+    if (!t)
+        return 1;
+    const int group = n_heads / n_kv_heads, nqh = n_kvh * group, d = head_dim, qh0 = kvh0 * group;
+    const size_t W = (size_t)n_kvh * d;
+    const apb_cudnn_entry *en[1 + APB_CUDNN_MAX_PASS];
+    int64_t ws = 0;
+    for (int p = 0; p < pl.nparts; p++) {
+        en[p] = apb_cudnn_get(t, apb_cudnn_key_of(pl.part[p], nqh, n_kvh, d));
+        if (!en[p]->ok)
+            return 1;
+        ws = en[p]->ws > ws ? en[p]->ws : ws;
+    }
+    size_t offs[4 * APB_CUDNN_MAX_PASS + 6];
+    if (apb_cudnn_layout(pl, n_q, nqh, n_kvh, d, ws, offs) > scratch_bytes)
+        return 1;
+    char *base = (char *)(((uintptr_t)scratch + 255) & ~(uintptr_t)255);
+    uint16_t *qb = (uint16_t *)(base + offs[4 * APB_CUDNN_MAX_PASS + 4]);
+    void *wsp = base + offs[4 * APB_CUDNN_MAX_PASS + 5];
+    apb_cuda_f32_to_bf16(qb, nqh * d, q + (size_t)qh0 * d, ld_q, n_q, nqh * d, s);
+    if (cudnnSetStream(t->h, s) != CUDNN_STATUS_SUCCESS)
+        return -1;
+    apb_cudnn_fin fin{};
+    fin.n = pl.nparts;
+    for (int p = 0; p < pl.nparts; p++) {
+        const apb_cudnn_part &pp = pl.part[p];
+        uint16_t *kb = (uint16_t *)(base + offs[4 * p]), *vb = (uint16_t *)(base + offs[4 * p + 1]);
+        uint16_t *ob = (uint16_t *)(base + offs[4 * p + 2]);
+        float *sb = (float *)(base + offs[4 * p + 3]);
+        size_t row = 0;
+        for (int a = 0; a < pp.nseg; a++) { /* pack the visible rows of this task's KV heads */
+            const apb_cuda_seg &sg = segs[pp.seg_idx[a]];
+            const int ke = pp.seg_keys[a];
+            if (sg.bf16) {
+                const uint16_t *k16 = (const uint16_t *)(const void *)sg.k + (size_t)kvh0 * d;
+                const uint16_t *v16 = (const uint16_t *)(const void *)sg.v + (size_t)kvh0 * d;
+                cudaMemcpy2DAsync(kb + row * W, W * 2, k16, (size_t)sg.ld * 2, W * 2, ke, cudaMemcpyDeviceToDevice, s);
+                cudaMemcpy2DAsync(vb + row * W, W * 2, v16, (size_t)sg.ld * 2, W * 2, ke, cudaMemcpyDeviceToDevice, s);
+            } else {
+                apb_cuda_f32_to_bf16(kb + row * W, (int)W, sg.k + (size_t)kvh0 * d, sg.ld, ke, (int)W, s);
+                apb_cuda_f32_to_bf16(vb + row * W, (int)W, sg.v + (size_t)kvh0 * d, sg.ld, ke, (int)W, s);
+            }
+            row += (size_t)ke;
+        }
+        std::unordered_map<int64_t, void *> vp = {
+            {1, qb + (size_t)pp.row0 * nqh * d}, {2, kb}, {3, vb}, {4, ob}, {5, sb}};
+        fe::error_t st = en[p]->g->execute(t->h, vp, wsp);
+        if (!st.is_good()) {
+            if (apb_cudnn_verbose())
+                fprintf(stderr, "apb: cuDNN SDPA execute failed: %s\n", st.get_message().c_str());
+            return -1;
+        }
+        fin.o[p] = ob;
+        fin.st[p] = sb;
+        fin.row0[p] = pp.row0;
+        fin.rows[p] = pp.rows;
+    }
+    const int warps = n_q * nqh, threads = 256;
+    apb_k_cudnn_finish<<<(unsigned)((warps * 32 + threads - 1) / threads), threads, 0, s>>>(
+        fin, n_q, nqh, d, qh0, o, ld_o, lse, ld_lse);
+    return cudaPeekAtLastError() == cudaSuccess ? 0 : -1;
+}
