@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#include "codelets/apb_runtime.h"
+#include "codelets/apb_codelets.h"
 #include "models/config.h"
 #include "models/tokenizer.h"
 #include "models/weights.h"
