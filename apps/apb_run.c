@@ -12,6 +12,7 @@
 
 #include "graph/apb_graph.h"
 #include "codelets/apb_kernels_cpu.h"
+#include "common/apb_meminfo.h"
 #include "apps/cli.h"
 #include "models/chat.h"
 #include "schedulers/schedulers.h"
@@ -73,6 +74,28 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Waits for submitted work, printing "label: NN% (done/total tasks)" on stderr every ~0.2 s
+ * when progress != 0. */
+static int wait_progress(const char *label, int progress, apb_err *err)
+{
+    if (progress) {
+        int total = apb_runtime_pending(), last_pct = -1;
+        while (1) {
+            int left = apb_runtime_pending();
+            int pct = total > 0 ? (int)(100.0 * (total - left) / total) : 100;
+            if (pct != last_pct) {
+                fprintf(stderr, "\r%s: %3d%% (%d/%d tasks)", label, pct, total - left, total);
+                last_pct = pct;
+            }
+            if (left == 0)
+                break;
+            usleep(200000);
+        }
+        fprintf(stderr, "\n");
+    }
+    return apb_runtime_wait_all(err);
 }
 
 /* ------------------------------------------------------------------ MPI
@@ -418,7 +441,7 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     else if (!rc)
         rc = apb_prefill_full(&m, &seq, ids, (int)n_ids, o->tile, o->max_new, &smp, err);
     if (!rc)
-        rc = apb_wait_progress("prefill", o->progress && lead, err);
+        rc = wait_progress("prefill", o->progress && lead, err);
     t_prefill = now_s() - t0;
     char *printed = NULL;
     size_t printed_len = 0;

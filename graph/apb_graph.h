@@ -91,10 +91,6 @@ void apb_seq_free(apb_model *m, apb_seq *seq);
 int apb_forward_logits(apb_model *m, const int32_t *ids, int n, int tile, int n_last, float *out,
                        apb_err *err);
 
-/* Waits for submitted work, printing "label: NN% (done/total tasks)" on stderr every ~0.5 s
- * when progress != 0. */
-int apb_wait_progress(const char *label, int progress, apb_err *err);
-
 /* ------------------------------------------------------------------ sequence-parallel methods
  * W hosts each own a block of the context; see docs/DESIGN.md and ../shared/APB_SPEC.md.
  *   full : one host, exact causal attention (the graph above)
@@ -193,7 +189,5 @@ void apb_hseq_free(apb_model *m, apb_hseq *hs);
  * limit lets StarPU evict to host memory once a layer is done). */
 double apb_run_memory_estimate(const apb_config *cfg, int L, int nq, int max_new,
                                const apb_hosts_opts *o, int kv_bf16, double *kv_cache);
-/* MemAvailable from /proc/meminfo in bytes (or sysconf's available pages), -1 if unknown. */
-double apb_host_memory_available(void);
 
 #endif
