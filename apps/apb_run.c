@@ -12,6 +12,7 @@
 
 #include "graph/apb_graph.h"
 #include "codelets/apb_kernels_cpu.h"
+#include "common/apb_meminfo.h"
 #include "apps/cli.h"
 #include "models/chat.h"
 #include "schedulers/schedulers.h"
@@ -73,6 +74,28 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Waits for submitted work, printing "label: NN% (done/total tasks)" on stderr every ~0.2 s
+ * when progress != 0. */
+static int wait_progress(const char *label, int progress, apb_err *err)
+{
+    if (progress) {
+        int total = apb_runtime_pending(), last_pct = -1;
+        while (1) {
+            int left = apb_runtime_pending();
+            int pct = total > 0 ? (int)(100.0 * (total - left) / total) : 100;
+            if (pct != last_pct) {
+                fprintf(stderr, "\r%s: %3d%% (%d/%d tasks)", label, pct, total - left, total);
+                last_pct = pct;
+            }
+            if (left == 0)
+                break;
+            usleep(200000);
+        }
+        fprintf(stderr, "\n");
+    }
+    return apb_runtime_wait_all(err);
 }
 
 /* ------------------------------------------------------------------ MPI
@@ -248,10 +271,33 @@ static double _run_memory(const apb_config *c, int L, int nq, const struct apb_r
     return need * share;
 }
 
-static int run(const struct apb_run_opts *o, apb_err *err)
-{
+/* The state of one run, passed through its steps. */
+struct run_state {
     apb_model m;
-    int rc;
+    int loaded;
+    double t_load;
+    int32_t *ids, *qids;           /* context and question ids */
+    size_t n_ids, n_q;
+    char needle[64];
+    int hosts_path;                /* apb_prefill_hosts (every method but a plain full prompt) */
+    apb_hosts_opts hopt;
+    int lead;                      /* prints the result; the other ranks print nothing on stdout */
+    int tracing;
+    apb_sampling smp;
+    apb_seq seq;
+    apb_hseq hs;
+    int want;                      /* tokens to sample */
+    int32_t *out_ids;
+    int n_out;
+    char *printed;                 /* the decoded text printed so far */
+    FILE *dump;                    /* --dump-logits (rank 0) */
+    float *dump_buf;
+    double t_prefill, t_decode;
+};
+
+/* Step 1: the model (and the retaining heads). */
+static int run_load(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
+{
     char defdir[PATH_MAX];
     const char *dir = o->model;
     if (!o->random && !dir) {
@@ -263,55 +309,55 @@ static int run(const struct apb_run_opts *o, apb_err *err)
                      getenv("HOME") ? getenv("HOME") : ".");
         dir = defdir;
     }
-    double t_load = now_s();
-    rc = o->random ? apb_model_random(o->random, o->seed, &m, err) : apb_model_load(dir, &m, err);
+    s->t_load = now_s();
+    int rc = o->random ? apb_model_random(o->random, o->seed, &s->m, err) : apb_model_load(dir, &s->m, err);
     if (rc)
         return rc;
-    if (!rc && o->retain_weights)
-        rc = apb_model_load_retain(&m, o->retain_weights, err);
-    if (rc) {
-        apb_model_free(&m);
+    s->loaded = 1;
+    if (o->retain_weights && (rc = apb_model_load_retain(&s->m, o->retain_weights, err)))
         return rc;
-    }
-    t_load = now_s() - t_load;
+    s->t_load = now_s() - s->t_load;
+    return APB_OK;
+}
 
-    /* context and question ids */
-    int32_t *ids = NULL, *qids = NULL;
-    size_t n_ids = 0, n_q = 0;
-    char needle[64] = "";
-    int hosts_path = o->meth != APB_METHOD_FULL || o->question || o->niah;
+/* Step 2: context and question ids, every setting checked, the host memory estimate. */
+static int run_prompt(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
+{
+    apb_model *m = &s->m;
+    int rc;
+    s->hosts_path = o->meth != APB_METHOD_FULL || o->question || o->niah;
     if (o->niah)
-        rc = build_niah(&m, o, needle, sizeof needle, &ids, &n_ids, &qids, &n_q, err);
+        rc = build_niah(m, o, s->needle, sizeof s->needle, &s->ids, &s->n_ids, &s->qids, &s->n_q, err);
     else
-        rc = encode_text(&m, o, &ids, &n_ids, err);
+        rc = encode_text(m, o, &s->ids, &s->n_ids, err);
     if (!rc && o->question)
-        rc = apb_tokenizer_encode(m.tok, o->question, strlen(o->question), 0, &qids, &n_q, err);
-    if (!rc && hosts_path && !qids) { /* the prompt's last token is the question */
-        if (n_ids < 2)
+        rc = apb_tokenizer_encode(m->tok, o->question, strlen(o->question), 0, &s->qids, &s->n_q, err);
+    if (!rc && s->hosts_path && !s->qids) { /* the prompt's last token is the question */
+        if (s->n_ids < 2)
             rc = apb_fail(err, APB_E_USAGE, "--method %s needs at least 2 prompt tokens (context + "
                                             "question) or --question", o->method);
-        else if ((qids = malloc(sizeof *qids)) == NULL)
+        else if ((s->qids = malloc(sizeof *s->qids)) == NULL)
             rc = apb_fail(err, APB_E_NOMEM, "out of memory");
         else {
-            qids[0] = ids[--n_ids];
-            n_q = 1;
+            s->qids[0] = s->ids[--s->n_ids];
+            s->n_q = 1;
         }
     }
-    if (!rc && n_ids == 0)
+    if (!rc && s->n_ids == 0)
         rc = apb_fail(err, APB_E_USAGE, "the prompt is empty after tokenization");
-    apb_hosts_opts hopt = {.method = o->meth, .hosts = o->hosts, .anchor = o->anchor,
-                           .select = o->select, .tile = o->tile, .retain = o->retain,
-                           .placement = o->placement, .allgather = o->allgather};
+    s->hopt = (apb_hosts_opts){.method = o->meth, .hosts = o->hosts, .anchor = o->anchor,
+                               .select = o->select, .tile = o->tile, .retain = o->retain,
+                               .placement = o->placement, .allgather = o->allgather};
     /* every setting is checked before any work starts */
-    if (!rc && hosts_path)
-        rc = apb_hosts_resolve(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &hopt, err);
-    else if (!rc && (long)n_ids + o->max_new > m.cfg.max_pos)
+    if (!rc && s->hosts_path)
+        rc = apb_hosts_resolve(&m->cfg, (int)s->n_ids, (int)s->n_q, o->max_new, &s->hopt, err);
+    else if (!rc && (long)s->n_ids + o->max_new > m->cfg.max_pos)
         rc = apb_fail(err, APB_E_USAGE, "%zu prompt tokens + %d new tokens exceed the model's "
-                      "context of %d", n_ids, o->max_new, m.cfg.max_pos);
+                      "context of %d", s->n_ids, o->max_new, m->cfg.max_pos);
     if (!rc) {
         /* the precision is settled when the runtime starts (auto: bf16 on GPUs); before that
          * only an explicit --precision bf16 counts the cache in bf16 */
-        double need = _run_memory(&m.cfg, (int)n_ids, (int)n_q, o, &hopt, hosts_path,
+        double need = _run_memory(&m->cfg, (int)s->n_ids, (int)s->n_q, o, &s->hopt, s->hosts_path,
                                   o->precision == APB_PREC_BF16, NULL);
         double avail = apb_host_memory_available();
         if (avail > 0 && need > 0.9 * avail)
@@ -323,14 +369,15 @@ static int run(const struct apb_run_opts *o, apb_err *err)
             fprintf(stderr, "apb_run: memory estimate %.2f GiB (available %.2f GiB)\n",
                     need / 1073741824.0, avail / 1073741824.0);
     }
-    if (rc) {
-        free(ids);
-        free(qids);
-        apb_model_free(&m);
-        return rc;
-    }
+    return rc;
+}
 
-    int lead = g_rank == 0; /* prints the result; the other ranks print nothing on stdout */
+/* Step 3: the runtime on the chosen device, the GPU memory check, the weights registered.
+ * *started tells whether apb_runtime_init succeeded (the runtime then needs a shutdown). */
+static int run_start(const struct apb_run_opts *o, struct run_state *s, int *started, apb_err *err)
+{
+    apb_model *m = &s->m;
+    int rc = APB_OK;
     apb_runtime_opts ro = {.sched = o->sched, .sched_lib = o->sched_lib, .ncpus = o->ncpus,
                            .ncuda = -1, .precision = o->precision, .mpi = g_mpi,
                            .calibrate = o->calibrate, .gpu_mem_gib = o->gpu_mem};
@@ -350,23 +397,20 @@ static int run(const struct apb_run_opts *o, apb_err *err)
             ro.ncpus = 0; /* every task on the GPUs; --ncpus N adds CPU workers */
     }
     watchdog_arm("the start of MPI (every rank joining)");
-    if (rc || (rc = apb_runtime_init(&ro, err))) {
-        free(ids);
-        free(qids);
-        apb_model_free(&m);
+    if (rc || (rc = apb_runtime_init(&ro, err)))
         return rc;
-    }
+    *started = 1;
     watchdog_arm(NULL);
     double gpu_mem = apb_runtime_gpu_memory();
     if (!rc && gpu_mem > 0) {
         /* GPU runs keep activations, KV cache and weights on the GPUs: refuse what cannot fit
          * rather than let StarPU evict to host memory on every task */
         double cache = 0;
-        double act = _run_memory(&m.cfg, (int)n_ids, (int)n_q, o, &hopt, hosts_path,
+        double act = _run_memory(&m->cfg, (int)s->n_ids, (int)s->n_q, o, &s->hopt, s->hosts_path,
                                  apb_runtime_precision() == APB_PREC_BF16, &cache);
-        if (o->gpu_mem > 0 && m.cfg.n_layers > 2) /* the limit keeps about two layers' cache, the rest goes to RAM */
-            act -= cache * (1.0 - 2.0 / m.cfg.n_layers);
-        double wts = apb_config_n_params(&m.cfg) * (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0);
+        if (o->gpu_mem > 0 && m->cfg.n_layers > 2) /* the limit keeps about two layers' cache, the rest goes to RAM */
+            act -= cache * (1.0 - 2.0 / m->cfg.n_layers);
+        double wts = apb_config_n_params(&m->cfg) * (apb_runtime_precision() == APB_PREC_BF16 ? 2.0 : 4.0);
         if (act + wts > 0.95 * gpu_mem)
             rc = apb_fail(err, APB_E_NOMEM, "this run needs about %.1f GiB of GPU memory (weights %.1f GiB, "
                           "activations and KV cache %.1f GiB) but the GPUs have %.1f GiB; use more "
@@ -375,123 +419,151 @@ static int run(const struct apb_run_opts *o, apb_err *err)
                           gpu_mem / 1073741824.0);
     }
     if (!rc)
-        rc = apb_model_register(&m, err);
-    int tracing = o->trace || o->gantt || o->summary;
-    if (tracing)
+        rc = apb_model_register(m, err);
+    s->tracing = o->trace || o->gantt || o->summary;
+    if (s->tracing)
         apb_trace_enable(1);
-    if (lead) {
+    if (s->lead) {
         fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu "
-                        "question tokens, method %s", m.cfg.name, m.cfg.n_layers, m.cfg.dim,
-                m.cfg.n_heads, m.cfg.n_kv_heads, n_ids, n_q, apb_method_name(o->meth));
-        if (hosts_path)
-            fprintf(stderr, ", hosts %d, anchor %d, select %d", hopt.hosts, hopt.anchor, hopt.select);
+                        "question tokens, method %s", m->cfg.name, m->cfg.n_layers, m->cfg.dim,
+                m->cfg.n_heads, m->cfg.n_kv_heads, s->n_ids, s->n_q, apb_method_name(o->meth));
+        if (s->hosts_path)
+            fprintf(stderr, ", hosts %d, anchor %d, select %d", s->hopt.hosts, s->hopt.anchor,
+                    s->hopt.select);
         if (apb_runtime_nranks() > 1)
             fprintf(stderr, ", %d MPI ranks", apb_runtime_nranks());
         int gw[64];
         fprintf(stderr, ", sched %s, %d workers (%d GPU)%s, %s, loaded in %.2f s\n",
                 apb_runtime_sched_name(), apb_runtime_nworkers(), apb_runtime_cuda_workers(gw, 64),
                 apb_runtime_nranks() > 1 ? " per rank" : "",
-                apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32", t_load);
+                apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32", s->t_load);
     }
-    FILE *dump = NULL;
-    float *dump_buf = NULL;
-    if (!rc && o->dump_logits) {
-        dump_buf = malloc(sizeof(float) * (size_t)m.cfg.vocab_size);
-        if (!dump_buf)
-            rc = apb_fail(err, APB_E_NOMEM, "out of memory");
-        else if (lead && !(dump = fopen(o->dump_logits, "wb")))
-            rc = apb_fail(err, APB_E_IO, "%s: %s", o->dump_logits, strerror(errno));
-    }
+    return rc;
+}
 
-    apb_sampling smp = {.temperature = o->temperature, .top_p = o->top_p, .seed = o->seed};
-    apb_seq seq = {0};
-    apb_hseq hs = {0};
-    int want = o->max_new > 0 ? o->max_new : hosts_path ? 1 : 0;
-    int32_t *out_ids = malloc(sizeof(int32_t) * ((size_t)want + 1));
-    int n_out = 0;
-    double t0 = now_s(), t_prefill = 0, t_decode = 0;
-    if (!rc && !out_ids)
+/* --dump-logits: the file (rank 0) and a row buffer (every rank reads the logits). */
+static int run_dump_open(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
+{
+    if (!o->dump_logits)
+        return APB_OK;
+    s->dump_buf = malloc(sizeof(float) * (size_t)s->m.cfg.vocab_size);
+    if (!s->dump_buf)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    if (s->lead && !(s->dump = fopen(o->dump_logits, "wb")))
+        return apb_fail(err, APB_E_IO, "%s: %s", o->dump_logits, strerror(errno));
+    return APB_OK;
+}
+
+/* Step 4: the prefill (and the first sampled token), waited for. */
+static int run_prefill(const struct apb_run_opts *o, struct run_state *s, int rc, apb_err *err)
+{
+    double t0 = now_s();
+    if (!rc && !s->out_ids)
         rc = apb_fail(err, APB_E_NOMEM, "out of memory");
     watchdog_arm("the prefill");
-    if (!rc && hosts_path)
-        rc = apb_prefill_hosts(&m, &hs, ids, (int)n_ids, qids, (int)n_q, want, &hopt, &smp, err);
+    if (!rc && s->hosts_path)
+        rc = apb_prefill_hosts(&s->m, &s->hs, s->ids, (int)s->n_ids, s->qids, (int)s->n_q, s->want,
+                               &s->hopt, &s->smp, err);
     else if (!rc)
-        rc = apb_prefill_full(&m, &seq, ids, (int)n_ids, o->tile, o->max_new, &smp, err);
+        rc = apb_prefill_full(&s->m, &s->seq, s->ids, (int)s->n_ids, o->tile, o->max_new, &s->smp, err);
     if (!rc)
-        rc = apb_wait_progress("prefill", o->progress && lead, err);
-    t_prefill = now_s() - t0;
-    char *printed = NULL;
+        rc = wait_progress("prefill", o->progress && s->lead, err);
+    s->t_prefill = now_s() - t0;
+    return rc;
+}
+
+/* Prints the new suffix of the decoded text (tokens may be partial UTF-8), or the token id. */
+static void print_token(struct run_state *s, int32_t tok, size_t *printed_len)
+{
+    if (!s->lead) {
+        /* the other ranks only follow the loop */
+    } else if (s->m.tok) {
+        char *txt = apb_tokenizer_decode(s->m.tok, s->out_ids, (size_t)s->n_out, 1);
+        if (txt) {
+            size_t len = strlen(txt);
+            if (len > *printed_len && (!s->printed || strncmp(txt, s->printed, *printed_len) == 0)) {
+                fwrite(txt + *printed_len, 1, len - *printed_len, stdout);
+                fflush(stdout);
+                *printed_len = len;
+            }
+            free(s->printed);
+            s->printed = txt;
+        }
+    } else {
+        printf("%d ", tok);
+        fflush(stdout);
+    }
+}
+
+/* Step 5: read each sampled token (and its logits with --dump-logits), print it, decode the next. */
+static int run_decode(const struct apb_run_opts *o, struct run_state *s, int rc, apb_err *err)
+{
+    apb_model *m = &s->m;
+    FILE *dump = s->dump;
+    float *dump_buf = s->dump_buf;
     size_t printed_len = 0;
-    if (o->niah && lead)
-        printf("Ground Truth: %s\nPrediction:", needle);
-    t0 = now_s();
-    while (!rc && want > 0) {
+    if (o->niah && s->lead)
+        printf("Ground Truth: %s\nPrediction:", s->needle);
+    double t0 = now_s();
+    while (!rc && s->want > 0) {
         int32_t tok;
         if (dump_buf) { /* collective over MPI: every rank reads, rank 0 writes */
-            rc = apb_tile_read(hosts_path ? hs.logits : seq.logits, dump_buf,
-                               sizeof(float) * (size_t)m.cfg.vocab_size, err);
-            if (!rc && dump && fwrite(dump_buf, sizeof(float), (size_t)m.cfg.vocab_size, dump) !=
-                                   (size_t)m.cfg.vocab_size)
+            rc = apb_tile_read(s->hosts_path ? s->hs.logits : s->seq.logits, dump_buf,
+                               sizeof(float) * (size_t)m->cfg.vocab_size, err);
+            if (!rc && dump && fwrite(dump_buf, sizeof(float), (size_t)m->cfg.vocab_size, dump) !=
+                                   (size_t)m->cfg.vocab_size)
                 rc = apb_fail(err, APB_E_IO, "%s: write failed", o->dump_logits);
             if (rc)
                 break;
         }
-        rc = apb_tile_read(hosts_path ? hs.token : seq.token, &tok, sizeof tok, err);
+        rc = apb_tile_read(s->hosts_path ? s->hs.token : s->seq.token, &tok, sizeof tok, err);
         if (rc)
             break;
-        out_ids[n_out++] = tok;
-        if (!lead) {
-            /* the other ranks only follow the loop */
-        } else if (m.tok) {
-            /* print the new suffix of the decoded text (tokens may be partial UTF-8) */
-            char *txt = apb_tokenizer_decode(m.tok, out_ids, (size_t)n_out, 1);
-            if (txt) {
-                size_t len = strlen(txt);
-                if (len > printed_len && (!printed || strncmp(txt, printed, printed_len) == 0)) {
-                    fwrite(txt + printed_len, 1, len - printed_len, stdout);
-                    fflush(stdout);
-                    printed_len = len;
-                }
-                free(printed);
-                printed = txt;
-            }
-        } else {
-            printf("%d ", tok);
-            fflush(stdout);
-        }
-        if (is_eos(&m.cfg, tok) || n_out >= want)
+        s->out_ids[s->n_out++] = tok;
+        print_token(s, tok, &printed_len);
+        if (is_eos(&m->cfg, tok) || s->n_out >= s->want)
             break;
         char step[48];
-        snprintf(step, sizeof step, "decode step %d", n_out);
+        snprintf(step, sizeof step, "decode step %d", s->n_out);
         watchdog_arm(step);
-        rc = hosts_path ? apb_decode_hosts(&m, &hs, &smp, err) : apb_decode_step(&m, &seq, &smp, err);
+        rc = s->hosts_path ? apb_decode_hosts(m, &s->hs, &s->smp, err)
+                           : apb_decode_step(m, &s->seq, &s->smp, err);
         if (!rc)
             rc = apb_runtime_wait_all(err);
     }
-    t_decode = now_s() - t0;
+    s->t_decode = now_s() - t0;
     if (dump && fclose(dump) != 0 && !rc)
         rc = apb_fail(err, APB_E_IO, "%s: write failed", o->dump_logits);
     free(dump_buf);
-    if (lead) {
+    s->dump = NULL;
+    s->dump_buf = NULL;
+    if (s->lead) {
         printf("\n");
         fflush(stdout); /* the text ends before the timing line on stderr */
     }
-    if (!rc && o->niah && lead) {
-        int hit = printed && strstr(printed, needle) != NULL;
+    return rc;
+}
+
+/* Step 6: NIAH score, timings, traces. */
+static int run_report(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
+{
+    int rc = APB_OK, lead = s->lead;
+    if (o->niah && lead) {
+        int hit = s->printed && strstr(s->printed, s->needle) != NULL;
         printf("NIAH: method %s, hosts %d, %zu tokens, depth %.2f: %s\n", apb_method_name(o->meth),
-               hopt.hosts, n_ids + n_q, o->depth, hit ? "retrieved" : "missed");
+               s->hopt.hosts, s->n_ids + s->n_q, o->depth, hit ? "retrieved" : "missed");
     }
-    free(printed);
-    if (!rc && lead)
+    if (lead)
         fprintf(stderr, "apb_run: prefill %zu tokens in %.3f s (%.1f tokens/s); decode %d tokens in "
                         "%.3f s (%.2f tokens/s)\n",
-                n_ids + n_q, t_prefill, (n_ids + n_q) / t_prefill, n_out > 0 ? n_out - 1 : 0, t_decode,
-                n_out > 1 ? (n_out - 1) / t_decode : 0.0);
-    if (!rc && o->calibrate && lead)
+                s->n_ids + s->n_q, s->t_prefill, (s->n_ids + s->n_q) / s->t_prefill,
+                s->n_out > 0 ? s->n_out - 1 : 0, s->t_decode,
+                s->n_out > 1 ? (s->n_out - 1) / s->t_decode : 0.0);
+    if (o->calibrate && lead)
         fprintf(stderr, "apb_run: calibration pass done; models in %s/.starpu/sampling/codelets "
                         "(starpu_perfmodel_display -s apb_attention)\n",
                 getenv("STARPU_HOME") ? getenv("STARPU_HOME") : "$HOME");
-    if (!rc && tracing) {
+    if (s->tracing) {
         char tb[PATH_MAX], gb[PATH_MAX];
         const char *tp = o->trace ? rank_path(o->trace, tb, sizeof tb) : NULL;
         const char *gp = o->gantt ? rank_path(o->gantt, gb, sizeof gb) : NULL;
@@ -502,17 +574,52 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         if (!rc && gp)
             rc = write_gantt(gp, err);
     }
+    return rc;
+}
+
+static void run_free(struct run_state *s)
+{
+    if (s->seq.x)
+        apb_seq_free(&s->m, &s->seq);
+    if (s->hs.h)
+        apb_hseq_free(&s->m, &s->hs);
+    free(s->printed);
+    free(s->out_ids);
+    free(s->ids);
+    free(s->qids);
+    if (s->loaded)
+        apb_model_free(&s->m);
+}
+
+static int run(const struct apb_run_opts *o, apb_err *err)
+{
+    struct run_state s;
+    memset(&s, 0, sizeof s);
+    int started = 0;
+    int rc = run_load(o, &s, err);
+    if (!rc)
+        rc = run_prompt(o, &s, err);
+    if (!rc) {
+        s.lead = g_rank == 0;
+        rc = run_start(o, &s, &started, err);
+    }
+    if (!started) { /* nothing submitted: free what was loaded */
+        run_free(&s);
+        return rc;
+    }
+    if (!rc)
+        rc = run_dump_open(o, &s, err);
+    s.smp = (apb_sampling){.temperature = o->temperature, .top_p = o->top_p, .seed = o->seed};
+    s.want = o->max_new > 0 ? o->max_new : s.hosts_path ? 1 : 0;
+    s.out_ids = malloc(sizeof(int32_t) * ((size_t)s.want + 1));
+    rc = run_prefill(o, &s, rc, err);
+    rc = run_decode(o, &s, rc, err);
+    if (!rc)
+        rc = run_report(o, &s, err);
     if (rc && g_nranks > 1) /* no collective cleanup: the other ranks may be waiting elsewhere */
         return rc;
     watchdog_arm("the shutdown (every rank finishing)");
-    if (seq.x)
-        apb_seq_free(&m, &seq);
-    if (hs.h)
-        apb_hseq_free(&m, &hs);
-    free(out_ids);
-    free(ids);
-    free(qids);
-    apb_model_free(&m);
+    run_free(&s);
     apb_runtime_shutdown();
     watchdog_arm(NULL);
     return rc;

@@ -6,9 +6,25 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#include "common/apb_bf16.h"
 #ifdef APB_CUDA
+#include <cublas_v2.h>
+#include <starpu_cublas_v2.h>
+
 #include "codelets/cuda/apb_cuda.h"
 #endif
+
+const float *_apb_weight_rows_f32(void *buf, int r0, int n, float *dst)
+{
+    int ld = _APB_LD(buf), cols = _APB_COLS(buf);
+    if (_apb_elem(buf) == 4)
+        return (const float *)_APB_PTR(buf) + (size_t)r0 * ld;
+    const uint16_t *src = (const uint16_t *)_APB_PTR(buf) + (size_t)r0 * ld;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < cols; j++)
+            dst[(size_t)i * cols + j] = apb_bf16_to_f32(src[(size_t)i * ld + j]);
+    return dst;
+}
 
 struct _apb_linear_args {
     int accumulate;
@@ -119,3 +135,37 @@ int apb_insert_linear(apb_handle in, apb_handle w, apb_handle bias, apb_handle o
                            STARPU_NAME, _apb_task_name("linear", tag), 0),
         "linear");
 }
+
+#ifdef APB_CUDA
+/* The GEMM of every projection (qkv, linear, mlp, logits) on a GPU. */
+int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_in, int in_elem,
+                   const void *w, int w_elem, int rows, int n_in, int n_out, float beta)
+{
+    cudaStream_t s = starpu_cuda_get_local_stream();
+    cublasHandle_t h = starpu_cublas_get_local_handle();
+    const float alpha = 1.0f;
+    cudaDataType_t tw = w_elem == 2 ? CUDA_R_16BF : CUDA_R_32F;
+    if (w_elem == 2 && in_elem == 4) { /* bf16 weights: the activation tile goes bf16 too */
+        uint16_t *in16 = _apb_cuda_scratch(_APB_CUDA_SCRATCH_GEMM_IN, (size_t)rows * n_in * 2);
+        if (!in16)
+            return -1;
+        apb_cuda_f32_to_bf16(in16, n_in, in, ld_in, rows, n_in, s);
+        in = in16;
+        ld_in = n_in;
+    } else if (w_elem != in_elem) {
+        _apb_task_fail(APB_E_RUNTIME, "gemm: fp32 weights with a bf16 activation are not supported");
+        return -1;
+    }
+    /* Row-major out (rows x n_out) = in W^T is column-major out^T = W^T(op T) in^T. */
+    cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n_out, rows, n_in, &alpha, w, tw,
+                                     n_in, in, tw, ld_in, &beta, out,
+                                     out_bf16 ? CUDA_R_16BF : CUDA_R_32F, ld_out,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        _apb_task_fail(APB_E_RUNTIME, "cublasGemmEx (%d x %d x %d) failed: %s", rows, n_out, n_in,
+                       cublasGetStatusString(st));
+        return -1;
+    }
+    return 0;
+}
+#endif

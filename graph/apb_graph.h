@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#include "codelets/apb_runtime.h"
+#include "codelets/apb_codelets.h"
 #include "models/config.h"
 #include "models/tokenizer.h"
 #include "models/weights.h"
@@ -90,10 +90,6 @@ void apb_seq_free(apb_model *m, apb_seq *seq);
 /* Prefill-only variant for tests and benches: logits of rows [n - n_last, n) into out. */
 int apb_forward_logits(apb_model *m, const int32_t *ids, int n, int tile, int n_last, float *out,
                        apb_err *err);
-
-/* Waits for submitted work, printing "label: NN% (done/total tasks)" on stderr every ~0.5 s
- * when progress != 0. */
-int apb_wait_progress(const char *label, int progress, apb_err *err);
 
 /* ------------------------------------------------------------------ sequence-parallel methods
  * W hosts each own a block of the context; see docs/DESIGN.md and ../shared/APB_SPEC.md.
@@ -193,7 +189,5 @@ void apb_hseq_free(apb_model *m, apb_hseq *hs);
  * limit lets StarPU evict to host memory once a layer is done). */
 double apb_run_memory_estimate(const apb_config *cfg, int L, int nq, int max_new,
                                const apb_hosts_opts *o, int kv_bf16, double *kv_cache);
-/* MemAvailable from /proc/meminfo in bytes (or sysconf's available pages), -1 if unknown. */
-double apb_host_memory_available(void);
 
 #endif

@@ -8,26 +8,10 @@
 #include "schedulers/sched_common.h"
 
 /* ------------------------------------------------------------------ task classification */
-static const char *const _apb_kind_names[APB_KIND_COUNT] = {"compute", "compress", "communication",
-                                                            "attention"};
+/* The kinds are the op table's (common/apb_ops.h), shared with the traces. */
+const char *apb_sched_kind_name(enum apb_sched_kind k) { return apb_op_kind_name(k); }
 
-const char *apb_sched_kind_name(enum apb_sched_kind k)
-{
-    return k < APB_KIND_COUNT ? _apb_kind_names[k] : "?";
-}
-
-enum apb_sched_kind apb_sched_kind_of_op(const char *op)
-{
-    if (!op)
-        return APB_KIND_COMPUTE;
-    if (!strcmp(op, "attention"))
-        return APB_KIND_ATTENTION;
-    if (!strcmp(op, "select") || !strcmp(op, "qmean") || !strcmp(op, "retain"))
-        return APB_KIND_COMPRESS;
-    if (!strcmp(op, "lse_merge") || !strcmp(op, "kv_append") || !strcmp(op, "allgather"))
-        return APB_KIND_COMM;
-    return APB_KIND_COMPUTE;
-}
+enum apb_sched_kind apb_sched_kind_of_op(const char *op) { return apb_op_kind(apb_op_of_name(op)); }
 
 void apb_sched_task_info_get(const struct starpu_task *task, apb_sched_task_info *out)
 {

@@ -17,20 +17,15 @@
 #include <starpu_scheduler.h>
 
 #include "common/apb_error.h"
+#include "common/apb_ops.h"
 
 /* The name a shared object loaded with --sched-lib must export (a struct, not a pointer). */
 #define APB_SCHED_LIB_SYMBOL "apb_sched_policy"
 
-/* What a task does, for scheduling and for the trace colors. */
-enum apb_sched_kind {
-    APB_KIND_COMPUTE = 0,   /* dense ops: embed, norms, qkv, rope, linear, mlp, logits, sample */
-    APB_KIND_COMPRESS = 1,  /* qmean, select, retain: produce what later hosts wait for */
-    APB_KIND_COMM = 2,      /* lse_merge, kv_append: gather partial results / caches */
-    APB_KIND_ATTENTION = 3, /* attention */
-    APB_KIND_COUNT
-};
+/* What a task does, for scheduling and for the trace colors: enum apb_sched_kind (compute,
+ * compress, communication, attention) is the kind column of the op table, common/apb_ops.h. */
 const char *apb_sched_kind_name(enum apb_sched_kind k);
-/* Kind of an op name ("select", "attention", ...); unknown names are compute. */
+/* Kind of an op name ("select", "attention", ...) from the op table; unknown names are compute. */
 enum apb_sched_kind apb_sched_kind_of_op(const char *op);
 
 typedef struct apb_sched_task_info {

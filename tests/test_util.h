@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codelets/apb_runtime.h"
+#include "codelets/apb_codelets.h"
 
 static inline uint64_t _t_rng(uint64_t *s)
 {

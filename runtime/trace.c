@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codelets/codelet_common.h"
-#include "schedulers/schedulers.h"
+#include "runtime/runtime_internal.h"
 
 struct _apb_trace_rec {
     const char *name; /* interned task name (lives until exit) */
@@ -31,16 +30,14 @@ struct _apb_trace_worker {
 static atomic_int _apb_trace_on;
 static struct _apb_trace_worker _apb_tw[STARPU_NMAXWORKERS];
 
-enum _apb_kind { _APB_K_COMPUTE, _APB_K_COMPRESS, _APB_K_COMM, _APB_K_ATTN, _APB_K_COUNT };
+/* The kinds are the op table's (common/apb_ops.h), as for the schedulers. */
+enum _apb_kind { _APB_K_COMPUTE = APB_KIND_COMPUTE, _APB_K_COMPRESS = APB_KIND_COMPRESS,
+                 _APB_K_COMM = APB_KIND_COMM, _APB_K_ATTN = APB_KIND_ATTENTION, _APB_K_COUNT = APB_KIND_COUNT };
 static const char *const _apb_kind_color[_APB_K_COUNT] = {"#4e79a7", "#f28e2b", "#e15759", "#59a14f"};
 
-/* One definition of the kinds, shared with the schedulers (schedulers/schedulers.c). */
-static enum _apb_kind _apb_kind_of(int op)
-{
-    return (enum _apb_kind)apb_sched_kind_of_op(apb_op_name((enum apb_op)op));
-}
+static enum _apb_kind _apb_kind_of(int op) { return (enum _apb_kind)apb_op_kind((enum apb_op)op); }
 
-static const char *_apb_kind_str(enum _apb_kind k) { return apb_sched_kind_name((enum apb_sched_kind)k); }
+static const char *_apb_kind_str(enum _apb_kind k) { return apb_op_kind_name((enum apb_sched_kind)k); }
 
 static double _apb_ts_ns(const struct timespec *t) { return t->tv_sec * 1e9 + t->tv_nsec; }
 
@@ -124,10 +121,7 @@ void _apb_trace_task_done(void *arg)
     int w = starpu_worker_get_id();
     if (!pi || w < 0 || starpu_worker_get_type(w) != STARPU_CUDA_WORKER || !_apb_trace_active())
         return;
-    enum apb_op op = APB_OP_COUNT;
-    for (int i = 0; i < APB_OP_COUNT && task->cl && task->cl->name; i++)
-        if (!strcmp(apb_op_name((enum apb_op)i), task->cl->name))
-            op = (enum apb_op)i;
+    enum apb_op op = apb_op_of_name(task->cl ? task->cl->name : NULL);
     if (op == APB_OP_COUNT)
         return; /* zero fills: not an op of the model */
     double off = _apb_now_ns() - starpu_timing_now() * 1e3;

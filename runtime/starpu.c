@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/** @brief StarPU start/stop, data handles, task names and per-op accounting. */
+/** @brief StarPU control: start/stop (with an already-resolved policy), MPI ranks, data handles
+ * (tiles), task submission and names, per-op accounting. CUDA and NCCL glue: runtime/cuda.c,
+ * runtime/nccl.c (or their *_none.c stand-ins). */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -10,15 +12,9 @@
 #include <unistd.h>
 
 #include "apb_build_config.h"
-#include "codelets/codelet_common.h"
-#include "common/apb_bf16.h"
+#include "runtime/runtime_internal.h"
 #ifdef APB_HAVE_STARPUMPI
 #include <starpu_mpi.h>
-#endif
-#ifdef APB_CUDA
-#include <starpu_cublas_v2.h>
-
-#include "codelets/cuda/apb_cuda.h"
 #endif
 #include "schedulers/schedulers.h"
 
@@ -61,17 +57,6 @@ static int _apb_take_task_error(apb_err *err)
 int _apb_precision(void) { return _apb_prec; }
 apb_precision apb_runtime_precision(void) { return (apb_precision)_apb_prec; }
 
-const float *_apb_weight_rows_f32(void *buf, int r0, int n, float *dst)
-{
-    int ld = _APB_LD(buf), cols = _APB_COLS(buf);
-    if (_apb_elem(buf) == 4)
-        return (const float *)_APB_PTR(buf) + (size_t)r0 * ld;
-    const uint16_t *src = (const uint16_t *)_APB_PTR(buf) + (size_t)r0 * ld;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < cols; j++)
-            dst[(size_t)i * cols + j] = apb_bf16_to_f32(src[(size_t)i * ld + j]);
-    return dst;
-}
 static _Atomic long long _apb_op_ns[APB_OP_COUNT];
 static _Atomic long long _apb_op_ntasks[APB_OP_COUNT];
 static _Atomic long long _apb_op_mflops[APB_OP_COUNT];
@@ -81,11 +66,6 @@ static _Atomic long long _apb_op_mflops[APB_OP_COUNT];
 struct _apb_name { struct _apb_name *next; char s[]; };
 static struct _apb_name *_apb_names[_APB_NAME_BUCKETS];
 static starpu_pthread_mutex_t _apb_names_lock = STARPU_PTHREAD_MUTEX_INITIALIZER;
-
-static const char *const _apb_op_names[APB_OP_COUNT] = {
-    "embed", "rmsnorm", "qkv", "rope", "attention", "linear", "mlp", "logits", "sample", "kv_append",
-    "qmean", "select", "lse_merge", "retain", "allgather", "kv_compact",
-};
 
 static int _apb_host_worker[256];
 static int _apb_n_placed;
@@ -213,7 +193,7 @@ static int _apb_submit_built(struct starpu_task *t, const struct _apb_hints *h)
     _apb_hints_apply(t, h);
     if (_apb_trace_active() && t->cl && t->cl->cuda_funcs[0] && !t->callback_func &&
         starpu_cuda_worker_get_count() > 0) {
-        t->callback_func = _apb_trace_task_done; /* the record of a GPU task (codelets/trace.c) */
+        t->callback_func = _apb_trace_task_done; /* the record of a GPU task (runtime/trace.c) */
         t->callback_arg = t;
         t->callback_arg_free = 0; /* StarPU-MPI's task build sets it: StarPU would free the task */
     }
@@ -279,7 +259,7 @@ int apb_task_insert(struct starpu_codelet *cl, ...)
             nadd = 1;
         } else {
             fprintf(stderr, "apb: apb_task_insert(%s): unsupported argument %d (see "
-                            "codelets/codelet_common.h)\n", cl && cl->name ? cl->name : "?", arg_type);
+                            "runtime/apb_task.h)\n", cl && cl->name ? cl->name : "?", arg_type);
             rc = -EINVAL;
             break;
         }
@@ -361,8 +341,6 @@ static int _apb_workers_of_type(enum starpu_worker_archtype t, int *ids, int max
 }
 
 int apb_runtime_cpu_workers(int *ids, int max) { return _apb_workers_of_type(STARPU_CPU_WORKER, ids, max); }
-
-const char *apb_op_name(enum apb_op op) { return op < APB_OP_COUNT ? _apb_op_names[op] : "?"; }
 
 void _apb_op_account(enum apb_op op, double t0_ns, double flops)
 {
@@ -576,22 +554,14 @@ int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
     starpu_execute_on_each_worker((void (*)(void *))_apb_blas_single_thread, NULL, STARPU_CPU);
     if (_apb_prec < 0) /* auto: bf16 tensor cores when GPUs run the graph */
         _apb_prec = starpu_cuda_worker_get_count() > 0 ? APB_PREC_BF16 : APB_PREC_FP32;
-#ifdef APB_CUDA
-    /* One cuBLAS handle per CUDA worker, bound to the worker's stream (starpu_cublas_get_local_handle). */
-    starpu_cublas_init();
-#endif
+    _apb_cuda_start(); /* cuBLAS handles (runtime/cuda.c) */
     apb_op_stats_reset();
     return APB_OK;
 }
 
 void apb_runtime_shutdown(void)
 {
-#ifdef APB_CUDA
-    starpu_task_wait_for_all();
-    starpu_execute_on_each_worker(_apb_cuda_scratch_release, NULL, STARPU_CUDA);
-    starpu_cublas_shutdown();
-    _apb_nccl_shutdown();
-#endif
+    _apb_cuda_stop(); /* device scratch, cuBLAS handles, NCCL communicators (runtime/cuda.c) */
 #ifdef APB_HAVE_STARPUMPI
     if (_apb_started_mpi) {
         starpu_mpi_shutdown(); /* waits for every rank, MPI_Finalize, starpu_shutdown */
@@ -632,15 +602,6 @@ double apb_runtime_gpu_memory(void)
     return total;
 }
 
-int apb_runtime_has_cuda(void)
-{
-#ifdef APB_CUDA
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 int apb_runtime_cuda_workers(int *ids, int max) { return _apb_workers_of_type(STARPU_CUDA_WORKER, ids, max); }
 
 const char *apb_runtime_sched_name(void) { return _apb_sched; }
@@ -653,50 +614,6 @@ apb_handle apb_tile_new(int rows, int cols, size_t elemsize)
     apb_handle h;
     starpu_matrix_data_register(&h, -1, 0, cols, cols, rows, elemsize);
     _apb_mpi_register(h, apb_runtime_rank_of_host(_apb_owner_host));
-    return h;
-}
-
-static void _apb_zero_cpu(void *buffers[], void *cl_arg)
-{
-    (void)cl_arg;
-    size_t es = STARPU_MATRIX_GET_ELEMSIZE(buffers[0]), ld = STARPU_MATRIX_GET_LD(buffers[0]);
-    size_t nx = STARPU_MATRIX_GET_NX(buffers[0]), ny = STARPU_MATRIX_GET_NY(buffers[0]);
-    char *p = (char *)STARPU_MATRIX_GET_PTR(buffers[0]);
-    for (size_t r = 0; r < ny; r++)
-        memset(p + r * ld * es, 0, nx * es);
-}
-
-#ifdef APB_CUDA
-static void _apb_zero_cuda(void *buffers[], void *cl_arg)
-{
-    (void)cl_arg;
-    apb_cuda_zero(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), _APB_ROWS(buffers[0]),
-                  _APB_COLS(buffers[0]), _apb_elem(buffers[0]), starpu_cuda_get_local_stream());
-}
-#endif
-static struct starpu_perfmodel _apb_zero_model = {
-    .type = STARPU_HISTORY_BASED,
-    .symbol = "apb_zero",
-};
-
-static struct starpu_codelet _apb_zero_cl = {
-    .model = &_apb_zero_model,
-    .cpu_funcs = {_apb_zero_cpu},
-    .cpu_funcs_name = {"_apb_zero_cpu"},
-#ifdef APB_CUDA
-    .cuda_funcs = {_apb_zero_cuda},
-    .cuda_flags = {STARPU_CUDA_ASYNC},
-#endif
-    .nbuffers = 1,
-    .modes = {STARPU_W},
-    .name = "zero",
-};
-
-apb_handle apb_tile_new_zeroed(int rows, int cols, size_t elemsize)
-{
-    apb_handle h = apb_tile_new(rows, cols, elemsize);
-    if (apb_task_insert(&_apb_zero_cl, STARPU_W, h, STARPU_NAME, "zero", 0) != 0)
-        fprintf(stderr, "apb: submitting zero fill failed\n");
     return h;
 }
 

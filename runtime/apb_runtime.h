@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /**
- * @brief The runtime layer: StarPU start/stop, data handles, and one insert wrapper per op.
+ * @brief The runtime layer: StarPU start/stop, MPI ranks, data handles (tiles), per-op accounting
+ * and traces. The insert wrapper of every op is in codelets/apb_codelets.h.
  *
- * graph/ builds task graphs only through this header (Chameleon's INSERT_TASK layering): it never
- * calls starpu_* itself. Every wrapper sets the task name (`<op>-<layer>-h<host>`), priority and
- * flop count. Activations are registered without host memory (StarPU allocates them where the first
- * writer runs); weights are registered once over the loaded arrays, read-only.
+ * graph/ builds task graphs only through these two headers (Chameleon's INSERT_TASK layering): it
+ * never calls starpu_* itself. Activations are registered without host memory (StarPU allocates
+ * them where the first writer runs); weights are registered once over the loaded arrays, read-only.
  *
  * Matrices are row-major: a (rows x cols) tile is a StarPU matrix with nx = cols, ny = rows.
  */
@@ -19,6 +19,7 @@
 #include <starpu.h>
 
 #include "common/apb_error.h"
+#include "common/apb_ops.h"
 
 typedef starpu_data_handle_t apb_handle;
 
@@ -99,12 +100,8 @@ void apb_runtime_set_owner(int host);
  * per rank), so it is safe beside StarPU-MPI's progression thread. A copy in one process. */
 int apb_runtime_exchange(const void *mine, size_t n, void *all, apb_err *err);
 
-/* Per-op execution time accounting (sum over tasks, ns), filled by every codelet body. */
-enum apb_op {
-    APB_OP_EMBED, APB_OP_RMSNORM, APB_OP_QKV, APB_OP_ROPE, APB_OP_ATTENTION, APB_OP_LINEAR,
-    APB_OP_MLP, APB_OP_LOGITS, APB_OP_SAMPLE, APB_OP_KV_APPEND, APB_OP_QMEAN, APB_OP_SELECT,
-    APB_OP_LSE_MERGE, APB_OP_RETAIN, APB_OP_ALLGATHER, APB_OP_KV_COMPACT, APB_OP_COUNT
-};
+/* Per-op execution time accounting (sum over tasks, ns), filled by every codelet body; indexed by
+ * enum apb_op, the op table of common/apb_ops.h (apb_op_name, apb_op_kind). */
 typedef struct apb_op_stats {
     double ns[APB_OP_COUNT];
     long long ntasks[APB_OP_COUNT];
@@ -112,12 +109,11 @@ typedef struct apb_op_stats {
 } apb_op_stats;
 void apb_op_stats_get(apb_op_stats *out);
 void apb_op_stats_reset(void);
-const char *apb_op_name(enum apb_op op);
 
 /* ------------------------------------------------------------------ traces
  * When enabled, every task body records (name, op, worker, start, end). The records are written as
- * a Chrome/Perfetto trace (JSON, one row per worker) or an SVG Gantt chart colored by kind:
- * compute (dense ops), compress (qmean/select), communication (lse_merge/kv_append), attention. */
+ * a Chrome/Perfetto trace (JSON, one row per worker) or an SVG Gantt chart colored by the op's kind
+ * in the op table (common/apb_ops.h): compute, compress, communication, attention. */
 void apb_trace_enable(int on);
 void apb_trace_reset(void);
 int apb_trace_write_chrome(const char *path, apb_err *err);
@@ -126,8 +122,9 @@ int apb_trace_write_gantt(const char *path, apb_err *err);
  * the scheduler overhead per task (apb_trace_stats). */
 void apb_trace_summary(FILE *out);
 
-/* Figures of the recorded trace. "Communication" is the time of compress (qmean/select/retain) and
- * merge/append (lse_merge/kv_append) tasks: the APB allgather is their output read by other hosts.
+/* Figures of the recorded trace. "Communication" is the time of compress-kind (qmean/select/retain)
+ * and communication-kind (lse_merge/kv_append/allgather) tasks: the APB allgather is their output
+ * read by other hosts.
  * The part of it during which some worker ran a compute or attention task is overlapped; the rest
  * is exposed (nothing else computed). See docs/SCHEDULERS.md. */
 typedef struct apb_trace_stats {
@@ -147,11 +144,15 @@ typedef struct apb_trace_stats {
 /* 0, or -1 when nothing was recorded. */
 int apb_trace_stats_get(apb_trace_stats *st);
 
+/* ------------------------------------------------------------------ tasks
+ * `layer` and `host` only name the task (`<op>-<layer>-h<host>`) and pick its priority; -1 omits. */
+typedef struct apb_task_tag {
+    int layer, host, prio;
+} apb_task_tag;
+
 /* ------------------------------------------------------------------ data */
 /* A (rows x cols) tile of elemsize-byte elements, memory allocated lazily by StarPU. */
 apb_handle apb_tile_new(int rows, int cols, size_t elemsize);
-/* Same, zero-filled by a task (for buffers that are first read-modify-written, like KV caches). */
-apb_handle apb_tile_new_zeroed(int rows, int cols, size_t elemsize);
 /* A tile over existing host memory (row-major, ld = cols); data must outlive the handle.
  * Over MPI it is replicated read-only data (STARPU_MPI_PER_NODE): every rank registers its own
  * identical copy (weights, token ids), which no task may write. */
@@ -169,105 +170,5 @@ int apb_tile_cols(apb_handle h);
 /* Blocks until the handle is readable on the host and copies rows x cols out (row-major).
  * Over MPI it is collective: every rank calls it and gets the owner's value. */
 int apb_tile_read(apb_handle h, void *dst, size_t dst_bytes, apb_err *err);
-
-/* ------------------------------------------------------------------ tasks
- * `layer` and `host` only name the task (`<op>-<layer>-h<host>`) and pick its priority; -1 omits. */
-typedef struct apb_task_tag {
-    int layer, host, prio;
-} apb_task_tag;
-
-/* x (n x dim) = embed[ids[i]] ; ids is an int32 tile (n x 1). */
-int apb_insert_embed(apb_handle ids, apb_handle embed, apb_handle x, apb_task_tag tag);
-/* out = x / rms(x) * w (rows independently). */
-int apb_insert_rmsnorm(apb_handle x, apb_handle w, apb_handle out, float eps, apb_task_tag tag);
-/* q = xn Wq^T (+bq), k = xn Wk^T (+bk), v = xn Wv^T (+bv); biases may be NULL. */
-int apb_insert_qkv(apb_handle xn, apb_handle wq, apb_handle wk, apb_handle wv,
-                   apb_handle bq, apb_handle bk, apb_handle bv,
-                   apb_handle q, apb_handle k, apb_handle v, apb_task_tag tag);
-/* Rotate-half RoPE in place on q (n x H*d) and k (n x Hk*d); row i has position pos0 + i.
- * inv_freq is a (1 x d/2) fp32 tile. k may be NULL. */
-int apb_insert_rope(apb_handle q, apb_handle k, apb_handle inv_freq, int pos0, int head_dim,
-                    apb_task_tag tag);
-/* out (+)= in W^T (+ bias): accumulate != 0 adds into out (residual). bias may be NULL. */
-int apb_insert_linear(apb_handle in, apb_handle w, apb_handle bias, apb_handle out, int accumulate,
-                      apb_task_tag tag);
-/* x += down(silu(gate(xn)) * up(xn)). */
-int apb_insert_mlp(apb_handle xn, apb_handle w_gate, apb_handle w_up, apb_handle w_down,
-                   apb_handle x, apb_task_tag tag);
-/* logits (n x vocab) = rmsnorm(x[row0 .. row0+n)) lm_head^T. */
-int apb_insert_logits(apb_handle x, int row0, int n, apb_handle norm_w, apb_handle lm_head,
-                      apb_handle logits, float eps, apb_task_tag tag);
-/* token (1 x 1 int32) = sample(logits row `row`): greedy when temperature <= 0, else
- * temperature + top-p (nucleus) with a counter-based RNG (seed, step) so runs are reproducible. */
-int apb_insert_sample(apb_handle logits, int row, apb_handle token, float temperature, float top_p,
-                      uint64_t seed, uint64_t step, apb_task_tag tag);
-/* Copies rows [0, n) of k and v into rows [dst_row, dst_row + n) of the cache tiles. */
-int apb_insert_kv_append(apb_handle k, apb_handle v, apb_handle kc, apb_handle vc, int dst_row,
-                         apb_task_tag tag);
-/* k16, v16 (bf16 tiles, elemsize 2) = k, v rounded to bf16: the KV cache of a finished layer,
- * kept at half the size (APB_PREC_BF16); attention reads bf16 K/V segments in place. */
-int apb_insert_kv_compact(apb_handle k, apb_handle v, apb_handle k16, apb_handle v16, apb_task_tag tag);
-
-/* Attention over a list of KV segments. Query row i has coordinate q_coord0 + i. Key j of a
- * segment has coordinate coord0 + j. A key is visible to a query row iff
- *   q_coord >= min_q_coord  and  (!causal or coord0 + j <= q_coord)   and j < len.
- * This expresses full causal attention (one coordinate system), APB (passing segments are
- * non-causal with min_q_coord = anchor length, so anchor rows skip them), Star, ring and
- * the non-causal merge-decode of non-last hosts. Writes o (n x H*d) and lse (n x H), the
- * natural log-sum-exp of the scaled scores; rows that see no key get o = 0, lse = -inf. */
-typedef struct apb_attn_seg {
-    apb_handle k, v;       /* (rows >= len) x (Hk*d) */
-    int len;
-    int coord0;
-    int causal;
-    int min_q_coord;
-} apb_attn_seg;
-
-int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
-                         int n_heads, int n_kv_heads, int head_dim, apb_handle o, apb_handle lse,
-                         apb_task_tag tag);
-
-/* Same for KV heads [kvh0, kvh0 + n_kvh) and their query heads only; o and lse are then
- * read-written (other heads' columns kept), so several head groups can fill one tile (Ulysses). */
-int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
-                               int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
-                               apb_handle o, apb_handle lse, apb_task_tag tag);
-
-/* ------------------------------------------------------------------ APB / Spava ops */
-/* qbar (1 x Hk*d) = mean of q rows [row0, row0+n) over rows and over the G query heads of each
- * KV group: the query-aware selection vector (post-RoPE question queries). */
-int apb_insert_qmean(apb_handle q, int row0, int n, int n_kv_heads, int head_dim, apb_handle qbar,
-                     apb_task_tag tag);
-/* Same over rows [row0[t], row0[t] + n[t]) of several tiles (at most 16). */
-int apb_insert_qmean_tiles(const apb_handle *q, const int *row0, const int *n, int n_tiles,
-                           int n_kv_heads, int head_dim, apb_handle qbar, apb_task_tag tag);
-/* Query-aware compression of a host's block given as tiles k[i], v[i] (rows concatenate, in order):
- * score[j] = <k_j, qbar> per KV head (fp32, no scaling), max-pool (kernel 5, stride 1, pad 2),
- * rows j < exclude_first get -inf, top-`select` per KV head (ties: lower index), selected rows
- * kept in sequence order. ck, cv (select x Hk*d) receive the selected post-RoPE K and V. */
-int apb_insert_select(apb_handle qbar, const apb_handle *k, const apb_handle *v, int n_tiles,
-                      int exclude_first, int select, int head_dim, apb_handle ck, apb_handle cv,
-                      apb_task_tag tag);
-/* Same selection from precomputed per-token scores (rows x Hk per tile), e.g. Locret's retaining
- * heads (apb_insert_retain_score). */
-int apb_insert_select_scored(const apb_handle *scores, const apb_handle *k, const apb_handle *v,
-                             int n_tiles, int exclude_first, int select, int head_dim, apb_handle ck,
-                             apb_handle cv, apb_task_tag tag);
-/* Locret retaining heads: scores (rows x Hk) = fc2(silu(fc1(cat(q, k, v)))) on PRE-RoPE q, k, v
- * (fc1: (hidden x (H + 2 Hk) d), fc2: (Hk x hidden), no biases). */
-int apb_insert_retain_score(apb_handle q, apb_handle k, apb_handle v, apb_handle fc1, apb_handle fc2,
-                            apb_handle scores, apb_task_tag tag);
-
-/* Exact merge of partial attention results over disjoint key sets:
- * lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i. lse_out may be NULL. */
-/* NCCL allgather of compressed blocks (codelets/codelet_allgather.c): GPU gpu's task packs its n
- * local blocks ck/cv (K x cols each) into rows slot[i] K of gk/gv ((per_gpu x G x K) x cols) and
- * gathers every GPU's slots; runs on the CUDA worker of NCCL rank gpu; `order` (RW, may be NULL)
- * and deps (R) only order it. -ENODEV without CUDA+NCCL. */
-int apb_insert_allgather_nccl(const apb_handle *ck, const apb_handle *cv, const int *slot, int n,
-                              int gpu, int per_gpu, apb_handle gk, apb_handle gv, apb_handle order,
-                              const apb_handle *deps, int ndeps, apb_task_tag tag);
-int apb_insert_lse_merge(const apb_handle *o, const apb_handle *lse, int n, int head_dim,
-                         apb_handle o_out, apb_handle lse_out, apb_task_tag tag);
 
 #endif

@@ -1,40 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/** @brief Full causal attention: prefill over token tiles, then one-token decode steps. */
-#include <stdio.h>
+/**
+ * @brief Method "full": exact causal attention on one host. Two entries: the plain prompt path
+ * (apb_seq: prefill over token tiles, then one-token decode steps, apb_prefill_full) and, when a
+ * question is given, the hosts path with W = 1 (the descriptor below; the question pass and
+ * decoding of graph/attend.c).
+ */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "graph/apb_graph.h"
 #include "graph/graph_internal.h"
-
 
 static apb_handle *_apb_handles(int n)
 {
     return calloc((size_t)(n > 0 ? n : 1), sizeof(apb_handle));
-}
-
-/* The per-layer dense chain after attention: o-proj (+residual), norm, MLP (+residual). */
-int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
-                               apb_task_tag tag, apb_err *err)
-{
-    const apb_layer_handles *L = &m->layers[l];
-    _APB_TRY(apb_insert_linear(o, L->wo, NULL, x, 1, tag), "o_proj");
-    _APB_TRY(apb_insert_rmsnorm(x, L->mlp_norm, xn, m->cfg.norm_eps, tag), "mlp_norm");
-    _APB_TRY(apb_insert_mlp(xn, L->w_gate, L->w_up, L->w_down, x, tag), "mlp");
-    return APB_OK;
-}
-
-/* Norm, QKV and RoPE of one tile. */
-int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q,
-                              apb_handle k, apb_handle v, int pos0, apb_task_tag tag, apb_err *err)
-{
-    const apb_layer_handles *L = &m->layers[l];
-    _APB_TRY(apb_insert_rmsnorm(x, L->attn_norm, xn, m->cfg.norm_eps, tag), "attn_norm");
-    _APB_TRY(apb_insert_qkv(xn, L->wq, L->wk, L->wv, L->bq, L->bk, L->bv, q, k, v, tag), "qkv");
-    _APB_TRY(apb_insert_rope(q, k, m->inv_freq, pos0, m->cfg.head_dim, tag), "rope");
-    return APB_OK;
 }
 
 static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, int tile,
@@ -166,15 +144,15 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
                                     s->v[l * T + t], t * s->tile, tag, err);
         for (int t = T - 1; t >= 0 && !rc; t--) { /* longest attention first */
             for (int u = 0; u <= t; u++)
-                segs[u] = (apb_attn_seg){s->k[l * T + u], s->v[l * T + u],
-                                         apb_tile_rows(s->k[l * T + u]), u * s->tile, 1, 0};
+                segs[u] = apb_seg_causal(s->k[l * T + u], s->v[l * T + u],
+                                         apb_tile_rows(s->k[l * T + u]), u * s->tile);
             if (apb_insert_attention(s->q[t], t * s->tile, segs, t + 1, c->n_heads, c->n_kv_heads,
                                      c->head_dim, s->o[t], s->lse[t], tag))
                 rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
             else
                 rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
         }
-        if (!rc) /* bf16: the finished layer's cache at half the size (graph/apb.c) */
+        if (!rc) /* bf16: the finished layer's cache at half the size (graph/layer.c) */
             rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, err);
     }
     free(segs);
@@ -221,9 +199,9 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
             break;
         }
         for (int u = 0; u < T; u++)
-            segs[u] = (apb_attn_seg){s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
-                                     u * s->tile, 1, 0};
-        segs[T] = (apb_attn_seg){s->kd[l], s->vd[l], s->n_decoded + 1, s->n_prompt, 1, 0};
+            segs[u] = apb_seg_causal(s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
+                                     u * s->tile);
+        segs[T] = apb_seg_causal(s->kd[l], s->vd[l], s->n_decoded + 1, s->n_prompt);
         if (apb_insert_attention(s->d_q, pos, segs, T + 1, c->n_heads, c->n_kv_heads, c->head_dim,
                                  s->d_o, s->d_lse, tag)) {
             rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
@@ -276,22 +254,17 @@ int apb_forward_logits(apb_model *m, const int32_t *ids, int n, int tile, int n_
     return rc;
 }
 
-int apb_wait_progress(const char *label, int progress, apb_err *err)
+/* ------------------------------------------------------------------ the hosts path, W = 1 */
+static int _apb_full_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
 {
-    if (progress) {
-        int total = apb_runtime_pending(), last_pct = -1;
-        while (1) {
-            int left = apb_runtime_pending();
-            int pct = total > 0 ? (int)(100.0 * (total - left) / total) : 100;
-            if (pct != last_pct) {
-                fprintf(stderr, "\r%s: %3d%% (%d/%d tasks)", label, pct, total - left, total);
-                last_pct = pct;
-            }
-            if (left == 0)
-                break;
-            usleep(200000);
-        }
-        fprintf(stderr, "\n");
-    }
-    return apb_runtime_wait_all(err);
+    int rc = _apb_pre_attention_hosts(m, hs, l, err);
+    for (int r = 0; r < hs->opt.hosts && !rc; r++)
+        rc = _apb_attend_host(m, hs, l, r, segs, 0, err);
+    if (!rc)
+        _apb_drop_anchor_kv(hs, l, 0);
+    return rc;
 }
+
+const apb_method_desc apb_method_full = {
+    .id = APB_METHOD_FULL, .flags = 0, .fixed_hosts = 1, .resolve = NULL, .layer = _apb_full_layer,
+};

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief The per-layer chain every method shares: norm -> QKV -> RoPE before attention, o-proj ->
+ * norm -> MLP after it, and the bf16 compaction of a finished layer's KV cache.
+ */
+#include "graph/graph_internal.h"
+
+/* The per-layer dense chain after attention: o-proj (+residual), norm, MLP (+residual). */
+int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
+                        apb_task_tag tag, apb_err *err)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    _APB_TRY(apb_insert_linear(o, L->wo, NULL, x, 1, tag), "o_proj");
+    _APB_TRY(apb_insert_rmsnorm(x, L->mlp_norm, xn, m->cfg.norm_eps, tag), "mlp_norm");
+    _APB_TRY(apb_insert_mlp(xn, L->w_gate, L->w_up, L->w_down, x, tag), "mlp");
+    return APB_OK;
+}
+
+/* Norm, QKV and RoPE of one tile. */
+int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q,
+                       apb_handle k, apb_handle v, int pos0, apb_task_tag tag, apb_err *err)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    _APB_TRY(apb_insert_rmsnorm(x, L->attn_norm, xn, m->cfg.norm_eps, tag), "attn_norm");
+    _APB_TRY(apb_insert_qkv(xn, L->wq, L->wk, L->wv, L->bq, L->bk, L->bv, q, k, v, tag), "qkv");
+    _APB_TRY(apb_insert_rope(q, k, m->inv_freq, pos0, m->cfg.head_dim, tag), "rope");
+    return APB_OK;
+}
+
+int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err)
+{
+    int rc = APB_OK;
+    for (int r = 0; r < hs->opt.hosts && !rc; r++) {
+        apb_host *h = &hs->h[r];
+        for (int t = 0; t < h->n_tiles && !rc; t++)
+            rc = _apb_pre_attention(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
+                                    h->v[l * h->n_tiles + t], h->pos0[t],
+                                    (apb_task_tag){l, r, m->cfg.n_layers - l}, err);
+    }
+    return rc;
+}
+
+/* Under APB_PREC_BF16, once layer l's tasks are all submitted, the K/V tiles that stay (the cache
+ * the question pass and decoding read) are compacted to bf16 and the fp32 tiles released after
+ * their last reader: the cache of finished layers takes half the memory (at 128K tokens 16 GiB
+ * instead of 32 for Llama-3.1-8B shapes). The tensor-core attention kernel rounds K/V to bf16
+ * anyway; the exact fp32 mode keeps fp32 tiles. */
+int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, apb_err *err)
+{
+    if (apb_runtime_precision() != APB_PREC_BF16)
+        return APB_OK;
+    for (int u = 0; u < n; u++) {
+        if (!k[u] || !v[u] || apb_tile_elemsize(k[u]) != sizeof(float))
+            continue;
+        apb_runtime_set_owner(owner_host);
+        apb_handle k16 = apb_tile_new(apb_tile_rows(k[u]), apb_tile_cols(k[u]), 2);
+        apb_handle v16 = apb_tile_new(apb_tile_rows(v[u]), apb_tile_cols(v[u]), 2);
+        if (!k16 || !v16 || apb_insert_kv_compact(k[u], v[u], k16, v16, (apb_task_tag){layer, owner_host, 0})) {
+            apb_handle_free(k16);
+            apb_handle_free(v16);
+            return apb_fail(err, APB_E_RUNTIME, "submitting the bf16 compaction of the KV cache failed");
+        }
+        apb_handle_free(k[u]);
+        apb_handle_free(v[u]);
+        k[u] = k16;
+        v[u] = v16;
+    }
+    return APB_OK;
+}
+
+int _apb_compact_layer(apb_hseq *hs, int l, apb_err *err)
+{
+    int rc = APB_OK;
+    for (int r = 0; r < hs->opt.hosts && !rc; r++) {
+        apb_host *h = &hs->h[r];
+        rc = _apb_compact_kv(&h->k[l * h->n_tiles], &h->v[l * h->n_tiles], h->n_tiles, r, l, err);
+    }
+    return rc;
+}

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @brief The sequence-parallel driver, the same for every method: resolve the options (common
+ * checks, then the method's own), split the context over the hosts (split.c), submit every layer
+ * through the method's descriptor (methods/) and the shared bf16 compaction (layer.c), then the
+ * LSE-merged question pass (attend.c). Also the memory estimate of a run.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph_internal.h"
+
+int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hosts_opts *o, apb_err *err)
+{
+    const apb_method_desc *md = apb_method_desc_of(o->method);
+    if (md->fixed_hosts > 0) {
+        o->hosts = md->fixed_hosts;
+        o->anchor = o->select = 0;
+    }
+    int W = o->hosts;
+    if (W < 1)
+        return apb_fail(err, APB_E_USAGE, "--hosts must be >= 1 (got %d)", W);
+    if (o->allgather == APB_ALLGATHER_NCCL) {
+        if (!(md->flags & APB_MF_PASSING))
+            return apb_fail(err, APB_E_USAGE, "--allgather nccl applies to --method apb (got %s)",
+                            apb_method_name(o->method));
+        /* the G allgather tasks of a layer wait for each other inside NCCL: no host task may
+         * queue behind another GPU's collective, so every host is pinned to its GPU */
+        o->placement = APB_PLACE_PINNED;
+    }
+    if (L < 1 || nq < 1)
+        return apb_fail(err, APB_E_USAGE, "need at least one context and one question token "
+                                          "(got %d and %d)", L, nq);
+    if (W > L)
+        return apb_fail(err, APB_E_USAGE, "--hosts %d exceeds the %d context tokens", W, L);
+    int block = (L + W - 1) / W;
+    if (L - (W - 1) * block < 1)
+        return apb_fail(err, APB_E_USAGE,
+                        "%d context tokens do not fill %d hosts with blocks of %d (the last host "
+                        "would be empty); use fewer hosts", L, W, block);
+    if ((long)L + nq + max_new > cfg->max_pos)
+        return apb_fail(err, APB_E_USAGE, "%d context + %d question + %d new tokens exceed the "
+                        "model's context of %d", L, nq, max_new, cfg->max_pos);
+    if (o->tile <= 0)
+        return apb_fail(err, APB_E_USAGE, "tile size must be positive (got %d)", o->tile);
+    return md->resolve ? md->resolve(cfg, L, block, o, err) : APB_OK;
+}
+
+int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, const int32_t *question,
+                      int nq, int max_new, const apb_hosts_opts *opt, const apb_sampling *smp,
+                      apb_err *err)
+{
+    const apb_config *c = &m->cfg;
+    memset(hs, 0, sizeof *hs);
+    hs->opt = *opt;
+    int rc = apb_hosts_resolve(c, L, nq, max_new, &hs->opt, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < L; i++)
+        if (ctx[i] < 0 || ctx[i] >= c->vocab_size)
+            return apb_fail(err, APB_E_USAGE, "token id %d at position %d is outside vocab [0, %d)",
+                            ctx[i], i, c->vocab_size);
+    for (int i = 0; i < nq; i++)
+        if (question[i] < 0 || question[i] >= c->vocab_size)
+            return apb_fail(err, APB_E_USAGE, "question token id %d is outside vocab [0, %d)",
+                            question[i], c->vocab_size);
+    int W = hs->opt.hosts;
+    if (W > 64)
+        return apb_fail(err, APB_E_USAGE, "--hosts %d: at most 64 hosts", W);
+    if ((rc = apb_place_hosts(hs->opt.placement, W, err)))
+        return rc;
+    if (hs->opt.allgather == APB_ALLGATHER_NCCL) {
+        if ((rc = apb_runtime_nccl_init(err))) /* collective over MPI ranks */
+            return rc;
+        int G = apb_runtime_nccl_size();
+        if (W % G)
+            return apb_fail(err, APB_E_USAGE, "--allgather nccl: %d hosts do not split evenly over "
+                            "%d GPUs%s (NCCL's allgather takes the same count from every GPU)", W, G,
+                            apb_runtime_nranks() > 1 ? " of all ranks" : "");
+        if (W > 1 && hs->opt.select > 0 && (size_t)W * hs->opt.select * c->n_kv_heads * c->head_dim > (1u << 30))
+            return apb_fail(err, APB_E_USAGE, "--allgather nccl: the gathered buffer (%d x %d rows) "
+                            "is too large", W, hs->opt.select);
+    }
+    const apb_method_desc *md = apb_method_desc_of(hs->opt.method);
+    if (hs->opt.retain && (md->flags & APB_MF_PASSING) && !m->retain_hidden)
+        return apb_fail(err, APB_E_USAGE, "--compress retain needs --retain-weights FILE");
+    if (hs->opt.retain && (hs->block + hs->opt.tile - 1) / hs->opt.tile > 64)
+        return apb_fail(err, APB_E_USAGE, "--compress retain: at most 64 tiles per block (block %d, "
+                        "tile %d); use a larger --tile", hs->block, hs->opt.tile);
+    hs->L = L;
+    hs->nq = nq;
+    hs->block = (L + W - 1) / W;
+    hs->q_row0 = L < _APB_ANCHOR_PREFIX ? L : _APB_ANCHOR_PREFIX;
+    hs->q_rows = nq < hs->opt.anchor - hs->q_row0 ? nq : hs->opt.anchor - hs->q_row0;
+    if ((md->flags & APB_MF_QUESTION_ANCHOR) && !hs->opt.retain && hs->q_rows > 0 &&
+        (hs->q_row0 + hs->q_rows - 1) / hs->opt.tile - hs->q_row0 / hs->opt.tile + 1 > 16)
+        return apb_fail(err, APB_E_USAGE, "the %d question rows span more than 16 anchor tiles of %d "
+                        "rows; use a larger --tile", hs->q_rows, hs->opt.tile);
+    hs->h = calloc((size_t)W, sizeof *hs->h);
+    if (!hs->h)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    for (int r = 0; r < W; r++)
+        if ((rc = _apb_split_host(m, hs, r, ctx, question, err)))
+            return rc;
+    /* question / decode state on the last host */
+    int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
+    hs->cap = nq + max_new;
+    hs->kd = calloc((size_t)c->n_layers, sizeof(apb_handle));
+    hs->vd = calloc((size_t)c->n_layers, sizeof(apb_handle));
+    hs->q_ids = malloc(sizeof(int32_t) * (size_t)nq);
+    if (!hs->kd || !hs->vd || !hs->q_ids)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    memcpy(hs->q_ids, question, sizeof(int32_t) * (size_t)nq);
+    apb_runtime_set_owner(W - 1); /* the question pass and decoding run on the last host */
+    hs->q_ids_t = apb_tile_from(hs->q_ids, nq, 1, sizeof(int32_t));
+    for (int l = 0; l < c->n_layers; l++) {
+        hs->kd[l] = apb_tile_new_zeroed(hs->cap, kd, sizeof(float));
+        hs->vd[l] = apb_tile_new_zeroed(hs->cap, kd, sizeof(float));
+    }
+    for (int s = 0; s < 2; s++) {
+        int rows = s == 0 ? nq : 1;
+        hs->t_x[s] = apb_tile_new(rows, c->dim, sizeof(float));
+        hs->t_xn[s] = apb_tile_new(rows, c->dim, sizeof(float));
+        hs->t_q[s] = apb_tile_new(rows, qd, sizeof(float));
+        hs->t_k[s] = apb_tile_new(rows, kd, sizeof(float));
+        hs->t_v[s] = apb_tile_new(rows, kd, sizeof(float));
+        hs->t_o[s] = apb_tile_new(rows, qd, sizeof(float));
+        hs->t_po[s] = calloc((size_t)W, sizeof(apb_handle));
+        hs->t_pl[s] = calloc((size_t)W, sizeof(apb_handle));
+        if (!hs->t_po[s] || !hs->t_pl[s])
+            return apb_fail(err, APB_E_NOMEM, "out of memory");
+        for (int r = 0; r < W; r++) { /* host r's partial result, merged on the last host */
+            apb_runtime_set_owner(r);
+            hs->t_po[s][r] = apb_tile_new(rows, qd, sizeof(float));
+            hs->t_pl[s][r] = apb_tile_new(rows, c->n_heads, sizeof(float));
+        }
+        apb_runtime_set_owner(W - 1);
+    }
+    hs->logits = apb_tile_new(1, c->vocab_size, sizeof(float));
+    hs->token = apb_tile_new(1, 1, sizeof(int32_t));
+
+    /* context prefill */
+    for (int r = 0; r < W; r++)
+        for (int t = 0; t < hs->h[r].n_tiles; t++)
+            if (apb_insert_embed(hs->h[r].ids_t[t], m->embed, hs->h[r].x[t],
+                                 (apb_task_tag){-1, r, c->n_layers + 1}))
+                return apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
+    apb_attn_seg *segs = _apb_segs_alloc(hs);
+    if (!segs)
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    if (md->flags & APB_MF_FUSED_QUESTION) { /* Spava: the question runs inside the prefill */
+        if (apb_insert_embed(hs->q_ids_t, m->embed, hs->t_x[0], (apb_task_tag){-1, W - 1, 0}))
+            rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
+        for (int l = 0; l < c->n_layers && !rc; l++)
+            if (!(rc = md->layer(m, hs, l, segs, err)))
+                rc = _apb_compact_layer(hs, l, err);
+        free(segs);
+        return rc ? rc : _apb_tail_end(m, hs, 0, nq, smp, 0, err);
+    }
+    for (int l = 0; l < c->n_layers && !rc; l++) /* the method's layer (graph/methods/) */
+        if (!(rc = md->layer(m, hs, l, segs, err)))
+            rc = _apb_compact_layer(hs, l, err);
+    free(segs);
+    if (rc)
+        return rc;
+    /* the anchors' hidden states are not needed past the last layer; the KV cache keeps them but the
+     * question pass and decoding skip the anchor tiles */
+    return _apb_tail(m, hs, 0, hs->q_ids_t, nq, smp, 0, err);
+}
+
+double apb_run_memory_estimate(const apb_config *c, int L, int nq, int max_new, const apb_hosts_opts *o,
+                               int kv_bf16, double *kv_cache)
+{
+    double W = o->hosts, kd = (double)c->n_kv_heads * c->head_dim, qd = (double)c->n_heads * c->head_dim;
+    double rows = L + (W - 1) * (o->anchor > 0 ? o->anchor : 0); /* every host's [anchor | local] */
+    /* the cache of every layer (the prompt's rows in bf16 once compacted, question and decode rows
+     * fp32), plus one layer's anchors (released after their layer) */
+    double cache = (kv_bf16 ? 2.0 : 4.0) * 2 * kd * c->n_layers * L + 4.0 * 2 * kd * c->n_layers * (nq + max_new);
+    if (kv_bf16) /* two layers still (or also) in fp32 */
+        cache += 4.0 * 2 * kd * (c->n_layers < 2 ? c->n_layers : 2) * L;
+    double kv = cache + 4.0 * 2 * kd * (rows - L);
+    if (kv_cache)
+        *kv_cache = cache;
+    double act = 4.0 * rows * (2.0 * c->dim + 2 * qd + c->n_heads); /* x, xn, q, o, lse per tile */
+    double per_task = 4.0 * o->tile * (2.0 * c->hidden_dim) * 2;   /* MLP scratch, two workers */
+    double passing = 4.0 * 2 * kd * W * (o->select > 0 ? o->select : 0);
+    double logits = 4.0 * c->vocab_size * 2;
+    return kv + act + per_task + passing + logits;
+}
