@@ -302,6 +302,9 @@ int main(int argc, char **argv)
                                 .placement = ngw > 1 ? APB_PLACE_PINNED : APB_PLACE_FREE,
                                 .allgather = nccl ? APB_ALLGATHER_NCCL : APB_ALLGATHER_STARPU};
             const int cap = ndec > 0 ? ndec + 4 : 0; /* decode rows: warm-up steps + timed steps */
+            /* random weights: decoding past the preset's context (128K + a few tokens) is allowed */
+            if (m.cfg.max_pos < L + cap)
+                m.cfg.max_pos = L + cap;
             if (meth != APB_METHOD_FULL && apb_hosts_resolve(&m.cfg, Lc, nq, cap, &o, &err)) {
                 fprintf(stderr, "prefill: %s %d: %s\n", tm, L, err.msg);
                 continue;

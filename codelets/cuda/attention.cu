@@ -473,88 +473,130 @@ static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, cons
 /* ------------------------------------------------------------------ split-KV kernel (few rows) */
 /* Flash-decoding: the visible keys of a task (the concatenation of its segments, clamped for the
  * last row) are cut into nsplit ranges; CTA (split, row group, KV head) streams its range once
- * for up to APB_SK_RB query rows of the KV head's group (rows r = i G + g: query row i, head
- * kvh G + g), 4 warps taking every 4th key, each lane holding D/32 consecutive elements of q, k,
- * v and the accumulator. Warps merge in shared memory; every CTA writes its unnormalized partial
- * (m, l, acc) and apb_k_attn_splitkv_merge combines the splits per row by their log-sum-exp.
- * fp32 arithmetic (K/V fp32 or bf16): the exact path, used in both precisions. */
-enum { APB_SK_WARPS = 4, APB_SK_RB = 8, APB_SK_MAX_ROWS = 64, APB_SK_MAX_SPLITS = 512 };
+ * for up to RB query rows of the KV head's group (rows r = i G + g: query row i, head kvh G + g).
+ * Each of the 4 warps takes blocks of 32 keys, one key per lane: a lane computes the RB dot
+ * products of its key row (16-byte loads) against the queries held in shared memory, the warp
+ * updates each row's running max and sum once per block, then P V runs with lane = D/32 output
+ * columns (coalesced V rows, p broadcast by shuffle). Warps merge in shared memory; every CTA
+ * writes its unnormalized partial (acc, m, l) and apb_k_attn_splitkv_merge combines the splits
+ * per row by their log-sum-exp. fp32 arithmetic (K/V fp32 or bf16): the exact path, used in
+ * both precisions. */
+enum { APB_SK_WARPS = 4, APB_SK_RB = 8, APB_SK_MAX_ROWS = 64, APB_SK_MAX_SPLITS = 512, APB_SK_MIN_CHUNK = 256 };
 
-template <int D>
+/* 8 consecutive elements of a K or V row as floats (bf16: one 16-byte load; fp32: two). */
+static __device__ __forceinline__ void apb_load8(float *x, const float *p32, const uint16_t *p16, bool bf16)
+{
+    if (bf16) {
+        uint4 u = *(const uint4 *)p16;
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            x[2 * i] = __uint_as_float(w[i] << 16);
+            x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        }
+    } else {
+        float4 a = *(const float4 *)p32, b = *(const float4 *)(p32 + 4);
+        x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    }
+}
+
+template <int D, int RB>
 __global__ void __launch_bounds__(32 * APB_SK_WARPS)
 apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
                    int group, int kvh0, int nsplit, int chunk, float *__restrict__ part)
 {
     constexpr int DE = D / 32;
-    __shared__ float sm_m[APB_SK_WARPS][APB_SK_RB], sm_l[APB_SK_WARPS][APB_SK_RB];
-    __shared__ float sm_acc[APB_SK_WARPS][APB_SK_RB][D];
+    __shared__ __align__(16) float sq[RB][D];
+    __shared__ float sm_m[APB_SK_WARPS][RB], sm_l[APB_SK_WARPS][RB];
+    __shared__ float sm_acc[APB_SK_WARPS][RB][D];
     const int split = blockIdx.x, rg = blockIdx.y, kvl = blockIdx.z, kvh = kvh0 + kvl;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int R = n_q * group, r0 = rg * APB_SK_RB, nr = min(APB_SK_RB, R - r0);
+    const int R = n_q * group, r0 = rg * RB, nr = min(RB, R - r0);
     const int qhi = q_coord0 + n_q - 1;
-    float qv[APB_SK_RB][DE], acc[APB_SK_RB][DE], m[APB_SK_RB], l[APB_SK_RB];
-    int qc[APB_SK_RB];
     const float scale = rsqrtf((float)D);
+    for (int x = threadIdx.x; x < RB * D; x += blockDim.x) {
+        const int r = x / D, c = x % D, rr = r0 + (r < nr ? r : 0);
+        sq[r][c] = q[(size_t)(rr / group) * ld_q + (size_t)(kvh * group + rr % group) * D + c] * scale;
+    }
+    int qc[RB];
+    float m[RB], l[RB], acc[RB][DE];
 #pragma unroll
-    for (int r = 0; r < APB_SK_RB; r++) {
-        const int rr = r0 + (r < nr ? r : 0), i = rr / group, qh = kvh * group + rr % group;
-        qc[r] = r < nr ? q_coord0 + i : INT_MIN; /* INT_MIN: padding row, sees nothing */
-#pragma unroll
-        for (int e = 0; e < DE; e++) {
-            qv[r][e] = q[(size_t)i * ld_q + (size_t)qh * D + lane * DE + e] * scale;
-            acc[r][e] = 0.f;
-        }
+    for (int r = 0; r < RB; r++) {
+        qc[r] = r < nr ? q_coord0 + (r0 + r) / group : INT_MIN;
         m[r] = -INFINITY;
         l[r] = 0.f;
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            acc[r][e] = 0.f;
     }
+    __syncthreads();
     const int lo = split * chunk, hi = lo + chunk;
     int base = 0;
     for (int si = 0; si < sp.n && base < hi; si++) {
         const apb_cuda_seg sg = sp.s[si];
         const int ke = apb_seg_kend(sg, qhi);
-        const int a = max(lo, base), b = min(hi, base + ke);
-        for (int jj = a + warp; jj < b; jj += APB_SK_WARPS) {
-            const int j = jj - base;
-            const size_t at = (size_t)j * sg.ld + (size_t)kvh * D + lane * DE;
-            float kv[DE], vv[DE];
-            if (sg.bf16) {
-                const uint16_t *k16 = (const uint16_t *)(const void *)sg.k + at;
-                const uint16_t *v16 = (const uint16_t *)(const void *)sg.v + at;
+        const int a = max(lo, base) - base, b = min(hi, base + ke) - base; /* segment keys [a, b) */
+        const uint16_t *k16 = (const uint16_t *)(const void *)sg.k, *v16 = (const uint16_t *)(const void *)sg.v;
+        for (int j0 = a + warp * 32; j0 < b; j0 += APB_SK_WARPS * 32) {
+            const int j = j0 + lane;
+            const bool valid = j < b;
+            float s[RB];
 #pragma unroll
-                for (int e = 0; e < DE; e++) {
-                    kv[e] = apb_bf16_to_f32(k16[e]);
-                    vv[e] = apb_bf16_to_f32(v16[e]);
-                }
-            } else {
+            for (int r = 0; r < RB; r++)
+                s[r] = 0.f;
+            if (valid) {
+                const size_t at = (size_t)j * sg.ld + (size_t)kvh * D;
+#pragma unroll 4
+                for (int c = 0; c < D; c += 8) {
+                    float kx[8];
+                    apb_load8(kx, sg.k + at + c, k16 + at + c, sg.bf16);
 #pragma unroll
-                for (int e = 0; e < DE; e++) {
-                    kv[e] = sg.k[at + e];
-                    vv[e] = sg.v[at + e];
+                    for (int r = 0; r < RB; r++) {
+                        const float4 qa = *(const float4 *)&sq[r][c], qb = *(const float4 *)&sq[r][c + 4];
+                        s[r] += qa.x * kx[0] + qa.y * kx[1] + qa.z * kx[2] + qa.w * kx[3] +
+                                qb.x * kx[4] + qb.y * kx[5] + qb.z * kx[6] + qb.w * kx[7];
+                    }
                 }
             }
             const int kc = sg.coord0 + j;
+            float p[RB];
 #pragma unroll
-            for (int r = 0; r < APB_SK_RB; r++) {
-                float dot = 0.f;
-#pragma unroll
-                for (int e = 0; e < DE; e++)
-                    dot += qv[r][e] * kv[e];
-                dot = apb_warp_sum(dot);
-                const bool vis = r < nr && qc[r] >= sg.min_q_coord && (!sg.causal || kc <= qc[r]);
-                if (!vis)
+            for (int r = 0; r < RB; r++) {
+                const bool vis = valid && qc[r] >= sg.min_q_coord && (!sg.causal || kc <= qc[r]);
+                const float sr = vis ? s[r] : -INFINITY;
+                const float nm = fmaxf(m[r], apb_warp_max(sr));
+                if (nm == -INFINITY) { /* nothing visible to this row yet */
+                    p[r] = 0.f;
                     continue;
-                const float nm = fmaxf(m[r], dot), f = expf(m[r] - nm), p = expf(dot - nm);
-                l[r] = l[r] * f + p;
+                }
+                const float f = expf(m[r] - nm);
+                p[r] = vis ? expf(sr - nm) : 0.f;
+                l[r] = l[r] * f + apb_warp_sum(p[r]);
+                m[r] = nm;
 #pragma unroll
                 for (int e = 0; e < DE; e++)
-                    acc[r][e] = acc[r][e] * f + p * vv[e];
-                m[r] = nm;
+                    acc[r][e] *= f;
+            }
+            const int nk = min(32, b - j0);
+            for (int t = 0; t < nk; t++) {
+                const size_t at = (size_t)(j0 + t) * sg.ld + (size_t)kvh * D + lane * DE;
+                float vv[DE];
+#pragma unroll
+                for (int e = 0; e < DE; e++)
+                    vv[e] = sg.bf16 ? apb_bf16_to_f32(v16[at + e]) : sg.v[at + e];
+#pragma unroll
+                for (int r = 0; r < RB; r++) {
+                    const float pr = __shfl_sync(0xffffffffu, p[r], t);
+#pragma unroll
+                    for (int e = 0; e < DE; e++)
+                        acc[r][e] += pr * vv[e];
+                }
             }
         }
         base += ke;
     }
 #pragma unroll
-    for (int r = 0; r < APB_SK_RB; r++) {
+    for (int r = 0; r < RB; r++) {
         if (lane == 0) {
             sm_m[warp][r] = m[r];
             sm_l[warp][r] = l[r];
@@ -577,10 +619,10 @@ apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0,
         /* partial layout: [kvl][row][split] x (D + 2) floats: acc, m, l */
         float *pp = part + (((size_t)kvl * R + r0 + r) * nsplit + split) * (D + 2);
         for (int c = lane; c < D; c += 32) {
-            float s = 0.f;
+            float sum = 0.f;
             for (int w = 0; w < APB_SK_WARPS; w++)
-                s += sm_acc[w][r][c] * f[w];
-            pp[c] = s;
+                sum += sm_acc[w][r][c] * f[w];
+            pp[c] = sum;
         }
         if (lane == 0) {
             pp[D] = M;
@@ -638,20 +680,56 @@ static int apb_sm_count(void)
     return sms[dev];
 }
 
-static bool apb_use_splitkv(int n_q, int group, int head_dim)
+template <int D>
+static void apb_launch_splitkv_d(int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
+                                 int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
+                                 float *part)
+{
+    const int th = 32 * APB_SK_WARPS;
+    if (rb == 1)
+        apb_k_attn_splitkv<D, 1><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else if (rb == 2)
+        apb_k_attn_splitkv<D, 2><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else if (rb == 4)
+        apb_k_attn_splitkv<D, 4><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else
+        apb_k_attn_splitkv<D, 8><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+}
+
+static void apb_launch_splitkv(int d, int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
+                               int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
+                               float *part)
+{
+    if (d == 64)
+        apb_launch_splitkv_d<64>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else if (d == 128)
+        apb_launch_splitkv_d<128>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else
+        apb_launch_splitkv_d<256>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+}
+
+/* Few rows, a supported head_dim, and K/V rows that allow 16-byte loads (4 fp32 / 8 bf16). */
+static bool apb_use_splitkv(int n_q, int group, int head_dim, const apb_cuda_seg *segs, int n_segs)
 {
     const char *e = getenv("APB_ATTN_SPLITKV");
     if (e && !strcmp(e, "0"))
         return false;
-    return (head_dim == 64 || head_dim == 128 || head_dim == 256) && n_q * group <= APB_SK_MAX_ROWS;
+    if (!(head_dim == 64 || head_dim == 128 || head_dim == 256) || n_q * group > APB_SK_MAX_ROWS)
+        return false;
+    for (int i = 0; i < n_segs; i++)
+        if (((uintptr_t)segs[i].k & 15u) || ((uintptr_t)segs[i].v & 15u) ||
+            segs[i].ld % (segs[i].bf16 ? 8 : 4))
+            return false;
+    return true;
 }
 
-/* Splits for `keys` visible keys: about 4 CTAs per SM in all, at least 64 keys per split. */
+/* Splits for `keys` visible keys: about 2 CTAs per SM in all, at least APB_SK_MIN_CHUNK keys per
+ * split (each warp then takes two or more blocks of 32 keys). */
 static void apb_splitkv_shape(int n_q, int group, int n_kvh, int keys, int *nsplit, int *chunk)
 {
     const int R = n_q * group, nrg = (R + APB_SK_RB - 1) / APB_SK_RB;
-    int want = 4 * apb_sm_count() / (n_kvh * nrg);
-    int maxs = (keys + 63) / 64;
+    int want = 2 * apb_sm_count() / (n_kvh * nrg);
+    int maxs = (keys + APB_SK_MIN_CHUNK - 1) / APB_SK_MIN_CHUNK;
     int ns = want < maxs ? want : maxs;
     ns = ns < 1 ? 1 : ns > APB_SK_MAX_SPLITS ? APB_SK_MAX_SPLITS : ns;
     int ch = (keys + ns - 1) / ns;
@@ -709,7 +787,7 @@ extern "C" size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, 
     if (n_q <= 0 || n_segs > APB_CUDA_MAX_SEGS)
         return 0;
     const int group = n_heads / n_kv_heads, qhi = q_coord0 + n_q - 1;
-    if (apb_use_splitkv(n_q, group, head_dim)) {
+    if (apb_use_splitkv(n_q, group, head_dim, segs, n_segs)) {
         int ns, ch;
         apb_splitkv_shape(n_q, group, n_kvh, apb_visible_keys(segs, n_segs, qhi), &ns, &ch);
         return (size_t)n_kvh * n_q * group * ns * (head_dim + 2) * sizeof(float) + 16;
@@ -736,7 +814,7 @@ extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord
     const int group = n_heads / n_kv_heads, qh0 = kvh0 * group, nqh = n_kvh * group;
     const int qhi = q_coord0 + n_q - 1;
 #ifdef APB_HAVE_CUDNN
-    if (scratch && !apb_use_splitkv(n_q, group, head_dim) &&
+    if (scratch && !apb_use_splitkv(n_q, group, head_dim, segs, n_segs) &&
         apb_cudnn_bytes(n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, n_kvh, head_dim, tensor_cores)) {
         int rc = apb_cudnn_attention(q, ld_q, n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, kvh0,
                                      n_kvh, head_dim, o, ld_o, lse, ld_lse, scratch, scratch_bytes, s);
@@ -754,19 +832,15 @@ extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord
     for (int i = 0; i < n_segs; i++)
         sp.s[i] = segs[i];
     const float scale = 1.0f / sqrtf((float)head_dim);
-    if (scratch && apb_use_splitkv(n_q, group, head_dim)) {
+    if (scratch && apb_use_splitkv(n_q, group, head_dim, segs, n_segs)) {
         int ns, ch;
         const int keys = apb_visible_keys(segs, n_segs, qhi);
         apb_splitkv_shape(n_q, group, n_kvh, keys, &ns, &ch);
         float *part = (float *)scratch;
         const int R = n_q * group;
-        dim3 grid(ns, (R + APB_SK_RB - 1) / APB_SK_RB, n_kvh);
-        if (head_dim == 64)
-            apb_k_attn_splitkv<64><<<grid, 32 * APB_SK_WARPS, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-        else if (head_dim == 128)
-            apb_k_attn_splitkv<128><<<grid, 32 * APB_SK_WARPS, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-        else
-            apb_k_attn_splitkv<256><<<grid, 32 * APB_SK_WARPS, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        const int rb = R >= 8 ? 8 : R >= 4 ? 4 : R >= 2 ? 2 : 1;
+        dim3 grid(ns, (R + rb - 1) / rb, n_kvh);
+        apb_launch_splitkv(head_dim, rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
         const int warps = n_kvh * R, threads = 128;
         apb_k_attn_splitkv_merge<<<(unsigned)((warps * 32 + threads - 1) / threads), threads, 0, s>>>(
             part, n_q, group, kvh0, n_kvh, ns, head_dim, o, ld_o, lse, ld_lse);

@@ -19,8 +19,10 @@
  * Anything else (a causal segment that the first row cannot reach, more pass groups, head_dim
  * not a multiple of 8) is "not applicable" and the caller runs its own kernel. cuDNN writes bf16
  * O and fp32 natural-log stats; apb_k_cudnn_finish merges the parts and writes the fp32 O and LSE
- * tiles. Graphs are built once per shape and device and cached per worker thread, with
- * dynamic shapes and a kernel cache so that new sequence lengths reuse compiled kernels.
+ * tiles. Graphs are built once per shape and device and cached per worker thread. (cuDNN's
+ * dynamic shapes with a shared kernel cache were tried: graphs that differ only in their mask
+ * then reused each other's kernels and gave wrong results on an H200 with cuDNN 9.19, so every
+ * shape has its own plan.)
  */
 #include <math.h>
 #include <stdio.h>
@@ -171,7 +173,6 @@ struct apb_cudnn_thread {
     int dev = -1;
     cudnnHandle_t h = nullptr;
     std::unordered_map<apb_cudnn_key, apb_cudnn_entry, apb_cudnn_key_hash> cache;
-    std::shared_ptr<fe::KernelCache> kcache;
 };
 static thread_local apb_cudnn_thread *apb_cudnn_tl;
 
@@ -199,7 +200,6 @@ static apb_cudnn_thread *apb_cudnn_state(void)
         delete t;
         return nullptr;
     }
-    t->kcache = std::make_shared<fe::KernelCache>();
     apb_cudnn_tl = t; /* a previous device's state is kept (its graphs stay valid there) */
     static std::once_flag once;
     std::call_once(once, [] {
@@ -209,25 +209,13 @@ static apb_cudnn_thread *apb_cudnn_state(void)
     return t;
 }
 
-static bool apb_cudnn_dynamic(void)
-{
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("APB_CUDNN_DYNAMIC");
-        v = e && !strcmp(e, "0") ? 0 : 1;
-    }
-    return v;
-}
-
-static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key &k, bool dynamic)
+static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key &k)
 {
     apb_cudnn_entry e;
     auto g = std::make_shared<fe::graph::Graph>();
     g->set_io_data_type(fe::DataType_t::BFLOAT16)
         .set_intermediate_data_type(fe::DataType_t::FLOAT)
         .set_compute_data_type(fe::DataType_t::FLOAT);
-    if (dynamic)
-        g->set_dynamic_shape_enabled(true).set_kernel_cache(t->kcache);
     const int64_t hq = k.hq, hk = k.hk, sq = k.sq, skv = k.skv, d = k.d;
     auto Q = g->tensor(fe::graph::Tensor_attributes().set_name("Q").set_uid(1)
                            .set_dim({1, hq, sq, d}).set_stride({sq * hq * d, d, hq * d, 1}));
@@ -261,8 +249,8 @@ static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key 
         st = g->get_workspace_size(e.ws);
     if (!st.is_good()) {
         if (apb_cudnn_verbose())
-            fprintf(stderr, "apb: cuDNN SDPA refused hq %d hk %d sq %d skv %d d %d band %d/%d%s: %s\n",
-                    k.hq, k.hk, k.sq, k.skv, k.d, k.masked, k.off, dynamic ? " (dynamic)" : "",
+            fprintf(stderr, "apb: cuDNN SDPA refused hq %d hk %d sq %d skv %d d %d band %d/%d: %s\n",
+                    k.hq, k.hk, k.sq, k.skv, k.d, k.masked, k.off,
                     st.get_message().c_str());
         return e;
     }
@@ -278,10 +266,7 @@ static const apb_cudnn_entry *apb_cudnn_get(apb_cudnn_thread *t, const apb_cudnn
         return &it->second;
     apb_cudnn_entry e;
     try {
-        if (apb_cudnn_dynamic())
-            e = apb_cudnn_build(t, k, true);
-        if (!e.ok)
-            e = apb_cudnn_build(t, k, false);
+        e = apb_cudnn_build(t, k);
     } catch (const std::exception &ex) {
         if (apb_cudnn_verbose())
             fprintf(stderr, "apb: cuDNN graph build threw: %s\n", ex.what());
