@@ -138,6 +138,17 @@ int apb_insert_linear(apb_handle in, apb_handle w, apb_handle bias, apb_handle o
 
 #ifdef APB_CUDA
 /* The GEMM of every projection (qkv, linear, mlp, logits) on a GPU. */
+/* APB_GEMV=0 sends few-row products to cuBLAS too (for comparisons). */
+static int _apb_gemv_enabled(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("APB_GEMV");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
 int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_in, int in_elem,
                    const void *w, int w_elem, int rows, int n_in, int n_out, float beta)
 {
@@ -145,6 +156,16 @@ int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_i
     cublasHandle_t h = starpu_cublas_get_local_handle();
     const float alpha = 1.0f;
     cudaDataType_t tw = w_elem == 2 ? CUDA_R_16BF : CUDA_R_32F;
+    if (w_elem == 2 && rows <= APB_CUDA_GEMV_MAX_ROWS && _apb_gemv_enabled()) {
+        /* few rows (decode): our bandwidth-bound kernel, activations read as they are */
+        int rc = apb_cuda_gemv_bf16(out, ld_out, out_bf16, in, ld_in, in_elem, w, rows, n_in, n_out, beta, s);
+        if (rc < 0) {
+            _apb_task_fail(APB_E_RUNTIME, "gemv (%d x %d x %d) failed", rows, n_out, n_in);
+            return -1;
+        }
+        if (rc == 0)
+            return 0;
+    }
     if (w_elem == 2 && in_elem == 4) { /* bf16 weights: the activation tile goes bf16 too */
         uint16_t *in16 = _apb_cuda_scratch(_APB_CUDA_SCRATCH_GEMM_IN, (size_t)rows * n_in * 2);
         if (!in16)

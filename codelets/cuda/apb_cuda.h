@@ -30,6 +30,15 @@ void apb_cuda_swiglu(void *h, const void *g, const void *u, size_t n, int elem, 
 /* Sets rows x cols elements of elem bytes to zero (ld in elements). */
 void apb_cuda_zero(void *p, int ld, int rows, int cols, int elem, cudaStream_t s);
 
+/* --------------------------------------------------------------- few-row products (gemv.cu) */
+#define APB_CUDA_GEMV_MAX_ROWS 8
+#define APB_GEMV_MAX_ROWS APB_CUDA_GEMV_MAX_ROWS
+/* out (rows x N, fp32 or bf16, ld_out) = in (rows x K, fp32 or bf16 = in_elem bytes, ld_in)
+ * W^T + beta out, W bf16 (N x K). Returns 0, 1 when the shape is not this kernel's (rows > 8,
+ * K % 8, misaligned rows: nothing was queued, the caller runs cuBLAS), -1 on a launch error. */
+int apb_cuda_gemv_bf16(void *out, int ld_out, int out_bf16, const void *in, int ld_in, int in_elem,
+                       const uint16_t *w, int rows, int K, int N, float beta, cudaStream_t s);
+
 /* --------------------------------------------------------------- ops */
 void apb_cuda_rmsnorm(float *out, int ld_out, const float *x, int ld_x, const float *w, int rows,
                       int cols, float eps, cudaStream_t s);

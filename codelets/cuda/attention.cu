@@ -723,12 +723,12 @@ static bool apb_use_splitkv(int n_q, int group, int head_dim, const apb_cuda_seg
     return true;
 }
 
-/* Splits for `keys` visible keys: about 2 CTAs per SM in all, at least APB_SK_MIN_CHUNK keys per
+/* Splits for `keys` visible keys: about 8 CTAs per SM in all (32 warps: enough loads in flight), at least APB_SK_MIN_CHUNK keys per
  * split (each warp then takes two or more blocks of 32 keys). */
 static void apb_splitkv_shape(int n_q, int group, int n_kvh, int keys, int *nsplit, int *chunk)
 {
     const int R = n_q * group, nrg = (R + APB_SK_RB - 1) / APB_SK_RB;
-    int want = 2 * apb_sm_count() / (n_kvh * nrg);
+    int want = 8 * apb_sm_count() / (n_kvh * nrg);
     int maxs = (keys + APB_SK_MIN_CHUNK - 1) / APB_SK_MIN_CHUNK;
     int ns = want < maxs ? want : maxs;
     ns = ns < 1 ? 1 : ns > APB_SK_MAX_SPLITS ? APB_SK_MAX_SPLITS : ns;

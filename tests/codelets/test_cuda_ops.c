@@ -173,15 +173,22 @@ static int ins_linear(apb_handle *h, const void *c)
     const struct lin_ctx *l = c;
     return apb_insert_linear(h[0], h[1], l->bias ? h[2] : NULL, h[3], l->acc, TAG);
 }
-static void check_linear(int bf16, int bias, int acc)
+static void check_linear_rows(int bf16, int bias, int acc, int rows)
 {
-    int rows = 45, n_in = 256, n_out = 192;
+    int n_in = 256, n_out = 192;
     tbuf w = rnd(n_out, n_in, 0.2f, 5);
     tbuf b[4] = {rnd(rows, n_in, 1, 4), bf16 ? bf16_of(w) : w, rnd(1, n_out, 1, 6),
                  acc ? rnd(rows, n_out, 1, 7) : nanbuf(rows, n_out)};
     struct lin_ctx c = {bias, acc};
     both(b, 4, ins_linear, &c, (int[]){3}, 1, bf16 ? 2e-2 : 1e-5);
     free_bufs(b, 4);
+}
+/* 45 rows: cuBLAS; 1 and 7 rows with bf16 weights: the few-row kernel (gemv.cu) */
+static void check_linear(int bf16, int bias, int acc)
+{
+    check_linear_rows(bf16, bias, acc, 45);
+    check_linear_rows(bf16, bias, acc, 1);
+    check_linear_rows(bf16, bias, acc, 7);
 }
 Test(cuda_fp32, linear) { NEED_CUDA(); check_linear(0, 0, 0); check_linear(0, 1, 1); }
 Test(cuda_bf16, linear) { NEED_CUDA(); check_linear(1, 0, 0); check_linear(1, 1, 1); }
@@ -191,9 +198,9 @@ static int ins_qkv(apb_handle *h, const void *c)
     (void)c;
     return apb_insert_qkv(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], TAG);
 }
-static void check_qkv(int bf16)
+static void check_qkv_rows(int bf16, int rows)
 {
-    int rows = 33, dim = 128, qd = 128, kd = 64;
+    int dim = 128, qd = 128, kd = 64;
     tbuf wq = rnd(qd, dim, 0.2f, 11), wk = rnd(kd, dim, 0.2f, 12), wv = rnd(kd, dim, 0.2f, 13);
     tbuf b[10] = {rnd(rows, dim, 1, 10), bf16 ? bf16_of(wq) : wq, bf16 ? bf16_of(wk) : wk,
                   bf16 ? bf16_of(wv) : wv, rnd(1, qd, 1, 14), rnd(1, kd, 1, 15), rnd(1, kd, 1, 16),
@@ -201,19 +208,21 @@ static void check_qkv(int bf16)
     both(b, 10, ins_qkv, NULL, (int[]){7, 8, 9}, 3, bf16 ? 2e-2 : 1e-5);
     free_bufs(b, 10);
 }
+static void check_qkv(int bf16) { check_qkv_rows(bf16, 33); check_qkv_rows(bf16, 1); check_qkv_rows(bf16, 3); }
 Test(cuda_fp32, qkv) { NEED_CUDA(); check_qkv(0); }
 Test(cuda_bf16, qkv) { NEED_CUDA(); check_qkv(1); }
 
 static int ins_mlp(apb_handle *h, const void *c) { (void)c; return apb_insert_mlp(h[0], h[1], h[2], h[3], h[4], TAG); }
-static void check_mlp(int bf16)
+static void check_mlp_rows(int bf16, int rows)
 {
-    int rows = 29, dim = 128, hid = 320;
+    int dim = 128, hid = 320;
     tbuf g = rnd(hid, dim, 0.2f, 21), u = rnd(hid, dim, 0.2f, 22), d = rnd(dim, hid, 0.2f, 23);
     tbuf b[5] = {rnd(rows, dim, 1, 20), bf16 ? bf16_of(g) : g, bf16 ? bf16_of(u) : u,
                  bf16 ? bf16_of(d) : d, rnd(rows, dim, 1, 24)};
     both(b, 5, ins_mlp, NULL, (int[]){4}, 1, bf16 ? 2e-2 : 1e-5);
     free_bufs(b, 5);
 }
+static void check_mlp(int bf16) { check_mlp_rows(bf16, 29); check_mlp_rows(bf16, 1); check_mlp_rows(bf16, 8); }
 Test(cuda_fp32, mlp) { NEED_CUDA(); check_mlp(0); }
 Test(cuda_bf16, mlp) { NEED_CUDA(); check_mlp(1); }
 
