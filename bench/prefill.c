@@ -181,7 +181,7 @@ static double attn_rate(const apb_config *c, int L, apb_err *err)
 int main(int argc, char **argv)
 {
     const char *preset = "llama-3.1-8b", *lengths = "32768,65536,131072", *methods = "full,star,ring,apb,spava";
-    const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL;
+    const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL, *trace_dir = NULL;
     int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
     int ndec = 32; /* decode steps timed after each prefill (0: none) */
     double gpu_mem = 0;
@@ -204,6 +204,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--attn-only")) attn_only = atoi(v);
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
+        else if (!strcmp(a, "--trace-dir")) trace_dir = v;
         else goto usage;
         i++;
     }
@@ -318,6 +319,10 @@ int main(int argc, char **argv)
                 mem_peak = 0;
                 atomic_store(&mem_stop, 0);
                 int polling = cuda && pthread_create(&poller, NULL, mem_poll, NULL) == 0;
+                if (trace_dir && rep == 1) { /* the timed run's tasks (prefill and decode) */
+                    apb_trace_reset();
+                    apb_trace_enable(1);
+                }
                 double t = now_s();
                 int r = meth == APB_METHOD_FULL
                             ? apb_prefill_full(&m, &seq, ids, L, tile, cap, &smp, &err)
@@ -340,6 +345,16 @@ int main(int argc, char **argv)
                 atomic_store(&mem_stop, 1);
                 if (polling)
                     pthread_join(poller, NULL);
+                if (trace_dir && rep == 1) {
+                    char tp[1024];
+                    snprintf(tp, sizeof tp, "%s/trace_%s_%d.json", trace_dir, tm, L);
+                    apb_trace_enable(0);
+                    fprintf(stderr, "%s at %d tokens (prefill + %d decode steps):\n", tm, L, ndec + 2);
+                    apb_trace_summary(stderr);
+                    apb_err te = {0};
+                    if (apb_trace_write_chrome(tp, &te))
+                        fprintf(stderr, "prefill: trace: %s\n", te.msg);
+                }
                 if (meth == APB_METHOD_FULL)
                     apb_seq_free(&m, &seq);
                 else
@@ -397,7 +412,7 @@ usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
                     "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n"
-                    "[--decode STEPS (default 32; 0 = prefill only)]\n"
+                    "[--decode STEPS (default 32; 0 = prefill only)] [--trace-dir DIR]\n"
                     "methods: full, star, ring, zigzag, ulysses, apb, spava, apb-nccl (APB, NCCL allgather)\n", argv[0]);
     return 2;
 }

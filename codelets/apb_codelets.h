@@ -110,4 +110,24 @@ int apb_insert_allgather_nccl(const apb_handle *ck, const apb_handle *cv, const 
 int apb_insert_lse_merge(const apb_handle *o, const apb_handle *lse, int n, int head_dim,
                          apb_handle o_out, apb_handle lse_out, apb_task_tag tag);
 
+/* ------------------------------------------------------------------ fused few-row layer steps */
+/* The handles one layer's steps read (codelets/codelet_layer.c): the model's layer weights and
+ * the RoPE frequencies. bq/bk/bv may be NULL (no QKV bias). */
+typedef struct apb_layer_w {
+    apb_handle attn_norm, wq, wk, wv, bq, bk, bv, wo, mlp_norm, w_gate, w_up, w_down, inv_freq;
+} apb_layer_w;
+/* layer_pre: q (rows x H d) = RoPE(norm(x) Wq^T + bq) at positions pos0..; k, v likewise,
+ * appended to the fp32 decode cache kd, vd at rows append_row... x is only read. */
+int apb_insert_layer_pre(apb_handle x, const apb_layer_w *w, apb_handle q, apb_handle kd, apb_handle vd,
+                         int pos0, int append_row, int n_heads, int n_kv_heads, int head_dim, float eps,
+                         apb_task_tag tag);
+/* layer_post: x += o Wo^T, then x += MLP(norm(x)). */
+int apb_insert_layer_post(apb_handle o, const apb_layer_w *w, apb_handle x, int n_heads, int n_kv_heads,
+                          int head_dim, float eps, apb_task_tag tag);
+/* layer: layer_pre, attention of q (coordinates q_coord0..) over segs and the decode cache rows
+ * [0, append_row + rows) (causal, coordinates dec_coord0..), layer_post; one task. */
+int apb_insert_layer(apb_handle x, const apb_layer_w *w, apb_handle kd, apb_handle vd, int pos0,
+                     int append_row, int q_coord0, int dec_coord0, const apb_attn_seg *segs, int n_segs,
+                     int n_heads, int n_kv_heads, int head_dim, float eps, apb_task_tag tag);
+
 #endif

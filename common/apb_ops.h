@@ -7,7 +7,8 @@
  * op is one row here (plus its codelet file, see docs/DESIGN.md "How to add an op").
  *
  * Kinds (one definition, used by traces and schedulers alike):
- *   compute       dense ops: embed, rmsnorm, qkv, rope, linear, mlp, logits, sample, kv_compact
+ *   compute       dense ops: embed, rmsnorm, qkv, rope, linear, mlp, logits, sample, kv_compact,
+ *                 and the fused few-row layer steps layer, layer_pre, layer_post (decoding)
  *   compress      qmean, select, retain: what later hosts wait for (the compressed blocks)
  *   communication lse_merge, kv_append, allgather: gathering partial results, caches and blocks
  *   attention     attention
@@ -44,7 +45,10 @@ enum apb_sched_kind {
     X(LSE_MERGE, "lse_merge", APB_KIND_COMM)             \
     X(RETAIN, "retain", APB_KIND_COMPRESS)               \
     X(ALLGATHER, "allgather", APB_KIND_COMM)             \
-    X(KV_COMPACT, "kv_compact", APB_KIND_COMPUTE)
+    X(KV_COMPACT, "kv_compact", APB_KIND_COMPUTE)        \
+    X(LAYER, "layer", APB_KIND_COMPUTE)                  \
+    X(LAYER_PRE, "layer_pre", APB_KIND_COMPUTE)          \
+    X(LAYER_POST, "layer_post", APB_KIND_COMPUTE)
 
 #define _APB_OP_ENUM(op, name, kind) APB_OP_##op,
 enum apb_op { APB_OP_TABLE(_APB_OP_ENUM) APB_OP_COUNT };

@@ -55,6 +55,14 @@ int _apb_attend_host(apb_model *m, apb_hseq *hs, int l, int r, apb_attn_seg *seg
 int _apb_tail_pre(apb_model *m, apb_hseq *hs, int s, int l, apb_err *err)
 {
     apb_task_tag tag = {l, hs->opt.hosts - 1, 0};
+    if (_apb_fused_decode()) { /* one task: norm, QKV, RoPE, append */
+        const apb_config *c = &m->cfg;
+        apb_layer_w w = _apb_layer_w(m, l);
+        if (apb_insert_layer_pre(hs->t_x[s], &w, hs->t_q[s], hs->kd[l], hs->vd[l], hs->L + hs->n_cached,
+                                 hs->n_cached, c->n_heads, c->n_kv_heads, c->head_dim, c->norm_eps, tag))
+            return apb_fail(err, APB_E_RUNTIME, "submitting layer_pre failed");
+        return APB_OK;
+    }
     int rc = _apb_pre_attention(m, l, hs->t_x[s], hs->t_xn[s], hs->t_q[s], hs->t_k[s], hs->t_v[s],
                                 hs->L + hs->n_cached, tag, err);
     if (!rc && apb_insert_kv_append(hs->t_k[s], hs->t_v[s], hs->kd[l], hs->vd[l], hs->n_cached, tag))
@@ -88,6 +96,13 @@ int _apb_tail_attend(apb_model *m, apb_hseq *hs, int s, int l, int rows, apb_att
     }
     if (W > 1 && apb_insert_lse_merge(hs->t_po[s], hs->t_pl[s], W, c->head_dim, hs->t_o[s], NULL, tag))
         return apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
+    if (_apb_fused_decode()) { /* one task: o-proj, norm, MLP */
+        apb_layer_w w = _apb_layer_w(m, l);
+        if (apb_insert_layer_post(hs->t_o[s], &w, hs->t_x[s], c->n_heads, c->n_kv_heads, c->head_dim,
+                                  c->norm_eps, tag))
+            return apb_fail(err, APB_E_RUNTIME, "submitting layer_post failed");
+        return APB_OK;
+    }
     return _apb_post_attention(m, l, hs->t_o[s], hs->t_x[s], hs->t_xn[s], tag, err);
 }
 

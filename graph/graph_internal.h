@@ -66,6 +66,8 @@ int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_han
 /* The same for every tile of every host (host order, tile order). */
 int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err);
 /* o-proj (+residual), norm, MLP (+residual). */
+apb_layer_w _apb_layer_w(const apb_model *m, int l);
+int _apb_fused_decode(void);
 int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
                         apb_task_tag tag, apb_err *err);
 /* Under APB_PREC_BF16: replaces the n fp32 K/V tiles of a finished layer by bf16 copies (owned by

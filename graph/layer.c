@@ -3,7 +3,31 @@
  * @brief The per-layer chain every method shares: norm -> QKV -> RoPE before attention, o-proj ->
  * norm -> MLP after it, and the bf16 compaction of a finished layer's KV cache.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "graph/graph_internal.h"
+
+/* The handles of layer l's fused few-row steps (codelets/codelet_layer.c). */
+apb_layer_w _apb_layer_w(const apb_model *m, int l)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    return (apb_layer_w){L->attn_norm, L->wq, L->wk, L->wv, L->bq, L->bk, L->bv, L->wo,
+                         L->mlp_norm, L->w_gate, L->w_up, L->w_down, m->inv_freq};
+}
+
+/* Decoding and the question pass run each layer's dense steps as fused tasks (layer, layer_pre,
+ * layer_post); APB_FUSED_DECODE=0 submits the separate ops instead (same results, bitwise), for
+ * comparisons. */
+int _apb_fused_decode(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("APB_FUSED_DECODE");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
 
 /* The per-layer dense chain after attention: o-proj (+residual), norm, MLP (+residual). */
 int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,

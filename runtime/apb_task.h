@@ -57,7 +57,7 @@ int apb_task_insert(struct starpu_codelet *cl, ...);
  * destructor: StarPU's workers end at starpu_shutdown). Unlike STARPU_SCRATCH it needs no data
  * handle per task. NULL when out of memory. */
 enum { _APB_SCRATCH_ATTENTION, _APB_SCRATCH_MLP, _APB_SCRATCH_LOGITS, _APB_SCRATCH_WEIGHT,
-       _APB_SCRATCH_SLOTS };
+       _APB_SCRATCH_LAYER, _APB_SCRATCH_SLOTS };
 float *_apb_thread_scratch(int slot, size_t n);
 
 /* OpenBLAS: one thread per task, StarPU provides the parallelism across tiles. */
@@ -78,7 +78,7 @@ void *_apb_nccl_comm(void);
 #define APB_CUDA 1
 /* Device scratch slots of a CUDA worker (runtime/cuda.c). */
 enum { _APB_CUDA_SCRATCH_GEMM_IN, _APB_CUDA_SCRATCH_MLP, _APB_CUDA_SCRATCH_ATTN,
-       _APB_CUDA_SCRATCH_OP, _APB_CUDA_SCRATCH_SLOTS };
+       _APB_CUDA_SCRATCH_OP, _APB_CUDA_SCRATCH_LAYER, _APB_CUDA_SCRATCH_SLOTS };
 /* NULL (and a sticky error) when the GPU is out of memory. */
 void *_apb_cuda_scratch(int slot, size_t bytes);
 /* Turns a pending launch error into a sticky task error naming op. */

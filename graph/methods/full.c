@@ -191,6 +191,16 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
         rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
     for (int l = 0; l < c->n_layers && !rc; l++) {
         apb_task_tag tag = {l, 0, 0};
+        if (_apb_fused_decode()) { /* the whole layer in one task (codelets/codelet_layer.c) */
+            for (int u = 0; u < T; u++)
+                segs[u] = apb_seg_causal(s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
+                                         u * s->tile);
+            apb_layer_w w = _apb_layer_w(m, l);
+            if (apb_insert_layer(s->d_x, &w, s->kd[l], s->vd[l], pos, s->n_decoded, pos, s->n_prompt, segs,
+                                 T, c->n_heads, c->n_kv_heads, c->head_dim, c->norm_eps, tag))
+                rc = apb_fail(err, APB_E_RUNTIME, "submitting layer failed");
+            continue;
+        }
         rc = _apb_pre_attention(m, l, s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, pos, tag, err);
         if (rc)
             break;

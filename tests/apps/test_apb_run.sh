@@ -124,6 +124,25 @@ check "sched-lib missing" 3 "sched-lib" $RUN --prompt x --max-new-tokens 1 --sch
 check "calibrate" 0 "calibration pass done" env STARPU_HOME="$tmp/home" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --max-new-tokens 1 --calibrate --no-progress
 ls "$tmp"/home/.starpu/sampling/codelets/*/apb_attention.* >/dev/null 2>&1 && ls "$tmp"/home/.starpu/sampling/codelets/*/apb_mlp.* >/dev/null 2>&1 \
     && echo "ok   perfmodels stored" || { echo "FAIL perfmodels stored"; fail=1; }
+# Decoding runs each layer's dense steps as fused tasks (layer; layer_pre/layer_post around the
+# hosts' partial attentions): the same kernels on the same data as the separate ops, so the logits
+# of every step are bitwise those of APB_FUSED_DECODE=0; in bf16 too (bf16 weight widening).
+PL="$P $P $P $P $P"
+for m in "full" "apb --hosts 2" "spava --hosts 2" "ring --hosts 3"; do
+    for pr in fp32 bf16; do
+        nm="fused decode ${m%% *} $pr"
+        if APB_FUSED_DECODE=0 $RUN --prompt "$PL" --method $m --device cpu --precision $pr --max-new-tokens 4 \
+                --no-progress --dump-logits "$tmp/sep.bin" >/dev/null 2>&1 &&
+            $RUN --prompt "$PL" --method $m --device cpu --precision $pr --max-new-tokens 4 --no-progress \
+                --dump-logits "$tmp/fus.bin" --trace "$tmp/f.json" >/dev/null 2>&1 &&
+            [ -s "$tmp/sep.bin" ] && cmp -s "$tmp/sep.bin" "$tmp/fus.bin" &&
+            grep -q '"name": *"layer' "$tmp/f.json"; then
+            echo "ok   $nm"
+        else
+            echo "FAIL $nm"; fail=1
+        fi
+    done
+done
 SO=${APB_SCHED_EXAMPLE_SO:-docs/examples/.libs/apb_sched_example.so}
 if [ -f "$SO" ]; then
     check "sched-lib list" 0 "example-kind-fifo" $RUN --sched list --sched-lib "$SO"
