@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--lengths", default="32768,65536,131072")
     ap.add_argument("--json")
     ap.add_argument("--decode", type=int, default=32, help="decode steps timed after the prefill")
+    ap.add_argument("--apb", default="131072", help="lengths of the APB-in-PyTorch baseline (bench/torch_apb.py); '' = none")
+    ap.add_argument("--apb-shape", default="8,4096,2048", help="W,A,K of that baseline (bench/prefill's defaults)")
     a = ap.parse_args()
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -81,9 +83,27 @@ def main():
         print(f"{L:>8} {t:>10.3f} {L / t:>10.0f} {peak:>9.1f} {attn_tf:>13.1f} {dec_ms:>8.2f}", flush=True)
         runs.append({"tokens": L, "prefill_s": t, "tokens_per_s": L / t, "peak_gib": peak,
                      "sdpa_causal_tflops": attn_tf, "decode_ms_per_token": dec_ms, "decode_steps": a.decode})
+    apb_runs = []
+    if a.apb:
+        import os
+        import sys
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import torch_apb
+        W, A, K = (int(x) for x in a.apb_shape.split(","))
+        err = torch_apb.check_attention("cuda")
+        print(f"APB in PyTorch (bench/torch_apb.py): W {W}, A {A}, K {K}, cuDNN SDPA calls merged by LSE; "
+              f"host attention vs one masked call: rel err {err:.2e}")
+        assert err < 2e-2, err
+        for L in [int(x) for x in a.apb.split(",")]:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            t = torch_apb.time_apb(model, L, W, A, K)
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            print(f"{L:>8} apb prefill + question pass + first token {t:.3f} s ({L / t:.0f} tokens/s), peak {peak:.1f} GiB", flush=True)
+            apb_runs.append({"tokens": L, "hosts": W, "anchor": A, "select": K, "prefill_s": t, "peak_gib": peak})
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"device": dev, "torch": torch.__version__, "runs": runs}, f, indent=1)
+            json.dump({"device": dev, "torch": torch.__version__, "runs": runs, "apb_runs": apb_runs}, f, indent=1)
 
 
 if __name__ == "__main__":

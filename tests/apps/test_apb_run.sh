@@ -128,7 +128,7 @@ ls "$tmp"/home/.starpu/sampling/codelets/*/apb_attention.* >/dev/null 2>&1 && ls
 # hosts' partial attentions): the same kernels on the same data as the separate ops, so the logits
 # of every step are bitwise those of APB_FUSED_DECODE=0; in bf16 too (bf16 weight widening).
 PL="$P $P $P $P $P"
-for m in "full" "apb --hosts 2" "spava --hosts 2" "ring --hosts 3"; do
+for m in "full" "apb --hosts 2 --anchor 20 --select 6" "spava --hosts 2" "ring --hosts 3"; do
     for pr in fp32 bf16; do
         nm="fused decode ${m%% *} $pr"
         if APB_FUSED_DECODE=0 $RUN --prompt "$PL" --method $m --device cpu --precision $pr --max-new-tokens 4 \
