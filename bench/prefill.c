@@ -11,8 +11,11 @@
  *
  * Each (length, method) prefills the context (and, for the sequence-parallel methods, the
  * question pass) and samples the first token; the time is from the first submission to the last
- * task's end. A warm-up run at the first length is made first and not reported (it uploads the
- * weights to the GPUs and fills StarPU's performance models).
+ * task's end. A warm-up run of every (length, method) is made first and not reported (it uploads
+ * the weights to the GPUs, fills StarPU's performance models and builds cuDNN's plans of the
+ * method's attention shapes); --warmup-each 0 warms up before the first pair only. --decode N
+ * then times N decode steps (after 2 untimed ones), each waited for, against the floor of the
+ * bytes a step reads (weights + KV cache) at the device copy rate measured in the same run.
  *
  * FLOP floor: the counted FLOPs split into dense (projections, MLP, LM head) and attention, each
  * divided by the rate this machine reaches on one large bf16 GEMM (rate_gemm, measured here via
@@ -184,6 +187,7 @@ int main(int argc, char **argv)
     const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL, *trace_dir = NULL;
     int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
     int ndec = 32; /* decode steps timed after each prefill (0: none) */
+    int warm_each = 1; /* warm-up before every (length, method); 0: before the first only */
     double gpu_mem = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -205,6 +209,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--attn-only")) attn_only = atoi(v);
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
         else if (!strcmp(a, "--trace-dir")) trace_dir = v;
+        else if (!strcmp(a, "--warmup-each")) warm_each = atoi(v);
         else goto usage;
         i++;
     }
@@ -311,7 +316,10 @@ int main(int argc, char **argv)
                 continue;
             }
             apb_sampling smp = {.temperature = 0, .top_p = 1, .seed = 1};
-            for (int rep = warm ? 1 : 0; rep < 2; rep++) { /* rep 0: warm-up, not reported */
+            /* rep 0: warm-up of this (length, method), not reported: the first run of a shape uploads
+             * the weights, fills StarPU's performance models and builds cuDNN's plans of its
+             * attention shapes (a few hundred ms per new shape); PyTorch's baseline warms up too */
+            for (int rep = warm && !warm_each ? 1 : 0; rep < 2; rep++) {
                 apb_seq seq = {0};
                 apb_hseq hs = {0};
                 apb_op_stats_reset();
@@ -412,7 +420,7 @@ usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
                     "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n"
-                    "[--decode STEPS (default 32; 0 = prefill only)] [--trace-dir DIR]\n"
+                    "[--decode STEPS (default 32; 0 = prefill only)] [--trace-dir DIR] [--warmup-each 1|0]\n"
                     "methods: full, star, ring, zigzag, ulysses, apb, spava, apb-nccl (APB, NCCL allgather)\n", argv[0]);
     return 2;
 }
