@@ -333,7 +333,8 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     int lead = g_rank == 0; /* prints the result; the other ranks print nothing on stdout */
     apb_runtime_opts ro = {.sched = o->sched, .sched_lib = o->sched_lib, .ncpus = o->ncpus,
                            .ncuda = -1, .precision = o->precision, .mpi = g_mpi,
-                           .calibrate = o->calibrate, .gpu_mem_gib = o->gpu_mem};
+                           .calibrate = o->calibrate, .gpu_mem_gib = o->gpu_mem,
+                           .verbose = o->verbose};
     int ndev = apb_runtime_cuda_devices(), dev = o->device;
     if (dev == APB_DEVICE_AUTO)
         dev = ndev > 0 ? APB_DEVICE_CUDA : APB_DEVICE_CPU;

@@ -12,6 +12,7 @@ struct apb_run_opts {
     int mpi_timeout;               /* --mpi-timeout SECS: bound on every wait over MPI (0: none) */
     const char *trace, *gantt, *retain_weights, *sched_lib;
     int calibrate, summary;        /* --calibrate, --summary */
+    int verbose;                   /* --verbose: StarPU's own messages too */
     int retain;                    /* --compress retain */
     apb_placement placement;       /* --placement */
     int allgather;                 /* --allgather: APB_ALLGATHER_STARPU or _NCCL */

@@ -124,6 +124,12 @@ check "sched-lib missing" 3 "sched-lib" $RUN --prompt x --max-new-tokens 1 --sch
 check "calibrate" 0 "calibration pass done" env STARPU_HOME="$tmp/home" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --max-new-tokens 1 --calibrate --no-progress
 ls "$tmp"/home/.starpu/sampling/codelets/*/apb_attention.* >/dev/null 2>&1 && ls "$tmp"/home/.starpu/sampling/codelets/*/apb_mlp.* >/dev/null 2>&1 \
     && echo "ok   perfmodels stored" || { echo "FAIL perfmodels stored"; fail=1; }
+# StarPU's own messages stay off by default: a first run (fresh STARPU_HOME) says one apb line for
+# the bus calibration; --verbose (or the user's STARPU_SILENT=0) shows StarPU's
+out=$(env -u STARPU_SILENT STARPU_HOME="$tmp/quiet" $RUN --prompt x --max-new-tokens 1 --no-progress 2>&1)
+if printf '%s' "$out" | grep -q "first run on this machine" && ! printf '%s' "$out" | grep -q '\[starpu\]'; then
+    echo "ok   starpu quiet"; else echo "FAIL starpu quiet:"; printf '%s\n' "$out"; fail=1; fi
+check "starpu verbose" 0 "\[starpu\]" env -u STARPU_SILENT STARPU_HOME="$tmp/loud" $RUN --prompt x --max-new-tokens 1 --no-progress --verbose
 SO=${APB_SCHED_EXAMPLE_SO:-docs/examples/.libs/apb_sched_example.so}
 if [ -f "$SO" ]; then
     check "sched-lib list" 0 "example-kind-fifo" $RUN --sched list --sched-lib "$SO"
