@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,9 @@ static int encode_text(const apb_model *m, const struct apb_run_opts *o, int32_t
                        apb_err *err)
 {
     if (o->prompt_len) {
+        if (o->prompt_len > m->cfg.max_pos) /* before drawing a billion ids */
+            return apb_fail(err, APB_E_USAGE, "--prompt-len %d exceeds the model's context of %d",
+                            o->prompt_len, m->cfg.max_pos);
         *n_ids = (size_t)o->prompt_len;
         *ids = malloc(sizeof **ids * *n_ids);
         if (!*ids)
@@ -303,6 +307,11 @@ static int run(const struct apb_run_opts *o, apb_err *err)
                            .select = o->select, .tile = o->tile, .retain = o->retain,
                            .placement = o->placement, .allgather = o->allgather};
     /* every setting is checked before any work starts */
+    /* tile t's attention reads every earlier tile: the graph grows with the square of the count */
+    if (!rc && ((long)n_ids + o->tile - 1) / o->tile > 1024)
+        rc = apb_fail(err, APB_E_USAGE, "--tile %d: %zu tokens make %ld tiles, at most 1024 (the "
+                      "task graph grows with the square of the tile count); use --tile %zu or more",
+                      o->tile, n_ids, ((long)n_ids + o->tile - 1) / o->tile, (n_ids + 1023) / 1024);
     if (!rc && hosts_path)
         rc = apb_hosts_resolve(&m.cfg, (int)n_ids, (int)n_q, o->max_new, &hopt, err);
     else if (!rc && (long)n_ids + o->max_new > m.cfg.max_pos)
@@ -539,6 +548,12 @@ int main(int argc, char **argv)
         }
         apb_sched_list(stdout);
         return 0;
+    }
+    if (!rc && !o.help && !o.version) { /* bounded by this machine, before any work */
+        cpu_set_t cs;
+        int ncores = sched_getaffinity(0, sizeof cs, &cs) == 0 ? CPU_COUNT(&cs)
+                                                               : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        rc = apb_run_check_machine(&o, ncores, &err);
     }
     g_mpi = apb_runtime_mpi_launched(&g_rank, &g_nranks);
     if (!rc && g_mpi && !apb_runtime_mpi_built())

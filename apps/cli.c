@@ -238,3 +238,14 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     return APB_OK;
 }
 
+
+int apb_run_check_machine(const struct apb_run_opts *o, int ncores, apb_err *err)
+{
+    /* StarPU runs one busy-polling worker per CPU: more workers than cores only compete for them
+     * (--ncpus 1000 on 2 cores ran for minutes on a 1-token prompt) */
+    if (ncores > 0 && o->ncpus > ncores)
+        return apb_fail(err, APB_E_USAGE, "--ncpus %d: this process may run on %d CPU core%s (one "
+                        "StarPU worker per core); give at most %d", o->ncpus, ncores,
+                        ncores == 1 ? "" : "s", ncores);
+    return APB_OK;
+}

@@ -34,4 +34,8 @@ extern const char *const apb_run_usage;
  * Sets o->help / o->version and returns at once when those are given. */
 int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *err);
 
+/* Checks the options against the machine (no I/O; fuzzed): worker counts within the `ncores` CPU
+ * cores this process may run on. APB_E_USAGE naming the option and the bound otherwise. */
+int apb_run_check_machine(const struct apb_run_opts *o, int ncores, apb_err *err);
+
 #endif

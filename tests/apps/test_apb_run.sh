@@ -71,6 +71,12 @@ check "nccl allgather is apb's" 2 "method apb" $RUN --prompt "The quick brown fo
 check "nccl allgather needs GPUs" 2 "nccl" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --device cpu --allgather nccl --max-new-tokens 1 --no-progress
 check "gpu-mem needs GPUs" 2 "gpu-mem" $RUN --prompt x --device cpu --gpu-mem 4
 check "bad gpu-mem" 2 "gpu-mem" $RUN --prompt x --gpu-mem 0
+# worker counts beyond the machine are refused at once (--ncpus 1000 once ran 128 workers on 2 cores)
+t0=$(date +%s%N)
+check "ncpus beyond the machine" 2 "ncpus 1000: this process may run on" $RUN --prompt x --ncpus 1000
+[ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 1000 ] && echo "ok   ncpus refused in under a second" || { echo "FAIL ncpus refusal took over a second"; fail=1; }
+check "tile count bounded" 2 "at most 1024" $RUN --niah 2000 --tile 1
+check "prompt-len beyond context" 2 "exceeds the model's context" $RUN --random-weights tiny --prompt-len 1000000000
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     check "gpu run" 0 "GPU" $RUN --prompt "The capital of France is" --device cuda --max-new-tokens 4 --no-progress
     check "gpu run under --gpu-mem 1" 0 "GPU" $RUN --prompt "The capital of France is" --device cuda --gpu-mem 1 --max-new-tokens 4 --no-progress
