@@ -3,12 +3,17 @@
 #ifndef APB_KERNELS_CPU_H
 #define APB_KERNELS_CPU_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 void apb_rmsnorm_f32(float *out, const float *x, const float *w, int n, float eps);
 /* out (rows x n_out, ld_out) = in (rows x n_in, ld_in) W^T (+bias) (+ out when accumulate) */
 void apb_linear_f32(float *out, int ld_out, const float *in, int ld_in, const float *w,
                     const float *bias, int rows, int n_in, int n_out, int accumulate);
+/* One input row: out[j] = (accumulate ? out[j] : 0) + bias[j] + sum_k in[k] w[j * ld + k] for
+ * j < n_out (bias may be NULL); w fp32, or bf16 bits (uint16_t) when w_bf16. */
+void apb_gemv(float *out, const float *in, const void *w, int w_bf16, size_t ld, const float *bias,
+              int n_in, int n_out, int accumulate);
 /* Rotate-half RoPE on one row of n_heads heads: x[h*d + i], x[h*d + i + d/2]. */
 void apb_rope_row_f32(float *x, int n_heads, int head_dim, const float *cos_t, const float *sin_t);
 void apb_rope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, int pos);
