@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codelets/apb_decode.h"
 #include "graph/apb_graph.h"
 #include "graph/graph_internal.h"
 
@@ -103,6 +104,13 @@ static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, i
         s->d_v = apb_tile_new(1, kd, sizeof(float));
         s->d_o = apb_tile_new(1, qd, sizeof(float));
         s->d_lse = apb_tile_new(1, c->n_heads, sizeof(float));
+        s->n_split = apb_decode_split();
+        for (int i = 0; s->n_split > 1 && i < s->n_split; i++) {
+            int v0 = (int)((long)c->vocab_size * i / s->n_split);
+            int v1 = (int)((long)c->vocab_size * (i + 1) / s->n_split);
+            s->d_z[i] = apb_tile_new(1, c->dim, sizeof(float));
+            s->d_lg[i] = apb_tile_new(1, v1 - v0, sizeof(float));
+        }
     }
     s->logits = apb_tile_new(1, c->vocab_size, sizeof(float));
     s->token = apb_tile_new(1, 1, sizeof(int32_t));
@@ -127,6 +135,10 @@ void apb_seq_free(apb_model *m, apb_seq *s)
     for (int l = 0; s->kd && l < nl; l++) {
         apb_handle_free(s->kd[l]);
         apb_handle_free(s->vd[l]);
+    }
+    for (int i = 0; i < s->n_split && s->n_split > 1; i++) {
+        apb_handle_free(s->d_z[i]);
+        apb_handle_free(s->d_lg[i]);
     }
     apb_handle ones[] = {s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, s->d_o, s->d_lse, s->logits, s->token};
     for (size_t i = 0; i < sizeof ones / sizeof *ones; i++)
@@ -199,6 +211,37 @@ int apb_prefill_full(apb_model *m, apb_seq *s, const int32_t *ids, int n, int ti
     return APB_OK;
 }
 
+/* Decode on CPU workers (s->n_split > 1): q, k and v as three tasks, and the MLP in n_split blocks
+ * of hidden units summed into x, so that every core streams part of the weights. */
+static int _apb_pre_attention_split(apb_model *m, int l, apb_seq *s, int pos, apb_task_tag tag,
+                                    apb_err *err)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    _APB_TRY(apb_insert_rmsnorm(s->d_x, L->attn_norm, s->d_xn, m->cfg.norm_eps, tag), "attn_norm");
+    _APB_TRY(apb_insert_linear(s->d_xn, L->wq, L->bq, s->d_q, 0, tag), "q_proj");
+    _APB_TRY(apb_insert_linear(s->d_xn, L->wk, L->bk, s->d_k, 0, tag), "k_proj");
+    _APB_TRY(apb_insert_linear(s->d_xn, L->wv, L->bv, s->d_v, 0, tag), "v_proj");
+    _APB_TRY(apb_insert_rope(s->d_q, s->d_k, m->inv_freq, pos, m->cfg.head_dim, tag), "rope");
+    return APB_OK;
+}
+
+static int _apb_post_attention_split(apb_model *m, int l, apb_seq *s, apb_task_tag tag, apb_err *err)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    int hidden = m->cfg.hidden_dim, n = s->n_split;
+    _APB_TRY(apb_insert_linear(s->d_o, L->wo, NULL, s->d_x, 1, tag), "o_proj");
+    _APB_TRY(apb_insert_rmsnorm(s->d_x, L->mlp_norm, s->d_xn, m->cfg.norm_eps, tag), "mlp_norm");
+    int al = hidden >= 32 * n ? 16 : 1; /* blocks of 16 hidden units (the bf16 kernel's step) */
+    for (int i = 0; i < n; i++) {
+        int h0 = (int)((long)hidden * i / n) / al * al;
+        int h1 = i + 1 == n ? hidden : (int)((long)hidden * (i + 1) / n) / al * al;
+        _APB_TRY(apb_insert_mlp_part(s->d_xn, L->w_gate, L->w_up, L->w_down, s->d_z[i], h0, h1, tag),
+                 "mlp_part");
+    }
+    _APB_TRY(apb_insert_gather(s->d_z, n, s->d_x, 1, tag), "mlp_sum");
+    return APB_OK;
+}
+
 int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -213,7 +256,8 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
         rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
     for (int l = 0; l < c->n_layers && !rc; l++) {
         apb_task_tag tag = {l, 0, 0};
-        rc = _apb_pre_attention(m, l, s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, pos, tag, err);
+        rc = s->n_split > 1 ? _apb_pre_attention_split(m, l, s, pos, tag, err)
+                            : _apb_pre_attention(m, l, s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, pos, tag, err);
         if (rc)
             break;
         if (apb_insert_kv_append(s->d_k, s->d_v, s->kd[l], s->vd[l], s->n_decoded, tag)) {
@@ -229,14 +273,19 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
             rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
             break;
         }
-        rc = _apb_post_attention(m, l, s->d_o, s->d_x, s->d_xn, tag, err);
+        rc = s->n_split > 1 ? _apb_post_attention_split(m, l, s, tag, err)
+                            : _apb_post_attention(m, l, s->d_o, s->d_x, s->d_xn, tag, err);
     }
     free(segs);
     if (rc)
         return rc;
     s->n_decoded++;
     apb_task_tag tag = {-1, 0, 0};
-    if (apb_insert_logits(s->d_x, 0, 1, m->final_norm, m->lm_head, s->logits, c->norm_eps, tag) ||
+    for (int i = 0, v0 = 0; s->n_split > 1 && i < s->n_split; v0 += apb_tile_cols(s->d_lg[i]), i++)
+        if (apb_insert_logits_part(s->d_x, 0, m->final_norm, m->lm_head, s->d_lg[i], v0, c->norm_eps, tag))
+            return apb_fail(err, APB_E_RUNTIME, "submitting logits failed");
+    if ((s->n_split > 1 ? apb_insert_gather(s->d_lg, s->n_split, s->logits, 0, tag)
+                        : apb_insert_logits(s->d_x, 0, 1, m->final_norm, m->lm_head, s->logits, c->norm_eps, tag)) ||
         apb_insert_sample(s->logits, 0, s->token, smp->temperature, smp->top_p, smp->seed,
                           (uint64_t)s->n_decoded, tag))
         return apb_fail(err, APB_E_RUNTIME, "submitting logits/sample failed");

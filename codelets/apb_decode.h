@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/** @brief Decode steps on CPU workers: the big matrix-vector products (MLP, LM head) split into row
+ * blocks, one task each, so that every core streams its share of the weights (a decode step is a
+ * chain of one-row tasks: unsplit, one core works while the others idle). */
+#ifndef APB_DECODE_H
+#define APB_DECODE_H
+
+#include "codelets/apb_runtime.h"
+
+/* How many blocks a decode step's MLP and LM head are split into: the CPU workers (at most
+ * APB_DECODE_MAX_SPLIT), or 1 (no split) when CUDA workers or several MPI ranks run the graph. */
+#define APB_DECODE_MAX_SPLIT 8
+int apb_decode_split(void);
+
+/* z (1 x dim) = W_down[:, h0:h1] (silu(W_gate[h0:h1] xn) * W_up[h0:h1] xn): one block of the
+ * MLP's hidden units; x += the sum of every block's z is the whole MLP (apb_insert_gather). */
+int apb_insert_mlp_part(apb_handle xn, apb_handle w_gate, apb_handle w_up, apb_handle w_down,
+                        apb_handle z, int h0, int h1, apb_task_tag tag);
+/* part (1 x n) = rmsnorm(x[row]) lm_head[v0 : v0 + n]^T: one block of the vocabulary's logits. */
+int apb_insert_logits_part(apb_handle x, int row, apb_handle norm_w, apb_handle lm_head,
+                           apb_handle part, int v0, float eps, apb_task_tag tag);
+/* sum: out += parts[0] + ... + parts[n - 1] (all 1 x cols of out); else out = the parts side by
+ * side (their columns add up to out's). */
+int apb_insert_gather(const apb_handle *parts, int n, apb_handle out, int sum, apb_task_tag tag);
+
+#endif
