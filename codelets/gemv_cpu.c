@@ -41,17 +41,26 @@ static void _apb_dots(float *d, const float *in, const float *xeo, const void *w
         if (bf16 && xeo) {
             /* 16 bf16 weights as 8 32-bit words: the even element is the low half (<< 16 makes
              * it fp32), the odd one the high half (masked); xeo holds x's even elements, then
-             * its odd ones, per 16 (no cross-lane shuffles) */
-            const uint16_t *p = (const uint16_t *)w + (size_t)r0 * ld;
+             * its odd ones, per 16 (no cross-lane shuffles). One row after the other: the rows
+             * are adjacent, so the reads are one sequential stream (4 rows at once make 4 short
+             * streams per page, which the hardware prefetcher follows worse), prefetched 1 KiB
+             * ahead: 7.9 -> 10.8 GB/s on one core in a 265 MB streaming test */
             const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
-            for (; k + 16 <= n_in; k += 16) {
-                __m256 xe = _mm256_loadu_ps(xeo + k), xo = _mm256_loadu_ps(xeo + k + 8);
-                for (int r = 0; r < 4; r++) {
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(p + (size_t)r * ld + k));
-                    a[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, a[r]);
-                    a[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), xo, a[r]);
+            int kk = 0;
+            for (int r = 0; r < 4; r++) {
+                const uint16_t *p = (const uint16_t *)w + (size_t)(r0 + r) * ld;
+                __m256 b = _mm256_setzero_ps();
+                for (kk = 0; kk + 16 <= n_in; kk += 16) {
+                    _mm_prefetch((const char *)(p + kk) + 1024, _MM_HINT_T0);
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(p + kk));
+                    a[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
+                                           _mm256_loadu_ps(xeo + kk), a[r]);
+                    b = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)),
+                                        _mm256_loadu_ps(xeo + kk + 8), b);
                 }
+                a[r] = _mm256_add_ps(a[r], b);
             }
+            k = kk;
         } else if (bf16) {
             const uint16_t *p = (const uint16_t *)w + (size_t)r0 * ld;
             for (; k + 8 <= n_in; k += 8) {
