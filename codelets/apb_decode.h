@@ -19,8 +19,14 @@ int apb_insert_mlp_part(apb_handle xn, apb_handle w_gate, apb_handle w_up, apb_h
 /* part (1 x n) = rmsnorm(x[row]) lm_head[v0 : v0 + n]^T: one block of the vocabulary's logits. */
 int apb_insert_logits_part(apb_handle x, int row, apb_handle norm_w, apb_handle lm_head,
                            apb_handle part, int v0, float eps, apb_task_tag tag);
+/* z (1 x rows of w) = w[:, c0:c1] in[c0:c1]: one block of a linear layer's inputs; the blocks' z
+ * summed (apb_insert_gather) make in w^T. */
+int apb_insert_linear_part(apb_handle in, apb_handle w, apb_handle z, int c0, int c1, apb_task_tag tag);
 /* sum: out += parts[0] + ... + parts[n - 1] (all 1 x cols of out); else out = the parts side by
  * side (their columns add up to out's). */
 int apb_insert_gather(const apb_handle *parts, int n, apb_handle out, int sum, apb_task_tag tag);
+/* The same, then xn = rmsnorm(out) * norm_w (one row): the next op's norm in the same task. */
+int apb_insert_gather_norm(const apb_handle *parts, int n, apb_handle out, int sum,
+                           apb_handle norm_w, apb_handle xn, float eps, apb_task_tag tag);
 
 #endif

@@ -76,6 +76,47 @@ int apb_insert_mlp_part(apb_handle xn, apb_handle w_gate, apb_handle w_up, apb_h
     return _apb_insert_check(ret, "mlp_part");
 }
 
+struct _apb_linear_part_args {
+    int c0, c1;
+};
+
+static void _apb_linear_part_cpu(void *buffers[], void *cl_arg)
+{
+    double t0 = _apb_now_ns();
+    const struct _apb_linear_part_args *a = cl_arg;
+    int n_out = _APB_ROWS(buffers[1]);
+    apb_gemv(_APB_PTR(buffers[2]), (const float *)_APB_PTR(buffers[0]) + a->c0,
+             _apb_w_at(buffers[1], 0, a->c0), _apb_elem(buffers[1]) == 2, (size_t)_APB_LD(buffers[1]),
+             NULL, a->c1 - a->c0, n_out, 0);
+    _apb_op_account(APB_OP_LINEAR, t0, 2.0 * n_out * (a->c1 - a->c0));
+}
+
+static struct starpu_perfmodel _apb_linear_part_model = {.type = STARPU_HISTORY_BASED,
+                                                         .symbol = "apb_linear_part"};
+static struct starpu_codelet _apb_linear_part_cl = {
+    .where = STARPU_CPU,
+    .cpu_funcs = {_apb_linear_part_cpu},
+    .cpu_funcs_name = {"_apb_linear_part_cpu"},
+    .nbuffers = 3,
+    .modes = {STARPU_R, STARPU_R, STARPU_W},
+    .model = &_apb_linear_part_model,
+    .name = "linear_part",
+};
+
+int apb_insert_linear_part(apb_handle in, apb_handle w, apb_handle z, int c0, int c1, apb_task_tag tag)
+{
+    if (c0 < 0 || c1 <= c0 || c1 > apb_tile_cols(w) || apb_tile_cols(in) != apb_tile_cols(w) ||
+        apb_tile_cols(z) != apb_tile_rows(w))
+        return -EINVAL;
+    struct _apb_linear_part_args a = {c0, c1};
+    int ret = apb_task_insert(&_apb_linear_part_cl, STARPU_R, in, STARPU_R, w, STARPU_W, z,
+                              STARPU_CL_ARGS, _apb_args_dup(&a, sizeof a), sizeof a,
+                              STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
+                              STARPU_FLOPS, 2.0 * apb_tile_rows(w) * (c1 - c0),
+                              STARPU_NAME, _apb_task_name("linear_part", tag), 0);
+    return _apb_insert_check(ret, "linear_part");
+}
+
 struct _apb_logits_part_args {
     int row, v0;
     float eps;
@@ -125,7 +166,8 @@ int apb_insert_logits_part(apb_handle x, int row, apb_handle norm_w, apb_handle 
 }
 
 struct _apb_gather_args {
-    int n, sum;
+    int n, sum, norm;
+    float eps;
 };
 
 static void _apb_gather_cpu(void *buffers[], void *cl_arg)
@@ -144,6 +186,8 @@ static void _apb_gather_cpu(void *buffers[], void *cl_arg)
         for (int i = 0, off = 0; i < a->n; off += _APB_COLS(buffers[i]), i++)
             memcpy(out + off, _APB_PTR(buffers[i]), sizeof(float) * (size_t)_APB_COLS(buffers[i]));
     }
+    if (a->norm)
+        apb_rmsnorm_f32(_APB_PTR(buffers[a->n + 2]), out, _APB_PTR(buffers[a->n + 1]), cols, a->eps);
     _apb_op_account(a->sum ? APB_OP_MLP : APB_OP_LOGITS, t0, a->sum ? (double)a->n * cols : 0);
 }
 
@@ -160,9 +204,16 @@ static struct starpu_codelet _apb_gather_cl = {
 
 int apb_insert_gather(const apb_handle *parts, int n, apb_handle out, int sum, apb_task_tag tag)
 {
-    if (n < 1 || n > APB_DECODE_MAX_SPLIT)
+    return apb_insert_gather_norm(parts, n, out, sum, NULL, NULL, 0, tag);
+}
+
+int apb_insert_gather_norm(const apb_handle *parts, int n, apb_handle out, int sum,
+                           apb_handle norm_w, apb_handle xn, float eps, apb_task_tag tag)
+{
+    if (n < 1 || n > APB_DECODE_MAX_SPLIT || !norm_w != !xn ||
+        (xn && (apb_tile_rows(out) != 1 || apb_tile_cols(xn) != apb_tile_cols(out))))
         return -EINVAL;
-    struct starpu_data_descr d[APB_DECODE_MAX_SPLIT + 1];
+    struct starpu_data_descr d[APB_DECODE_MAX_SPLIT + 3];
     int cols = 0;
     for (int i = 0; i < n; i++) {
         d[i] = (struct starpu_data_descr){parts[i], STARPU_R};
@@ -172,8 +223,13 @@ int apb_insert_gather(const apb_handle *parts, int n, apb_handle out, int sum, a
             : cols != apb_tile_cols(out))
         return -EINVAL;
     d[n] = (struct starpu_data_descr){out, sum ? STARPU_RW : STARPU_W};
-    struct _apb_gather_args a = {n, sum};
-    int ret = apb_task_insert(&_apb_gather_cl, STARPU_DATA_MODE_ARRAY, d, n + 1, STARPU_CL_ARGS,
+    int nd = n + 1;
+    if (xn) {
+        d[nd++] = (struct starpu_data_descr){norm_w, STARPU_R};
+        d[nd++] = (struct starpu_data_descr){xn, STARPU_W};
+    }
+    struct _apb_gather_args a = {n, sum, xn != NULL, eps};
+    int ret = apb_task_insert(&_apb_gather_cl, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS,
                               _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio,
                               APB_ON_HOST(tag), STARPU_NAME, _apb_task_name(sum ? "mlp_sum" : "logits_gather", tag), 0);
     return _apb_insert_check(ret, "gather");

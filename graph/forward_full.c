@@ -211,13 +211,25 @@ int apb_prefill_full(apb_model *m, apb_seq *s, const int32_t *ids, int n, int ti
     return APB_OK;
 }
 
-/* Decode on CPU workers (s->n_split > 1): q, k and v as three tasks, and the MLP in n_split blocks
- * of hidden units summed into x, so that every core streams part of the weights. */
+/* Blocks [b0, b1) of n over `len` (aligned to `al` when that leaves every block non-empty). */
+static void _apb_block(int len, int n, int i, int al, int *b0, int *b1)
+{
+    if (len < 2 * al * n)
+        al = 1;
+    *b0 = (int)((long)len * i / n) / al * al;
+    *b1 = i + 1 == n ? len : (int)((long)len * (i + 1) / n) / al * al;
+}
+
+/* Decode on CPU workers (s->n_split > 1): q, k and v as three tasks; the o-proj and the MLP in
+ * n_split blocks (of inputs, of hidden units) summed into x, so that every core streams part of
+ * the weights; the norm after each sum runs in the summing task (the attention norm of layer
+ * l > 0 ran in layer l - 1's MLP sum). */
 static int _apb_pre_attention_split(apb_model *m, int l, apb_seq *s, int pos, apb_task_tag tag,
                                     apb_err *err)
 {
     const apb_layer_handles *L = &m->layers[l];
-    _APB_TRY(apb_insert_rmsnorm(s->d_x, L->attn_norm, s->d_xn, m->cfg.norm_eps, tag), "attn_norm");
+    if (l == 0)
+        _APB_TRY(apb_insert_rmsnorm(s->d_x, L->attn_norm, s->d_xn, m->cfg.norm_eps, tag), "attn_norm");
     _APB_TRY(apb_insert_linear(s->d_xn, L->wq, L->bq, s->d_q, 0, tag), "q_proj");
     _APB_TRY(apb_insert_linear(s->d_xn, L->wk, L->bk, s->d_k, 0, tag), "k_proj");
     _APB_TRY(apb_insert_linear(s->d_xn, L->wv, L->bv, s->d_v, 0, tag), "v_proj");
@@ -228,17 +240,23 @@ static int _apb_pre_attention_split(apb_model *m, int l, apb_seq *s, int pos, ap
 static int _apb_post_attention_split(apb_model *m, int l, apb_seq *s, apb_task_tag tag, apb_err *err)
 {
     const apb_layer_handles *L = &m->layers[l];
-    int hidden = m->cfg.hidden_dim, n = s->n_split;
-    _APB_TRY(apb_insert_linear(s->d_o, L->wo, NULL, s->d_x, 1, tag), "o_proj");
-    _APB_TRY(apb_insert_rmsnorm(s->d_x, L->mlp_norm, s->d_xn, m->cfg.norm_eps, tag), "mlp_norm");
-    int al = hidden >= 32 * n ? 16 : 1; /* blocks of 16 hidden units (the bf16 kernel's step) */
+    int n = s->n_split, b0, b1;
+    float eps = m->cfg.norm_eps;
+    for (int i = 0; i < n; i++) { /* blocks of 16 (the bf16 kernel's step) */
+        _apb_block(apb_tile_cols(s->d_o), n, i, 16, &b0, &b1);
+        _APB_TRY(apb_insert_linear_part(s->d_o, L->wo, s->d_z[i], b0, b1, tag), "o_proj");
+    }
+    _APB_TRY(apb_insert_gather_norm(s->d_z, n, s->d_x, 1, L->mlp_norm, s->d_xn, eps, tag), "o_sum");
     for (int i = 0; i < n; i++) {
-        int h0 = (int)((long)hidden * i / n) / al * al;
-        int h1 = i + 1 == n ? hidden : (int)((long)hidden * (i + 1) / n) / al * al;
-        _APB_TRY(apb_insert_mlp_part(s->d_xn, L->w_gate, L->w_up, L->w_down, s->d_z[i], h0, h1, tag),
+        _apb_block(m->cfg.hidden_dim, n, i, 16, &b0, &b1);
+        _APB_TRY(apb_insert_mlp_part(s->d_xn, L->w_gate, L->w_up, L->w_down, s->d_z[i], b0, b1, tag),
                  "mlp_part");
     }
-    _APB_TRY(apb_insert_gather(s->d_z, n, s->d_x, 1, tag), "mlp_sum");
+    if (l + 1 < m->cfg.n_layers)
+        _APB_TRY(apb_insert_gather_norm(s->d_z, n, s->d_x, 1, m->layers[l + 1].attn_norm, s->d_xn,
+                                        eps, tag), "mlp_sum");
+    else
+        _APB_TRY(apb_insert_gather(s->d_z, n, s->d_x, 1, tag), "mlp_sum");
     return APB_OK;
 }
 

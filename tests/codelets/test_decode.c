@@ -146,3 +146,38 @@ Test(decode, logits_split)
     cr_assert_lt(e, 1e-6, "split logits rel err %g", e);
     free(x); free(nw); free(head); free(lg); free(ref);
 }
+
+/* x += o W^T in 2 blocks of o's columns, summed, and the next norm in the summing task */
+Test(decode, linear_split_sum_norm)
+{
+    int n_in = 48, n_out = 40;
+    float *o = t_alloc(n_in), *w = t_alloc(n_out * n_in), *x = t_alloc(n_out), *x0 = t_alloc(n_out),
+          *nw = t_alloc(n_out), *xn = t_poisoned(n_out);
+    t_fill(o, n_in, 1, 60); t_fill(w, n_out * n_in, 0.3f, 61); t_fill(x, n_out, 1, 62); t_fill(nw, n_out, 1, 63);
+    memcpy(x0, x, sizeof(float) * n_out);
+    double *ref = malloc(sizeof(double) * n_out), *refn = malloc(sizeof(double) * n_out), ss = 0;
+    for (int j = 0; j < n_out; j++) {
+        double s = x0[j];
+        for (int i = 0; i < n_in; i++)
+            s += (double)o[i] * w[j * n_in + i];
+        ref[j] = s;
+        ss += s * s;
+    }
+    for (int j = 0; j < n_out; j++)
+        refn[j] = ref[j] / sqrt(ss / n_out + 1e-5) * nw[j];
+    apb_handle ho = apb_tile_from(o, 1, n_in, 4), hw = apb_tile_from(w, n_out, n_in, 4),
+               hx = apb_tile_from(x, 1, n_out, 4), hn = apb_tile_from(nw, 1, n_out, 4),
+               hxn = apb_tile_from(xn, 1, n_out, 4);
+    apb_handle z[2] = {apb_tile_new(1, n_out, 4), apb_tile_new(1, n_out, 4)};
+    cr_assert_eq(apb_insert_linear_part(ho, hw, z[0], 0, 16, tag), 0);
+    cr_assert_eq(apb_insert_linear_part(ho, hw, z[1], 16, n_in, tag), 0);
+    cr_assert_neq(apb_insert_linear_part(ho, hw, z[1], 16, n_in + 1, tag), 0, "block past the end accepted");
+    cr_assert_eq(apb_insert_gather_norm(z, 2, hx, 1, hn, hxn, 1e-5f, tag), 0);
+    apb_handle all[] = {ho, hw, hx, hn, hxn, z[0], z[1]};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        apb_handle_free_now(all[i]);
+    double e = t_rel_err(x, ref, n_out), en = t_rel_err(xn, refn, n_out);
+    cr_assert_lt(e, 1e-6, "split linear rel err %g", e);
+    cr_assert_lt(en, 1e-6, "norm after the sum rel err %g", en);
+    free(o); free(w); free(x); free(x0); free(nw); free(xn); free(ref); free(refn);
+}
