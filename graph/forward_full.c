@@ -110,6 +110,8 @@ static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, i
             int v1 = (int)((long)c->vocab_size * (i + 1) / s->n_split);
             s->d_z[i] = apb_tile_new(1, c->dim, sizeof(float));
             s->d_lg[i] = apb_tile_new(1, v1 - v0, sizeof(float));
+            s->d_po[i] = apb_tile_new(1, qd, sizeof(float));
+            s->d_plse[i] = apb_tile_new(1, c->n_heads, sizeof(float));
         }
     }
     s->logits = apb_tile_new(1, c->vocab_size, sizeof(float));
@@ -139,6 +141,8 @@ void apb_seq_free(apb_model *m, apb_seq *s)
     for (int i = 0; i < s->n_split && s->n_split > 1; i++) {
         apb_handle_free(s->d_z[i]);
         apb_handle_free(s->d_lg[i]);
+        apb_handle_free(s->d_po[i]);
+        apb_handle_free(s->d_plse[i]);
     }
     apb_handle ones[] = {s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, s->d_o, s->d_lse, s->logits, s->token};
     for (size_t i = 0; i < sizeof ones / sizeof *ones; i++)
@@ -286,7 +290,30 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
             segs[u] = (apb_attn_seg){s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
                                      u * s->tile, 1, 0};
         segs[T] = (apb_attn_seg){s->kd[l], s->vd[l], s->n_decoded + 1, s->n_prompt, 1, 0};
-        if (apb_insert_attention(s->d_q, pos, segs, T + 1, c->n_heads, c->n_kv_heads, c->head_dim,
+        if (s->n_split > 1 && pos >= 512 && T + 1 >= 2) {
+            /* long context: the cache's segments in n_split groups of about equal length, one
+             * attention task each, merged by their log-sum-exp */
+            int ng = s->n_split < T + 1 ? s->n_split : T + 1, u0 = 0;
+            long done = 0;
+            for (int g = 0; g < ng && !rc; g++) {
+                int u1 = u0 + 1;
+                while (u1 < T + 1 - (ng - 1 - g) && (done + segs[u1 - 1].len) * ng < (long)(pos + 1) * (g + 1)) {
+                    done += segs[u1 - 1].len;
+                    u1++;
+                }
+                done += segs[u1 - 1].len;
+                if (g == ng - 1)
+                    u1 = T + 1;
+                if (apb_insert_attention(s->d_q, pos, segs + u0, u1 - u0, c->n_heads, c->n_kv_heads,
+                                         c->head_dim, s->d_po[g], s->d_plse[g], tag))
+                    rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+                u0 = u1;
+            }
+            if (!rc && apb_insert_lse_merge(s->d_po, s->d_plse, ng, c->head_dim, s->d_o, s->d_lse, tag))
+                rc = apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
+            if (rc)
+                break;
+        } else if (apb_insert_attention(s->d_q, pos, segs, T + 1, c->n_heads, c->n_kv_heads, c->head_dim,
                                  s->d_o, s->d_lse, tag)) {
             rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
             break;
