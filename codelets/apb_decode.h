@@ -29,4 +29,10 @@ int apb_insert_gather(const apb_handle *parts, int n, apb_handle out, int sum, a
 int apb_insert_gather_norm(const apb_handle *parts, int n, apb_handle out, int sum,
                            apb_handle norm_w, apb_handle xn, float eps, apb_task_tag tag);
 
+/* apb_insert_attention for one query row (1 x H*d) at coordinate q_coord, on a CPU worker: the
+ * cache read once as whole rows (codelet_decode.c); same segments, visibility and outputs. */
+int apb_insert_attention_row(apb_handle q, int q_coord, const apb_attn_seg *segs, int n_segs,
+                             int n_heads, int n_kv_heads, int head_dim, apb_handle o, apb_handle lse,
+                             apb_task_tag tag);
+
 #endif

@@ -32,6 +32,9 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                              const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
                              int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
                              float *lse, int ld_lse);
+/* One query row: o (H*d) and lse (H) over the visible keys of segs (the same rules). */
+void apb_attention_row_f32(const float *q, int q_coord, const struct _apb_attn_seg_cpu *segs,
+                           int n_segs, int n_heads, int n_kv_heads, int d, float *o, float *lse);
 /* Returns the sampled token id; u is a uniform number in [0, 1). */
 int apb_sample_f32(const float *logits, int n, float temperature, float top_p, double u);
 uint64_t apb_rng_u64(uint64_t seed, uint64_t counter);

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief Decode steps split over the CPU workers: MLP and LM-head row blocks, and their gather. */
 #include <math.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include "codelets/apb_decode.h"
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#include "common/apb_bf16.h"
 
 int apb_decode_split(void)
 {
@@ -233,4 +237,206 @@ int apb_insert_gather_norm(const apb_handle *parts, int n, apb_handle out, int s
                               _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio,
                               APB_ON_HOST(tag), STARPU_NAME, _apb_task_name(sum ? "mlp_sum" : "logits_gather", tag), 0);
     return _apb_insert_check(ret, "gather");
+}
+
+/* ------------------------------------------------------------------ one-row attention
+ * A decode step's query row against the cache, read once as a stream of whole key / value rows
+ * (every KV head of a row at once): scores of every head, softmax, then the weighted sum of the
+ * value rows. The general kernel (codelet_attention.c) multiplies the G query heads of a KV head
+ * by 256-key blocks of that head's columns, one SGEMM each: built for many query rows. */
+#ifdef __AVX2__
+/* exp(x) for x <= 0 (Cephes' expf polynomial, about 1 ulp; 0 below -87) */
+static inline __m256 _apb_exp8(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+/* s[0..n) = exp(s - mx); returns their sum */
+static float _apb_exp_inplace(float *s, int n, float mx)
+{
+    int j = 0;
+    float sum = 0.0f;
+#ifdef __AVX2__
+    __m256 acc = _mm256_setzero_ps(), m8 = _mm256_set1_ps(mx);
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = _apb_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m8));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float t[8];
+    _mm256_storeu_ps(t, acc);
+    for (int i = 0; i < 8; i++)
+        sum += t[i];
+#endif
+    for (; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    return sum;
+}
+
+void apb_attention_row_f32(const float *q, int q_coord, const struct _apb_attn_seg_cpu *segs,
+                           int n_segs, int n_heads, int n_kv_heads, int d, float *o, float *lse)
+{
+    const int H = n_heads, Hk = n_kv_heads, G = H / Hk, W = Hk * d;
+    int ntot = 0, nvis[64];
+    for (int s = 0; s < n_segs && s < 64; s++) {
+        const struct _apb_attn_seg_cpu *sg = &segs[s];
+        long v = q_coord < sg->min_q_coord ? 0 : sg->len;
+        if (sg->causal && (long)q_coord - sg->coord0 + 1 < v)
+            v = (long)q_coord - sg->coord0 + 1;
+        nvis[s] = v < 0 ? 0 : (int)v;
+        ntot += nvis[s];
+    }
+    /* scores (H x ntot), then scaled q (H x d), a widened row (W), the accumulators (H x d) */
+    float *S = _apb_thread_scratch(_APB_SCRATCH_ATTENTION, (size_t)H * ntot + 2 * (size_t)H * d + W);
+    if (!S || n_segs > 64) {
+        _apb_task_fail(APB_E_NOMEM, "attention: out of host memory");
+        return;
+    }
+    float *qs = S + (size_t)H * ntot, *row = qs + (size_t)H * d, *acc = row + W;
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int i = 0; i < H * d; i++)
+        qs[i] = q[i] * scale;
+    for (int s = 0, t = 0; s < n_segs; t += nvis[s], s++) { /* scores */
+        for (int j = 0; j < nvis[s]; j++) {
+            const float *k = segs[s].k + (size_t)j * segs[s].ld;
+            if (segs[s].bf16) {
+                const uint16_t *k16 = (const uint16_t *)(const void *)segs[s].k + (size_t)j * segs[s].ld;
+                for (int c = 0; c < W; c++)
+                    row[c] = apb_bf16_to_f32(k16[c]);
+                k = row;
+            }
+            for (int h = 0; h < H; h++) {
+                const float *kh = k + (size_t)(h / G) * d, *qh = qs + (size_t)h * d;
+                float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                for (int c = 0; c < d; c++)
+                    dot += qh[c] * kh[c];
+                S[(size_t)h * ntot + t + j] = dot;
+            }
+        }
+    }
+    for (int h = 0; h < H; h++) { /* softmax: probabilities in place, lse */
+        float *sh = S + (size_t)h * ntot, mx = -INFINITY;
+        for (int t = 0; t < ntot; t++)
+            mx = sh[t] > mx ? sh[t] : mx;
+        if (ntot == 0) {
+            lse[h] = -INFINITY;
+            continue;
+        }
+        float l = _apb_exp_inplace(sh, ntot, mx);
+        lse[h] = mx + logf(l);
+        for (int t = 0; t < ntot; t++)
+            sh[t] /= l;
+    }
+    memset(acc, 0, sizeof(float) * (size_t)H * d);
+    for (int s = 0, t = 0; s < n_segs; t += nvis[s], s++) { /* weighted sum of the value rows */
+        for (int j = 0; j < nvis[s]; j++) {
+            const float *v = segs[s].v + (size_t)j * segs[s].ld;
+            if (segs[s].bf16) {
+                const uint16_t *v16 = (const uint16_t *)(const void *)segs[s].v + (size_t)j * segs[s].ld;
+                for (int c = 0; c < W; c++)
+                    row[c] = apb_bf16_to_f32(v16[c]);
+                v = row;
+            }
+            for (int h = 0; h < H; h++) {
+                const float p = S[(size_t)h * ntot + t + j], *vh = v + (size_t)(h / G) * d;
+                float *ah = acc + (size_t)h * d;
+#pragma omp simd
+                for (int c = 0; c < d; c++)
+                    ah[c] += p * vh[c];
+            }
+        }
+    }
+    memcpy(o, acc, sizeof(float) * (size_t)H * d);
+}
+
+struct _apb_attn_row_args {
+    int q_coord, n_heads, n_kv_heads, head_dim, n_segs;
+    struct {
+        int len, coord0, causal, min_q_coord;
+    } seg[];
+};
+
+static void _apb_attention_row_cpu(void *buffers[], void *cl_arg)
+{
+    double t0 = _apb_now_ns();
+    const struct _apb_attn_row_args *a = cl_arg;
+    struct _apb_attn_seg_cpu segs[64];
+    double flops = 0;
+    for (int s = 0; s < a->n_segs; s++) {
+        void *kb = buffers[1 + 2 * s];
+        segs[s] = (struct _apb_attn_seg_cpu){
+            .k = _APB_PTR(kb), .v = _APB_PTR(buffers[2 + 2 * s]), .ld = _APB_LD(kb),
+            .bf16 = _apb_elem(kb) == 2, .len = a->seg[s].len, .coord0 = a->seg[s].coord0,
+            .causal = a->seg[s].causal, .min_q_coord = a->seg[s].min_q_coord};
+        flops += 4.0 * a->seg[s].len * a->n_heads * a->head_dim;
+    }
+    apb_attention_row_f32(_APB_PTR(buffers[0]), a->q_coord, segs, a->n_segs, a->n_heads,
+                          a->n_kv_heads, a->head_dim, _APB_PTR(buffers[1 + 2 * a->n_segs]),
+                          _APB_PTR(buffers[2 + 2 * a->n_segs]));
+    _apb_op_account(APB_OP_ATTENTION, t0, flops);
+}
+
+static struct starpu_perfmodel _apb_attention_row_model = {.type = STARPU_HISTORY_BASED,
+                                                           .symbol = "apb_attention_row"};
+static struct starpu_codelet _apb_attention_row_cl = {
+    .where = STARPU_CPU,
+    .cpu_funcs = {_apb_attention_row_cpu},
+    .cpu_funcs_name = {"_apb_attention_row_cpu"},
+    .nbuffers = STARPU_VARIABLE_NBUFFERS,
+    .model = &_apb_attention_row_model,
+    .name = "attention_row",
+};
+
+int apb_insert_attention_row(apb_handle q, int q_coord, const apb_attn_seg *segs, int n_segs,
+                             int n_heads, int n_kv_heads, int head_dim, apb_handle o, apb_handle lse,
+                             apb_task_tag tag)
+{
+    if (n_segs < 1 || n_segs > 64 || n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 ||
+        apb_tile_rows(q) != 1 || apb_tile_cols(q) != n_heads * head_dim ||
+        apb_tile_cols(o) != n_heads * head_dim || apb_tile_rows(o) != 1 || apb_tile_cols(lse) != n_heads)
+        return -EINVAL;
+    size_t asz = sizeof(struct _apb_attn_row_args) + (size_t)n_segs * 4 * sizeof(int);
+    struct _apb_attn_row_args *a = malloc(asz);
+    struct starpu_data_descr d[3 + 2 * 64];
+    if (!a)
+        return -ENOMEM;
+    *a = (struct _apb_attn_row_args){q_coord, n_heads, n_kv_heads, head_dim, n_segs};
+    int nd = 0;
+    d[nd++] = (struct starpu_data_descr){q, STARPU_R};
+    for (int s = 0; s < n_segs; s++) {
+        if (segs[s].len < 0 || segs[s].len > apb_tile_rows(segs[s].k) ||
+            apb_tile_cols(segs[s].k) != n_kv_heads * head_dim) {
+            free(a);
+            return -EINVAL;
+        }
+        a->seg[s].len = segs[s].len;
+        a->seg[s].coord0 = segs[s].coord0;
+        a->seg[s].causal = segs[s].causal;
+        a->seg[s].min_q_coord = segs[s].min_q_coord;
+        d[nd++] = (struct starpu_data_descr){segs[s].k, STARPU_R};
+        d[nd++] = (struct starpu_data_descr){segs[s].v, STARPU_R};
+    }
+    d[nd++] = (struct starpu_data_descr){o, STARPU_W};
+    d[nd++] = (struct starpu_data_descr){lse, STARPU_W};
+    int ret = apb_task_insert(&_apb_attention_row_cl, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS,
+                              a, asz, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
+                              STARPU_NAME, _apb_task_name("attention_row", tag), 0);
+    return _apb_insert_check(ret, "attention_row");
 }

@@ -264,6 +264,17 @@ static int _apb_post_attention_split(apb_model *m, int l, apb_seq *s, apb_task_t
     return APB_OK;
 }
 
+/* The decode step's attention: on CPU workers (n_split > 1) the one-row kernel (codelet_decode.c) */
+static int _apb_decode_attention(apb_seq *s, int pos, const apb_attn_seg *segs, int n,
+                                 const apb_config *c, apb_handle o, apb_handle lse, apb_task_tag tag)
+{
+    if (s->n_split > 1 && n <= 64)
+        return apb_insert_attention_row(s->d_q, pos, segs, n, c->n_heads, c->n_kv_heads, c->head_dim,
+                                        o, lse, tag);
+    return apb_insert_attention(s->d_q, pos, segs, n, c->n_heads, c->n_kv_heads, c->head_dim, o,
+                                lse, tag);
+}
+
 int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -304,8 +315,7 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
                 done += segs[u1 - 1].len;
                 if (g == ng - 1)
                     u1 = T + 1;
-                if (apb_insert_attention(s->d_q, pos, segs + u0, u1 - u0, c->n_heads, c->n_kv_heads,
-                                         c->head_dim, s->d_po[g], s->d_plse[g], tag))
+                if (_apb_decode_attention(s, pos, segs + u0, u1 - u0, c, s->d_po[g], s->d_plse[g], tag))
                     rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
                 u0 = u1;
             }
@@ -313,8 +323,7 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
                 rc = apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
             if (rc)
                 break;
-        } else if (apb_insert_attention(s->d_q, pos, segs, T + 1, c->n_heads, c->n_kv_heads, c->head_dim,
-                                 s->d_o, s->d_lse, tag)) {
+        } else if (_apb_decode_attention(s, pos, segs, T + 1, c, s->d_o, s->d_lse, tag)) {
             rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
             break;
         }
