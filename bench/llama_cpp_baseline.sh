@@ -57,15 +57,14 @@ done
 lb() { # type -> "pp1 pp2 ... tg0 tg1 tg2 ..." tokens/s (best of REPS runs)
     local f=$LC/smollm2-135m-$1.gguf out
     for r in $(seq "$REPS"); do
-        "$BIN/llama-bench" -m "$f" -t "$T" -p "$LENGTHS" -n 0 -r 1 -o csv 2>/dev/null | tail -n +2
-        "$BIN/llama-bench" -m "$f" -t "$T" -p 0 -n 32 -d "0,$LENGTHS" -r 1 -o csv 2>/dev/null | tail -n +2
+        "$BIN/llama-bench" -m "$f" -t "$T" -p "$LENGTHS" -n 0 -r 1 -o csv 2>/dev/null
+        "$BIN/llama-bench" -m "$f" -t "$T" -p 0 -n 32 -d "0,$LENGTHS" -r 1 -o csv 2>/dev/null
     done >"$LC/bench-$1.csv"
     "$APB_HOME/venv/bin/python" - "$LC/bench-$1.csv" "$LENGTHS" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
 L = [int(x) for x in sys.argv[2].split(",")]
-# llama-bench csv: n_prompt, n_gen, n_depth and avg_ts by name in the header it prints first
-import subprocess
+# llama-bench csv: a header (build_commit, ..., n_prompt, n_gen, n_depth, ..., avg_ts) per run
 hdr = None
 best = {}
 for r in rows:
@@ -91,8 +90,9 @@ apb() { # precision -> same fields, from bench/cpu_prefill (best of REPS)
         best="$best $("$APB_HOME/venv/bin/python" -c '
 import json, sys
 d = json.load(open(sys.argv[1]))["runs"]
-print(",".join(f"{r[k]:.1f}" for k in ("tokens_per_s",) for r in d[1:]) + ";" +
-      ",".join(f"{r[\"decode_tokens_per_s\"]:.1f}" for r in d))' "$j")"
+pp = ",".join("%.1f" % r["tokens_per_s"] for r in d[1:])
+tg = ",".join("%.1f" % r["decode_tokens_per_s"] for r in d)
+print(pp + ";" + tg)' "$j")"
         rm -f "$j"
     done
     "$APB_HOME/venv/bin/python" -c '
@@ -104,14 +104,14 @@ print(" ".join(f"{v:.1f}" for v in pp + tg))' $best
 }
 
 lens=$(echo "$LENGTHS" | tr , ' ')
-printf '%s, %d threads / workers, best of %s runs, %s\n' "$(lscpu | sed -n 's/^Model name: *//p')" "$T" "$REPS" "$(date -u +%F)"
-printf '| engine | prefill tok/s %s | decode tok/s at context ~0 %s |\n|---|---|---|\n' \
-    "$(echo $lens | sed 's/ / \/ /g')" "$(echo $lens | sed 's/^/\/ /; s/ / \/ /g')"
-row() { # name, fields
+n=$(echo "$lens" | wc -w)
+slash() { echo "$*" | sed 's/ / \/ /g'; }
+printf '%s, %d threads / workers, best of %s runs, %s\n\n' "$(lscpu | sed -n 's/^Model name: *//p')" "$T" "$REPS" "$(date -u +%F)"
+printf '| engine | prefill tok/s %s | decode tok/s at context ~0 / %s |\n|---|---|---|\n' "$(slash $lens)" "$(slash $lens)"
+row() { # name, n prefill fields, then n + 1 decode fields
     local name=$1; shift
-    local n; n=$(echo "$lens" | wc -w)
     local f=("$@")
-    printf '| %s | %s | %s |\n' "$name" "$(echo "${f[@]:0:$n}" | sed 's/ / \/ /g')" "$(echo "${f[@]:$n}" | sed 's/ / \/ /g')"
+    printf '| %s | %s | %s |\n' "$name" "$(slash "${f[@]:0:$n}")" "$(slash "${f[@]:$n}")"
 }
 # shellcheck disable=SC2046
 row "llama.cpp $VER, F32" $(lb F32)
