@@ -19,6 +19,10 @@ int apb_insert_mlp_part(apb_handle xn, apb_handle w_gate, apb_handle w_up, apb_h
 /* part (1 x n) = rmsnorm(x[row]) lm_head[v0 : v0 + n]^T: one block of the vocabulary's logits. */
 int apb_insert_logits_part(apb_handle x, int row, apb_handle norm_w, apb_handle lm_head,
                            apb_handle part, int v0, float eps, apb_task_tag tag);
+/* Row `row` of out = xn w^T (+ bias), rotated by RoPE at position pos when inv_freq is given:
+ * q, k and v of a decode step, k and v written straight into the decode cache (out RW then). */
+int apb_insert_proj_row(apb_handle xn, apb_handle w, apb_handle bias, apb_handle inv_freq, int pos,
+                        int head_dim, apb_handle out, int row, apb_task_tag tag);
 /* z (1 x rows of w) = w[:, c0:c1] in[c0:c1]: one block of a linear layer's inputs; the blocks' z
  * summed (apb_insert_gather) make in w^T. */
 int apb_insert_linear_part(apb_handle in, apb_handle w, apb_handle z, int c0, int c1, apb_task_tag tag);

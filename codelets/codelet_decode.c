@@ -121,6 +121,64 @@ int apb_insert_linear_part(apb_handle in, apb_handle w, apb_handle z, int c0, in
     return _apb_insert_check(ret, "linear_part");
 }
 
+struct _apb_proj_row_args {
+    int has_bias, rope, pos, row, head_dim;
+};
+
+static void _apb_proj_row_cpu(void *buffers[], void *cl_arg)
+{
+    double t0 = _apb_now_ns();
+    const struct _apb_proj_row_args *a = cl_arg;
+    int b = 2, n_in = _APB_COLS(buffers[0]), n_out = _APB_ROWS(buffers[1]);
+    const float *bias = a->has_bias ? _APB_PTR(buffers[b++]) : NULL;
+    const float *inv_freq = a->rope ? _APB_PTR(buffers[b++]) : NULL;
+    float *out = (float *)_APB_PTR(buffers[b]) + (size_t)a->row * _APB_LD(buffers[b]);
+    apb_gemv(out, _APB_PTR(buffers[0]), _APB_PTR(buffers[1]), _apb_elem(buffers[1]) == 2,
+             (size_t)_APB_LD(buffers[1]), bias, n_in, n_out, 0);
+    if (a->rope) {
+        float cs[512], sn[512];
+        apb_rope_table(cs, sn, inv_freq, a->head_dim / 2, a->pos);
+        apb_rope_row_f32(out, n_out / a->head_dim, a->head_dim, cs, sn);
+    }
+    _apb_op_account(APB_OP_QKV, t0, 2.0 * n_in * n_out);
+}
+
+static struct starpu_perfmodel _apb_proj_row_model = {.type = STARPU_HISTORY_BASED,
+                                                      .symbol = "apb_proj_row"};
+static struct starpu_codelet _apb_proj_row_cl = {
+    .where = STARPU_CPU,
+    .cpu_funcs = {_apb_proj_row_cpu},
+    .cpu_funcs_name = {"_apb_proj_row_cpu"},
+    .nbuffers = STARPU_VARIABLE_NBUFFERS,
+    .model = &_apb_proj_row_model,
+    .name = "proj_row",
+};
+
+int apb_insert_proj_row(apb_handle xn, apb_handle w, apb_handle bias, apb_handle inv_freq, int pos,
+                        int head_dim, apb_handle out, int row, apb_task_tag tag)
+{
+    if (apb_tile_rows(xn) != 1 || apb_tile_cols(xn) != apb_tile_cols(w) ||
+        apb_tile_cols(out) != apb_tile_rows(w) || row < 0 || row >= apb_tile_rows(out) ||
+        (inv_freq && (head_dim <= 0 || head_dim > 1024 || apb_tile_rows(w) % head_dim)))
+        return -EINVAL;
+    struct _apb_proj_row_args a = {bias != NULL, inv_freq != NULL, pos, row, head_dim};
+    struct starpu_data_descr d[5];
+    int n = 0;
+    d[n++] = (struct starpu_data_descr){xn, STARPU_R};
+    d[n++] = (struct starpu_data_descr){w, STARPU_R};
+    if (bias)
+        d[n++] = (struct starpu_data_descr){bias, STARPU_R};
+    if (inv_freq)
+        d[n++] = (struct starpu_data_descr){inv_freq, STARPU_R};
+    /* a row of a bigger tile (the decode cache) keeps the other rows */
+    d[n++] = (struct starpu_data_descr){out, apb_tile_rows(out) > 1 ? STARPU_RW : STARPU_W};
+    int ret = apb_task_insert(&_apb_proj_row_cl, STARPU_DATA_MODE_ARRAY, d, n, STARPU_CL_ARGS,
+                              _apb_args_dup(&a, sizeof a), sizeof a, STARPU_PRIORITY, tag.prio,
+                              APB_ON_HOST(tag), STARPU_FLOPS, 2.0 * apb_tile_cols(w) * apb_tile_rows(w),
+                              STARPU_NAME, _apb_task_name("proj_row", tag), 0);
+    return _apb_insert_check(ret, "proj_row");
+}
+
 struct _apb_logits_part_args {
     int row, v0;
     float eps;

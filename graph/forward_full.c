@@ -232,12 +232,14 @@ static int _apb_pre_attention_split(apb_model *m, int l, apb_seq *s, int pos, ap
                                     apb_err *err)
 {
     const apb_layer_handles *L = &m->layers[l];
+    int d = m->cfg.head_dim;
     if (l == 0)
         _APB_TRY(apb_insert_rmsnorm(s->d_x, L->attn_norm, s->d_xn, m->cfg.norm_eps, tag), "attn_norm");
-    _APB_TRY(apb_insert_linear(s->d_xn, L->wq, L->bq, s->d_q, 0, tag), "q_proj");
-    _APB_TRY(apb_insert_linear(s->d_xn, L->wk, L->bk, s->d_k, 0, tag), "k_proj");
-    _APB_TRY(apb_insert_linear(s->d_xn, L->wv, L->bv, s->d_v, 0, tag), "v_proj");
-    _APB_TRY(apb_insert_rope(s->d_q, s->d_k, m->inv_freq, pos, m->cfg.head_dim, tag), "rope");
+    /* q and k rotated in their projection task, k and v written straight into the cache */
+    _APB_TRY(apb_insert_proj_row(s->d_xn, L->wq, L->bq, m->inv_freq, pos, d, s->d_q, 0, tag), "q_proj");
+    _APB_TRY(apb_insert_proj_row(s->d_xn, L->wk, L->bk, m->inv_freq, pos, d, s->kd[l], s->n_decoded, tag),
+             "k_proj");
+    _APB_TRY(apb_insert_proj_row(s->d_xn, L->wv, L->bv, NULL, pos, d, s->vd[l], s->n_decoded, tag), "v_proj");
     return APB_OK;
 }
 
@@ -293,7 +295,7 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
                             : _apb_pre_attention(m, l, s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, pos, tag, err);
         if (rc)
             break;
-        if (apb_insert_kv_append(s->d_k, s->d_v, s->kd[l], s->vd[l], s->n_decoded, tag)) {
+        if (s->n_split <= 1 && apb_insert_kv_append(s->d_k, s->d_v, s->kd[l], s->vd[l], s->n_decoded, tag)) {
             rc = apb_fail(err, APB_E_RUNTIME, "submitting kv_append failed");
             break;
         }
