@@ -74,7 +74,9 @@ check "bad gpu-mem" 2 "gpu-mem" $RUN --prompt x --gpu-mem 0
 # worker counts beyond the machine are refused at once (--ncpus 1000 once ran 128 workers on 2 cores)
 t0=$(date +%s%N)
 check "ncpus beyond the machine" 2 "ncpus 1000: this process may run on" $RUN --prompt x --ncpus 1000
-[ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 1000 ] && echo "ok   ncpus refused in under a second" || { echo "FAIL ncpus refusal took over a second"; fail=1; }
+# (0.1 s on an idle 2-core machine; the bound leaves room for a loaded CI machine, a hang is minutes)
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$ms" -lt 5000 ] && echo "ok   ncpus refused at once ($ms ms)" || { echo "FAIL ncpus refusal took $ms ms"; fail=1; }
 check "tile count bounded" 2 "at most 1024" $RUN --niah 2000 --tile 1
 check "prompt-len beyond context" 2 "exceeds the model's context" $RUN --random-weights tiny --prompt-len 1000000000
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
