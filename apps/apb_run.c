@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,9 @@ static int encode_text(const apb_model *m, const struct apb_run_opts *o, int32_t
                        apb_err *err)
 {
     if (o->prompt_len) {
+        if (o->prompt_len > m->cfg.max_pos) /* before drawing a billion ids */
+            return apb_fail(err, APB_E_USAGE, "--prompt-len %d exceeds the model's context of %d",
+                            o->prompt_len, m->cfg.max_pos);
         *n_ids = (size_t)o->prompt_len;
         *ids = malloc(sizeof **ids * *n_ids);
         if (!*ids)
@@ -349,6 +353,11 @@ static int run_prompt(const struct apb_run_opts *o, struct run_state *s, apb_err
                                .select = o->select, .tile = o->tile, .retain = o->retain,
                                .placement = o->placement, .allgather = o->allgather};
     /* every setting is checked before any work starts */
+    /* tile t's attention reads every earlier tile: the graph grows with the square of the count */
+    if (!rc && ((long)s->n_ids + o->tile - 1) / o->tile > 1024)
+        rc = apb_fail(err, APB_E_USAGE, "--tile %d: %zu tokens make %ld tiles, at most 1024 (the "
+                      "task graph grows with the square of the tile count); use --tile %zu or more",
+                      o->tile, s->n_ids, ((long)s->n_ids + o->tile - 1) / o->tile, (s->n_ids + 1023) / 1024);
     if (!rc && s->hosts_path)
         rc = apb_hosts_resolve(&m->cfg, (int)s->n_ids, (int)s->n_q, o->max_new, &s->hopt, err);
     else if (!rc && (long)s->n_ids + o->max_new > m->cfg.max_pos)
@@ -380,7 +389,8 @@ static int run_start(const struct apb_run_opts *o, struct run_state *s, int *sta
     int rc = APB_OK;
     apb_runtime_opts ro = {.sched = o->sched, .sched_lib = o->sched_lib, .ncpus = o->ncpus,
                            .ncuda = -1, .precision = o->precision, .mpi = g_mpi,
-                           .calibrate = o->calibrate, .gpu_mem_gib = o->gpu_mem};
+                           .calibrate = o->calibrate, .gpu_mem_gib = o->gpu_mem,
+                           .verbose = o->verbose};
     int ndev = apb_runtime_cuda_devices(), dev = o->device;
     if (dev == APB_DEVICE_AUTO)
         dev = ndev > 0 ? APB_DEVICE_CUDA : APB_DEVICE_CPU;
@@ -645,6 +655,12 @@ int main(int argc, char **argv)
         }
         apb_sched_list(stdout);
         return 0;
+    }
+    if (!rc && !o.help && !o.version) { /* bounded by this machine, before any work */
+        cpu_set_t cs;
+        int ncores = sched_getaffinity(0, sizeof cs, &cs) == 0 ? CPU_COUNT(&cs)
+                                                               : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        rc = apb_run_check_machine(&o, ncores, &err);
     }
     g_mpi = apb_runtime_mpi_launched(&g_rank, &g_nranks);
     if (!rc && g_mpi && !apb_runtime_mpi_built())

@@ -64,6 +64,7 @@ const char *const apb_run_usage =
     "                         shutdown) may take before the rank aborts the job (default 600; 0 = none)\n"
     "  --summary              per-worker busy %, communication overlap %, scheduler overhead per task\n"
     "                         on stderr (also printed with --trace / --gantt)\n"
+    "  --verbose              StarPU's own messages too (default: apb's only, unless STARPU_SILENT is set)\n"
     "  --help, --version\n"
     "\n"
     "exit codes: 0 ok, 2 usage, 3 io, 4 format, 5 model, 6 memory, 7 runtime\n";
@@ -98,7 +99,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     enum { O_MODEL = 256, O_RANDOM, O_PROMPT, O_PFILE, O_PLEN, O_CHAT, O_SYSTEM, O_MAXNEW, O_TEMP,
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
-           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY, O_ALLGATHER, O_GPUMEM };
+           O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY, O_ALLGATHER, O_GPUMEM,
+           O_VERBOSE };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -114,7 +116,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"dump-logits", 1, 0, O_DUMP}, {"mpi-timeout", 1, 0, O_MPITO},
         {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"gpu-mem", 1, 0, O_GPUMEM}, {"precision", 1, 0, O_PREC},
         {"sched-lib", 1, 0, O_SCHEDLIB}, {"calibrate", 0, 0, O_CALIB}, {"summary", 0, 0, O_SUMMARY},
-        {"allgather", 1, 0, O_ALLGATHER},
+        {"allgather", 1, 0, O_ALLGATHER}, {"verbose", 0, 0, O_VERBOSE},
         {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
@@ -192,6 +194,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         case O_SCHEDLIB: o->sched_lib = optarg; break;
         case O_CALIB: o->calibrate = 1; break;
         case O_SUMMARY: o->summary = 1; break;
+        case O_VERBOSE: o->verbose = 1; break;
         case O_PROG: o->progress = 1; break;
         case O_NOPROG: o->progress = 0; break;
         case O_HELP: o->help = 1; return APB_OK;
@@ -235,3 +238,14 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     return APB_OK;
 }
 
+
+int apb_run_check_machine(const struct apb_run_opts *o, int ncores, apb_err *err)
+{
+    /* StarPU runs one busy-polling worker per CPU: more workers than cores only compete for them
+     * (--ncpus 1000 on 2 cores ran for minutes on a 1-token prompt) */
+    if (ncores > 0 && o->ncpus > ncores)
+        return apb_fail(err, APB_E_USAGE, "--ncpus %d: this process may run on %d CPU core%s (one "
+                        "StarPU worker per core); give at most %d", o->ncpus, ncores,
+                        ncores == 1 ? "" : "s", ncores);
+    return APB_OK;
+}

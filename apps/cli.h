@@ -12,6 +12,7 @@ struct apb_run_opts {
     int mpi_timeout;               /* --mpi-timeout SECS: bound on every wait over MPI (0: none) */
     const char *trace, *gantt, *retain_weights, *sched_lib;
     int calibrate, summary;        /* --calibrate, --summary */
+    int verbose;                   /* --verbose: StarPU's own messages too */
     int retain;                    /* --compress retain */
     apb_placement placement;       /* --placement */
     int allgather;                 /* --allgather: APB_ALLGATHER_STARPU or _NCCL */
@@ -32,5 +33,9 @@ extern const char *const apb_run_usage;
 /* Parses and checks argv; APB_E_USAGE with a message naming the option on any bad value.
  * Sets o->help / o->version and returns at once when those are given. */
 int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *err);
+
+/* Checks the options against the machine (no I/O; fuzzed): worker counts within the `ncores` CPU
+ * cores this process may run on. APB_E_USAGE naming the option and the bound otherwise. */
+int apb_run_check_machine(const struct apb_run_opts *o, int ncores, apb_err *err);
 
 #endif

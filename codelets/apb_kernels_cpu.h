@@ -3,12 +3,17 @@
 #ifndef APB_KERNELS_CPU_H
 #define APB_KERNELS_CPU_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 void apb_rmsnorm_f32(float *out, const float *x, const float *w, int n, float eps);
 /* out (rows x n_out, ld_out) = in (rows x n_in, ld_in) W^T (+bias) (+ out when accumulate) */
 void apb_linear_f32(float *out, int ld_out, const float *in, int ld_in, const float *w,
                     const float *bias, int rows, int n_in, int n_out, int accumulate);
+/* One input row: out[j] = (accumulate ? out[j] : 0) + bias[j] + sum_k in[k] w[j * ld + k] for
+ * j < n_out (bias may be NULL); w fp32, or bf16 bits (uint16_t) when w_bf16. */
+void apb_gemv(float *out, const float *in, const void *w, int w_bf16, size_t ld, const float *bias,
+              int n_in, int n_out, int accumulate);
 /* Rotate-half RoPE on one row of n_heads heads: x[h*d + i], x[h*d + i + d/2]. */
 void apb_rope_row_f32(float *x, int n_heads, int head_dim, const float *cos_t, const float *sin_t);
 void apb_rope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, int pos);
@@ -27,6 +32,9 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                              const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
                              int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
                              float *lse, int ld_lse);
+/* One query row: o (H*d) and lse (H) over the visible keys of segs (the same rules). */
+void apb_attention_row_f32(const float *q, int q_coord, const struct _apb_attn_seg_cpu *segs,
+                           int n_segs, int n_heads, int n_kv_heads, int d, float *o, float *lse);
 /* Returns the sampled token id; u is a uniform number in [0, 1). */
 int apb_sample_f32(const float *logits, int n, float temperature, float top_p, double u);
 uint64_t apb_rng_u64(uint64_t seed, uint64_t counter);

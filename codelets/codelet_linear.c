@@ -48,6 +48,11 @@ int _apb_linear_w(float *out, int ld_out, const float *in, int ld_in, void *wbuf
                   int rows, int accumulate)
 {
     int n_out = _APB_ROWS(wbuf), n_in = _APB_COLS(wbuf);
+    if (rows == 1) { /* decode: one streaming pass over the weights, fp32 or bf16 (gemv_cpu.c) */
+        apb_gemv(out, in, _APB_PTR(wbuf), _apb_elem(wbuf) == 2, (size_t)_APB_LD(wbuf), bias, n_in,
+                 n_out, accumulate);
+        return 0;
+    }
     if (_apb_elem(wbuf) == 4 && _APB_LD(wbuf) == n_in) {
         apb_linear_f32(out, ld_out, in, ld_in, _APB_PTR(wbuf), bias, rows, n_in, n_out, accumulate);
         return 0;

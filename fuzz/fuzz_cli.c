@@ -26,6 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (o.max_new < 0 || o.hosts < 1 || o.hosts > 64 || o.tile < 1 || o.top_p < 0 || o.top_p > 1 ||
             o.temperature < 0 || (o.depth < 0 || o.depth > 1))
             __builtin_trap();
+        /* on a 2-core machine, no more CPU workers than cores get past the machine check */
+        if (apb_run_check_machine(&o, 2, &err) == APB_OK ? o.ncpus > 2 : !err.msg[0])
+            __builtin_trap();
     } else if (err.code && !err.msg[0]) {
         __builtin_trap(); /* every error carries a message */
     }

@@ -70,6 +70,9 @@ typedef struct apb_seq {
     apb_handle d_x, d_xn, d_q, d_k, d_v, d_o, d_lse; /* one-token decode activations */
     apb_handle logits;             /* (1 x vocab) */
     apb_handle token;              /* (1 x 1) int32, the last sampled token */
+    int n_split;                   /* decode MLP / LM head in this many row blocks (apb_decode.h) */
+    apb_handle d_z[8], d_lg[8];    /* their outputs: (1 x dim) MLP parts, (1 x ~vocab/n) logits */
+    apb_handle d_po[8], d_plse[8]; /* decode attention over n_split groups of the cache (long contexts) */
 } apb_seq;
 
 typedef struct apb_sampling {

@@ -49,3 +49,16 @@ int apb_placement_parse(const char *name, apb_placement *p, apb_err *err)
         return apb_fail(err, APB_E_USAGE, "--placement: expected 'free' or 'pinned', got '%s'", name);
     return APB_OK;
 }
+
+/* Here beside the other option parsers, not in placement.c: apb_run's parser (apps/cli.c) is
+ * fuzzed without the runtime. */
+int apb_allgather_parse(const char *name, int *mode, apb_err *err)
+{
+    if (!strcmp(name, "starpu"))
+        *mode = APB_ALLGATHER_STARPU;
+    else if (!strcmp(name, "nccl"))
+        *mode = APB_ALLGATHER_NCCL;
+    else
+        return apb_fail(err, APB_E_USAGE, "--allgather: expected starpu or nccl, got '%s'", name);
+    return APB_OK;
+}

@@ -13,7 +13,6 @@
  * so most passing blocks stay in one GPU's memory and only the blocks of the first host of each
  * GPU cross to the next one.
  */
-#include <string.h>
 
 #include "graph/apb_graph.h"
 
@@ -47,16 +46,5 @@ int apb_place_hosts(apb_placement p, int hosts, apb_err *err)
     for (int h = 0; h < hosts; h++) /* the index of h among its rank's hosts */
         map[h] = cpus[(h - first[h]) % n];
     apb_runtime_place_hosts(map, hosts);
-    return APB_OK;
-}
-
-int apb_allgather_parse(const char *name, int *mode, apb_err *err)
-{
-    if (!strcmp(name, "starpu"))
-        *mode = APB_ALLGATHER_STARPU;
-    else if (!strcmp(name, "nccl"))
-        *mode = APB_ALLGATHER_NCCL;
-    else
-        return apb_fail(err, APB_E_USAGE, "--allgather: expected starpu or nccl, got '%s'", name);
     return APB_OK;
 }

@@ -43,6 +43,8 @@ typedef struct apb_runtime_opts {
     int precision;         /* apb_precision; -1 = auto (bf16 when CUDA workers exist) */
     int calibrate;         /* perfmodel calibration (STARPU_CALIBRATE semantics: 1 adds
                             * measurements to the stored models, 2 discards them first) */
+    int verbose;           /* StarPU's own messages on stderr; 0: STARPU_SILENT=1 unless the user
+                            * set STARPU_SILENT (the first bus calibration then says one line) */
 } apb_runtime_opts;
 
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err);

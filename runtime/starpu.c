@@ -471,8 +471,39 @@ static void _apb_split_gpus(struct starpu_conf *conf)
     conf->ncuda = n;
 }
 
+/* StarPU's diagnostics (_STARPU_DISP: bus calibration, perfmodel deviations, ...) are off unless
+ * asked for (opts->verbose or the user's own STARPU_SILENT). The first start on a machine measures
+ * the memory bus for several seconds: say so in one line instead of StarPU's two. */
+static void _apb_quiet_starpu(const apb_runtime_opts *opts)
+{
+    if ((opts && opts->verbose) || getenv("STARPU_SILENT"))
+        return;
+    setenv("STARPU_SILENT", "1", 0);
+    /* StarPU's bus model: $STARPU_PERF_MODEL_DIR/bus/ or <home>/.starpu/sampling/bus/, home from
+     * XDG_CACHE_HOME, STARPU_HOME, HOME; file <hostname up to the first dot>.config */
+    char host[256] = "", path[4096];
+    const char *h = getenv("STARPU_HOSTNAME");
+    if (h && *h)
+        snprintf(host, sizeof host, "%s", h);
+    else if (gethostname(host, sizeof host - 1) == 0 && strchr(host, '.'))
+        *strchr(host, '.') = 0;
+    const char *dir = getenv("STARPU_PERF_MODEL_DIR"), *home = getenv("XDG_CACHE_HOME");
+    if (!home)
+        home = getenv("STARPU_HOME");
+    if (!home)
+        home = getenv("HOME");
+    if (dir)
+        snprintf(path, sizeof path, "%s/bus/%s.config", dir, host);
+    else
+        snprintf(path, sizeof path, "%s/.starpu/sampling/bus/%s.config", home ? home : "/tmp", host);
+    if (access(path, F_OK) != 0)
+        fprintf(stderr, "apb: first run on this machine: StarPU measures the memory bus once (a few "
+                        "seconds; kept in %.*s)\n", (int)(strrchr(path, '/') - path), path);
+}
+
 int apb_runtime_init(const apb_runtime_opts *opts, apb_err *err)
 {
+    _apb_quiet_starpu(opts);
     struct starpu_conf conf;
     starpu_conf_init(&conf);
     const char *sched = opts && opts->sched ? opts->sched : NULL;

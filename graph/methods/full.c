@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codelets/apb_decode.h"
+#include "graph/apb_graph.h"
 #include "graph/graph_internal.h"
 
 static apb_handle *_apb_handles(int n)
@@ -81,6 +83,15 @@ static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, i
         s->d_v = apb_tile_new(1, kd, sizeof(float));
         s->d_o = apb_tile_new(1, qd, sizeof(float));
         s->d_lse = apb_tile_new(1, c->n_heads, sizeof(float));
+        s->n_split = apb_decode_split();
+        for (int i = 0; s->n_split > 1 && i < s->n_split; i++) {
+            int v0 = (int)((long)c->vocab_size * i / s->n_split);
+            int v1 = (int)((long)c->vocab_size * (i + 1) / s->n_split);
+            s->d_z[i] = apb_tile_new(1, c->dim, sizeof(float));
+            s->d_lg[i] = apb_tile_new(1, v1 - v0, sizeof(float));
+            s->d_po[i] = apb_tile_new(1, qd, sizeof(float));
+            s->d_plse[i] = apb_tile_new(1, c->n_heads, sizeof(float));
+        }
     }
     s->logits = apb_tile_new(1, c->vocab_size, sizeof(float));
     s->token = apb_tile_new(1, 1, sizeof(int32_t));
@@ -105,6 +116,12 @@ void apb_seq_free(apb_model *m, apb_seq *s)
     for (int l = 0; s->kd && l < nl; l++) {
         apb_handle_free(s->kd[l]);
         apb_handle_free(s->vd[l]);
+    }
+    for (int i = 0; i < s->n_split && s->n_split > 1; i++) {
+        apb_handle_free(s->d_z[i]);
+        apb_handle_free(s->d_lg[i]);
+        apb_handle_free(s->d_po[i]);
+        apb_handle_free(s->d_plse[i]);
     }
     apb_handle ones[] = {s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, s->d_o, s->d_lse, s->logits, s->token};
     for (size_t i = 0; i < sizeof ones / sizeof *ones; i++)
@@ -177,6 +194,68 @@ int apb_prefill_full(apb_model *m, apb_seq *s, const int32_t *ids, int n, int ti
     return APB_OK;
 }
 
+/* Blocks [b0, b1) of n over `len` (aligned to `al` when that leaves every block non-empty). */
+static void _apb_block(int len, int n, int i, int al, int *b0, int *b1)
+{
+    if (len < 2 * al * n)
+        al = 1;
+    *b0 = (int)((long)len * i / n) / al * al;
+    *b1 = i + 1 == n ? len : (int)((long)len * (i + 1) / n) / al * al;
+}
+
+/* Decode on CPU workers (s->n_split > 1): q, k and v as three tasks; the o-proj and the MLP in
+ * n_split blocks (of inputs, of hidden units) summed into x, so that every core streams part of
+ * the weights; the norm after each sum runs in the summing task (the attention norm of layer
+ * l > 0 ran in layer l - 1's MLP sum). */
+static int _apb_pre_attention_split(apb_model *m, int l, apb_seq *s, int pos, apb_task_tag tag,
+                                    apb_err *err)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    int d = m->cfg.head_dim;
+    if (l == 0)
+        _APB_TRY(apb_insert_rmsnorm(s->d_x, L->attn_norm, s->d_xn, m->cfg.norm_eps, tag), "attn_norm");
+    /* q and k rotated in their projection task, k and v written straight into the cache */
+    _APB_TRY(apb_insert_proj_row(s->d_xn, L->wq, L->bq, m->inv_freq, pos, d, s->d_q, 0, tag), "q_proj");
+    _APB_TRY(apb_insert_proj_row(s->d_xn, L->wk, L->bk, m->inv_freq, pos, d, s->kd[l], s->n_decoded, tag),
+             "k_proj");
+    _APB_TRY(apb_insert_proj_row(s->d_xn, L->wv, L->bv, NULL, pos, d, s->vd[l], s->n_decoded, tag), "v_proj");
+    return APB_OK;
+}
+
+static int _apb_post_attention_split(apb_model *m, int l, apb_seq *s, apb_task_tag tag, apb_err *err)
+{
+    const apb_layer_handles *L = &m->layers[l];
+    int n = s->n_split, b0, b1;
+    float eps = m->cfg.norm_eps;
+    for (int i = 0; i < n; i++) { /* blocks of 16 (the bf16 kernel's step) */
+        _apb_block(apb_tile_cols(s->d_o), n, i, 16, &b0, &b1);
+        _APB_TRY(apb_insert_linear_part(s->d_o, L->wo, s->d_z[i], b0, b1, tag), "o_proj");
+    }
+    _APB_TRY(apb_insert_gather_norm(s->d_z, n, s->d_x, 1, L->mlp_norm, s->d_xn, eps, tag), "o_sum");
+    for (int i = 0; i < n; i++) {
+        _apb_block(m->cfg.hidden_dim, n, i, 16, &b0, &b1);
+        _APB_TRY(apb_insert_mlp_part(s->d_xn, L->w_gate, L->w_up, L->w_down, s->d_z[i], b0, b1, tag),
+                 "mlp_part");
+    }
+    if (l + 1 < m->cfg.n_layers)
+        _APB_TRY(apb_insert_gather_norm(s->d_z, n, s->d_x, 1, m->layers[l + 1].attn_norm, s->d_xn,
+                                        eps, tag), "mlp_sum");
+    else
+        _APB_TRY(apb_insert_gather(s->d_z, n, s->d_x, 1, tag), "mlp_sum");
+    return APB_OK;
+}
+
+/* The decode step's attention: on CPU workers (n_split > 1) the one-row kernel (codelet_decode.c) */
+static int _apb_decode_attention(apb_seq *s, int pos, const apb_attn_seg *segs, int n,
+                                 const apb_config *c, apb_handle o, apb_handle lse, apb_task_tag tag)
+{
+    if (s->n_split > 1 && n <= 64)
+        return apb_insert_attention_row(s->d_q, pos, segs, n, c->n_heads, c->n_kv_heads, c->head_dim,
+                                        o, lse, tag);
+    return apb_insert_attention(s->d_q, pos, segs, n, c->n_heads, c->n_kv_heads, c->head_dim, o,
+                                lse, tag);
+}
+
 int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -191,7 +270,7 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
         rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
     for (int l = 0; l < c->n_layers && !rc; l++) {
         apb_task_tag tag = {l, 0, 0};
-        if (_apb_fused_decode()) { /* the whole layer in one task (codelets/codelet_layer.c) */
+        if (_apb_fused_decode() && s->n_split <= 1) { /* the whole layer in one task (codelets/codelet_layer.c) */
             for (int u = 0; u < T; u++)
                 segs[u] = apb_seg_causal(s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
                                          u * s->tile);
@@ -201,10 +280,11 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
                 rc = apb_fail(err, APB_E_RUNTIME, "submitting layer failed");
             continue;
         }
-        rc = _apb_pre_attention(m, l, s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, pos, tag, err);
+        rc = s->n_split > 1 ? _apb_pre_attention_split(m, l, s, pos, tag, err)
+                            : _apb_pre_attention(m, l, s->d_x, s->d_xn, s->d_q, s->d_k, s->d_v, pos, tag, err);
         if (rc)
             break;
-        if (apb_insert_kv_append(s->d_k, s->d_v, s->kd[l], s->vd[l], s->n_decoded, tag)) {
+        if (s->n_split <= 1 && apb_insert_kv_append(s->d_k, s->d_v, s->kd[l], s->vd[l], s->n_decoded, tag)) {
             rc = apb_fail(err, APB_E_RUNTIME, "submitting kv_append failed");
             break;
         }
@@ -212,19 +292,45 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
             segs[u] = apb_seg_causal(s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
                                      u * s->tile);
         segs[T] = apb_seg_causal(s->kd[l], s->vd[l], s->n_decoded + 1, s->n_prompt);
-        if (apb_insert_attention(s->d_q, pos, segs, T + 1, c->n_heads, c->n_kv_heads, c->head_dim,
-                                 s->d_o, s->d_lse, tag)) {
+        if (s->n_split > 1 && pos >= 512 && T + 1 >= 2) {
+            /* long context: the cache's segments in n_split groups of about equal length, one
+             * attention task each, merged by their log-sum-exp */
+            int ng = s->n_split < T + 1 ? s->n_split : T + 1, u0 = 0;
+            long done = 0;
+            for (int g = 0; g < ng && !rc; g++) {
+                int u1 = u0 + 1;
+                while (u1 < T + 1 - (ng - 1 - g) && (done + segs[u1 - 1].len) * ng < (long)(pos + 1) * (g + 1)) {
+                    done += segs[u1 - 1].len;
+                    u1++;
+                }
+                done += segs[u1 - 1].len;
+                if (g == ng - 1)
+                    u1 = T + 1;
+                if (_apb_decode_attention(s, pos, segs + u0, u1 - u0, c, s->d_po[g], s->d_plse[g], tag))
+                    rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+                u0 = u1;
+            }
+            if (!rc && apb_insert_lse_merge(s->d_po, s->d_plse, ng, c->head_dim, s->d_o, s->d_lse, tag))
+                rc = apb_fail(err, APB_E_RUNTIME, "submitting lse_merge failed");
+            if (rc)
+                break;
+        } else if (_apb_decode_attention(s, pos, segs, T + 1, c, s->d_o, s->d_lse, tag)) {
             rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
             break;
         }
-        rc = _apb_post_attention(m, l, s->d_o, s->d_x, s->d_xn, tag, err);
+        rc = s->n_split > 1 ? _apb_post_attention_split(m, l, s, tag, err)
+                            : _apb_post_attention(m, l, s->d_o, s->d_x, s->d_xn, tag, err);
     }
     free(segs);
     if (rc)
         return rc;
     s->n_decoded++;
     apb_task_tag tag = {-1, 0, 0};
-    if (apb_insert_logits(s->d_x, 0, 1, m->final_norm, m->lm_head, s->logits, c->norm_eps, tag) ||
+    for (int i = 0, v0 = 0; s->n_split > 1 && i < s->n_split; v0 += apb_tile_cols(s->d_lg[i]), i++)
+        if (apb_insert_logits_part(s->d_x, 0, m->final_norm, m->lm_head, s->d_lg[i], v0, c->norm_eps, tag))
+            return apb_fail(err, APB_E_RUNTIME, "submitting logits failed");
+    if ((s->n_split > 1 ? apb_insert_gather(s->d_lg, s->n_split, s->logits, 0, tag)
+                        : apb_insert_logits(s->d_x, 0, 1, m->final_norm, m->lm_head, s->logits, c->norm_eps, tag)) ||
         apb_insert_sample(s->logits, 0, s->token, smp->temperature, smp->top_p, smp->seed,
                           (uint64_t)s->n_decoded, tag))
         return apb_fail(err, APB_E_RUNTIME, "submitting logits/sample failed");

@@ -71,6 +71,14 @@ check "nccl allgather is apb's" 2 "method apb" $RUN --prompt "The quick brown fo
 check "nccl allgather needs GPUs" 2 "nccl" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --device cpu --allgather nccl --max-new-tokens 1 --no-progress
 check "gpu-mem needs GPUs" 2 "gpu-mem" $RUN --prompt x --device cpu --gpu-mem 4
 check "bad gpu-mem" 2 "gpu-mem" $RUN --prompt x --gpu-mem 0
+# worker counts beyond the machine are refused at once (--ncpus 1000 once ran 128 workers on 2 cores)
+t0=$(date +%s%N)
+check "ncpus beyond the machine" 2 "ncpus 1000: this process may run on" $RUN --prompt x --ncpus 1000
+# (0.1 s on an idle 2-core machine; the bound leaves room for a loaded CI machine, a hang is minutes)
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$ms" -lt 5000 ] && echo "ok   ncpus refused at once ($ms ms)" || { echo "FAIL ncpus refusal took $ms ms"; fail=1; }
+check "tile count bounded" 2 "at most 1024" $RUN --niah 2000 --tile 1
+check "prompt-len beyond context" 2 "exceeds the model's context" $RUN --random-weights tiny --prompt-len 1000000000
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     check "gpu run" 0 "GPU" $RUN --prompt "The capital of France is" --device cuda --max-new-tokens 4 --no-progress
     check "gpu run under --gpu-mem 1" 0 "GPU" $RUN --prompt "The capital of France is" --device cuda --gpu-mem 1 --max-new-tokens 4 --no-progress
@@ -126,9 +134,10 @@ ls "$tmp"/home/.starpu/sampling/codelets/*/apb_attention.* >/dev/null 2>&1 && ls
     && echo "ok   perfmodels stored" || { echo "FAIL perfmodels stored"; fail=1; }
 # Decoding runs each layer's dense steps as fused tasks (layer; layer_pre/layer_post around the
 # hosts' partial attentions): the same kernels on the same data as the separate ops, so the logits
-# of every step are bitwise those of APB_FUSED_DECODE=0; in bf16 too (bf16 weight widening).
+# of every step are bitwise those of APB_FUSED_DECODE=0; in bf16 too (bf16 weight widening). `full`
+# on one CPU worker: with several, CPU decoding splits its products over the workers instead.
 PL="$P $P $P $P $P"
-for m in "full" "apb --hosts 2 --anchor 20 --select 6" "spava --hosts 2" "ring --hosts 3"; do
+for m in "full --ncpus 1" "apb --hosts 2 --anchor 20 --select 6" "spava --hosts 2" "ring --hosts 3"; do
     for pr in fp32 bf16; do
         nm="fused decode ${m%% *} $pr"
         if APB_FUSED_DECODE=0 $RUN --prompt "$PL" --method $m --device cpu --precision $pr --max-new-tokens 4 \
@@ -143,6 +152,12 @@ for m in "full" "apb --hosts 2 --anchor 20 --select 6" "spava --hosts 2" "ring -
         fi
     done
 done
+# StarPU's own messages stay off by default: a first run (fresh STARPU_HOME) says one apb line for
+# the bus calibration; --verbose (or the user's STARPU_SILENT=0) shows StarPU's
+out=$(env -u STARPU_SILENT STARPU_HOME="$tmp/quiet" $RUN --prompt x --max-new-tokens 1 --no-progress 2>&1)
+if printf '%s' "$out" | grep -q "first run on this machine" && ! printf '%s' "$out" | grep -q '\[starpu\]'; then
+    echo "ok   starpu quiet"; else echo "FAIL starpu quiet:"; printf '%s\n' "$out"; fail=1; fi
+check "starpu verbose" 0 "\[starpu\]" env -u STARPU_SILENT STARPU_HOME="$tmp/loud" $RUN --prompt x --max-new-tokens 1 --no-progress --verbose
 SO=${APB_SCHED_EXAMPLE_SO:-docs/examples/.libs/apb_sched_example.so}
 if [ -f "$SO" ]; then
     check "sched-lib list" 0 "example-kind-fifo" $RUN --sched list --sched-lib "$SO"

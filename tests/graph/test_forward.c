@@ -130,3 +130,84 @@ Test(forward, greedy_decode_matches_reference_and_is_sensible)
     free(text);
     free(ids);
 }
+
+/* The logits of every decode step (the CPU decode splits MLP and LM head over the workers) against
+ * the float64 reference over the prompt and the generated tokens: as close as the prefill's. */
+Test(forward, decode_logits_match_float64_reference)
+{
+    int32_t *ids;
+    size_t n;
+    encode("The capital of France is", &ids, &n);
+    enum { K = 4 };
+    int V = model.cfg.vocab_size;
+    float *lg = t_poisoned((size_t)K * V);
+    int32_t all[64];
+    cr_assert_lt(n + K, sizeof all / sizeof *all);
+    memcpy(all, ids, sizeof(int32_t) * n);
+    apb_seq seq;
+    apb_sampling smp = {0.0f, 1.0f, 0};
+    apb_err err = {0};
+    cr_assert_eq(apb_prefill_full(&model, &seq, ids, (int)n, 4, K, &smp, &err), 0, "%s", err.msg);
+    for (int i = 0; i < K; i++) {
+        cr_assert_eq(apb_runtime_wait_all(&err), 0, "%s", err.msg);
+        cr_assert_eq(apb_tile_read(seq.logits, lg + (size_t)i * V, sizeof(float) * V, &err), 0);
+        cr_assert_eq(apb_tile_read(seq.token, &all[n + i], sizeof(int32_t), &err), 0);
+        if (i + 1 < K)
+            cr_assert_eq(apb_decode_step(&model, &seq, &smp, &err), 0, "%s", err.msg);
+    }
+    apb_seq_free(&model, &seq);
+    /* row n - 1 + i of prompt + tokens 0 .. K - 2 gave step i's logits */
+    char idstr[2048], args[4096], out[4096];
+    ids_arg(idstr, sizeof idstr, all, n + K - 1);
+    char path[] = "/tmp/apb_ref_dlogits_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    snprintf(args, sizeof args, "--ids %s --last %d --out %s", idstr, K, path);
+    run_ref(args, out, sizeof out);
+    float *ref32 = malloc(sizeof(float) * K * V);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fread(ref32, sizeof(float), (size_t)K * V, f), (size_t)K * V);
+    fclose(f);
+    unlink(path);
+    double *ref = malloc(sizeof(double) * K * V);
+    for (int i = 0; i < K * V; i++)
+        ref[i] = ref32[i];
+    double e = t_rel_err(lg, ref, (size_t)K * V);
+    printf("decode: %d steps, logits relative error vs numpy float64 = %.3g\n", K, e);
+    cr_assert_lt(e, 1e-4, "decode logits rel err %g", e);
+    free(ref32); free(ref); free(lg); free(ids);
+}
+
+/* Decode at a long context (the attention splits the cache over the workers and merges by
+ * log-sum-exp) against the prefill of the same tokens (itself checked against float64 above). */
+Test(forward, long_context_decode_matches_prefill)
+{
+    enum { N = 700, K = 3 };
+    int V = model.cfg.vocab_size;
+    int32_t ids[N + K];
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
+    float *dec = t_poisoned((size_t)K * V), *ref32 = t_poisoned((size_t)K * V);
+    apb_seq seq;
+    apb_sampling smp = {0.0f, 1.0f, 0};
+    apb_err err = {0};
+    cr_assert_eq(apb_prefill_full(&model, &seq, ids, N, 256, K, &smp, &err), 0, "%s", err.msg);
+    for (int i = 0; i < K; i++) {
+        cr_assert_eq(apb_runtime_wait_all(&err), 0, "%s", err.msg);
+        cr_assert_eq(apb_tile_read(seq.logits, dec + (size_t)i * V, sizeof(float) * V, &err), 0);
+        cr_assert_eq(apb_tile_read(seq.token, &ids[N + i], sizeof(int32_t), &err), 0);
+        if (i + 1 < K)
+            cr_assert_eq(apb_decode_step(&model, &seq, &smp, &err), 0, "%s", err.msg);
+    }
+    apb_seq_free(&model, &seq);
+    cr_assert_eq(apb_forward_logits(&model, ids, N + K - 1, 256, K, ref32, &err), 0, "%s", err.msg);
+    double *ref = malloc(sizeof(double) * K * V);
+    for (int i = 0; i < K * V; i++)
+        ref[i] = ref32[i];
+    double e = t_rel_err(dec, ref, (size_t)K * V);
+    printf("decode at %d tokens vs prefill: logits relative error %.3g\n", N, e);
+    cr_assert_lt(e, 1e-5, "long-context decode vs prefill logits rel err %g", e);
+    free(dec); free(ref32); free(ref);
+}
