@@ -227,8 +227,32 @@ static int build_niah(const apb_model *m, const struct apb_run_opts *o, char *ne
     return rc;
 }
 
-static int encode_text(const apb_model *m, const struct apb_run_opts *o, int32_t **ids, size_t *n_ids,
-                       apb_err *err)
+/* --chat: the model's chat_template rendered (models/chat.c) when it is a known form; else the
+ * vocabulary's format, with a line on stderr saying so. */
+static char *chat_text(const apb_model *m, const char *dir, const struct apb_run_opts *o,
+                       const char *text, apb_err *err)
+{
+    char *tmpl = NULL, *bos = NULL, *out = NULL;
+    if (apb_chat_config_load(dir, &tmpl, &bos, err))
+        return NULL;
+    apb_err e2 = {0};
+    if (tmpl && (out = apb_chat_render(tmpl, bos, o->system, text, &e2)) == NULL && e2.code != APB_E_MODEL) {
+        *err = e2;
+    } else if (!out) {
+        if (g_rank == 0)
+            fprintf(stderr, "apb_run: --chat: %s; using the %s format of the vocabulary%s\n",
+                    tmpl ? e2.msg : "tokenizer_config.json has no chat_template",
+                    apb_tokenizer_token_id(m->tok, "<|im_start|>") >= 0 ? "ChatML" : "Llama-3",
+                    o->system ? "" : " with a built-in system message");
+        out = apb_chat_format(m->tok, o->system, text, err);
+    }
+    free(tmpl);
+    free(bos);
+    return out;
+}
+
+static int encode_text(const apb_model *m, const char *dir, const struct apb_run_opts *o, int32_t **ids,
+                       size_t *n_ids, apb_err *err)
 {
     if (o->prompt_len) {
         if (o->prompt_len > m->cfg.max_pos) /* before drawing a billion ids */
@@ -247,7 +271,7 @@ static int encode_text(const apb_model *m, const struct apb_run_opts *o, int32_t
         return err->code ? err->code : apb_fail(err, APB_E_NOMEM, "out of memory");
     int add_special = 1;
     if (o->chat) {
-        char *t2 = apb_chat_format(m->tok, o->system, text, err);
+        char *t2 = chat_text(m, dir, o, text, err);
         free(text);
         if (!t2)
             return err->code;
@@ -278,6 +302,7 @@ static double _run_memory(const apb_config *c, int L, int nq, const struct apb_r
 /* The state of one run, passed through its steps. */
 struct run_state {
     apb_model m;
+    char model_dir[PATH_MAX];      /* empty with --random-weights */
     int loaded;
     double t_load;
     int32_t *ids, *qids;           /* context and question ids */
@@ -313,6 +338,8 @@ static int run_load(const struct apb_run_opts *o, struct run_state *s, apb_err *
                      getenv("HOME") ? getenv("HOME") : ".");
         dir = defdir;
     }
+    if (dir)
+        snprintf(s->model_dir, sizeof s->model_dir, "%s", dir);
     s->t_load = now_s();
     int rc = o->random ? apb_model_random(o->random, o->seed, &s->m, err) : apb_model_load(dir, &s->m, err);
     if (rc)
@@ -333,7 +360,7 @@ static int run_prompt(const struct apb_run_opts *o, struct run_state *s, apb_err
     if (o->niah)
         rc = build_niah(m, o, s->needle, sizeof s->needle, &s->ids, &s->n_ids, &s->qids, &s->n_q, err);
     else
-        rc = encode_text(m, o, &s->ids, &s->n_ids, err);
+        rc = encode_text(m, s->model_dir, o, &s->ids, &s->n_ids, err);
     if (!rc && o->question)
         rc = apb_tokenizer_encode(m->tok, o->question, strlen(o->question), 0, &s->qids, &s->n_q, err);
     if (!rc && s->hosts_path && !s->qids) { /* the prompt's last token is the question */
@@ -351,7 +378,8 @@ static int run_prompt(const struct apb_run_opts *o, struct run_state *s, apb_err
         rc = apb_fail(err, APB_E_USAGE, "the prompt is empty after tokenization");
     s->hopt = (apb_hosts_opts){.method = o->meth, .hosts = o->hosts, .anchor = o->anchor,
                                .select = o->select, .tile = o->tile, .retain = o->retain,
-                               .placement = o->placement, .allgather = o->allgather};
+                               .placement = o->placement, .allgather = o->allgather,
+                               .pool = o->pool, .short_chunk = o->short_chunk};
     /* every setting is checked before any work starts */
     /* tile t's attention reads every earlier tile: the graph grows with the square of the count */
     if (!rc && ((long)s->n_ids + o->tile - 1) / o->tile > 1024)
@@ -620,7 +648,10 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     if (!rc)
         rc = run_dump_open(o, &s, err);
     s.smp = (apb_sampling){.temperature = o->temperature, .top_p = o->top_p, .seed = o->seed};
-    s.want = o->max_new > 0 ? o->max_new : s.hosts_path ? 1 : 0;
+    /* --max-new-tokens 0: prefill only, for every method. The graphs still end with the logits
+     * and a sampled token (the hosts' question pass is part of the prefill), but nothing is read,
+     * printed or dumped, as for `full`. */
+    s.want = o->max_new;
     s.out_ids = malloc(sizeof(int32_t) * ((size_t)s.want + 1));
     rc = run_prefill(o, &s, rc, err);
     rc = run_decode(o, &s, rc, err);

@@ -34,6 +34,11 @@ const char *const apb_run_usage =
     "  --placement free|pinned  hosts left to the scheduler (default) or host h on CPU worker h mod n\n"
     "  --allgather starpu|nccl  apb: compressed blocks move by StarPU data dependencies (default) or\n"
     "                         one NCCL allgather per GPU and layer (GPUs; pins hosts to GPUs)\n"
+    "  --pool block|reference  apb: max-pool the selection scores inside each host's local block\n"
+    "                         (default), or over [anchor | local] before the anchor is excluded\n"
+    "                         (thunlp/APB's order: the first local tokens can take anchor scores)\n"
+    "  --short-chunk whole|reference  spava: a chunk shorter than --select is passed whole\n"
+    "                         (default), or as min(K, 128 floor(chunk/128)) selected rows (thunlp/APB)\n"
     "  --compress query|retain  APB compression: query-aware selection (default) or Locret\n"
     "                         retaining heads from --retain-weights FILE.safetensors\n"
     "  --niah LEN             needle-in-a-haystack: LEN tokens of filler with a needle, then ask\n"
@@ -100,7 +105,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
            O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY, O_ALLGATHER, O_GPUMEM,
-           O_VERBOSE };
+           O_VERBOSE, O_POOL, O_SHORT };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -117,7 +122,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"gpu-mem", 1, 0, O_GPUMEM}, {"precision", 1, 0, O_PREC},
         {"sched-lib", 1, 0, O_SCHEDLIB}, {"calibrate", 0, 0, O_CALIB}, {"summary", 0, 0, O_SUMMARY},
         {"allgather", 1, 0, O_ALLGATHER}, {"verbose", 0, 0, O_VERBOSE},
-        {0, 0, 0, 0}};
+        {"pool", 1, 0, O_POOL},
+        {"short-chunk", 1, 0, O_SHORT}, {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
                        .anchor = -1, .select = -1, .depth = 0.5f, .ngpus = -1, .precision = -1,
@@ -170,6 +176,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         case O_RETAINW: o->retain_weights = optarg; break;
         case O_PLACE: rc = apb_placement_parse(optarg, &o->placement, err); break;
         case O_ALLGATHER: rc = apb_allgather_parse(optarg, &o->allgather, err); break;
+        case O_POOL: rc = apb_pool_parse(optarg, &o->pool, err); break;
+        case O_SHORT: rc = apb_short_chunk_parse(optarg, &o->short_chunk, err); break;
         case O_DUMP: o->dump_logits = optarg; break;
         case O_MPITO: rc = parse_int(optarg, "--mpi-timeout", 0, 1 << 24, &o->mpi_timeout, err); break;
         case O_GANTT: o->gantt = optarg; break;
@@ -220,6 +228,11 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         return apb_fail(err, APB_E_USAGE, "--compress retain needs --retain-weights FILE.safetensors");
     if (o->retain && o->meth != APB_METHOD_APB)
         return apb_fail(err, APB_E_USAGE, "--compress retain applies to --method apb");
+    if (o->pool == APB_POOL_REFERENCE && o->meth != APB_METHOD_APB)
+        return apb_fail(err, APB_E_USAGE, "--pool reference applies to --method apb (Spava pools "
+                                          "inside each chunk; see docs/DESIGN.md)");
+    if (o->short_chunk == APB_SHORT_REFERENCE && o->meth != APB_METHOD_SPAVA)
+        return apb_fail(err, APB_E_USAGE, "--short-chunk reference applies to --method spava");
     if (o->niah && (o->random || o->question || o->chat))
         return apb_fail(err, APB_E_USAGE, "--niah builds its own prompt and question and needs the "
                                           "tokenizer (no --random-weights, --question, --chat)");

@@ -126,6 +126,17 @@ typedef enum apb_placement { APB_PLACE_FREE = 0, APB_PLACE_PINNED = 1 } apb_plac
  * block to the GPUs / ranks that read it), or one NCCL allgather task per GPU and layer. */
 enum { APB_ALLGATHER_STARPU = 0, APB_ALLGATHER_NCCL = 1 };
 int apb_allgather_parse(const char *name, int *mode, apb_err *err);
+/* Where APB's max-pool of the selection scores (kernel 5) runs on hosts r > 0: inside the local block
+ * only (block, the default), or over the host's whole [anchor | local] sequence before the anchor
+ * positions are excluded, as thunlp/APB does (reference: the first local tokens can take the last
+ * anchor tokens' scores). Host 0 has no anchor: both rules are the same there. */
+enum { APB_POOL_BLOCK = 0, APB_POOL_REFERENCE = 1 };
+int apb_pool_parse(const char *name, int *mode, apb_err *err);
+/* Spava, a chunk shorter than the selection size K: the whole chunk is passed (whole, the default:
+ * the default K is clamped to the chunk), or min(K, 128 floor(chunk / 128)) selected rows, as
+ * thunlp/APB's Spava does (reference; 0 rows when the chunk is shorter than 128). */
+enum { APB_SHORT_WHOLE = 0, APB_SHORT_REFERENCE = 1 };
+int apb_short_chunk_parse(const char *name, int *mode, apb_err *err);
 int apb_placement_parse(const char *name, apb_placement *p, apb_err *err);
 /* Maps hosts 0..hosts-1 to workers for every task submitted afterwards. */
 int apb_place_hosts(apb_placement p, int hosts, apb_err *err);
@@ -139,6 +150,8 @@ typedef struct apb_hosts_opts {
     int retain;                    /* apb: compress with the model's retaining heads (else query-aware) */
     apb_placement placement;       /* free (default) or pinned hosts */
     int allgather;                 /* apb: APB_ALLGATHER_STARPU (default) or APB_ALLGATHER_NCCL */
+    int pool;                      /* apb: APB_POOL_BLOCK (default) or APB_POOL_REFERENCE */
+    int short_chunk;               /* spava: APB_SHORT_WHOLE (default) or APB_SHORT_REFERENCE */
 } apb_hosts_opts;
 
 typedef struct apb_host {

@@ -62,3 +62,25 @@ int apb_allgather_parse(const char *name, int *mode, apb_err *err)
         return apb_fail(err, APB_E_USAGE, "--allgather: expected starpu or nccl, got '%s'", name);
     return APB_OK;
 }
+
+int apb_pool_parse(const char *name, int *mode, apb_err *err)
+{
+    if (!strcmp(name, "block"))
+        *mode = APB_POOL_BLOCK;
+    else if (!strcmp(name, "reference"))
+        *mode = APB_POOL_REFERENCE;
+    else
+        return apb_fail(err, APB_E_USAGE, "--pool: expected block or reference, got '%s'", name);
+    return APB_OK;
+}
+
+int apb_short_chunk_parse(const char *name, int *mode, apb_err *err)
+{
+    if (!strcmp(name, "whole"))
+        *mode = APB_SHORT_WHOLE;
+    else if (!strcmp(name, "reference"))
+        *mode = APB_SHORT_REFERENCE;
+    else
+        return apb_fail(err, APB_E_USAGE, "--short-chunk: expected whole or reference, got '%s'", name);
+    return APB_OK;
+}

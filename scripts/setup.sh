@@ -79,10 +79,16 @@ fi
 # ---------------------------------------------------------------- 3. Python reference tools
 VENV=$APB_HOME/venv
 if [ ! -f "$VENV/.apb-ok" ]; then
-    log "creating Python venv with gguf, numpy, tokenizers, safetensors"
+    log "creating Python venv with gguf, numpy, tokenizers, safetensors, jinja2"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "numpy<3" "gguf==0.19.0" "tokenizers==0.23.3" "safetensors==0.8.0"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "numpy<3" "gguf==0.19.0" "tokenizers==0.23.3" "safetensors==0.8.0" "jinja2==3.1.6"
     touch "$VENV/.apb-ok"
+fi
+# jinja2 (tests/ref/chat_ref.py renders chat templates as transformers does) joined the list later:
+# venvs made before get it here
+if ! "$VENV/bin/python" -c 'import jinja2' 2>/dev/null; then
+    log "adding jinja2 to the Python venv"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "jinja2==3.1.6"
 fi
 
 # ---------------------------------------------------------------- 3b. cudnn-frontend headers

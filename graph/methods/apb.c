@@ -23,13 +23,19 @@ static int _apb_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb
     p.passing = (apb_method_desc_of(hs->opt.method)->flags & APB_MF_PASSING) && W > 1 && K > 0;
     int select_all = hs->opt.anchor == 0 && K == hs->block;
     int retain = p.passing && !select_all && hs->opt.retain;
-    apb_handle sc[64][64] = {{0}}; /* retaining-head scores per host and local tile */
+    /* --pool reference: hosts r > 0 score and max-pool their whole [anchor | local] sequence, the
+     * anchor rows are then excluded (thunlp/APB's order); block: the local block only */
+    int pool_ref = hs->opt.pool == APB_POOL_REFERENCE;
+    apb_handle sc[64][128] = {{0}}; /* retaining-head scores per host and tile */
     for (int r = 0; r < W; r++) {
         apb_host *h = &hs->h[r];
+        if (retain && r < W - 1 && h->n_tiles > 128)
+            return apb_fail(err, APB_E_USAGE, "--compress retain: at most 128 tiles per host (got %d)",
+                            h->n_tiles);
         for (int t = 0; t < h->n_tiles; t++) {
             int u = t - h->n_anchor_tiles;
-            if (retain && r < W - 1 && u >= 0)
-                rc = _apb_compress_retain_tile(m, hs, l, r, t, &sc[r][u], err);
+            if (retain && r < W - 1 && (u >= 0 || pool_ref))
+                rc = _apb_compress_retain_tile(m, hs, l, r, t, &sc[r][t], err);
             else
                 rc = _apb_pre_attention(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
                                         h->v[l * h->n_tiles + t], h->pos0[t],
@@ -45,16 +51,19 @@ static int _apb_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb
             return rc;
         for (int r = 0; r < W - 1; r++) {
             apb_host *h = &hs->h[r];
-            int nloc = h->n_tiles - h->n_anchor_tiles;
-            const apb_handle *kt = &h->k[l * h->n_tiles + h->n_anchor_tiles];
-            const apb_handle *vt = &h->v[l * h->n_tiles + h->n_anchor_tiles];
+            /* the rows scored and pooled: tiles [t0, n_tiles); the first `excl` are never chosen
+             * (host 0: the first A context tokens, the other hosts' anchor content) */
+            int t0 = pool_ref ? 0 : h->n_anchor_tiles, nsel = h->n_tiles - t0;
+            int excl = r == 0 ? hs->opt.anchor : pool_ref ? h->a : 0;
+            const apb_handle *kt = &h->k[l * h->n_tiles + t0];
+            const apb_handle *vt = &h->v[l * h->n_tiles + t0];
             if (select_all) /* K = whole block, no anchor: the block itself is the passing block */
                 continue;
-            if ((rc = _apb_compress_select(m, l, r, qbar, retain ? sc[r] : NULL, kt, vt, nloc,
-                                           r == 0 ? hs->opt.anchor : 0, K, &p.ck[r], &p.cv[r], err)))
+            if ((rc = _apb_compress_select(m, l, r, qbar, retain ? &sc[r][t0] : NULL, kt, vt, nsel,
+                                           excl, K, &p.ck[r], &p.cv[r], err)))
                 return rc;
-            for (int u = 0; u < nloc && u < 64; u++)
-                apb_handle_free(sc[r][u]);
+            for (int t = 0; t < h->n_tiles && t < 128; t++)
+                apb_handle_free(sc[r][t]);
         }
     }
     p.G = apb_runtime_nccl_size();

@@ -105,11 +105,14 @@ static int _apb_spava_resolve(const apb_config *cfg, int L, int block, apb_hosts
     if (W > 1 && body - (2 * W - 1) * chunk < 1)
         return apb_fail(err, APB_E_USAGE, "spava: %d tokens after the anchor do not fill %d "
                         "chunks of %d; use fewer hosts", body, 2 * W, chunk);
+    int ref = o->short_chunk == APB_SHORT_REFERENCE;
     if (o->select < 0) {
         o->select = _apb_round_up(L / 128 > 0 ? L / 128 : 1, m128);
-        if (o->select > chunk)
+        if (o->select > chunk && !ref) /* a short chunk is passed whole */
             o->select = chunk;
     }
+    if (ref && W > 1 && o->select > 128 * (chunk / 128)) /* thunlp/APB: min(K, 128 floor(chunk/128)) */
+        o->select = 128 * (chunk / 128);
     if (o->select > chunk)
         return apb_fail(err, APB_E_USAGE, "spava: --select %d exceeds the chunk of %d tokens",
                         o->select, chunk);

@@ -34,6 +34,37 @@ check "ulysses heads" 2 "must divide" $RUN --prompt "a b c d e f g h" --method u
 check "retain without weights" 2 "retain-weights" $RUN --prompt "a b c" --method apb --compress retain
 check "bad retain file" 3 "nofile" $RUN --prompt "a b c" --method apb --compress retain --retain-weights /nofile.safetensors
 check "niah apb" 0 "Ground Truth: 1234567" $RUN --niah 600 --needle 1234567 --method apb --hosts 2 --max-new-tokens 4 --no-progress
+# --max-new-tokens 0 is prefill only for every method: exit 0, the timing line, nothing printed on
+# stdout beyond full's (one newline) and nothing written to --dump-logits (apb and ring once
+# sampled, printed and dumped one token)
+tmp0=$(mktemp -d)
+P0="The quick brown fox jumps over the lazy dog again and again. The quick brown fox jumps over the lazy dog again and again. The end"
+$RUN --prompt "$P0" --method full --max-new-tokens 0 --no-progress --dump-logits "$tmp0/full.bin" >"$tmp0/full.out" 2>/dev/null
+for m in "full" "apb --hosts 2" "ring --hosts 2" "spava --hosts 2"; do
+    nm="prefill only ${m%% *}"
+    if $RUN --prompt "$P0" --method $m --max-new-tokens 0 --no-progress --dump-logits "$tmp0/l.bin" \
+            >"$tmp0/out" 2>"$tmp0/err" && grep -q "decode 0 tokens" "$tmp0/err" &&
+        [ -f "$tmp0/l.bin" ] && [ ! -s "$tmp0/l.bin" ] && [ ! -s "$tmp0/full.bin" ] &&
+        cmp -s "$tmp0/out" "$tmp0/full.out" && [ "$(wc -c <"$tmp0/out")" -le 1 ]; then
+        echo "ok   $nm"
+    else
+        echo "FAIL $nm: stdout $(od -c "$tmp0/out" | head -3), dump $(wc -c <"$tmp0/l.bin" 2>/dev/null) bytes"
+        tail -n 5 "$tmp0/err"; fail=1
+    fi
+done
+rm -rf "$tmp0"
+# fidelity options (docs/DESIGN.md): APB's max-pool over [anchor | local] (--pool reference), Spava's
+# short chunks as min(K, 128 floor(chunk/128)) rows (--short-chunk reference: 0 rows for chunks
+# under 128 tokens), each refused for the other methods
+check "pool reference runs" 0 "decode" $RUN --prompt "$P0 $P0 $P0" --method apb --hosts 3 --anchor 24 --select 4 --pool reference --max-new-tokens 1 --no-progress
+check "short-chunk whole" 0 "select [1-9]" $RUN --prompt "$P0" --method spava --hosts 2 --max-new-tokens 1 --no-progress
+check "short-chunk reference" 0 "select 0," $RUN --prompt "$P0" --method spava --hosts 2 --short-chunk reference --max-new-tokens 1 --no-progress
+check "pool reference is apb's" 2 "applies to --method apb" $RUN --prompt x --method spava --pool reference
+check "short-chunk reference is spava's" 2 "applies to --method spava" $RUN --prompt x --method apb --short-chunk reference
+check "bad pool" 2 "expected block or reference" $RUN --prompt x --pool sideways
+# --chat without --system: the model's own template (SmolLM2's default system line, 37 prompt tokens
+# as apply_chat_template gives; tests/models/test_tokenizer checks the ids)
+check "chat template default" 0 " 37 context" $RUN --chat --prompt "What is 2+2?" --max-new-tokens 1 --no-progress --method full
 # trace and Gantt chart of an APB run: well-formed JSON with named tasks of every host
 tmp=$(mktemp -d)
 check "trace" 0 "wrote trace" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --max-new-tokens 2 --trace "$tmp/t.json" --gantt "$tmp/g.svg" --no-progress

@@ -35,13 +35,14 @@ static int32_t *tokens(size_t *n)
 }
 
 static int allgather_mode; /* APB_ALLGATHER_STARPU unless a test sets it */
+static int pool_mode;      /* APB_POOL_BLOCK unless a test sets it */
 
 static void method_logits(apb_method meth, int W, int anchor, int select, const int32_t *ids, int L,
                           int nq, float *out)
 {
     apb_hseq hs;
     apb_hosts_opts o = {.method = meth, .hosts = W, .anchor = anchor, .select = select, .tile = 7,
-                        .allgather = allgather_mode};
+                        .allgather = allgather_mode, .pool = pool_mode};
     apb_sampling smp = {0, 1, 0};
     apb_err err = {0};
     cr_assert_eq(apb_prefill_hosts(&model, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err), 0, "%s",
@@ -196,6 +197,42 @@ Test(methods, apb_nccl_allgather_matches_data_dependencies)
     free(ids); free(ref); free(got);
 }
 
+/* Spava, chunks shorter than the selection size K: passed whole (default: K clamped to the chunk),
+ * or min(K, 128 floor(chunk / 128)) rows as thunlp/APB's Spava (--short-chunk reference). */
+Test(methods, spava_short_chunk_rule)
+{
+    apb_err err = {0};
+    apb_config cfg = model.cfg;
+    cfg.max_pos = 1 << 20; /* shapes only: nothing runs */
+    struct { int L, W, select, ref, want; } cases[] = {
+        /* L 20000, W 50: anchor 384, chunk 197, default K = 256 (L/128 rounded up to 128) */
+        {20000, 50, -1, 0, 197}, {20000, 50, -1, 1, 128}, {20000, 50, 100, 1, 100},
+        {20000, 50, 150, 1, 128}, {20000, 50, 150, 0, 150},
+        /* L 200, W 2: anchor 50, chunk 38 < 128: the reference sends nothing */
+        {200, 2, -1, 0, 38}, {200, 2, -1, 1, 0},
+        /* L 1000, W 2: chunk 234, default K 64 fits: both rules agree */
+        {1000, 2, -1, 0, 64}, {1000, 2, -1, 1, 64},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        apb_hosts_opts o = {.method = APB_METHOD_SPAVA, .hosts = cases[i].W, .anchor = -1,
+                            .select = cases[i].select, .tile = 64,
+                            .short_chunk = cases[i].ref ? APB_SHORT_REFERENCE : APB_SHORT_WHOLE};
+        cr_assert_eq(apb_hosts_resolve(&cfg, cases[i].L, 5, 4, &o, &err), 0, "%s", err.msg);
+        cr_expect_eq(o.select, cases[i].want, "L %d W %d select %d %s: K %d, want %d", cases[i].L,
+                     cases[i].W, cases[i].select, cases[i].ref ? "reference" : "whole", o.select,
+                     cases[i].want);
+    }
+    /* the option is Spava's; --pool reference is APB's */
+    apb_hosts_opts o = {.method = APB_METHOD_APB, .hosts = 2, .anchor = -1, .select = -1, .tile = 64,
+                        .short_chunk = APB_SHORT_REFERENCE};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE);
+    cr_assert(strstr(err.msg, "spava"), "%s", err.msg);
+    o = (apb_hosts_opts){.method = APB_METHOD_SPAVA, .hosts = 2, .anchor = -1, .select = -1,
+                         .tile = 64, .pool = APB_POOL_REFERENCE};
+    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE);
+    cr_assert(strstr(err.msg, "apb"), "%s", err.msg);
+}
+
 Test(methods, impossible_settings_are_refused)
 {
     apb_err err = {0};
@@ -322,7 +359,42 @@ Test(methods, apb_with_retaining_heads)
 /* APB with a real anchor and compression against tests/ref/apb_ref.py, an independent float64
  * numpy implementation of the spec (anchor assembly and positions, query-aware top-k per KV head
  * with host 0's first A positions excluded, passing blocks of previous hosts only, the anchor rows
- * skipping them, and the exact question pass). */
+ * skipping them, and the exact question pass), for both max-pool rules (--pool block: inside the
+ * local block; reference: over [anchor | local], then the anchor excluded, as thunlp/APB). The two
+ * rules must choose differently in at least one case, or the test would not tell them apart. */
+static void apb_spec_case(const int32_t *ids, int L, int nq, int W, int A, int K, int pool, float *got,
+                          double *ref)
+{
+    int V = model.cfg.vocab_size;
+    char ctx[4096] = "", q[256] = "", cmd[8192];
+    for (int i = 0, o = 0; i < L; i++)
+        o += snprintf(ctx + o, sizeof ctx - o, "%s%d", i ? "," : "", ids[i]);
+    for (int i = 0, o = 0; i < nq; i++)
+        o += snprintf(q + o, sizeof q - o, "%s%d", i ? "," : "", ids[L + i]);
+    char path[] = "/tmp/apb_spec_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    const char *py = getenv("APB_PYTHON") ? getenv("APB_PYTHON") : "python3";
+    const char *src = getenv("top_srcdir") ? getenv("top_srcdir") : ".";
+    snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref/apb_ref.py' --model '%s' --ctx %s --question %s "
+             "--hosts %d --anchor %d --select %d --pool %s --out %s", py, src, t_model_dir(), ctx, q,
+             W, A, K, pool == APB_POOL_REFERENCE ? "reference" : "block", path);
+    cr_assert_eq(system(cmd), 0, "reference failed: %s", cmd);
+    float *ref32 = t_alloc(V);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fread(ref32, sizeof(float), V, f), (size_t)V);
+    fclose(f);
+    unlink(path);
+    for (int i = 0; i < V; i++)
+        ref[i] = ref32[i];
+    free(ref32);
+    pool_mode = pool;
+    method_logits(APB_METHOD_APB, W, A, K, ids, L, nq, got);
+    pool_mode = APB_POOL_BLOCK;
+}
+
 Test(methods, apb_matches_numpy_spec_implementation)
 {
     size_t n;
@@ -330,40 +402,33 @@ Test(methods, apb_matches_numpy_spec_implementation)
     int V = model.cfg.vocab_size;
     /* the last case's 6 question rows cross an anchor tile boundary (tile 7, rows 16..21) */
     struct { int W, A, K, nq; } cases[] = {{2, 20, 6, 3}, {3, 18, 3, 3}, {2, 24, 5, 6}};
+    double max_diff = 0;
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        int nq = cases[c].nq, L = (int)n - nq;
-        char ctx[4096] = "", q[256] = "", cmd[8192];
-        for (int i = 0, o = 0; i < L; i++)
-            o += snprintf(ctx + o, sizeof ctx - o, "%s%d", i ? "," : "", ids[i]);
-        for (int i = 0, o = 0; i < nq; i++)
-            o += snprintf(q + o, sizeof q - o, "%s%d", i ? "," : "", ids[L + i]);
-        char path[] = "/tmp/apb_spec_XXXXXX";
-        int fd = mkstemp(path);
-        cr_assert_geq(fd, 0);
-        close(fd);
-        const char *py = getenv("APB_PYTHON") ? getenv("APB_PYTHON") : "python3";
-        const char *src = getenv("top_srcdir") ? getenv("top_srcdir") : ".";
-        snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref/apb_ref.py' --model '%s' --ctx %s --question %s "
-                 "--hosts %d --anchor %d --select %d --out %s", py, src, t_model_dir(), ctx, q,
-                 cases[c].W, cases[c].A, cases[c].K, path);
-        cr_assert_eq(system(cmd), 0, "reference failed: %s", cmd);
-        float *ref32 = t_alloc(V), *got = t_poisoned(V);
-        FILE *f = fopen(path, "rb");
-        cr_assert_not_null(f);
-        cr_assert_eq(fread(ref32, sizeof(float), V, f), (size_t)V);
-        fclose(f);
-        unlink(path);
-        double *ref = malloc(sizeof(double) * V);
-        for (int i = 0; i < V; i++)
-            ref[i] = ref32[i];
-        method_logits(APB_METHOD_APB, cases[c].W, cases[c].A, cases[c].K, ids, L, nq, got);
-        double e = t_rel_err(got, ref, V);
-        cr_log_info("apb W=%d A=%d K=%d vs numpy spec: rel err %.3g", cases[c].W, cases[c].A,
-                    cases[c].K, e);
-        cr_assert_lt(e, 1e-4, "apb W=%d A=%d K=%d differs from the numpy spec implementation: %g",
-                     cases[c].W, cases[c].A, cases[c].K, e);
-        free(ref32); free(got); free(ref);
+        int nq = cases[c].nq, L = (int)n - nq, W = cases[c].W, A = cases[c].A, K = cases[c].K;
+        float *got[2] = {t_poisoned(V), t_poisoned(V)};
+        double *ref[2] = {malloc(sizeof(double) * V), malloc(sizeof(double) * V)};
+        /* with 2 hosts only host 0 compresses, which has no anchor: the rules coincide there */
+        for (int pool = APB_POOL_BLOCK; pool <= (W > 2 ? APB_POOL_REFERENCE : APB_POOL_BLOCK); pool++) {
+            apb_spec_case(ids, L, nq, W, A, K, pool, got[pool], ref[pool]);
+            const char *pn = pool == APB_POOL_REFERENCE ? "reference" : "block";
+            double e = t_rel_err(got[pool], ref[pool], V);
+            cr_log_info("apb W=%d A=%d K=%d pool %s vs numpy spec: rel err %.3g", W, A, K, pn, e);
+            cr_assert_lt(e, 1e-4, "apb W=%d A=%d K=%d pool %s differs from the numpy spec "
+                         "implementation: %g", W, A, K, pn, e);
+        }
+        if (W > 2) {
+            double d = t_rel_err(got[APB_POOL_REFERENCE], ref[APB_POOL_BLOCK], V);
+            cr_log_info("apb W=%d A=%d K=%d: pool reference vs block rel diff %.3g", W, A, K, d);
+            if (d > max_diff)
+                max_diff = d;
+        }
+        for (int p = 0; p < 2; p++) {
+            free(got[p]);
+            free(ref[p]);
+        }
     }
+    cr_assert_gt(max_diff, 1e-3, "--pool reference and block chose the same rows in every case "
+                 "(max rel diff %g): the test does not separate them", max_diff);
     free(ids);
 }
 

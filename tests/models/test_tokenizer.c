@@ -6,6 +6,9 @@
  * and UTF-8, special tokens, partial characters), and the error paths (codes, messages, no crash
  * on mutated JSON or random bytes).
  *
+ * Chat prompts (models/chat.c) against tests/ref/chat_ref.py (jinja2 as transformers renders
+ * chat_template, ids from `tokenizers`): the bundled SmolLM2's ids, and the known forms' text.
+ *
  * Every tokenizer has the 256 GPT-2 byte tokens with id = byte value, then the test's extra tokens
  * with ids 256, 257, ... in order, so expected ids are plain numbers.
  */
@@ -16,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
+#include "models/chat.h"
 #include "models/tokenizer.h"
 
 /* ------------------------------------------------------------------ JSON builder */
@@ -769,4 +775,132 @@ Test(errors, null_arguments)
     cr_assert_eq(apb_tokenizer_token_id(NULL, "a"), -1);
     apb_tokenizer_free(NULL);
     apb_tokenizer_free(t);
+}
+
+/* ------------------------------------------------------------------ chat templates */
+
+static const char *chat_model_dir(void)
+{
+    static char dir[4096];
+    const char *home = getenv("APB_HOME");
+    if (home)
+        snprintf(dir, sizeof dir, "%s/models/smollm2-135m-instruct", home);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/apb/models/smollm2-135m-instruct", getenv("HOME"));
+    return dir;
+}
+
+/* Runs tests/ref/chat_ref.py; *text gets its rendered prompt, *ids (when tok) its ids. */
+static void chat_ref(const char *config, const char *tok, const char *system, const char *user,
+                     char **text, int **ids, size_t *n_ids)
+{
+    const char *py = getenv("APB_PYTHON") ? getenv("APB_PYTHON") : "python3";
+    const char *src = getenv("top_srcdir") ? getenv("top_srcdir") : ".";
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref/chat_ref.py' --config '%s' %s%s%s --user '%s'%s%s%s",
+             py, src, config, tok ? "--tokenizer '" : "", tok ? tok : "", tok ? "'" : "", user,
+             system ? " --system '" : "", system ? system : "", system ? "'" : "");
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    static char line[1 << 16];
+    cr_assert_not_null(fgets(line, sizeof line, p), "no output from: %s (jinja2 missing? run scripts/setup.sh)", cmd);
+    json_error_t je;
+    json_t *j = json_loads(line, JSON_DECODE_ANY, &je);
+    cr_assert(json_is_string(j), "bad reference line: %s", line);
+    *text = strdup(json_string_value(j));
+    json_decref(j);
+    if (tok) {
+        cr_assert_not_null(fgets(line, sizeof line, p), "no ids from: %s", cmd);
+        *n_ids = 0;
+        *ids = malloc(sizeof(int) * 4096);
+        for (char *q = line, *e; *q && *q != '\n'; q = e) {
+            long v = strtol(q, &e, 10);
+            if (e == q)
+                break;
+            (*ids)[(*n_ids)++] = (int)v;
+        }
+    }
+    cr_assert_eq(pclose(p), 0, "reference failed: %s", cmd);
+}
+
+/* --chat without --system on the bundled SmolLM2: its template's default system line, the same
+ * ids as apply_chat_template; with a system message, that message instead. */
+Test(chat, smollm2_ids_match_the_template_reference)
+{
+    apb_err err = {0};
+    char cfg[4200], tjson[4200], *tmpl, *bos;
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", chat_model_dir());
+    snprintf(tjson, sizeof tjson, "%s/tokenizer.json", chat_model_dir());
+    apb_tokenizer *t;
+    cr_assert_eq(apb_tokenizer_load(tjson, &t, &err), 0, "%s (run scripts/setup.sh)", err.msg);
+    cr_assert_eq(apb_chat_config_load(chat_model_dir(), &tmpl, &bos, &err), 0, "%s", err.msg);
+    cr_assert_not_null(tmpl, "the bundled model has no chat_template");
+    struct { const char *system, *user; } cases[] = {
+        {NULL, "What is 2+2?"},
+        {"Be brief.", "Line one.\nLine two: caf\xc3\xa9 \xe2\x82\xac 12345"},
+        {NULL, "  spaces kept  "},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char *rtext, *got = apb_chat_render(tmpl, bos, cases[c].system, cases[c].user, &err);
+        cr_assert_not_null(got, "%s", err.msg);
+        int *rids;
+        size_t nr;
+        chat_ref(cfg, tjson, cases[c].system, cases[c].user, &rtext, &rids, &nr);
+        cr_expect_str_eq(got, rtext);
+        int32_t *ids;
+        size_t n;
+        cr_assert_eq(apb_tokenizer_encode(t, got, strlen(got), 0, &ids, &n, &err), 0, "%s", err.msg);
+        cr_assert_eq(n, nr, "case %zu: %zu ids, reference %zu", c, n, nr);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(ids[i], rids[i], "case %zu, id %zu: %d vs %d", c, i, ids[i], rids[i]);
+        if (!cases[c].system)
+            cr_assert(strstr(got, "named SmolLM"), "no default system line: %s", got);
+        free(ids);
+        free(rids);
+        free(rtext);
+        free(got);
+    }
+    free(tmpl);
+    free(bos);
+    apb_tokenizer_free(t);
+}
+
+/* The other known forms (tests/data/chat: Llama-3's template, Llama-3.1's without its tool
+ * branches, Qwen2's ChatML written with real newlines, plain ChatML) render as jinja2 does;
+ * an unknown template is refused. */
+Test(chat, known_forms_match_jinja)
+{
+    const char *src = getenv("top_srcdir") ? getenv("top_srcdir") : ".";
+    const char *forms[] = {"llama3", "llama31", "qwen2", "chatml"};
+    const char *systems[] = {NULL, "  Be brief. "};
+    for (size_t f = 0; f < sizeof forms / sizeof *forms; f++)
+        for (size_t s = 0; s < 2; s++) {
+            apb_err err = {0};
+            char dir[4200], cfg[4300], *tmpl, *bos, *rtext;
+            snprintf(dir, sizeof dir, "%s/tests/data/chat", src);
+            /* apb_chat_config_load reads DIR/tokenizer_config.json: read the form's file directly */
+            snprintf(cfg, sizeof cfg, "%s/%s.json", dir, forms[f]);
+            json_error_t je;
+            json_t *j = json_load_file(cfg, 0, &je);
+            cr_assert_not_null(j, "%s: %s", cfg, je.text);
+            tmpl = strdup(json_string_value(json_object_get(j, "chat_template")));
+            json_t *b = json_object_get(j, "bos_token");
+            bos = json_is_object(b) ? strdup(json_string_value(json_object_get(b, "content")))
+                  : json_is_string(b) ? strdup(json_string_value(b)) : NULL;
+            json_decref(j);
+            char *got = apb_chat_render(tmpl, bos, systems[s], " hi there\n", &err);
+            cr_assert_not_null(got, "%s: %s", forms[f], err.msg);
+            chat_ref(cfg, NULL, systems[s], " hi there\n", &rtext, NULL, NULL);
+            cr_expect_str_eq(got, rtext, "%s, system %s", forms[f], systems[s] ? "given" : "none");
+            free(got);
+            free(rtext);
+            free(tmpl);
+            free(bos);
+        }
+    apb_err err = {0};
+    char *got = apb_chat_render("{% for message in messages %}{{ message['content'] }}{% endfor %}",
+                                NULL, NULL, "hi", &err);
+    cr_assert_null(got);
+    cr_assert_eq(err.code, APB_E_MODEL);
+    cr_assert(strstr(err.msg, "not one of the known forms"), "%s", err.msg);
 }
