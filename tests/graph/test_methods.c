@@ -351,6 +351,19 @@ Test(methods, apb_with_retaining_heads)
     apb_op_stats st;
     apb_op_stats_get(&st);
     cr_assert_gt(st.ntasks[APB_OP_RETAIN], 0, "no retaining-head task ran");
+    /* --pool reference: host 1's anchor tiles are scored too (it pools over [anchor | local]) */
+    long n_block = (long)st.ntasks[APB_OP_RETAIN];
+    o.pool = APB_POOL_REFERENCE;
+    cr_assert_eq(apb_prefill_hosts(&m2, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err), 0, "%s", err.msg);
+    cr_assert_eq(apb_hosts_read_logits(&hs, got, V, &err), 0);
+    cr_assert_eq(apb_runtime_wait_all(&err), 0);
+    apb_hseq_free(&m2, &hs);
+    for (int i = 0; i < V; i++)
+        cr_assert(isfinite(got[i]), "pool reference: logit %d not finite", i);
+    apb_op_stats_get(&st);
+    cr_assert_gt((long)st.ntasks[APB_OP_RETAIN] - n_block, n_block, "pool reference: %ld retain tasks, "
+                 "block %ld: the anchor tiles were not scored", (long)st.ntasks[APB_OP_RETAIN] - n_block,
+                 n_block);
     free(ids);
     free(got);
     apb_model_free(&m2);
