@@ -904,3 +904,45 @@ Test(chat, known_forms_match_jinja)
     cr_assert_eq(err.code, APB_E_MODEL);
     cr_assert(strstr(err.msg, "not one of the known forms"), "%s", err.msg);
 }
+
+/* The template comes from a model directory: every prefix of the known forms, and random bytes,
+ * give a prompt or APB_E_MODEL, never a crash (ASan builds check the reads). */
+Test(chat, truncated_and_random_templates)
+{
+    const char *src = getenv("top_srcdir") ? getenv("top_srcdir") : ".";
+    const char *forms[] = {"llama3", "llama31", "qwen2", "chatml"};
+    for (size_t f = 0; f < sizeof forms / sizeof *forms; f++) {
+        char cfg[4300];
+        snprintf(cfg, sizeof cfg, "%s/tests/data/chat/%s.json", src, forms[f]);
+        json_error_t je;
+        json_t *j = json_load_file(cfg, 0, &je);
+        cr_assert_not_null(j, "%s: %s", cfg, je.text);
+        const char *t = json_string_value(json_object_get(j, "chat_template"));
+        size_t n = strlen(t);
+        char *buf = malloc(n + 1);
+        for (size_t len = 0; len <= n; len++) {
+            memcpy(buf, t, len);
+            buf[len] = '\0';
+            apb_err err = {0};
+            char *out = apb_chat_render(buf, NULL, len % 2 ? "sys" : NULL, "hi", &err);
+            cr_assert(out || err.code == APB_E_MODEL, "%s prefix %zu: code %d", forms[f], len, err.code);
+            free(out);
+        }
+        free(buf);
+        json_decref(j);
+    }
+    unsigned s = 12345;
+    for (int it = 0; it < 500; it++) {
+        char buf[256];
+        int len = (int)(s % 255);
+        for (int i = 0; i < len; i++) {
+            s = s * 1103515245u + 12345u;
+            buf[i] = (char)(1 + (s >> 16) % 255);
+        }
+        buf[len] = '\0';
+        apb_err err = {0};
+        char *out = apb_chat_render(buf, NULL, NULL, "hi", &err);
+        cr_assert(out || err.code == APB_E_MODEL, "random template %d: code %d", it, err.code);
+        free(out);
+    }
+}
