@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APB_HOME=${APB_HOME:-$HOME/.cache/apb}
 . "$APB_HOME/env.sh"
 secs=${1:-600}; shift || true
-targets=${*:-safetensors config tokenizer cli}
+targets=${*:-safetensors config tokenizer cli embeds}
 make -s fuzz
 M=$APB_HOME/models/smollm2-135m-instruct
 for t in $targets; do
@@ -42,6 +42,12 @@ seeds = [["--prompt", "hi", "--method", "apb", "--hosts", "4", "--anchor", "64"]
 for i, a in enumerate(seeds):
     open(os.path.join(sys.argv[1], f"seed-{i}"), "wb").write(b"\0".join(x.encode() for x in a))
 PY
+    embeds) # first byte: dim 4/8/16/576 (bits 0-1), mRoPE (bit 2); then a video file
+        for dt in bf16 f16 f32; do
+            "$APB_PYTHON" scripts/video_embeds.py "$c/body-$dt" --frames 2 --height 56 --width 84 --dim 8 \
+                --text-before 2 --dtype "$dt" --pos-dtype i32 2>/dev/null
+            { printf '\005'; cat "$c/body-$dt"; } > "$c/seed-$dt"; rm -f "$c/body-$dt"
+        done ;;
     esac
     [ -d "tests/data/fuzz/$t" ] && cp tests/data/fuzz/$t/* "$c/" 2>/dev/null || true
     echo "== fuzz_$t for $secs s"
