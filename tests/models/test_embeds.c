@@ -197,3 +197,33 @@ Test(embeds, load_from_file)
     cr_assert_neq(apb_embeds_load(path, D, 1, 1000, &e, &err), APB_OK);
     cr_assert(strstr(err.msg, path), "%s", err.msg);
 }
+
+/* scripts/video_embeds.py (skipped without $APB_PYTHON): 4 frames at 448 x 448 after 3 text rows
+ * give the Qwen2.5-VL grid (2, 16, 16) = 512 tokens; at 2 fps t ids step by 2; text after at 19. */
+Test(embeds, video_script)
+{
+    const char *py = getenv("APB_PYTHON"), *src = getenv("top_srcdir");
+    if (!py || !*py)
+        cr_skip_test("APB_PYTHON not set");
+    char path[] = "/tmp/apb_video_XXXXXX", cmd[2048];
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "%s %s/scripts/video_embeds.py %s --frames 4 --height 448 --width 448 --dim 16 "
+             "--text-before 3 2>/dev/null", py, src ? src : ".", path);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    apb_embeds e;
+    apb_err err = {0};
+    cr_assert_eq(apb_embeds_load(path, 16, 1, 1 << 20, &e, &err), APB_OK, "%s", err.msg);
+    unlink(path);
+    cr_assert_eq(e.n, 3 + 2 * 16 * 16);
+    cr_assert(e.pos3 && e.next_pos == 19, "next_pos %d", e.next_pos);
+    const int32_t *p = e.pos;
+    cr_assert(p[3 * 2] == 2 && p[3 * 2 + 1] == 2 && p[3 * 2 + 2] == 2);          /* last text row */
+    cr_assert(p[3 * 3] == 3 && p[3 * 3 + 1] == 3 && p[3 * 3 + 2] == 3);          /* first patch */
+    cr_assert(p[3 * 4] == 3 && p[3 * 4 + 1] == 3 && p[3 * 4 + 2] == 4);          /* w steps first */
+    cr_assert(p[3 * 19] == 3 && p[3 * 19 + 1] == 4 && p[3 * 19 + 2] == 3);       /* then h */
+    cr_assert(p[3 * 259] == 5 && p[3 * 259 + 1] == 3 && p[3 * 259 + 2] == 3);    /* second t: 1 * 2 */
+    cr_assert(p[3 * 514] == 5 && p[3 * 514 + 1] == 18 && p[3 * 514 + 2] == 18);  /* last patch */
+    apb_embeds_free(&e);
+}
