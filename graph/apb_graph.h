@@ -156,7 +156,7 @@ typedef struct apb_host {
     int *rows, *pos0, *coord0;     /* per tile */
     apb_handle *ids_t, *x, *xn, *q, *o, *lse; /* per tile */
     apb_handle *k, *v;             /* (n_layers * n_tiles) */
-    int32_t *mpos;                 /* --embeds with mRoPE: (a + n) x 3 position ids, else NULL */
+    int32_t *mpos;                 /* --embeds: (a + n) x 3 position ids from the file, else NULL */
     apb_handle *mpos_t;            /* (n_tiles) their tiles */
 } apb_host;
 

@@ -47,8 +47,11 @@ int _apb_pre_attention_m(apb_model *m, int l, apb_handle x, apb_handle xn, apb_h
     const apb_layer_handles *L = &m->layers[l];
     _APB_TRY(apb_insert_rmsnorm(x, L->attn_norm, xn, m->cfg.norm_eps, tag), "attn_norm");
     _APB_TRY(apb_insert_qkv(xn, L->wq, L->wk, L->wv, L->bq, L->bk, L->bv, q, k, v, tag), "qkv");
-    if (mpos)
-        _APB_TRY(apb_insert_rope_m(q, k, m->inv_freq, mpos, m->cfg.mrope_section, m->cfg.head_dim, tag), "rope");
+    if (mpos) { /* without mRoPE the ids are equal (checked at load): every pair takes id 0 */
+        const int one_d[3] = {m->cfg.head_dim / 2, 0, 0};
+        _APB_TRY(apb_insert_rope_m(q, k, m->inv_freq, mpos, m->cfg.mrope ? m->cfg.mrope_section : one_d,
+                                   m->cfg.head_dim, tag), "rope");
+    }
     else
         _APB_TRY(apb_insert_rope(q, k, m->inv_freq, pos0, m->cfg.head_dim, tag), "rope");
     return APB_OK;

@@ -95,7 +95,7 @@ int _apb_split_host(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx, const
             row += h->rows[tt];
         }
     const apb_embeds *e = hs->opt.embeds;
-    if (e && c->mrope) { /* mRoPE ids of each row (ids index the file's rows) */
+    if (e) { /* the file's position ids of each row (ids index its rows); 1-D ids without mRoPE */
         h->mpos = malloc(sizeof(int32_t) * 3 * (size_t)(h->a + h->n));
         h->mpos_t = calloc((size_t)nt, sizeof(apb_handle));
         if (!h->mpos || !h->mpos_t)

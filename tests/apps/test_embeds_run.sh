@@ -64,5 +64,51 @@ check "embeds needs question" 2 "needs --question" $RUN --random-weights tiny-vl
 check "embeds and prompt" 2 "exactly one of" $RUN $A --embeds "$tmp/v.st" --prompt-len 4
 check "embeds apb refused" 2 "question tokens in the anchors" $RUN $A --embeds "$tmp/v.st" --method apb --hosts 4
 check "3-D ids need mRoPE" 5 "has no mRoPE" $RUN --random-weights tiny --question What? --max-new-tokens 1 --no-progress --embeds "$tmp/v.st"
-rm -rf "$tmp"
+# Text as embeddings, against the token path of the bundled model (no mRoPE): the rows of the
+# model's own embedding table for the tokenized context give the same logits as --prompt, bitwise
+# with default ids; with every id shifted by 100 (1-D ids, shape (n,)) RoPE's relative positions
+# are unchanged, so only rounding differs -- which needs the question at next_pos (rope_delta).
+M=${APB_HOME:-$HOME/.cache/apb}/models/smollm2-135m-instruct
+TOK=${APB_TOKENIZE:-apps/apb_tokenize}
+if [ -f "$M/model.safetensors" ] && [ -x "$TOK" ]; then
+    CTX="The capital of France is Paris. The capital of Germany is"
+    printf '%s' "$CTX" > "$tmp/ctx.txt"
+    "$TOK" --add-special "$M/tokenizer.json" "$tmp/ctx.txt" > "$tmp/ids.txt"
+    "$APB_PYTHON" - "$M/model.safetensors" "$tmp/ids.txt" "$tmp/t0.st" "$tmp/t100.st" <<'PY'
+import json, struct, sys
+import numpy as np
+f = open(sys.argv[1], "rb")
+n = struct.unpack("<Q", f.read(8))[0]
+h = json.loads(f.read(n))
+e = h["model.embed_tokens.weight"]
+assert e["dtype"] == "F32"
+dim = e["shape"][1]
+ids = [int(t) for t in open(sys.argv[2]).read().split()]
+rows = []
+for i in ids:
+    f.seek(8 + n + e["data_offsets"][0] + 4 * dim * i)
+    rows.append(np.frombuffer(f.read(4 * dim), np.float32))
+x = np.stack(rows)
+def write(path, tensors):
+    hdr, off, blobs = {}, 0, []
+    for name, (dt, arr) in tensors.items():
+        raw = np.ascontiguousarray(arr).tobytes()
+        hdr[name] = {"dtype": dt, "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
+        off += len(raw); blobs.append(raw)
+    hj = json.dumps(hdr).encode(); hj += b" " * ((8 - len(hj) % 8) % 8)
+    with open(path, "wb") as o:
+        o.write(struct.pack("<Q", len(hj))); o.write(hj); [o.write(b) for b in blobs]
+write(sys.argv[3], {"embeds": ("F32", x)})
+write(sys.argv[4], {"embeds": ("F32", x), "position_ids": ("I32", np.arange(len(ids), dtype=np.int32) + 100)})
+PY
+    B="--question  Berlin? --max-new-tokens 3 --no-progress"
+    check "text tokens" 0 "context" $RUN --prompt "$CTX" $B --dump-logits "$tmp/tok.bin"
+    check "text as embeds" 0 "context" $RUN --embeds "$tmp/t0.st" $B --dump-logits "$tmp/e0.bin"
+    if cmp -s "$tmp/tok.bin" "$tmp/e0.bin"; then echo "ok   embeds = tokens, bitwise"; else echo "FAIL embeds = tokens, bitwise"; fail=1; fi
+    check "text as embeds, ids + 100" 0 "context" $RUN --embeds "$tmp/t100.st" $B --dump-logits "$tmp/e100.bin"
+    close "embeds with ids + 100 = tokens" "$tmp/tok.bin" "$tmp/e100.bin"
+else
+    echo "skip text-as-embeds (bundled model or apb_tokenize missing)"
+fi
+[ -n "${KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
 exit $fail
