@@ -38,7 +38,8 @@ import os, sys
 seeds = [["--prompt", "hi", "--method", "apb", "--hosts", "4", "--anchor", "64"],
          ["--niah", "4096", "--depth", "0.5", "--needle", "1234", "--trace", "t.json"],
          ["--prompt-len", "10", "--random-weights", "llama-3.1-8b", "--temperature", "0.7", "--top-p", "0.9"],
-         ["--prompt", "x", "--ncpus", "1000"]]
+         ["--prompt", "x", "--ncpus", "1000"],
+         ["--embeds", "v.safetensors", "--question", "What?", "--method", "spava", "--hosts", "8"]]
 for i, a in enumerate(seeds):
     open(os.path.join(sys.argv[1], f"seed-{i}"), "wb").write(b"\0".join(x.encode() for x in a))
 PY
