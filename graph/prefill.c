@@ -68,6 +68,10 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
                             "ulysses)", apb_method_name(hs->opt.method));
         if (hs->opt.retain)
             return apb_fail(err, APB_E_USAGE, "--embeds: --compress retain is not supported");
+        if ((long)e->next_pos + nq + max_new > (long)c->max_pos)
+            return apb_fail(err, APB_E_USAGE, "--embeds: the file's position ids reach %d; with %d question "
+                            "and %d new tokens they exceed the model's context of %d", e->next_pos - 1, nq,
+                            max_new, c->max_pos);
     }
     for (int i = 0; i < L; i++)
         if (e ? ctx[i] < 0 || ctx[i] >= e->n : ctx[i] < 0 || ctx[i] >= c->vocab_size)

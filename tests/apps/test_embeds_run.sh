@@ -63,6 +63,16 @@ check "embeds missing file" 3 "nofile" $RUN $A --embeds /nofile.safetensors
 check "embeds needs question" 2 "needs --question" $RUN --random-weights tiny-vl --embeds "$tmp/v.st"
 check "embeds and prompt" 2 "exactly one of" $RUN $A --embeds "$tmp/v.st" --prompt-len 4
 check "embeds apb refused" 2 "question tokens in the anchors" $RUN $A --embeds "$tmp/v.st" --method apb --hosts 4
+"$APB_PYTHON" - "$tmp/far.st" <<'PY'
+import json, struct, sys
+import numpy as np
+x = np.ones((4, 128), np.float32); p = np.array([0, 1, 2, 4090], np.int64)
+hj = json.dumps({"embeds": {"dtype": "F32", "shape": [4, 128], "data_offsets": [0, x.nbytes]},
+                 "position_ids": {"dtype": "I64", "shape": [4], "data_offsets": [x.nbytes, x.nbytes + p.nbytes]}}).encode()
+hj += b" " * ((8 - len(hj) % 8) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(hj)) + hj + x.tobytes() + p.tobytes())
+PY
+check "embeds ids past the context" 2 "position ids reach 4090" $RUN $A --embeds "$tmp/far.st"
 check "3-D ids need mRoPE" 5 "has no mRoPE" $RUN --random-weights tiny --question What? --max-new-tokens 1 --no-progress --embeds "$tmp/v.st"
 # Text as embeddings, against the token path of the bundled model (no mRoPE): the rows of the
 # model's own embedding table for the tokenized context give the same logits as --prompt, bitwise
