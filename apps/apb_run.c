@@ -322,6 +322,7 @@ struct run_state {
     FILE *dump;                    /* --dump-logits (rank 0) */
     float *dump_buf;
     double t_prefill, t_decode;
+    apb_embeds emb;                /* --embeds: the context rows */
 };
 
 /* Step 1: the model (and the retaining heads). */
@@ -351,6 +352,20 @@ static int run_load(const struct apb_run_opts *o, struct run_state *s, apb_err *
     return APB_OK;
 }
 
+/* --embeds: the file's rows are the context; its ids are the row indices 0 .. n-1. */
+static int load_embeds(const apb_model *m, const struct apb_run_opts *o, struct run_state *s, apb_err *err)
+{
+    int rc = apb_embeds_load(o->embeds, m->cfg.dim, m->cfg.mrope, m->cfg.max_pos, &s->emb, err);
+    if (rc)
+        return rc;
+    s->n_ids = (size_t)s->emb.n;
+    if (!(s->ids = malloc(sizeof *s->ids * s->n_ids)))
+        return apb_fail(err, APB_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_ids; i++)
+        s->ids[i] = (int32_t)i;
+    return APB_OK;
+}
+
 /* Step 2: context and question ids, every setting checked, the host memory estimate. */
 static int run_prompt(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
 {
@@ -359,9 +374,17 @@ static int run_prompt(const struct apb_run_opts *o, struct run_state *s, apb_err
     s->hosts_path = o->meth != APB_METHOD_FULL || o->question || o->niah;
     if (o->niah)
         rc = build_niah(m, o, s->needle, sizeof s->needle, &s->ids, &s->n_ids, &s->qids, &s->n_q, err);
+    else if (o->embeds)
+        rc = load_embeds(m, o, s, err);
     else
         rc = encode_text(m, s->model_dir, o, &s->ids, &s->n_ids, err);
-    if (!rc && o->question)
+    if (!rc && o->question && !m->tok && o->embeds) { /* random weights have no tokenizer: byte ids */
+        s->n_q = strlen(o->question);
+        if (!(s->qids = malloc(sizeof *s->qids * (s->n_q ? s->n_q : 1))))
+            rc = apb_fail(err, APB_E_NOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < s->n_q; i++)
+            s->qids[i] = (unsigned char)o->question[i] % m->cfg.vocab_size;
+    } else if (!rc && o->question)
         rc = apb_tokenizer_encode(m->tok, o->question, strlen(o->question), 0, &s->qids, &s->n_q, err);
     if (!rc && s->hosts_path && !s->qids) { /* the prompt's last token is the question */
         if (s->n_ids < 2)
@@ -379,7 +402,8 @@ static int run_prompt(const struct apb_run_opts *o, struct run_state *s, apb_err
     s->hopt = (apb_hosts_opts){.method = o->meth, .hosts = o->hosts, .anchor = o->anchor,
                                .select = o->select, .tile = o->tile, .retain = o->retain,
                                .placement = o->placement, .allgather = o->allgather,
-                               .pool = o->pool, .short_chunk = o->short_chunk};
+                               .pool = o->pool, .short_chunk = o->short_chunk,
+                               .embeds = o->embeds ? &s->emb : NULL};
     /* every setting is checked before any work starts */
     /* tile t's attention reads every earlier tile: the graph grows with the square of the count */
     if (!rc && ((long)s->n_ids + o->tile - 1) / o->tile > 1024)
@@ -625,6 +649,7 @@ static void run_free(struct run_state *s)
     free(s->out_ids);
     free(s->ids);
     free(s->qids);
+    apb_embeds_free(&s->emb);
     if (s->loaded)
         apb_model_free(&s->m);
 }

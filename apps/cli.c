@@ -10,13 +10,17 @@
 #include "apps/cli.h"
 
 const char *const apb_run_usage =
-    "usage: apb_run (--prompt TEXT | --prompt-file FILE | --prompt-len N | --niah LEN) [options]\n"
+    "usage: apb_run (--prompt TEXT | --prompt-file FILE | --prompt-len N | --niah LEN |\n"
+    "                --embeds FILE --question TEXT) [options]\n"
     "\n"
     "  --model DIR            Hugging Face model directory (config.json, *.safetensors,\n"
     "                         tokenizer.json); default: $APB_HOME/models/smollm2-135m-instruct\n"
     "  --random-weights NAME  preset shapes with random weights instead of --model\n"
     "                         (llama-3.1-8b, qwen-2.5-14b, yi-34b-200k, llama-3-8b-1m, smollm2-135m,\n"
-    "                         tiny: 4 small layers for tests)\n"
+    "                         tiny: 4 small layers for tests; qwen2.5-vl-3b, qwen2.5-vl-7b,\n"
+    "                         internvl3-2b: language models; tiny-vl: tiny with mRoPE)\n"
+    "  --embeds FILE          context = embedding rows of FILE.safetensors ('embeds' (n, dim),\n"
+    "                         optional 'position_ids' (3, n) for mRoPE); needs --question\n"
     "  --prompt TEXT          prompt text\n"
     "  --prompt-file FILE     prompt read from FILE\n"
     "  --prompt-len N         N random token ids as prompt (with --random-weights)\n"
@@ -105,7 +109,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
            O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY, O_ALLGATHER, O_GPUMEM,
-           O_VERBOSE, O_POOL, O_SHORT };
+           O_VERBOSE, O_POOL, O_SHORT, O_EMBEDS };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -122,8 +126,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"device", 1, 0, O_DEVICE}, {"ngpus", 1, 0, O_NGPUS}, {"gpu-mem", 1, 0, O_GPUMEM}, {"precision", 1, 0, O_PREC},
         {"sched-lib", 1, 0, O_SCHEDLIB}, {"calibrate", 0, 0, O_CALIB}, {"summary", 0, 0, O_SUMMARY},
         {"allgather", 1, 0, O_ALLGATHER}, {"verbose", 0, 0, O_VERBOSE},
-        {"pool", 1, 0, O_POOL},
-        {"short-chunk", 1, 0, O_SHORT}, {0, 0, 0, 0}};
+        {"pool", 1, 0, O_POOL}, {"short-chunk", 1, 0, O_SHORT}, {"embeds", 1, 0, O_EMBEDS},
+        {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
                        .anchor = -1, .select = -1, .depth = 0.5f, .ngpus = -1, .precision = -1,
@@ -159,6 +163,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         case O_ANCHOR: rc = parse_int(optarg, "--anchor", 0, INT_MAX / 2, &o->anchor, err); break;
         case O_SELECT: rc = parse_int(optarg, "--select", 0, INT_MAX / 2, &o->select, err); break;
         case O_QUESTION: o->question = optarg; break;
+        case O_EMBEDS: o->embeds = optarg; break;
         case O_NIAH: rc = parse_int(optarg, "--niah", 64, 1 << 24, &o->niah, err); break;
         case O_DEPTH: rc = parse_float(optarg, "--depth", 0, 1, &o->depth, err); break;
         case O_NEEDLE:
@@ -220,10 +225,12 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     int rc2 = apb_method_parse(o->method, &o->meth, err);
     if (rc2)
         return rc2;
-    int nsrc = !!o->prompt + !!o->prompt_file + !!o->prompt_len + !!o->niah;
+    int nsrc = !!o->prompt + !!o->prompt_file + !!o->prompt_len + !!o->niah + !!o->embeds;
     if (nsrc != 1)
         return apb_fail(err, APB_E_USAGE,
-                        "give exactly one of --prompt, --prompt-file, --prompt-len, --niah");
+                        "give exactly one of --prompt, --prompt-file, --prompt-len, --niah, --embeds");
+    if (o->embeds && (!o->question || o->chat))
+        return apb_fail(err, APB_E_USAGE, "--embeds needs --question TEXT (and no --chat)");
     if (o->retain && !o->retain_weights)
         return apb_fail(err, APB_E_USAGE, "--compress retain needs --retain-weights FILE.safetensors");
     if (o->retain && o->meth != APB_METHOD_APB)

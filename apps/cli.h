@@ -26,6 +26,7 @@ struct apb_run_opts {
     int ngpus, precision;          /* -1 = all GPUs / auto */
     float gpu_mem;                 /* GiB StarPU may use per GPU; 0 = all */
     int help, version;             /* --help / --version seen: print and exit 0 */
+    const char *embeds;            /* --embeds FILE.safetensors: context rows (models/embeds.h) */
 };
 
 enum { APB_DEVICE_AUTO = 0, APB_DEVICE_CPU = 1, APB_DEVICE_CUDA = 2 };

@@ -28,6 +28,10 @@ int apb_insert_qkv(apb_handle xn, apb_handle wq, apb_handle wk, apb_handle wv,
  * inv_freq is a (1 x d/2) fp32 tile. k may be NULL. */
 int apb_insert_rope(apb_handle q, apb_handle k, apb_handle inv_freq, int pos0, int head_dim,
                     apb_task_tag tag);
+/* mRoPE (Qwen2-VL / Qwen2.5-VL): pos is a (rows of q) x 3 int32 tile of (temporal, height, width)
+ * ids; section (in frequency pairs, summing to head_dim / 2) assigns pairs to the three ids. */
+int apb_insert_rope_m(apb_handle q, apb_handle k, apb_handle inv_freq, apb_handle pos, const int section[3],
+                      int head_dim, apb_task_tag tag);
 /* out (+)= in W^T (+ bias): accumulate != 0 adds into out (residual). bias may be NULL. */
 int apb_insert_linear(apb_handle in, apb_handle w, apb_handle bias, apb_handle out, int accumulate,
                       apb_task_tag tag);

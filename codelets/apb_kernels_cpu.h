@@ -17,6 +17,10 @@ void apb_gemv(float *out, const float *in, const void *w, int w_bf16, size_t ld,
 /* Rotate-half RoPE on one row of n_heads heads: x[h*d + i], x[h*d + i + d/2]. */
 void apb_rope_row_f32(float *x, int n_heads, int head_dim, const float *cos_t, const float *sin_t);
 void apb_rope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, int pos);
+/* mRoPE table: pair i rotates by pos3[c] with c = 0 for i < section[0], 1 for i < section[0] +
+ * section[1], 2 otherwise (Qwen2-VL apply_multimodal_rotary_pos_emb). */
+void apb_mrope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, const int32_t pos3[3],
+                     const int section[3]);
 /* o (n_q x H*d), lse (n_q x H); see apb_insert_attention for the visibility rule. */
 struct _apb_attn_seg_cpu {
     const float *k, *v; /* fp32, or bf16 (uint16_t) when bf16 is set */

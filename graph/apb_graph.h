@@ -19,6 +19,7 @@
 
 #include "codelets/apb_codelets.h"
 #include "models/config.h"
+#include "models/embeds.h"
 #include "models/tokenizer.h"
 #include "models/weights.h"
 
@@ -152,6 +153,10 @@ typedef struct apb_hosts_opts {
     int allgather;                 /* apb: APB_ALLGATHER_STARPU (default) or APB_ALLGATHER_NCCL */
     int pool;                      /* apb: APB_POOL_BLOCK (default) or APB_POOL_REFERENCE */
     int short_chunk;               /* spava: APB_SHORT_WHOLE (default) or APB_SHORT_REFERENCE */
+    /* --embeds: the context rows come from this file (models/embeds.h) instead of token ids:
+     * ctx[i] = i indexes its rows, its position ids drive mRoPE (when the model has it), and the
+     * question and generated tokens continue at its next_pos. NULL: token ids. */
+    const apb_embeds *embeds;
 } apb_hosts_opts;
 
 typedef struct apb_host {
@@ -164,6 +169,8 @@ typedef struct apb_host {
     int *rows, *pos0, *coord0;     /* per tile */
     apb_handle *ids_t, *x, *xn, *q, *o, *lse; /* per tile */
     apb_handle *k, *v;             /* (n_layers * n_tiles) */
+    int32_t *mpos;                 /* --embeds: (a + n) x 3 position ids from the file, else NULL */
+    apb_handle *mpos_t;            /* (n_tiles) their tiles */
 } apb_host;
 
 typedef struct apb_hseq {
@@ -179,6 +186,8 @@ typedef struct apb_hseq {
     apb_handle t_x[2], t_xn[2], t_q[2], t_k[2], t_v[2], t_o[2]; /* [0]: question rows, [1]: 1 row */
     apb_handle *t_po[2], *t_pl[2]; /* per-host partial o / lse */
     apb_handle logits, token;
+    apb_handle ctx_table;          /* --embeds: the file's rows (L x dim), the context's embed table */
+    int rope_delta;                /* --embeds: RoPE position of question/decode row = coordinate + delta */
     apb_handle ag_order[64];       /* --allgather nccl: per GPU, a token every collective of that
                                     * GPU accesses RW, so it issues them in layer order */
 } apb_hseq;

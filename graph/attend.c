@@ -58,13 +58,14 @@ int _apb_tail_pre(apb_model *m, apb_hseq *hs, int s, int l, apb_err *err)
     if (_apb_fused_decode()) { /* one task: norm, QKV, RoPE, append */
         const apb_config *c = &m->cfg;
         apb_layer_w w = _apb_layer_w(m, l);
-        if (apb_insert_layer_pre(hs->t_x[s], &w, hs->t_q[s], hs->kd[l], hs->vd[l], hs->L + hs->n_cached,
+        if (apb_insert_layer_pre(hs->t_x[s], &w, hs->t_q[s], hs->kd[l], hs->vd[l],
+                                 hs->L + hs->n_cached + hs->rope_delta,
                                  hs->n_cached, c->n_heads, c->n_kv_heads, c->head_dim, c->norm_eps, tag))
             return apb_fail(err, APB_E_RUNTIME, "submitting layer_pre failed");
         return APB_OK;
     }
     int rc = _apb_pre_attention(m, l, hs->t_x[s], hs->t_xn[s], hs->t_q[s], hs->t_k[s], hs->t_v[s],
-                                hs->L + hs->n_cached, tag, err);
+                                hs->L + hs->n_cached + hs->rope_delta, tag, err);
     if (!rc && apb_insert_kv_append(hs->t_k[s], hs->t_v[s], hs->kd[l], hs->vd[l], hs->n_cached, tag))
         rc = apb_fail(err, APB_E_RUNTIME, "submitting kv_append failed");
     return rc;

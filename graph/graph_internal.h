@@ -63,6 +63,9 @@ void _apb_drop_anchor_kv(apb_hseq *hs, int l, int keep_host0);
 /* Norm, QKV and RoPE of one tile whose first row has position pos0. */
 int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q, apb_handle k,
                        apb_handle v, int pos0, apb_task_tag tag, apb_err *err);
+/* The same with mRoPE ids (a rows x 3 int32 tile) when mpos is not NULL. */
+int _apb_pre_attention_m(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q, apb_handle k,
+                         apb_handle v, int pos0, apb_handle mpos, apb_task_tag tag, apb_err *err);
 /* The same for every tile of every host (host order, tile order). */
 int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err);
 /* o-proj (+residual), norm, MLP (+residual). */

@@ -40,15 +40,27 @@ int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_han
     return APB_OK;
 }
 
-/* Norm, QKV and RoPE of one tile. */
-int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q,
-                       apb_handle k, apb_handle v, int pos0, apb_task_tag tag, apb_err *err)
+/* Norm, QKV and RoPE of one tile (mRoPE from the tile's ids when mpos is given). */
+int _apb_pre_attention_m(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q, apb_handle k,
+                         apb_handle v, int pos0, apb_handle mpos, apb_task_tag tag, apb_err *err)
 {
     const apb_layer_handles *L = &m->layers[l];
     _APB_TRY(apb_insert_rmsnorm(x, L->attn_norm, xn, m->cfg.norm_eps, tag), "attn_norm");
     _APB_TRY(apb_insert_qkv(xn, L->wq, L->wk, L->wv, L->bq, L->bk, L->bv, q, k, v, tag), "qkv");
-    _APB_TRY(apb_insert_rope(q, k, m->inv_freq, pos0, m->cfg.head_dim, tag), "rope");
+    if (mpos) { /* without mRoPE the ids are equal (checked at load): every pair takes id 0 */
+        const int one_d[3] = {m->cfg.head_dim / 2, 0, 0};
+        _APB_TRY(apb_insert_rope_m(q, k, m->inv_freq, mpos, m->cfg.mrope ? m->cfg.mrope_section : one_d,
+                                   m->cfg.head_dim, tag), "rope");
+    }
+    else
+        _APB_TRY(apb_insert_rope(q, k, m->inv_freq, pos0, m->cfg.head_dim, tag), "rope");
     return APB_OK;
+}
+
+int _apb_pre_attention(apb_model *m, int l, apb_handle x, apb_handle xn, apb_handle q,
+                       apb_handle k, apb_handle v, int pos0, apb_task_tag tag, apb_err *err)
+{
+    return _apb_pre_attention_m(m, l, x, xn, q, k, v, pos0, NULL, tag, err);
 }
 
 int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err)
@@ -57,9 +69,9 @@ int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err)
     for (int r = 0; r < hs->opt.hosts && !rc; r++) {
         apb_host *h = &hs->h[r];
         for (int t = 0; t < h->n_tiles && !rc; t++)
-            rc = _apb_pre_attention(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
-                                    h->v[l * h->n_tiles + t], h->pos0[t],
-                                    (apb_task_tag){l, r, m->cfg.n_layers - l}, err);
+            rc = _apb_pre_attention_m(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
+                                      h->v[l * h->n_tiles + t], h->pos0[t], h->mpos_t ? h->mpos_t[t] : NULL,
+                                      (apb_task_tag){l, r, m->cfg.n_layers - l}, err);
     }
     return rc;
 }

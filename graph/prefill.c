@@ -62,8 +62,25 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     int rc = apb_hosts_resolve(c, L, nq, max_new, &hs->opt, err);
     if (rc)
         return rc;
+    const apb_embeds *e = hs->opt.embeds;
+    const apb_method_desc *emd = apb_method_desc_of(hs->opt.method);
+    if (e) { /* ctx[i] indexes the file's rows */
+        if (e->n != L || e->dim != c->dim)
+            return apb_fail(err, APB_E_USAGE, "--embeds: %d rows of %d for %d context positions of a "
+                            "model of dim %d", e->n, e->dim, L, c->dim);
+        if (emd->flags & APB_MF_QUESTION_ANCHOR)
+            return apb_fail(err, APB_E_USAGE, "--embeds: method %s puts question tokens in the anchors; "
+                            "not supported with embedding rows (use spava, star, full, ring, zigzag, "
+                            "ulysses)", apb_method_name(hs->opt.method));
+        if (hs->opt.retain)
+            return apb_fail(err, APB_E_USAGE, "--embeds: --compress retain is not supported");
+        if ((long)e->next_pos + nq + max_new > (long)c->max_pos)
+            return apb_fail(err, APB_E_USAGE, "--embeds: the file's position ids reach %d; with %d question "
+                            "and %d new tokens they exceed the model's context of %d", e->next_pos - 1, nq,
+                            max_new, c->max_pos);
+    }
     for (int i = 0; i < L; i++)
-        if (ctx[i] < 0 || ctx[i] >= c->vocab_size)
+        if (e ? ctx[i] < 0 || ctx[i] >= e->n : ctx[i] < 0 || ctx[i] >= c->vocab_size)
             return apb_fail(err, APB_E_USAGE, "token id %d at position %d is outside vocab [0, %d)",
                             ctx[i], i, c->vocab_size);
     for (int i = 0; i < nq; i++)
@@ -144,11 +161,15 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     }
     hs->logits = apb_tile_new(1, c->vocab_size, sizeof(float));
     hs->token = apb_tile_new(1, 1, sizeof(int32_t));
+    if (e) { /* the file's rows are the context's embedding table (read-only, every host) */
+        hs->ctx_table = apb_tile_from(e->x, e->n, e->dim, sizeof(float));
+        hs->rope_delta = e->next_pos - L; /* text after the rows continues at next_pos */
+    }
 
     /* context prefill */
     for (int r = 0; r < W; r++)
         for (int t = 0; t < hs->h[r].n_tiles; t++)
-            if (apb_insert_embed(hs->h[r].ids_t[t], m->embed, hs->h[r].x[t],
+            if (apb_insert_embed(hs->h[r].ids_t[t], e ? hs->ctx_table : m->embed, hs->h[r].x[t],
                                  (apb_task_tag){-1, r, c->n_layers + 1}))
                 return apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
     apb_attn_seg *segs = _apb_segs_alloc(hs);

@@ -94,9 +94,20 @@ int _apb_split_host(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx, const
             h->coord0[tt] = by_position ? h->pos0[tt] : row;
             row += h->rows[tt];
         }
+    const apb_embeds *e = hs->opt.embeds;
+    if (e) { /* the file's position ids of each row (ids index its rows); 1-D ids without mRoPE */
+        h->mpos = malloc(sizeof(int32_t) * 3 * (size_t)(h->a + h->n));
+        h->mpos_t = calloc((size_t)nt, sizeof(apb_handle));
+        if (!h->mpos || !h->mpos_t)
+            return apb_fail(err, APB_E_NOMEM, "out of memory");
+        for (int i = 0; i < h->a + h->n; i++)
+            memcpy(h->mpos + 3 * (size_t)i, e->pos + 3 * (size_t)h->ids[i], 3 * sizeof(int32_t));
+    }
     for (int t = 0, row = 0; t < nt; row += h->rows[t], t++) {
         int rows = h->rows[t];
         h->ids_t[t] = apb_tile_from(h->ids + row, rows, 1, sizeof(int32_t));
+        if (h->mpos_t)
+            h->mpos_t[t] = apb_tile_from(h->mpos + 3 * (size_t)row, rows, 3, sizeof(int32_t));
         h->x[t] = apb_tile_new(rows, c->dim, sizeof(float));
         h->xn[t] = apb_tile_new(rows, c->dim, sizeof(float));
         h->q[t] = apb_tile_new(rows, qd, sizeof(float));
@@ -119,6 +130,8 @@ static void _apb_host_free(apb_model *m, apb_host *h)
 {
     for (int t = 0; h->x && t < h->n_tiles; t++) {
         apb_handle_free(h->ids_t[t]);
+        if (h->mpos_t)
+            apb_handle_free(h->mpos_t[t]);
         apb_handle_free(h->x[t]);
         apb_handle_free(h->xn[t]);
         apb_handle_free(h->q[t]);
@@ -134,6 +147,8 @@ static void _apb_host_free(apb_model *m, apb_host *h)
 static void _apb_host_release(apb_host *h)
 {
     free(h->ids);
+    free(h->mpos);
+    free(h->mpos_t);
     free(h->rows);
     free(h->pos0);
     free(h->coord0);
@@ -170,6 +185,7 @@ void apb_hseq_free(apb_model *m, apb_hseq *hs)
     for (int g = 0; g < 64; g++)
         apb_handle_free(hs->ag_order[g]);
     apb_handle_free(hs->q_ids_t);
+    apb_handle_free(hs->ctx_table);
     apb_handle_free(hs->logits);
     apb_handle_free(hs->token);
     apb_runtime_wait_all(NULL); /* registered host arrays (ids) must outlive their unregistration */

@@ -114,10 +114,51 @@ static int _apb_eos(const json_t *j, const char *what, int vocab, int *ids, int 
     return APB_OK;
 }
 
-static int _apb_rope_scaling(const json_t *rs, const char *what, apb_config *c, apb_err *err)
+/* rope_scaling.mrope_section of a qwen2_vl / qwen2_5_vl text model: 3 integers >= 0 summing to
+ * head_dim / 2 (frequency pairs given to the temporal, height and width ids). */
+static int _apb_mrope(const json_t *rs, const char *what, apb_config *c, apb_err *err)
+{
+    const json_t *ms = json_is_object(rs) ? json_object_get(rs, "mrope_section") : NULL;
+    if (!ms)
+        return apb_fail(err, APB_E_MODEL, "%s: model_type %s needs rope_scaling.mrope_section (mRoPE); "
+                        "none given", what, c->name);
+    if (!json_is_array(ms) || json_array_size(ms) != 3)
+        return apb_fail(err, APB_E_FORMAT, "%s: rope_scaling.mrope_section must be a list of 3 integers "
+                        "(temporal, height, width)", what);
+    const json_t *il = json_object_get(rs, "mrope_interleaved");
+    if (il && json_is_true(il))
+        return apb_fail(err, APB_E_MODEL, "%s: rope_scaling.mrope_interleaved = true (Qwen3-VL layout) is not "
+                        "supported (Qwen2-VL / Qwen2.5-VL sections only)", what);
+    long long sum = 0;
+    for (int i = 0; i < 3; i++) {
+        const json_t *e = json_array_get(ms, i);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > _APB_MAX_HEAD_DIM)
+            return apb_fail(err, APB_E_FORMAT, "%s: rope_scaling.mrope_section[%d] must be an integer in [0, %d]",
+                            what, i, _APB_MAX_HEAD_DIM);
+        c->mrope_section[i] = (int)json_integer_value(e);
+        sum += c->mrope_section[i];
+    }
+    if (sum != c->head_dim / 2)
+        return apb_fail(err, APB_E_FORMAT, "%s: rope_scaling.mrope_section [%d, %d, %d] sums to %lld, not "
+                        "head_dim / 2 = %d", what, c->mrope_section[0], c->mrope_section[1],
+                        c->mrope_section[2], sum, c->head_dim / 2);
+    c->mrope = 1;
+    return APB_OK;
+}
+
+static int _apb_rope_scaling(const json_t *rs, const char *what, int vl, apb_config *c, apb_err *err)
 {
     c->rope_scaling = APB_ROPE_NONE;
     c->rope_factor = 1.0f;
+    c->mrope = 0;
+    if (vl) {
+        int rc = _apb_mrope(rs, what, c, err);
+        if (rc)
+            return rc;
+    } else if (json_is_object(rs) && json_object_get(rs, "mrope_section")) {
+        return apb_fail(err, APB_E_MODEL, "%s: rope_scaling.mrope_section (mRoPE) is supported with model_type "
+                        "qwen2_vl / qwen2_5_vl only, not %s", what, c->name);
+    }
     if (!rs || json_is_null(rs))
         return APB_OK;
     if (!json_is_object(rs))
@@ -136,6 +177,11 @@ static int _apb_rope_scaling(const json_t *rs, const char *what, apb_config *c, 
     int rc;
     if (strcmp(t, "default") == 0)
         return APB_OK;
+    if (vl && strcmp(t, "mrope") == 0) /* Qwen2-VL's older spelling of default + mrope_section */
+        return APB_OK;
+    if (vl)
+        return apb_fail(err, APB_E_MODEL, "%s: rope_scaling type '%.64s' with mRoPE is not supported (supported: "
+                        "mrope / default with mrope_section)", what, t);
     if (strcmp(t, "linear") == 0) {
         if ((rc = _apb_num(rs, sub, "factor", 1, 0.0, 1e6, 1.0, &v, err)))
             return rc;
@@ -180,13 +226,14 @@ static int _apb_config_obj(const json_t *o, const char *what, apb_config *c, apb
         return apb_fail(err, APB_E_FORMAT, "%s: field 'model_type' must be a string, not %s", what,
                         apb_json_type_name(mt));
     const char *type = json_string_value(mt);
+    int vl = strcmp(type, "qwen2_vl") == 0 || strcmp(type, "qwen2_5_vl") == 0;
     if (strcmp(type, "llama") == 0 || strcmp(type, "mistral") == 0)
         c->arch = APB_ARCH_LLAMA;
-    else if (strcmp(type, "qwen2") == 0)
-        c->arch = APB_ARCH_QWEN2;
+    else if (strcmp(type, "qwen2") == 0 || vl)
+        c->arch = APB_ARCH_QWEN2; /* the VL models' language model is Qwen2 with mRoPE */
     else
-        return apb_fail(err, APB_E_MODEL, "%s: unsupported model_type '%.64s' (supported: llama, mistral, qwen2)",
-                        what, type);
+        return apb_fail(err, APB_E_MODEL, "%s: unsupported model_type '%.64s' (supported: llama, mistral, qwen2, "
+                        "qwen2_vl, qwen2_5_vl)", what, type);
     snprintf(c->name, sizeof c->name, "%s", type);
 
     const json_t *arch = json_object_get(o, "architectures");
@@ -266,7 +313,7 @@ static int _apb_config_obj(const json_t *o, const char *what, apb_config *c, apb
         }
     }
 
-    if ((rc = _apb_rope_scaling(json_object_get(o, "rope_scaling"), what, c, err)))
+    if ((rc = _apb_rope_scaling(json_object_get(o, "rope_scaling"), what, vl, c, err)))
         return rc;
 
     if ((rc = _apb_int(o, what, "bos_token_id", 0, 0, c->vocab_size - 1, -1, &c->bos_id, err)))
@@ -288,7 +335,30 @@ int apb_config_parse(const char *json, size_t len, const char *what, apb_config 
         return apb_fail(err, APB_E_FORMAT, "%s: invalid JSON: %s (line %d, column %d)", what, je.text, je.line,
                         je.column);
     }
-    int rc = _apb_config_obj(root, what, cfg, err);
+    /* qwen2_vl / qwen2_5_vl: the language model's fields may sit under text_config (transformers
+     * >= 4.50); they override the top level's, the top level's model_type is kept. */
+    json_t *use = root;
+    const json_t *mt = json_is_object(root) ? json_object_get(root, "model_type") : NULL;
+    const json_t *tc = json_is_object(root) ? json_object_get(root, "text_config") : NULL;
+    if (json_is_string(mt) && (strcmp(json_string_value(mt), "qwen2_vl") == 0 ||
+                               strcmp(json_string_value(mt), "qwen2_5_vl") == 0) && tc && !json_is_null(tc)) {
+        if (!json_is_object(tc)) {
+            json_decref(root);
+            memset(cfg, 0, sizeof *cfg);
+            return apb_fail(err, APB_E_FORMAT, "%s: field 'text_config' must be an object, not %s", what,
+                            apb_json_type_name(tc));
+        }
+        use = json_deep_copy(root);
+        if (!use || json_object_update(use, (json_t *)tc) || json_object_set(use, "model_type", (json_t *)mt)) {
+            json_decref(use);
+            json_decref(root);
+            memset(cfg, 0, sizeof *cfg);
+            return apb_fail(err, APB_E_NOMEM, "%s: out of memory merging text_config", what);
+        }
+    }
+    int rc = _apb_config_obj(use, what, cfg, err);
+    if (use != root)
+        json_decref(use);
     json_decref(root);
     return rc;
 }
@@ -380,7 +450,8 @@ int apb_config_load(const char *dir, apb_config *cfg, apb_err *err)
 /* ------------------------------------------------------------------ presets */
 
 static const char *const _apb_preset_names[] = {"llama-3.1-8b", "qwen-2.5-14b", "yi-34b-200k", "llama-3-8b-1m",
-                                                "smollm2-135m", "tiny", NULL};
+                                                "smollm2-135m", "tiny", "qwen2.5-vl-3b", "qwen2.5-vl-7b",
+                                                "internvl3-2b", "tiny-vl", NULL};
 
 const char *const *apb_config_preset_names(void)
 {
@@ -429,9 +500,36 @@ int apb_config_preset(const char *name, apb_config *cfg, apb_err *err)
         *c = (apb_config){.dim = 128, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4, .head_dim = 16,
                           .hidden_dim = 256, .vocab_size = 512, .max_pos = 4096, .rope_theta = 10000.0f,
                           .norm_eps = 1e-5f, .rope_factor = 1.0f, .bos_id = 1, .eos_ids = {2}, .n_eos = 1};
+    } else if (strcmp(name, "qwen2.5-vl-3b") == 0) {
+        /* Qwen/Qwen2.5-VL-3B-Instruct, language model (the vision tower is not modelled) */
+        *c = (apb_config){.arch = APB_ARCH_QWEN2, .dim = 2048, .n_layers = 36, .n_heads = 16, .n_kv_heads = 2,
+                          .head_dim = 128, .hidden_dim = 11008, .vocab_size = 151936, .max_pos = 128000,
+                          .rope_theta = 1000000.0f, .norm_eps = 1e-6f, .tie_embeddings = 1, .qkv_bias = 1,
+                          .rope_factor = 1.0f, .bos_id = 151643, .eos_ids = {151645}, .n_eos = 1, .mrope = 1,
+                          .mrope_section = {16, 24, 24}};
+    } else if (strcmp(name, "qwen2.5-vl-7b") == 0) {
+        /* Qwen/Qwen2.5-VL-7B-Instruct, language model */
+        *c = (apb_config){.arch = APB_ARCH_QWEN2, .dim = 3584, .n_layers = 28, .n_heads = 28, .n_kv_heads = 4,
+                          .head_dim = 128, .hidden_dim = 18944, .vocab_size = 152064, .max_pos = 128000,
+                          .rope_theta = 1000000.0f, .norm_eps = 1e-6f, .qkv_bias = 1, .rope_factor = 1.0f,
+                          .bos_id = 151643, .eos_ids = {151645}, .n_eos = 1, .mrope = 1,
+                          .mrope_section = {16, 24, 24}};
+    } else if (strcmp(name, "internvl3-2b") == 0) {
+        /* OpenGVLab/InternVL3-2B, language model (Qwen2.5-1.5B shapes, 1-D RoPE) */
+        *c = (apb_config){.arch = APB_ARCH_QWEN2, .dim = 1536, .n_layers = 28, .n_heads = 12, .n_kv_heads = 2,
+                          .head_dim = 128, .hidden_dim = 8960, .vocab_size = 151674, .max_pos = 32768,
+                          .rope_theta = 1000000.0f, .norm_eps = 1e-6f, .qkv_bias = 1, .rope_factor = 1.0f,
+                          .bos_id = 151643, .eos_ids = {151645}, .n_eos = 1};
+    } else if (strcmp(name, "tiny-vl") == 0) {
+        /* not a published model: tiny with mRoPE (sections in the ratio of Qwen2.5-VL's 16:24:24) */
+        *c = (apb_config){.arch = APB_ARCH_QWEN2, .dim = 128, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4,
+                          .head_dim = 16, .hidden_dim = 256, .vocab_size = 512, .max_pos = 4096,
+                          .rope_theta = 10000.0f, .norm_eps = 1e-6f, .qkv_bias = 1, .rope_factor = 1.0f,
+                          .bos_id = 1, .eos_ids = {2}, .n_eos = 1, .mrope = 1, .mrope_section = {2, 3, 3}};
     } else {
         return apb_fail(err, APB_E_USAGE, "unknown model preset '%.64s' (known: llama-3.1-8b, qwen-2.5-14b, "
-                        "yi-34b-200k, llama-3-8b-1m, smollm2-135m, tiny)", name);
+                        "yi-34b-200k, llama-3-8b-1m, smollm2-135m, tiny, qwen2.5-vl-3b, qwen2.5-vl-7b, "
+                        "internvl3-2b, tiny-vl)", name);
     }
     snprintf(c->name, sizeof c->name, "%s", name);
     return APB_OK;

@@ -32,6 +32,12 @@ typedef struct apb_config {
     int bos_id;               /* -1 when absent */
     int eos_ids[APB_MAX_EOS]; /* eos_token_id may be a list */
     int n_eos;
+    /* mRoPE (Qwen2-VL / Qwen2.5-VL language model, model_type qwen2_vl / qwen2_5_vl): three position
+     * ids per token (temporal, height, width); frequency pair j < head_dim/2 rotates by the
+     * component c(j) = 0 for j < s0, 1 for j < s0 + s1, 2 otherwise (s = mrope_section, in pairs,
+     * s0 + s1 + s2 = head_dim / 2). Text tokens carry three equal ids, which is plain RoPE. */
+    int mrope;
+    int mrope_section[3];
 } apb_config;
 
 /* Parses <dir>/config.json (and generation_config.json's eos list when present).
@@ -43,7 +49,9 @@ int apb_config_load(const char *dir, apb_config *cfg, apb_err *err);
 int apb_config_parse(const char *json, size_t len, const char *what, apb_config *cfg, apb_err *err);
 
 /* Exact shapes of known models, for --random-weights benchmarks:
- * "llama-3.1-8b", "qwen-2.5-14b", "yi-34b-200k", "llama-3-8b-1m", "smollm2-135m". */
+ * "llama-3.1-8b", "qwen-2.5-14b", "yi-34b-200k", "llama-3-8b-1m", "smollm2-135m", the language
+ * models of "qwen2.5-vl-3b", "qwen2.5-vl-7b" (mRoPE) and "internvl3-2b" (1-D RoPE), and the
+ * unpublished test shapes "tiny" and "tiny-vl" (tiny with mRoPE). */
 int apb_config_preset(const char *name, apb_config *cfg, apb_err *err);
 const char *const *apb_config_preset_names(void); /* NULL-terminated */
 

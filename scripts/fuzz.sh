@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APB_HOME=${APB_HOME:-$HOME/.cache/apb}
 . "$APB_HOME/env.sh"
 secs=${1:-600}; shift || true
-targets=${*:-safetensors config tokenizer cli}
+targets=${*:-safetensors config tokenizer cli embeds}
 make -s fuzz
 M=$APB_HOME/models/smollm2-135m-instruct
 for t in $targets; do
@@ -38,10 +38,17 @@ import os, sys
 seeds = [["--prompt", "hi", "--method", "apb", "--hosts", "4", "--anchor", "64"],
          ["--niah", "4096", "--depth", "0.5", "--needle", "1234", "--trace", "t.json"],
          ["--prompt-len", "10", "--random-weights", "llama-3.1-8b", "--temperature", "0.7", "--top-p", "0.9"],
-         ["--prompt", "x", "--ncpus", "1000"]]
+         ["--prompt", "x", "--ncpus", "1000"],
+         ["--embeds", "v.safetensors", "--question", "What?", "--method", "spava", "--hosts", "8"]]
 for i, a in enumerate(seeds):
     open(os.path.join(sys.argv[1], f"seed-{i}"), "wb").write(b"\0".join(x.encode() for x in a))
 PY
+    embeds) # first byte: dim 4/8/16/576 (bits 0-1), mRoPE (bit 2); then a video file
+        for dt in bf16 f16 f32; do
+            "$APB_PYTHON" scripts/video_embeds.py "$c/body-$dt" --frames 2 --height 56 --width 84 --dim 8 \
+                --text-before 2 --dtype "$dt" --pos-dtype i32 2>/dev/null
+            { printf '\005'; cat "$c/body-$dt"; } > "$c/seed-$dt"; rm -f "$c/body-$dt"
+        done ;;
     esac
     [ -d "tests/data/fuzz/$t" ] && cp tests/data/fuzz/$t/* "$c/" 2>/dev/null || true
     echo "== fuzz_$t for $secs s"

@@ -37,9 +37,10 @@ static int _apb_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb
             if (retain && r < W - 1 && (u >= 0 || pool_ref))
                 rc = _apb_compress_retain_tile(m, hs, l, r, t, &sc[r][t], err);
             else
-                rc = _apb_pre_attention(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
-                                        h->v[l * h->n_tiles + t], h->pos0[t],
-                                        (apb_task_tag){l, r, c->n_layers - l}, err);
+                rc = _apb_pre_attention_m(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
+                                          h->v[l * h->n_tiles + t], h->pos0[t],
+                                          h->mpos_t ? h->mpos_t[t] : NULL,
+                                          (apb_task_tag){l, r, c->n_layers - l}, err);
             if (rc)
                 return rc;
         }

@@ -400,6 +400,34 @@ Test(cuda_fp32, rope)
     free_bufs(b, 3);
 }
 
+/* mRoPE: per-row (t, h, w) ids, Qwen2.5-VL sections scaled to d = 64 (8, 12, 12) */
+struct rope_m_ctx { int d, has_k, sec[3]; };
+static int ins_rope_m(apb_handle *h, const void *c)
+{
+    const struct rope_m_ctx *r = c;
+    return apb_insert_rope_m(h[2], r->has_k ? h[3] : NULL, h[0], h[1], r->sec, r->d, TAG);
+}
+Test(cuda_fp32, rope_mrope)
+{
+    NEED_CUDA();
+    int d = 64, rows = 40;
+    float *inv = t_alloc(d / 2);
+    for (int i = 0; i < d / 2; i++)
+        inv[i] = (float)pow(1000000.0, -2.0 * i / d);
+    int32_t *pos = malloc(sizeof(int32_t) * 3 * rows);
+    for (int i = 0; i < rows; i++) { /* a 2 x 4 x 5 grid after 100000 text tokens */
+        pos[3 * i] = 100000 + 2 * (i / 20);
+        pos[3 * i + 1] = 100000 + (i / 5) % 4;
+        pos[3 * i + 2] = 100000 + i % 5;
+    }
+    tbuf b[4] = {{inv, 1, d / 2, 4}, {pos, rows, 3, 4}, rnd(rows, 9 * d, 1, 72), rnd(rows, 3 * d, 1, 73)};
+    struct rope_m_ctx c = {d, 1, {8, 12, 12}};
+    both(b, 4, ins_rope_m, &c, (int[]){2, 3}, 2, 1e-6);
+    c.has_k = 0;
+    both(b, 4, ins_rope_m, &c, (int[]){2}, 1, 1e-6);
+    free_bufs(b, 4);
+}
+
 static int ins_kv(apb_handle *h, const void *c) { return apb_insert_kv_append(h[0], h[1], h[2], h[3], *(const int *)c, TAG); }
 Test(cuda_fp32, kv_append)
 {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief Every dense codelet through StarPU against a float64 reference, outputs poisoned. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <string.h>
 
 #include "codelets/apb_kernels_cpu.h"
@@ -164,6 +165,95 @@ Test(ops, rope)
     double eq = t_rel_err(q, rq, rows * hq * d), ek = t_rel_err(k, rk, rows * hk * d);
     cr_assert_lt(eq, 1e-6, "rope q rel err %g", eq);
     cr_assert_lt(ek, 1e-6, "rope k rel err %g", ek);
+    free(q); free(k); free(rq); free(rk);
+}
+
+/* Qwen2-VL get_rope_index for one prompt [text n0][vision grid][text n1], transliterated from
+ * transformers (modeling_qwen2_vl.py): text ids count up (all three equal); the vision block's
+ * (t, h, w) ids are the LLM grid (T, H / merge, W / merge) indices plus the text offset (Qwen2.5-VL
+ * scales t by second_per_grid_t * tokens_per_second, t_scale here); the following text continues at
+ * the block's max + 1. pos is n x 3. Returns n. */
+static int ref_rope_index(int32_t *pos, int n0, int T, int H, int W, int merge, int t_scale, int n1)
+{
+    int n = 0;
+    for (int i = 0; i < n0; i++, n++)
+        pos[3 * n] = pos[3 * n + 1] = pos[3 * n + 2] = i;
+    int gt = T, gh = H / merge, gw = W / merge, mx = n0 - 1;
+    for (int t = 0; t < gt; t++)
+        for (int h = 0; h < gh; h++)
+            for (int w = 0; w < gw; w++, n++) {
+                pos[3 * n] = t * t_scale + n0;
+                pos[3 * n + 1] = h + n0;
+                pos[3 * n + 2] = w + n0;
+                for (int c = 0; c < 3; c++)
+                    mx = pos[3 * n + c] > mx ? pos[3 * n + c] : mx;
+            }
+    for (int i = 0; i < n1; i++, n++)
+        pos[3 * n] = pos[3 * n + 1] = pos[3 * n + 2] = mx + 1 + i;
+    return n;
+}
+
+Test(ops, rope_mrope)
+{
+    /* 5 text tokens, a 3-frame grid of 8 x 12 patches (merge 2: 3 x 4 x 6 = 72 tokens), 4 text tokens */
+    int32_t pos[81 * 3];
+    int rows = ref_rope_index(pos, 5, 3, 8, 12, 2, 2, 4), d = 32, hq = 4, hk = 2, sec[3] = {4, 6, 6};
+    cr_assert_eq(rows, 81);
+    /* hand-checked ids: first vision token (5,5,5); last (5+2*2, 5+3, 5+5); text after: max 10 + 1 */
+    cr_assert(pos[3 * 5] == 5 && pos[3 * 5 + 1] == 5 && pos[3 * 5 + 2] == 5);
+    cr_assert(pos[3 * 76] == 9 && pos[3 * 76 + 1] == 8 && pos[3 * 76 + 2] == 10);
+    cr_assert(pos[3 * 77] == 11 && pos[3 * 77 + 1] == 11 && pos[3 * 77 + 2] == 11 && pos[3 * 80] == 14);
+    for (int i = 0; i < rows * 3; i++) /* large ids too: the angle is taken in double */
+        pos[i] += 90000;
+    double theta = 1000000.0;
+    float inv[16];
+    for (int i = 0; i < d / 2; i++)
+        inv[i] = (float)pow(theta, -2.0 * i / d);
+    float *q = t_alloc(rows * hq * d), *k = t_alloc(rows * hk * d);
+    t_fill(q, rows * hq * d, 1, 22);
+    t_fill(k, rows * hk * d, 1, 23);
+    double *rq = malloc(sizeof(double) * rows * hq * d), *rk = malloc(sizeof(double) * rows * hk * d);
+    /* HF's formulation: cos/sin over the full head_dim (emb = cat(freqs, freqs)), split into chunks of
+     * mrope_section * 2 = [s0, s1, s2, s0, s1, s2], chunk i taken from id i % 3; then
+     * x * cos + rotate_half(x) * sin with rotate_half(x) = cat(-x2, x1). */
+    int comp[32];
+    for (int c = 0, j = 0; c < 6; c++)
+        for (int r = 0; r < sec[c % 3]; r++)
+            comp[j++] = c % 3;
+    for (int m = 0; m < 2; m++) {
+        float *x = m ? k : q;
+        double *r = m ? rk : rq;
+        int nh = m ? hk : hq;
+        for (int i = 0; i < rows; i++)
+            for (int h = 0; h < nh; h++)
+                for (int j = 0; j < d; j++) {
+                    double ang = (double)pos[3 * i + comp[j]] * inv[j % (d / 2)];
+                    const float *xh = x + (i * nh + h) * d;
+                    double rot = j < d / 2 ? -(double)xh[j + d / 2] : (double)xh[j - d / 2];
+                    r[(i * nh + h) * d + j] = xh[j] * cos(ang) + rot * sin(ang);
+                }
+    }
+    apb_handle hq_ = apb_tile_from(q, rows, hq * d, 4), hk_ = apb_tile_from(k, rows, hk * d, 4),
+               hi = apb_tile_from(inv, 1, d / 2, 4), hp = apb_tile_from(pos, rows, 3, 4);
+    int bad_sec[3] = {4, 6, 5};
+    cr_assert_eq(apb_insert_rope_m(hq_, hk_, hi, hp, bad_sec, d, tag), -EINVAL);
+    cr_assert_eq(apb_insert_rope_m(hq_, hk_, hi, hp, sec, d, tag), 0);
+    apb_handle_free_now(hq_);
+    apb_handle_free_now(hk_);
+    apb_handle_free_now(hi);
+    apb_handle_free_now(hp);
+    double eq = t_rel_err(q, rq, rows * hq * d), ek = t_rel_err(k, rk, rows * hk * d);
+    cr_log_info("mrope rel err q %.3g k %.3g", eq, ek);
+    cr_assert_lt(eq, 1e-6, "mrope q rel err %g", eq);
+    cr_assert_lt(ek, 1e-6, "mrope k rel err %g", ek);
+
+    /* text tokens (three equal ids) are plain 1-D RoPE, bit for bit */
+    float c1[16], s1[16], c3[16], s3[16];
+    int32_t p3[3] = {123457, 123457, 123457};
+    apb_rope_table(c1, s1, inv, d / 2, 123457);
+    apb_mrope_table(c3, s3, inv, d / 2, p3, sec);
+    cr_assert_eq(memcmp(c1, c3, sizeof c1), 0);
+    cr_assert_eq(memcmp(s1, s3, sizeof s1), 0);
     free(q); free(k); free(rq); free(rk);
 }
 

@@ -280,7 +280,7 @@ Test(cfg, presets)
         cr_assert_eq(c.head_dim % 2, 0);
         cr_assert(c.n_eos >= 1 && c.bos_id >= 0 && c.bos_id < c.vocab_size);
     }
-    cr_assert_eq(n, 6);
+    cr_assert_eq(n, 10);
     /* published parameter counts */
     cr_assert_eq(apb_config_preset("llama-3.1-8b", &c, &err), APB_OK);
     cr_assert_eq(apb_config_n_params(&c), 8030261248LL);
@@ -298,6 +298,94 @@ Test(cfg, presets)
     cr_assert(fabs(c.rope_theta - 3580165449.0) < 1e3, "theta %.1f", (double)c.rope_theta);
     cr_assert_eq(c.rope_scaling, APB_ROPE_NONE);
     expect_err(apb_config_preset("gpt-2", &c, &err), err, APB_E_USAGE, "unknown model preset 'gpt-2'");
+    /* Qwen2.5-VL-3B's language model has Qwen2.5-3B's shapes: 3085938688 parameters (3.09B) */
+    cr_assert_eq(apb_config_preset("qwen2.5-vl-3b", &c, &err), APB_OK);
+    cr_assert_eq(apb_config_n_params(&c), 3085938688LL);
+    cr_assert(c.mrope && c.mrope_section[0] == 16 && c.mrope_section[1] == 24 && c.mrope_section[2] == 24);
+    for (const char *const *p = apb_config_preset_names(); *p; p++) {
+        cr_assert_eq(apb_config_preset(*p, &c, &err), APB_OK);
+        if (c.mrope)
+            cr_assert_eq(c.mrope_section[0] + c.mrope_section[1] + c.mrope_section[2], c.head_dim / 2, "%s", *p);
+    }
+    cr_assert_eq(apb_config_preset("internvl3-2b", &c, &err), APB_OK);
+    cr_assert_eq(c.mrope, 0);
+}
+
+/* ------------------------------------------------------------------ mRoPE (qwen2_vl, qwen2_5_vl) */
+
+/* Qwen2.5-VL-3B-Instruct's config.json, text fields at the top level (transformers < 4.50) */
+#define QWEN25VL_FLAT                                                                                        \
+    "{\"model_type\": \"qwen2_5_vl\", \"architectures\": [\"Qwen2_5_VLForConditionalGeneration\"], "          \
+    "\"hidden_size\": 2048, \"intermediate_size\": 11008, \"num_attention_heads\": 16, "                     \
+    "\"num_key_value_heads\": 2, \"num_hidden_layers\": 36, \"max_position_embeddings\": 128000, "           \
+    "\"vocab_size\": 151936, \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"hidden_act\": \"silu\", "  \
+    "\"tie_word_embeddings\": true, \"use_sliding_window\": false, \"sliding_window\": 32768, "              \
+    "\"bos_token_id\": 151643, \"eos_token_id\": 151645, \"vision_start_token_id\": 151652, "                \
+    "\"vision_config\": {\"depth\": 32, \"hidden_size\": 1280, \"spatial_merge_size\": 2, "                  \
+    "\"tokens_per_second\": 2}, "                                                                            \
+    "\"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [16, 24, 24]}}"
+
+Test(cfg, qwen2_5_vl_mrope)
+{
+    apb_err err = {0};
+    apb_config c, p;
+    cr_assert_eq(parse(QWEN25VL_FLAT, &c, &err), APB_OK, "%s", err.msg);
+    cr_assert_eq(apb_config_preset("qwen2.5-vl-3b", &p, &err), APB_OK);
+    cr_assert_eq(c.arch, APB_ARCH_QWEN2);
+    cr_assert_eq(c.qkv_bias, 1);
+    cr_assert_eq(c.mrope, 1);
+    cr_assert(c.mrope_section[0] == 16 && c.mrope_section[1] == 24 && c.mrope_section[2] == 24);
+    cr_assert_eq(c.rope_scaling, APB_ROPE_NONE);
+    cr_assert(c.dim == p.dim && c.n_layers == p.n_layers && c.n_heads == p.n_heads &&
+              c.n_kv_heads == p.n_kv_heads && c.head_dim == p.head_dim && c.hidden_dim == p.hidden_dim &&
+              c.vocab_size == p.vocab_size && c.tie_embeddings == p.tie_embeddings);
+
+    /* transformers >= 4.50: the text model's fields under text_config, rope_type default */
+    const char *nested =
+        "{\"model_type\": \"qwen2_vl\", \"vocab_size\": 151936, \"tie_word_embeddings\": false, "
+        "\"text_config\": {\"model_type\": \"qwen2_vl_text\", \"hidden_size\": 1536, \"intermediate_size\": 8960, "
+        "\"num_attention_heads\": 12, \"num_key_value_heads\": 2, \"num_hidden_layers\": 28, "
+        "\"max_position_embeddings\": 32768, \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, "
+        "\"rope_scaling\": {\"rope_type\": \"default\", \"type\": \"default\", \"mrope_section\": [16, 24, 24]}}}";
+    cr_assert_eq(parse(nested, &c, &err), APB_OK, "%s", err.msg);
+    cr_assert(c.dim == 1536 && c.n_layers == 28 && c.head_dim == 128 && c.vocab_size == 151936 && c.mrope == 1);
+    cr_assert_str_eq(c.name, "qwen2_vl");
+
+    /* refusals */
+    expect_err(parse("{\"model_type\": \"qwen2_5_vl\", \"hidden_size\": 2048, \"intermediate_size\": 11008, "
+                     "\"num_attention_heads\": 16, \"num_hidden_layers\": 2, \"max_position_embeddings\": 128, "
+                     "\"vocab_size\": 100}", &c, &err),
+               err, APB_E_MODEL, "needs rope_scaling.mrope_section");
+    char buf[4096];
+    const char *bad[][2] = {
+        {"[16, 24, 23]", "sums to 63, not head_dim / 2 = 64"},
+        {"[16, 24]", "must be a list of 3 integers"},
+        {"[16, -1, 24]", "mrope_section[1] must be an integer"},
+        {"\"x\"", "must be a list of 3 integers"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(buf, sizeof buf, "%s", QWEN25VL_FLAT);
+        char *ms = strstr(buf, "[16, 24, 24]");
+        cr_assert(ms);
+        char tail[1024];
+        snprintf(tail, sizeof tail, "%s", ms + strlen("[16, 24, 24]"));
+        snprintf(ms, sizeof buf - (size_t)(ms - buf), "%s%s", bad[i][0], tail);
+        expect_err(parse(buf, &c, &err), err, APB_E_FORMAT, bad[i][1]);
+    }
+    snprintf(buf, sizeof buf, "%s", QWEN25VL_FLAT);
+    memcpy(strstr(buf, "\"mrope\""), "\"yarn\" ", 7);
+    expect_err(parse(buf, &c, &err), err, APB_E_MODEL, "rope_scaling type 'yarn' with mRoPE is not supported");
+    expect_err(parse("{\"model_type\": \"qwen2_5_vl\", \"text_config\": 3}", &c, &err), err, APB_E_FORMAT,
+               "'text_config' must be an object");
+    expect_err(parse("{\"model_type\": \"qwen2\", \"hidden_size\": 64, \"intermediate_size\": 64, "
+                     "\"num_attention_heads\": 4, \"num_hidden_layers\": 1, \"max_position_embeddings\": 128, "
+                     "\"vocab_size\": 100, \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}}",
+                     &c, &err),
+               err, APB_E_MODEL, "qwen2_vl / qwen2_5_vl only");
+    snprintf(buf, sizeof buf, "%s", QWEN25VL_FLAT);
+    char *ms = strstr(buf, "]}}");
+    memcpy(ms, "], \"mrope_interleaved\": true}}", strlen("], \"mrope_interleaved\": true}}") + 1);
+    expect_err(parse(buf, &c, &err), err, APB_E_MODEL, "mrope_interleaved");
 }
 
 /* ------------------------------------------------------------------ errors */
