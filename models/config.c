@@ -342,11 +342,12 @@ int apb_config_parse(const char *json, size_t len, const char *what, apb_config 
     const json_t *tc = json_is_object(root) ? json_object_get(root, "text_config") : NULL;
     if (json_is_string(mt) && (strcmp(json_string_value(mt), "qwen2_vl") == 0 ||
                                strcmp(json_string_value(mt), "qwen2_5_vl") == 0) && tc && !json_is_null(tc)) {
-        if (!json_is_object(tc)) {
-            json_decref(root);
+        if (!json_is_object(tc)) { /* the message names tc's type before root (and tc) is freed */
             memset(cfg, 0, sizeof *cfg);
-            return apb_fail(err, APB_E_FORMAT, "%s: field 'text_config' must be an object, not %s", what,
-                            apb_json_type_name(tc));
+            int rc = apb_fail(err, APB_E_FORMAT, "%s: field 'text_config' must be an object, not %s", what,
+                              apb_json_type_name(tc));
+            json_decref(root);
+            return rc;
         }
         use = json_deep_copy(root);
         if (!use || json_object_update(use, (json_t *)tc) || json_object_set(use, "model_type", (json_t *)mt)) {
