@@ -213,9 +213,7 @@ out:
 /* ------------------------------------------------------------------ codelet */
 struct _apb_attn_args {
     int q_coord0, n_heads, n_kv_heads, kvh0, n_kvh, head_dim, n_segs;
-    struct {
-        int len, coord0, causal, min_q_coord;
-    } seg[];
+    struct _apb_seg_arg seg[];
 };
 
 static void _apb_attention_cpu(void *buffers[], void *cl_arg)
@@ -226,15 +224,8 @@ static void _apb_attention_cpu(void *buffers[], void *cl_arg)
     struct _apb_attn_seg_cpu *segs = a->n_segs <= 16 ? segs_local : malloc(sizeof *segs * a->n_segs);
     double flops = 0;
     int n_q = _APB_ROWS(buffers[0]);
-    for (int s = 0; s < a->n_segs; s++) {
-        void *kb = buffers[1 + 2 * s], *vb = buffers[2 + 2 * s];
-        segs[s] = (struct _apb_attn_seg_cpu){
-            .k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb), .bf16 = _apb_elem(kb) == 2,
-            .len = a->seg[s].len,
-            .coord0 = a->seg[s].coord0, .causal = a->seg[s].causal,
-            .min_q_coord = a->seg[s].min_q_coord};
-        (void)vb;
-    }
+    for (int s = 0; s < a->n_segs; s++)
+        segs[s] = _apb_seg_cpu(buffers[1 + 2 * s], buffers[2 + 2 * s], &a->seg[s]);
     void *ob = buffers[1 + 2 * a->n_segs], *lb = buffers[2 + 2 * a->n_segs];
     apb_attention_heads_f32(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs,
                       a->n_segs, a->n_heads, a->n_kv_heads, a->kvh0, a->n_kvh, a->head_dim,
@@ -336,7 +327,7 @@ int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *s
         apb_tile_cols(q) != n_heads * head_dim || apb_tile_cols(o) != n_heads * head_dim ||
         apb_tile_cols(lse) != n_heads || apb_tile_rows(o) != apb_tile_rows(q))
         return -EINVAL;
-    size_t asz = sizeof(struct _apb_attn_args) + (size_t)n_segs * 4 * sizeof(int);
+    size_t asz = sizeof(struct _apb_attn_args) + (size_t)n_segs * sizeof(struct _apb_seg_arg);
     struct _apb_attn_args *a = malloc(asz);
     struct starpu_data_descr *d = malloc(sizeof *d * (size_t)(3 + 2 * n_segs));
     if (!a || !d) {
@@ -350,21 +341,14 @@ int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *s
     int nd = 0;
     double flops = 0;
     d[nd++] = (struct starpu_data_descr){q, STARPU_R};
-    for (int s = 0; s < n_segs; s++) {
-        if (segs[s].len < 0 || segs[s].len > apb_tile_rows(segs[s].k) ||
-            apb_tile_cols(segs[s].k) != n_kv_heads * head_dim) {
-            free(a);
-            free(d);
-            return -EINVAL;
-        }
-        a->seg[s].len = segs[s].len;
-        a->seg[s].coord0 = segs[s].coord0;
-        a->seg[s].causal = segs[s].causal;
-        a->seg[s].min_q_coord = segs[s].min_q_coord;
-        d[nd++] = (struct starpu_data_descr){segs[s].k, STARPU_R};
-        d[nd++] = (struct starpu_data_descr){segs[s].v, STARPU_R};
-        flops += 4.0 * apb_tile_rows(q) * segs[s].len * n_heads * head_dim * n_kvh / n_kv_heads;
+    if (_apb_segs_pack(segs, n_segs, n_kv_heads * head_dim, a->seg, d + nd)) {
+        free(a);
+        free(d);
+        return -EINVAL;
     }
+    nd += 2 * n_segs;
+    for (int s = 0; s < n_segs; s++)
+        flops += 4.0 * apb_tile_rows(q) * segs[s].len * n_heads * head_dim * n_kvh / n_kv_heads;
     /* a head subset writes only its columns: the others are kept (RW) */
     enum starpu_data_access_mode om = n_kvh == n_kv_heads ? STARPU_W : STARPU_RW;
     d[nd++] = (struct starpu_data_descr){o, om};

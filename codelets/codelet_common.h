@@ -10,6 +10,7 @@
 
 #include "apb_build_config.h"
 #include "codelets/apb_codelets.h"
+#include "codelets/apb_kernels_cpu.h"
 #include "runtime/apb_task.h"
 
 /* Row-major views of StarPU matrix buffers. */
@@ -53,5 +54,35 @@ int _apb_linear_w(float *out, int ld_out, const float *in, int ld_in, void *wbuf
 int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_in, int in_elem,
                    const void *w, int w_elem, int rows, int n_in, int n_out, float beta);
 #endif
+
+/* ------------------------------------------------------------------ KV segments in codelets */
+/* A segment's scalars as the attention codelets (attention, attention_row, layer) carry them in
+ * their arguments; its K and V travel as two read-only buffers. */
+struct _apb_seg_arg {
+    int len, coord0, causal, min_q_coord;
+};
+
+/* Checks segs (len within its tile, K width kv_cols), copies their scalars into args and writes
+ * their K, V data descriptors (2 per segment, read-only) from d on; -EINVAL on a bad segment. */
+static inline int _apb_segs_pack(const apb_attn_seg *segs, int n, int kv_cols, struct _apb_seg_arg *args,
+                                 struct starpu_data_descr *d)
+{
+    for (int s = 0; s < n; s++) {
+        if (segs[s].len < 0 || segs[s].len > apb_tile_rows(segs[s].k) || apb_tile_cols(segs[s].k) != kv_cols)
+            return -EINVAL;
+        args[s] = (struct _apb_seg_arg){segs[s].len, segs[s].coord0, segs[s].causal, segs[s].min_q_coord};
+        d[2 * s] = (struct starpu_data_descr){segs[s].k, STARPU_R};
+        d[2 * s + 1] = (struct starpu_data_descr){segs[s].v, STARPU_R};
+    }
+    return 0;
+}
+
+/* The CPU kernels' view of a segment: its K and V buffers and its scalars. */
+static inline struct _apb_attn_seg_cpu _apb_seg_cpu(void *kb, void *vb, const struct _apb_seg_arg *a)
+{
+    return (struct _apb_attn_seg_cpu){.k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb),
+                                      .bf16 = _apb_elem(kb) == 2, .len = a->len, .coord0 = a->coord0,
+                                      .causal = a->causal, .min_q_coord = a->min_q_coord};
+}
 
 #endif

@@ -426,9 +426,7 @@ void apb_attention_row_f32(const float *q, int q_coord, const struct _apb_attn_s
 
 struct _apb_attn_row_args {
     int q_coord, n_heads, n_kv_heads, head_dim, n_segs;
-    struct {
-        int len, coord0, causal, min_q_coord;
-    } seg[];
+    struct _apb_seg_arg seg[];
 };
 
 static void _apb_attention_row_cpu(void *buffers[], void *cl_arg)
@@ -438,11 +436,7 @@ static void _apb_attention_row_cpu(void *buffers[], void *cl_arg)
     struct _apb_attn_seg_cpu segs[64];
     double flops = 0;
     for (int s = 0; s < a->n_segs; s++) {
-        void *kb = buffers[1 + 2 * s];
-        segs[s] = (struct _apb_attn_seg_cpu){
-            .k = _APB_PTR(kb), .v = _APB_PTR(buffers[2 + 2 * s]), .ld = _APB_LD(kb),
-            .bf16 = _apb_elem(kb) == 2, .len = a->seg[s].len, .coord0 = a->seg[s].coord0,
-            .causal = a->seg[s].causal, .min_q_coord = a->seg[s].min_q_coord};
+        segs[s] = _apb_seg_cpu(buffers[1 + 2 * s], buffers[2 + 2 * s], &a->seg[s]);
         flops += 4.0 * a->seg[s].len * a->n_heads * a->head_dim;
     }
     apb_attention_row_f32(_APB_PTR(buffers[0]), a->q_coord, segs, a->n_segs, a->n_heads,
@@ -470,7 +464,7 @@ int apb_insert_attention_row(apb_handle q, int q_coord, const apb_attn_seg *segs
         apb_tile_rows(q) != 1 || apb_tile_cols(q) != n_heads * head_dim ||
         apb_tile_cols(o) != n_heads * head_dim || apb_tile_rows(o) != 1 || apb_tile_cols(lse) != n_heads)
         return -EINVAL;
-    size_t asz = sizeof(struct _apb_attn_row_args) + (size_t)n_segs * 4 * sizeof(int);
+    size_t asz = sizeof(struct _apb_attn_row_args) + (size_t)n_segs * sizeof(struct _apb_seg_arg);
     struct _apb_attn_row_args *a = malloc(asz);
     struct starpu_data_descr d[3 + 2 * 64];
     if (!a)
@@ -478,19 +472,11 @@ int apb_insert_attention_row(apb_handle q, int q_coord, const apb_attn_seg *segs
     *a = (struct _apb_attn_row_args){q_coord, n_heads, n_kv_heads, head_dim, n_segs};
     int nd = 0;
     d[nd++] = (struct starpu_data_descr){q, STARPU_R};
-    for (int s = 0; s < n_segs; s++) {
-        if (segs[s].len < 0 || segs[s].len > apb_tile_rows(segs[s].k) ||
-            apb_tile_cols(segs[s].k) != n_kv_heads * head_dim) {
-            free(a);
-            return -EINVAL;
-        }
-        a->seg[s].len = segs[s].len;
-        a->seg[s].coord0 = segs[s].coord0;
-        a->seg[s].causal = segs[s].causal;
-        a->seg[s].min_q_coord = segs[s].min_q_coord;
-        d[nd++] = (struct starpu_data_descr){segs[s].k, STARPU_R};
-        d[nd++] = (struct starpu_data_descr){segs[s].v, STARPU_R};
+    if (_apb_segs_pack(segs, n_segs, n_kv_heads * head_dim, a->seg, d + nd)) {
+        free(a);
+        return -EINVAL;
     }
+    nd += 2 * n_segs;
     d[nd++] = (struct starpu_data_descr){o, STARPU_W};
     d[nd++] = (struct starpu_data_descr){lse, STARPU_W};
     int ret = apb_task_insert(&_apb_attention_row_cl, STARPU_DATA_MODE_ARRAY, d, nd, STARPU_CL_ARGS,

@@ -37,9 +37,7 @@ struct _apb_layer_args {
     int pos0, append_row, q_coord0, dec_coord0;
     float eps;
     int n_segs;
-    struct {
-        int len, coord0, causal, min_q_coord;
-    } seg[];
+    struct _apb_seg_arg seg[];
 };
 
 /* Buffer indices of one task (they depend on the parts and the biases). */
@@ -144,11 +142,7 @@ static void _apb_layer_cpu(void *buffers[], void *cl_arg)
             return;
         }
         for (int s = 0; s < a->n_segs; s++) {
-            void *kb = buffers[ix.seg0 + 2 * s], *vb = buffers[ix.seg0 + 2 * s + 1];
-            segs[s] = (struct _apb_attn_seg_cpu){
-                .k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb), .bf16 = _apb_elem(kb) == 2,
-                .len = a->seg[s].len, .coord0 = a->seg[s].coord0, .causal = a->seg[s].causal,
-                .min_q_coord = a->seg[s].min_q_coord};
+            segs[s] = _apb_seg_cpu(buffers[ix.seg0 + 2 * s], buffers[ix.seg0 + 2 * s + 1], &a->seg[s]);
             flops += 4.0 * rows * a->seg[s].len * H * d;
         }
         void *kb = buffers[ix.kd], *vb = buffers[ix.vd];
@@ -354,7 +348,7 @@ static int _apb_layer_insert(int parts, apb_handle x, const apb_layer_w *w, apb_
     if (parts == _APB_LAYER_POST && (!o || apb_tile_cols(o) != qd || apb_tile_rows(o) != rows))
         return -EINVAL;
     const int ns = (parts & _APB_LAYER_ATTN) ? n_segs : 0;
-    size_t asz = sizeof(struct _apb_layer_args) + (size_t)ns * 4 * sizeof(int);
+    size_t asz = sizeof(struct _apb_layer_args) + (size_t)ns * sizeof(struct _apb_seg_arg);
     struct _apb_layer_args *a = malloc(asz);
     const struct _apb_layer_idx ix = _apb_layer_index(parts, has_bias, ns);
     struct starpu_data_descr *d = malloc(sizeof *d * (size_t)ix.n);
@@ -395,21 +389,14 @@ static int _apb_layer_insert(int parts, apb_handle x, const apb_layer_w *w, apb_
         _APB_D(ix.w_down, w->w_down, STARPU_R);
     }
 #undef _APB_D
-    double flops = 0;
-    for (int s = 0; s < ns; s++) {
-        if (segs[s].len < 0 || segs[s].len > apb_tile_rows(segs[s].k) || apb_tile_cols(segs[s].k) != kdim) {
-            free(a);
-            free(d);
-            return -EINVAL;
-        }
-        a->seg[s].len = segs[s].len;
-        a->seg[s].coord0 = segs[s].coord0;
-        a->seg[s].causal = segs[s].causal;
-        a->seg[s].min_q_coord = segs[s].min_q_coord;
-        d[ix.seg0 + 2 * s] = (struct starpu_data_descr){segs[s].k, STARPU_R};
-        d[ix.seg0 + 2 * s + 1] = (struct starpu_data_descr){segs[s].v, STARPU_R};
-        flops += 4.0 * rows * segs[s].len * qd;
+    if (_apb_segs_pack(segs, ns, kdim, a->seg, d + ix.seg0)) {
+        free(a);
+        free(d);
+        return -EINVAL;
     }
+    double flops = 0;
+    for (int s = 0; s < ns; s++)
+        flops += 4.0 * rows * segs[s].len * qd;
     struct starpu_codelet *cl = parts == _APB_LAYER_PRE ? &_apb_layer_pre_cl
                                 : parts == _APB_LAYER_POST ? &_apb_layer_post_cl : &_apb_layer_cl;
     int ret = apb_task_insert(cl, STARPU_DATA_MODE_ARRAY, d, ix.n, STARPU_CL_ARGS, a, asz,
