@@ -483,24 +483,156 @@ static void apb_launch_mma(const float *q, int ld_q, int n_q, int q_coord0, cons
  * both precisions. */
 enum { APB_SK_WARPS = 4, APB_SK_RB = 8, APB_SK_MAX_ROWS = 64, APB_SK_MAX_SPLITS = 512, APB_SK_MIN_CHUNK = 256 };
 
-/* 8 consecutive elements of a K or V row as floats (bf16: one 16-byte load; fp32: two). */
-static __device__ __forceinline__ void apb_load8(float *x, const float *p32, const uint16_t *p16, bool bf16)
+/* W consecutive 32-bit words from p (4 * W bytes, aligned to that size up to 16). */
+template <int W>
+static __device__ __forceinline__ void apb_ldw(uint32_t *w, const void *p)
 {
-    if (bf16) {
-        uint4 u = *(const uint4 *)p16;
-        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            x[2 * i] = __uint_as_float(w[i] << 16);
-            x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-        }
+    if (W == 1) {
+        w[0] = *(const uint32_t *)p;
+    } else if (W == 2) {
+        const uint2 u = *(const uint2 *)p;
+        w[0] = u.x, w[1] = u.y;
     } else {
-        float4 a = *(const float4 *)p32, b = *(const float4 *)(p32 + 4);
-        x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+#pragma unroll
+        for (int i = 0; i < W; i += 4) {
+            const uint4 u = *((const uint4 *)p + i / 4);
+            w[i] = u.x, w[i + 1] = u.y, w[i + 2] = u.z, w[i + 3] = u.w;
+        }
     }
 }
 
-template <int D, int RB>
+/* Element e of words w as float: bf16 pairs (low half first) or fp32. */
+template <bool BF16>
+static __device__ __forceinline__ float apb_wf(const uint32_t *w, int e)
+{
+    if (BF16)
+        return __uint_as_float(e & 1 ? w[e >> 1] & 0xffff0000u : w[e >> 1] << 16);
+    return __uint_as_float(w[e]);
+}
+
+/* One segment's keys [a, b) of a split for one warp, blocks of 32 keys (lane = key for Q K^T,
+ * lane = D / 32 output columns for P V). Every load of a phase is issued before its arithmetic:
+ * the K row of a lane in chunks of CK elements (16 loads of 16 bytes in flight per lane), the V
+ * rows of a block in groups of VG (a lane's columns of 16-32 rows in flight), so that a warp
+ * keeps 4-8 KB of reads outstanding and the split-KV grid streams the cache near the bandwidth
+ * (the loop that loaded one V row at a time waited a memory latency per key). */
+template <int D, int RB, bool BF16, bool PF>
+static __device__ __forceinline__ void
+apb_sk_segment(const float (*sq)[D], float (*sp)[32], const apb_cuda_seg &sg, int a, int b, int kvh, int warp,
+               int lane, const int *qc, float *m, float *l, float (*acc)[D / 32])
+{
+    constexpr int DE = D / 32;                          /* output columns per lane */
+    constexpr int EB = BF16 ? 2 : 4;                    /* bytes per element */
+    constexpr int CK = BF16 ? (D < 128 ? D : 128) : 64; /* K elements per load batch */
+    constexpr int VW = DE * EB / 4;                     /* 32-bit words of a lane's V columns */
+    constexpr int VG = 64 / VW < 32 ? 64 / VW : 32;     /* V rows per load batch */
+    const char *kb = (const char *)sg.k, *vb = (const char *)sg.v;
+    for (int j0 = a + warp * 32; j0 < b; j0 += APB_SK_WARPS * 32) {
+        const int j = j0 + lane;
+        const bool valid = j < b;
+        const int nk = min(32, b - j0);
+        const char *vr = vb + ((size_t)j0 * sg.ld + (size_t)kvh * D + (size_t)lane * DE) * EB;
+        const size_t vstride = (size_t)sg.ld * EB;
+        /* PF (bf16, VG = 32): a full block's V rows are requested with its K rows, so the two
+         * phases wait for one memory round trip instead of two (more registers held) */
+        uint32_t vpf[PF ? 32 : 1][VW];
+        if (PF && nk == 32) {
+#pragma unroll
+            for (int t = 0; t < (PF ? 32 : 1); t++)
+                apb_ldw<VW>(vpf[t], vr + (size_t)t * vstride);
+        }
+        float s[RB];
+#pragma unroll
+        for (int r = 0; r < RB; r++)
+            s[r] = 0.f;
+        if (valid) {
+            const char *kr = kb + ((size_t)j * sg.ld + (size_t)kvh * D) * EB;
+#pragma unroll
+            for (int c0 = 0; c0 < D; c0 += CK) {
+                uint32_t kw[CK * EB / 4];
+#pragma unroll
+                for (int c = 0; c < CK; c += 8)
+                    apb_ldw<2 * EB>(kw + c * EB / 4, kr + (size_t)(c0 + c) * EB);
+#pragma unroll
+                for (int c = 0; c < CK; c += 4) {
+                    const float k0 = apb_wf<BF16>(kw, c), k1 = apb_wf<BF16>(kw, c + 1),
+                                k2 = apb_wf<BF16>(kw, c + 2), k3 = apb_wf<BF16>(kw, c + 3);
+#pragma unroll
+                    for (int r = 0; r < RB; r++) {
+                        const float4 qv = *(const float4 *)&sq[r][c0 + c];
+                        s[r] += qv.x * k0 + qv.y * k1 + qv.z * k2 + qv.w * k3;
+                    }
+                }
+            }
+        }
+        const int kc = sg.coord0 + j;
+        float p[RB];
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            const bool vis = valid && qc[r] >= sg.min_q_coord && (!sg.causal || kc <= qc[r]);
+            const float sr = vis ? s[r] : -INFINITY;
+            const float nm = fmaxf(m[r], apb_warp_max(sr));
+            if (nm == -INFINITY) { /* nothing visible to this row yet */
+                p[r] = 0.f;
+                continue;
+            }
+            const float f = expf(m[r] - nm);
+            p[r] = vis ? expf(sr - nm) : 0.f;
+            l[r] = l[r] * f + apb_warp_sum(p[r]);
+            m[r] = nm;
+#pragma unroll
+            for (int e = 0; e < DE; e++)
+                acc[r][e] *= f;
+        }
+#pragma unroll
+        for (int r = 0; r < RB; r++)
+            sp[r][lane] = p[r]; /* P V reads a key's p[r] as a broadcast (4 keys per load) */
+        __syncwarp();
+        if (nk == 32) {
+#pragma unroll
+            for (int t0 = 0; t0 < 32; t0 += VG) {
+                uint32_t vw[VG][VW];
+#pragma unroll
+                for (int t = 0; t < VG; t++) {
+                    if (PF)
+#pragma unroll
+                        for (int e = 0; e < VW; e++)
+                            vw[t][e] = vpf[PF ? t0 + t : 0][e];
+                    else
+                        apb_ldw<VW>(vw[t], vr + (size_t)(t0 + t) * vstride);
+                }
+#pragma unroll
+                for (int t = 0; t < VG; t += 4) {
+#pragma unroll
+                    for (int r = 0; r < RB; r++) {
+                        const float4 p4 = *(const float4 *)&sp[r][t0 + t];
+                        const float pt[4] = {p4.x, p4.y, p4.z, p4.w};
+#pragma unroll
+                        for (int u = 0; u < 4; u++)
+#pragma unroll
+                            for (int e = 0; e < DE; e++)
+                                acc[r][e] += pt[u] * apb_wf<BF16>(vw[t + u], e);
+                    }
+                }
+            }
+        } else {
+            for (int t = 0; t < nk; t++) {
+                uint32_t vw[VW];
+                apb_ldw<VW>(vw, vr + (size_t)t * vstride);
+#pragma unroll
+                for (int r = 0; r < RB; r++) {
+                    const float pr = sp[r][t];
+#pragma unroll
+                    for (int e = 0; e < DE; e++)
+                        acc[r][e] += pr * apb_wf<BF16>(vw, e);
+                }
+            }
+        }
+        __syncwarp(); /* sp is rewritten by the next block */
+    }
+}
+
+template <int D, int RB, bool PF>
 __global__ void __launch_bounds__(32 * APB_SK_WARPS)
 apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
                    int group, int kvh0, int nsplit, int chunk, float *__restrict__ part)
@@ -509,12 +641,17 @@ apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0,
     __shared__ __align__(16) float sq[RB][D];
     __shared__ float sm_m[APB_SK_WARPS][RB], sm_l[APB_SK_WARPS][RB];
     __shared__ float sm_acc[APB_SK_WARPS][RB][D];
+    __shared__ __align__(16) float sm_p[APB_SK_WARPS][RB][32];
     const int split = blockIdx.x, rg = blockIdx.y, kvl = blockIdx.z, kvh = kvh0 + kvl;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int R = n_q * group, r0 = rg * RB, nr = min(RB, R - r0);
     const int qhi = q_coord0 + n_q - 1;
     const float scale = rsqrtf((float)D);
-    for (int x = threadIdx.x; x < RB * D; x += blockDim.x) {
+#pragma unroll
+    for (int it = 0; it < (RB * D + 32 * APB_SK_WARPS - 1) / (32 * APB_SK_WARPS); it++) {
+        const int x = threadIdx.x + it * 32 * APB_SK_WARPS;
+        if (x >= RB * D)
+            break;
         const int r = x / D, c = x % D, rr = r0 + (r < nr ? r : 0);
         sq[r][c] = q[(size_t)(rr / group) * ld_q + (size_t)(kvh * group + rr % group) * D + c] * scale;
     }
@@ -536,63 +673,10 @@ apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0,
         const apb_cuda_seg sg = sp.s[si];
         const int ke = apb_seg_kend(sg, qhi);
         const int a = max(lo, base) - base, b = min(hi, base + ke) - base; /* segment keys [a, b) */
-        const uint16_t *k16 = (const uint16_t *)(const void *)sg.k, *v16 = (const uint16_t *)(const void *)sg.v;
-        for (int j0 = a + warp * 32; j0 < b; j0 += APB_SK_WARPS * 32) {
-            const int j = j0 + lane;
-            const bool valid = j < b;
-            float s[RB];
-#pragma unroll
-            for (int r = 0; r < RB; r++)
-                s[r] = 0.f;
-            if (valid) {
-                const size_t at = (size_t)j * sg.ld + (size_t)kvh * D;
-#pragma unroll 4
-                for (int c = 0; c < D; c += 8) {
-                    float kx[8];
-                    apb_load8(kx, sg.k + at + c, k16 + at + c, sg.bf16);
-#pragma unroll
-                    for (int r = 0; r < RB; r++) {
-                        const float4 qa = *(const float4 *)&sq[r][c], qb = *(const float4 *)&sq[r][c + 4];
-                        s[r] += qa.x * kx[0] + qa.y * kx[1] + qa.z * kx[2] + qa.w * kx[3] +
-                                qb.x * kx[4] + qb.y * kx[5] + qb.z * kx[6] + qb.w * kx[7];
-                    }
-                }
-            }
-            const int kc = sg.coord0 + j;
-            float p[RB];
-#pragma unroll
-            for (int r = 0; r < RB; r++) {
-                const bool vis = valid && qc[r] >= sg.min_q_coord && (!sg.causal || kc <= qc[r]);
-                const float sr = vis ? s[r] : -INFINITY;
-                const float nm = fmaxf(m[r], apb_warp_max(sr));
-                if (nm == -INFINITY) { /* nothing visible to this row yet */
-                    p[r] = 0.f;
-                    continue;
-                }
-                const float f = expf(m[r] - nm);
-                p[r] = vis ? expf(sr - nm) : 0.f;
-                l[r] = l[r] * f + apb_warp_sum(p[r]);
-                m[r] = nm;
-#pragma unroll
-                for (int e = 0; e < DE; e++)
-                    acc[r][e] *= f;
-            }
-            const int nk = min(32, b - j0);
-            for (int t = 0; t < nk; t++) {
-                const size_t at = (size_t)(j0 + t) * sg.ld + (size_t)kvh * D + lane * DE;
-                float vv[DE];
-#pragma unroll
-                for (int e = 0; e < DE; e++)
-                    vv[e] = sg.bf16 ? apb_bf16_to_f32(v16[at + e]) : sg.v[at + e];
-#pragma unroll
-                for (int r = 0; r < RB; r++) {
-                    const float pr = __shfl_sync(0xffffffffu, p[r], t);
-#pragma unroll
-                    for (int e = 0; e < DE; e++)
-                        acc[r][e] += pr * vv[e];
-                }
-            }
-        }
+        if (sg.bf16)
+            apb_sk_segment<D, RB, true, PF>(sq, sm_p[warp], sg, a, b, kvh, warp, lane, qc, m, l, acc);
+        else
+            apb_sk_segment<D, RB, false, false>(sq, sm_p[warp], sg, a, b, kvh, warp, lane, qc, m, l, acc);
         base += ke;
     }
 #pragma unroll
@@ -631,37 +715,55 @@ apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0,
     }
 }
 
-/* One warp per (KV head, row): merges the splits' partials and writes o and lse. */
-__global__ void apb_k_attn_splitkv_merge(const float *__restrict__ part, int n_q, int group, int kvh0,
-                                         int n_kvh, int nsplit, int D, float *__restrict__ o,
-                                         int ld_o, float *__restrict__ lse, int ld_lse)
+/* One CTA of APB_SK_MERGE_THREADS per (KV head, row): the splits' weights exp(m_s - M) go to
+ * shared memory once, then thread c sums column c over the splits (independent loads, unrolled:
+ * the one-warp-per-row loop that walked the splits serially took ~20 us per call at 4K keys). */
+enum { APB_SK_MERGE_THREADS = 128 };
+__global__ void __launch_bounds__(APB_SK_MERGE_THREADS)
+apb_k_attn_splitkv_merge(const float *__restrict__ part, int n_q, int group, int kvh0, int nsplit, int D,
+                         float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
 {
-    const int R = n_q * group, wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-    if (wid >= n_kvh * R)
-        return;
-    const int kvl = wid / R, r = wid % R, i = r / group, qh = (kvh0 + kvl) * group + r % group;
-    const float *pp = part + ((size_t)kvl * R + r) * nsplit * (D + 2);
+    __shared__ float sw[APB_SK_MAX_SPLITS], red[APB_SK_MERGE_THREADS / 32];
+    const int R = n_q * group, kvl = blockIdx.x / R, r = blockIdx.x % R, i = r / group;
+    const int qh = (kvh0 + kvl) * group + r % group, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int stride = D + 2;
+    const float *pp = part + ((size_t)kvl * R + r) * nsplit * stride;
     float M = -INFINITY;
-    for (int s = lane; s < nsplit; s += 32)
-        M = fmaxf(M, pp[(size_t)s * (D + 2) + D]);
+    for (int s = tid; s < nsplit; s += APB_SK_MERGE_THREADS)
+        M = fmaxf(M, pp[(size_t)s * stride + D]);
     M = apb_warp_max(M);
+    if (lane == 0)
+        red[warp] = M;
+    __syncthreads();
+    M = red[0];
+#pragma unroll
+    for (int w = 1; w < APB_SK_MERGE_THREADS / 32; w++)
+        M = fmaxf(M, red[w]);
+    __syncthreads();
     float L = 0.f;
-    for (int s = lane; s < nsplit; s += 32) {
-        float ms = pp[(size_t)s * (D + 2) + D];
-        L += ms == -INFINITY ? 0.f : pp[(size_t)s * (D + 2) + D + 1] * expf(ms - M);
+    for (int s = tid; s < nsplit; s += APB_SK_MERGE_THREADS) {
+        const float ms = pp[(size_t)s * stride + D];
+        const float w = ms == -INFINITY ? 0.f : expf(ms - M);
+        sw[s] = w;
+        L += pp[(size_t)s * stride + D + 1] * w;
     }
     L = apb_warp_sum(L);
+    if (lane == 0)
+        red[warp] = L;
+    __syncthreads();
+    L = 0.f;
+#pragma unroll
+    for (int w = 0; w < APB_SK_MERGE_THREADS / 32; w++)
+        L += red[w];
     float *orow = o + (size_t)i * ld_o + (size_t)qh * D;
-    for (int c = lane; c < D; c += 32) {
+    for (int c = tid; c < D; c += APB_SK_MERGE_THREADS) {
         float acc = 0.f;
-        for (int s = 0; s < nsplit; s++) {
-            float ms = pp[(size_t)s * (D + 2) + D];
-            if (ms != -INFINITY)
-                acc += pp[(size_t)s * (D + 2) + c] * expf(ms - M);
-        }
+#pragma unroll 8
+        for (int s = 0; s < nsplit; s++)
+            acc += pp[(size_t)s * stride + c] * sw[s];
         orow[c] = L > 0.f ? acc / L : 0.f;
     }
-    if (lane == 0)
+    if (tid == 0)
         lse[(size_t)i * ld_lse + qh] = L > 0.f ? M + logf(L) : -INFINITY;
 }
 
@@ -680,20 +782,43 @@ static int apb_sm_count(void)
     return sms[dev];
 }
 
+/* APB_SK_PREFETCH=1: the kernel variant that requests a block's V rows with its K rows (bf16
+ * caches, head_dim <= 128); 0: V after the scores. */
+static bool apb_sk_pf(int d)
+{
+    static int pf = -1;
+    if (pf < 0) {
+        const char *e = getenv("APB_SK_PREFETCH");
+        pf = e ? strcmp(e, "0") != 0 : 0;
+    }
+    return pf && d <= 128;
+}
+
+template <int D, bool PF>
+static void apb_launch_splitkv_dp(int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
+                                  int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
+                                  float *part)
+{
+    const int th = 32 * APB_SK_WARPS;
+    if (rb == 1)
+        apb_k_attn_splitkv<D, 1, PF><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else if (rb == 2)
+        apb_k_attn_splitkv<D, 2, PF><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else if (rb == 4)
+        apb_k_attn_splitkv<D, 4, PF><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else
+        apb_k_attn_splitkv<D, 8, PF><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+}
+
 template <int D>
 static void apb_launch_splitkv_d(int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
                                  int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
                                  float *part)
 {
-    const int th = 32 * APB_SK_WARPS;
-    if (rb == 1)
-        apb_k_attn_splitkv<D, 1><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-    else if (rb == 2)
-        apb_k_attn_splitkv<D, 2><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-    else if (rb == 4)
-        apb_k_attn_splitkv<D, 4><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    if (D <= 128 && apb_sk_pf(D))
+        apb_launch_splitkv_dp<D, D <= 128>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
     else
-        apb_k_attn_splitkv<D, 8><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        apb_launch_splitkv_dp<D, false>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
 }
 
 static void apb_launch_splitkv(int d, int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
@@ -723,12 +848,53 @@ static bool apb_use_splitkv(int n_q, int group, int head_dim, const apb_cuda_seg
     return true;
 }
 
-/* Splits for `keys` visible keys: about 8 CTAs per SM in all (32 warps: enough loads in flight), at least APB_SK_MIN_CHUNK keys per
- * split (each warp then takes two or more blocks of 32 keys). */
-static void apb_splitkv_shape(int n_q, int group, int n_kvh, int keys, int *nsplit, int *chunk)
+/* CTAs of apb_k_attn_splitkv<D, RB, PF> one SM holds at once (registers, shared memory). */
+template <int D, int RB, bool PF> static int apb_sk_resident_pf(void)
 {
-    const int R = n_q * group, nrg = (R + APB_SK_RB - 1) / APB_SK_RB;
-    int want = 8 * apb_sm_count() / (n_kvh * nrg);
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, PF>, 32 * APB_SK_WARPS, 0) !=
+            cudaSuccess || n < 1) {
+        (void)cudaGetLastError();
+        n = 4;
+    }
+    return n;
+}
+
+template <int D, int RB> static int apb_sk_resident_t(void)
+{
+    return D <= 128 && apb_sk_pf(D) ? apb_sk_resident_pf<D, RB, D <= 128>() : apb_sk_resident_pf<D, RB, false>();
+}
+
+static int apb_sk_resident(int d, int rb)
+{
+    static int cache[3][4]; /* d 64 / 128 / 256 x rb 1 / 2 / 4 / 8 (one GPU model per process) */
+    const int di = d == 64 ? 0 : d == 128 ? 1 : 2, ri = rb == 1 ? 0 : rb == 2 ? 1 : rb == 4 ? 2 : 3;
+    if (!cache[di][ri]) {
+        int n = 0;
+#define APB_SK_RES(DD)                                                                             \
+    n = rb == 1 ? apb_sk_resident_t<DD, 1>() : rb == 2 ? apb_sk_resident_t<DD, 2>()                \
+        : rb == 4 ? apb_sk_resident_t<DD, 4>() : apb_sk_resident_t<DD, 8>()
+        if (d == 64)
+            APB_SK_RES(64);
+        else if (d == 128)
+            APB_SK_RES(128);
+        else
+            APB_SK_RES(256);
+#undef APB_SK_RES
+        cache[di][ri] = n;
+    }
+    return cache[di][ri];
+}
+
+static int apb_sk_rb(int R) { return R >= 8 ? 8 : R >= 4 ? 4 : R >= 2 ? 2 : 1; }
+
+/* Splits for `keys` visible keys: as many CTAs as the GPU holds at once (one full wave: with more,
+ * a partial second wave left SMs idle, e.g. 1056 CTAs over 792 slots at 128K keys), at least
+ * APB_SK_MIN_CHUNK keys per split (each warp then takes two or more blocks of 32 keys). */
+static void apb_splitkv_shape(int n_q, int group, int n_kvh, int keys, int d, int *nsplit, int *chunk)
+{
+    const int R = n_q * group, rb = apb_sk_rb(R), nrg = (R + rb - 1) / rb;
+    int want = apb_sk_resident(d, rb) * apb_sm_count() / (n_kvh * nrg);
     int maxs = (keys + APB_SK_MIN_CHUNK - 1) / APB_SK_MIN_CHUNK;
     int ns = want < maxs ? want : maxs;
     ns = ns < 1 ? 1 : ns > APB_SK_MAX_SPLITS ? APB_SK_MAX_SPLITS : ns;
@@ -789,7 +955,7 @@ extern "C" size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, 
     const int group = n_heads / n_kv_heads, qhi = q_coord0 + n_q - 1;
     if (apb_use_splitkv(n_q, group, head_dim, segs, n_segs)) {
         int ns, ch;
-        apb_splitkv_shape(n_q, group, n_kvh, apb_visible_keys(segs, n_segs, qhi), &ns, &ch);
+        apb_splitkv_shape(n_q, group, n_kvh, apb_visible_keys(segs, n_segs, qhi), head_dim, &ns, &ch);
         return (size_t)n_kvh * n_q * group * ns * (head_dim + 2) * sizeof(float) + 16;
     }
     size_t cb = apb_cudnn_bytes(n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, n_kvh, head_dim, tensor_cores);
@@ -835,15 +1001,14 @@ extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord
     if (scratch && apb_use_splitkv(n_q, group, head_dim, segs, n_segs)) {
         int ns, ch;
         const int keys = apb_visible_keys(segs, n_segs, qhi);
-        apb_splitkv_shape(n_q, group, n_kvh, keys, &ns, &ch);
+        apb_splitkv_shape(n_q, group, n_kvh, keys, head_dim, &ns, &ch);
         float *part = (float *)scratch;
         const int R = n_q * group;
-        const int rb = R >= 8 ? 8 : R >= 4 ? 4 : R >= 2 ? 2 : 1;
+        const int rb = apb_sk_rb(R);
         dim3 grid(ns, (R + rb - 1) / rb, n_kvh);
         apb_launch_splitkv(head_dim, rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-        const int warps = n_kvh * R, threads = 128;
-        apb_k_attn_splitkv_merge<<<(unsigned)((warps * 32 + threads - 1) / threads), threads, 0, s>>>(
-            part, n_q, group, kvh0, n_kvh, ns, head_dim, o, ld_o, lse, ld_lse);
+        apb_k_attn_splitkv_merge<<<(unsigned)(n_kvh * R), APB_SK_MERGE_THREADS, 0, s>>>(
+            part, n_q, group, kvh0, ns, head_dim, o, ld_o, lse, ld_lse);
         pthread_mutex_unlock(&lock);
         return 0;
     }
