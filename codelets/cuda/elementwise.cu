@@ -80,10 +80,12 @@ __global__ void apb_k_rmsnorm(float *out, int ld_out, const float *x, int ld_x, 
     const float *xr = x + (size_t)blockIdx.x * ld_x;
     float *orow = out + (size_t)blockIdx.x * ld_out;
     float ss = 0.0f;
+#pragma unroll 4
     for (int j = threadIdx.x; j < cols; j += blockDim.x)
         ss += xr[j] * xr[j];
     ss = apb_block_sum(ss);
     float r = rsqrtf(ss / cols + eps);
+#pragma unroll 4
     for (int j = threadIdx.x; j < cols; j += blockDim.x)
         orow[j] = xr[j] * r * w[j];
 }
@@ -92,7 +94,8 @@ extern "C" void apb_cuda_rmsnorm(float *out, int ld_out, const float *x, int ld_
                                  int rows, int cols, float eps, cudaStream_t s)
 {
     if (rows > 0)
-        apb_k_rmsnorm<<<rows, 256, 0, s>>>(out, ld_out, x, ld_x, w, cols, eps);
+        /* few rows (decode): a wide block, so each thread's loads are few and in flight together */
+        apb_k_rmsnorm<<<rows, rows <= 32 ? 1024 : 256, 0, s>>>(out, ld_out, x, ld_x, w, cols, eps);
 }
 
 __global__ void apb_k_embed(float *x, int ld_x, const int32_t *ids, const void *embed, int ld_e,
@@ -101,6 +104,7 @@ __global__ void apb_k_embed(float *x, int ld_x, const int32_t *ids, const void *
     int id = ids[blockIdx.x];
     float *xr = x + (size_t)blockIdx.x * ld_x;
     bool ok = id >= 0 && id < vocab;
+#pragma unroll 4
     for (int j = threadIdx.x; j < dim; j += blockDim.x)
         xr[j] = ok ? apb_load_any(embed, (size_t)id * ld_e + j, elem) : 0.0f; /* ids are validated before submission; like the CPU codelet */
 }
@@ -109,5 +113,5 @@ extern "C" void apb_cuda_embed(float *x, int ld_x, const int32_t *ids, const voi
                                int elem, int n, int dim, int vocab, cudaStream_t s)
 {
     if (n > 0)
-        apb_k_embed<<<n, 256, 0, s>>>(x, ld_x, ids, embed, ld_e, elem, dim, vocab);
+        apb_k_embed<<<n, n <= 32 ? 1024 : 256, 0, s>>>(x, ld_x, ids, embed, ld_e, elem, dim, vocab);
 }

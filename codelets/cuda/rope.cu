@@ -25,6 +25,7 @@ __global__ void apb_k_rope(float *q, int ldq, int hq, float *k, int ldk, int hk,
         int nh = m == 0 ? hq : hk;
         if (!x)
             continue;
+#pragma unroll 4
         for (int t = threadIdx.x; t < nh * half; t += blockDim.x) {
             int h = t / half, i = t % half;
             float *xh = x + (size_t)h * 2 * half;
@@ -39,7 +40,7 @@ extern "C" void apb_cuda_rope(float *q, int ldq, int hq, float *k, int ldk, int 
                               const float *inv_freq, int rows, int head_dim, int pos0, cudaStream_t s)
 {
     if (rows > 0)
-        apb_k_rope<<<rows, 128, 0, s>>>(q, ldq, hq, k, ldk, hk, inv_freq, head_dim / 2, pos0);
+        apb_k_rope<<<rows, rows <= 32 ? 512 : 128, 0, s>>>(q, ldq, hq, k, ldk, hk, inv_freq, head_dim / 2, pos0);
 }
 
 /* mRoPE (Qwen2-VL): the same rotation, with pair i's angle taken from the row's id of i's section */
@@ -62,6 +63,7 @@ __global__ void apb_k_rope_m(float *q, int ldq, int hq, float *k, int ldk, int h
         int nh = m == 0 ? hq : hk;
         if (!x)
             continue;
+#pragma unroll 4
         for (int t = threadIdx.x; t < nh * half; t += blockDim.x) {
             int h = t / half, i = t % half;
             float *xh = x + (size_t)h * 2 * half;

@@ -23,6 +23,7 @@ __global__ void __launch_bounds__(1024) apb_k_argmax(const float *x, int n, int3
     __shared__ int si[32];
     float bv = -INFINITY;
     int bi = n; /* none yet */
+#pragma unroll 8
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = x[i];
         if (v > bv || (v == bv && i < bi)) {
