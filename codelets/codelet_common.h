@@ -53,6 +53,10 @@ int _apb_linear_w(float *out, int ld_out, const float *in, int ld_in, void *wbuf
  * (codelets/codelet_linear.c). */
 int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_in, int in_elem,
                    const void *w, int w_elem, int rows, int n_in, int n_out, float beta);
+int _apb_cuda_gemm3(void *const outs[3], const int ld_outs[3], const void *in, int ld_in, int in_elem,
+                    const void *const ws[3], const int w_elems[3], int rows, int n_in, const int n_outs[3]);
+int _apb_cuda_gate_up(void *h, void *u, int es, const void *in, int ld_in, int in_elem, const void *wg,
+                      const void *wu, int rows, int dim, int hidden);
 #endif
 
 /* ------------------------------------------------------------------ KV segments in codelets */

@@ -216,17 +216,19 @@ static void _apb_layer_cuda(void *buffers[], void *cl_arg)
             in = x16;
             in_elem = 2;
         }
-        float *outs[3] = {qo, k, v};
-        int lds[3] = {ldq, kd, kd}, nout[3] = {qd, kd, kd};
+        void *outs[3] = {qo, k, v};
+        const void *ws[3];
+        int lds[3] = {ldq, kd, kd}, nout[3] = {qd, kd, kd}, w_elems[3];
         for (int m = 0; m < 3; m++) {
             void *wb = buffers[m == 0 ? ix.wq : m == 1 ? ix.wk : ix.wv];
-            if (_apb_cuda_gemm(outs[m], lds[m], 0, in, ldin, in_elem, _APB_PTR(wb), _apb_elem(wb), rows,
-                               dim, nout[m], 0.0f))
-                return;
-            if (a->has_bias)
+            ws[m] = _APB_PTR(wb), w_elems[m] = _apb_elem(wb);
+        }
+        if (_apb_cuda_gemm3(outs, lds, in, ldin, in_elem, ws, w_elems, rows, dim, nout))
+            return;
+        if (a->has_bias)
+            for (int m = 0; m < 3; m++)
                 apb_cuda_add_bias(outs[m], lds[m], _APB_PTR(buffers[m == 0 ? ix.bq : m == 1 ? ix.bk : ix.bv]),
                                   rows, nout[m], st);
-        }
         apb_cuda_rope(qo, ldq, H, k, kd, Hk, _APB_PTR(buffers[ix.inv_freq]), rows, d, a->pos0, st);
         for (int m = 0; m < 2; m++) {
             void *db = buffers[m ? ix.vd : ix.kd];
@@ -283,12 +285,9 @@ static void _apb_layer_cuda(void *buffers[], void *cl_arg)
             in = x16;
             in_elem = 2;
         }
-        if (_apb_cuda_gemm(g, hidden, es == 2, in, ldin, in_elem, _APB_PTR(buffers[ix.w_gate]), es, rows,
-                           dim, hidden, 0.0f) ||
-            _apb_cuda_gemm(u, hidden, es == 2, in, ldin, in_elem, _APB_PTR(buffers[ix.w_up]), es, rows, dim,
-                           hidden, 0.0f))
+        if (_apb_cuda_gate_up(g, u, es, in, ldin, in_elem, _APB_PTR(buffers[ix.w_gate]),
+                              _APB_PTR(buffers[ix.w_up]), rows, dim, hidden))
             return;
-        apb_cuda_swiglu(g, g, u, (size_t)rows * hidden, es, st);
         if (_apb_cuda_gemm(x, ldx, 0, g, hidden, es, _APB_PTR(buffers[ix.w_down]),
                            _apb_elem(buffers[ix.w_down]), rows, hidden, dim, 1.0f))
             return;

@@ -194,4 +194,54 @@ int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_i
     }
     return 0;
 }
+
+/* outs[m] (rows x n_out[m], fp32) = in W_m^T for the three projections of one input (q, k, v):
+ * one few-row GEMV launch over the three bf16 weights when it applies, else three GEMMs. */
+int _apb_cuda_gemm3(void *const outs[3], const int ld_outs[3], const void *in, int ld_in, int in_elem,
+                    const void *const ws[3], const int w_elems[3], int rows, int n_in, const int n_outs[3])
+{
+    if (w_elems[0] == 2 && w_elems[1] == 2 && w_elems[2] == 2 && rows <= APB_CUDA_GEMV_MAX_ROWS &&
+        _apb_gemv_enabled()) {
+        apb_gemv_parts P = {.np = 3, .out_bf16 = 0, .beta = 0.0f};
+        for (int m = 0; m < 3; m++) {
+            P.out[m] = outs[m];
+            P.ld_out[m] = ld_outs[m];
+            P.w[m] = ws[m];
+            P.n[m] = n_outs[m];
+        }
+        int rc = apb_cuda_gemv_parts(&P, in, ld_in, in_elem, rows, n_in, starpu_cuda_get_local_stream());
+        if (rc < 0) {
+            _apb_task_fail(APB_E_RUNTIME, "gemv (%d rows, q/k/v) failed", rows);
+            return -1;
+        }
+        if (rc == 0)
+            return 0;
+    }
+    for (int m = 0; m < 3; m++)
+        if (_apb_cuda_gemm(outs[m], ld_outs[m], 0, in, ld_in, in_elem, ws[m], w_elems[m], rows, n_in, n_outs[m], 0.0f))
+            return -1;
+    return 0;
+}
+
+/* h (rows x hidden, es bytes) = silu(in W_gate^T) * (in W_up^T), u scratch of the same size:
+ * one fused few-row launch when it applies, else two GEMMs and the swiglu kernel (same bits). */
+int _apb_cuda_gate_up(void *h, void *u, int es, const void *in, int ld_in, int in_elem, const void *wg,
+                      const void *wu, int rows, int dim, int hidden)
+{
+    cudaStream_t st = starpu_cuda_get_local_stream();
+    if (es == 2 && rows <= APB_CUDA_GEMV_MAX_ROWS && _apb_gemv_enabled()) {
+        int rc = apb_cuda_gemv_swiglu(h, hidden, 1, in, ld_in, in_elem, wg, wu, rows, dim, hidden, st);
+        if (rc < 0) {
+            _apb_task_fail(APB_E_RUNTIME, "gemv (%d rows, gate/up) failed", rows);
+            return -1;
+        }
+        if (rc == 0)
+            return 0;
+    }
+    if (_apb_cuda_gemm(h, hidden, es == 2, in, ld_in, in_elem, wg, es, rows, dim, hidden, 0.0f) ||
+        _apb_cuda_gemm(u, hidden, es == 2, in, ld_in, in_elem, wu, es, rows, dim, hidden, 0.0f))
+        return -1;
+    apb_cuda_swiglu(h, h, u, (size_t)rows * hidden, es, st);
+    return 0;
+}
 #endif

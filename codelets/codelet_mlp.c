@@ -61,10 +61,8 @@ static void _apb_mlp_cuda(void *buffers[], void *cl_arg)
         ldxn = dim;
         in_elem = 2;
     }
-    if (_apb_cuda_gemm(g, hidden, es == 2, xn, ldxn, in_elem, _APB_PTR(buffers[1]), es, rows, dim, hidden, 0.0f) ||
-        _apb_cuda_gemm(u, hidden, es == 2, xn, ldxn, in_elem, _APB_PTR(buffers[2]), es, rows, dim, hidden, 0.0f))
+    if (_apb_cuda_gate_up(g, u, es, xn, ldxn, in_elem, _APB_PTR(buffers[1]), _APB_PTR(buffers[2]), rows, dim, hidden))
         return;
-    apb_cuda_swiglu(g, g, u, (size_t)rows * hidden, es, st);
     _apb_cuda_gemm(_APB_PTR(buffers[4]), _APB_LD(buffers[4]), 0, g, hidden, es, _APB_PTR(buffers[3]),
                    _apb_elem(buffers[3]), rows, hidden, dim, 1.0f);
     _apb_cuda_check("mlp");

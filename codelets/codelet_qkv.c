@@ -47,16 +47,20 @@ static void _apb_qkv_cuda(void *buffers[], void *cl_arg)
         ldx = dim;
         in_elem = 2;
     }
+    void *outs[3];
+    const void *ws[3];
+    int lds[3], n_outs[3], w_elems[3];
     for (int m = 0; m < 3; m++) {
         void *ob = buffers[4 + nb + m];
-        int n_out = _APB_COLS(ob);
-        if (_apb_cuda_gemm(_APB_PTR(ob), _APB_LD(ob), 0, xn, ldx, in_elem, _APB_PTR(buffers[1 + m]),
-                           _apb_elem(buffers[1 + m]), rows, dim, n_out, 0.0f))
-            return;
-        if (a->has_bias)
-            apb_cuda_add_bias(_APB_PTR(ob), _APB_LD(ob), _APB_PTR(buffers[4 + m]), rows, n_out, st);
-        flops += 2.0 * rows * dim * n_out;
+        outs[m] = _APB_PTR(ob), lds[m] = _APB_LD(ob), n_outs[m] = _APB_COLS(ob);
+        ws[m] = _APB_PTR(buffers[1 + m]), w_elems[m] = _apb_elem(buffers[1 + m]);
+        flops += 2.0 * rows * dim * n_outs[m];
     }
+    if (_apb_cuda_gemm3(outs, lds, xn, ldx, in_elem, ws, w_elems, rows, dim, n_outs))
+        return;
+    if (a->has_bias)
+        for (int m = 0; m < 3; m++)
+            apb_cuda_add_bias(outs[m], lds[m], _APB_PTR(buffers[4 + m]), rows, n_outs[m], st);
     _apb_cuda_check("qkv");
     _apb_op_count(APB_OP_QKV, flops);
 }

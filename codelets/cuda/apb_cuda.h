@@ -36,6 +36,21 @@ void apb_cuda_zero(void *p, int ld, int rows, int cols, int elem, cudaStream_t s
 /* out (rows x N, fp32 or bf16, ld_out) = in (rows x K, fp32 or bf16 = in_elem bytes, ld_in)
  * W^T + beta out, W bf16 (N x K). Returns 0, 1 when the shape is not this kernel's (rows > 8,
  * K % 8, misaligned rows: nothing was queued, the caller runs cuBLAS), -1 on a launch error. */
+/* Several products of one input in one launch (q, k, v of a decode step); 1 = not this kernel's shape. */
+enum { APB_GEMV_PARTS = 3 };
+typedef struct apb_gemv_parts {
+    void *out[APB_GEMV_PARTS];
+    int ld_out[APB_GEMV_PARTS];
+    const uint16_t *w[APB_GEMV_PARTS]; /* bf16, n[p] x K row-major */
+    int n[APB_GEMV_PARTS];
+    int np, out_bf16;
+    float beta;
+} apb_gemv_parts;
+int apb_cuda_gemv_parts(const apb_gemv_parts *P, const void *in, int ld_in, int in_elem, int rows, int K,
+                        cudaStream_t s);
+/* h = silu(in W_gate^T) * (in W_up^T) in one launch (the MLP's first half, few rows). */
+int apb_cuda_gemv_swiglu(void *h, int ld_h, int h_bf16, const void *in, int ld_in, int in_elem,
+                         const uint16_t *wg, const uint16_t *wu, int rows, int K, int N, cudaStream_t s);
 int apb_cuda_gemv_bf16(void *out, int ld_out, int out_bf16, const void *in, int ld_in, int in_elem,
                        const uint16_t *w, int rows, int K, int N, float beta, cudaStream_t s);
 
