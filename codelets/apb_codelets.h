@@ -128,6 +128,9 @@ int apb_insert_layer_pre(apb_handle x, const apb_layer_w *w, apb_handle q, apb_h
 /* layer_post: x += o Wo^T, then x += MLP(norm(x)). */
 int apb_insert_layer_post(apb_handle o, const apb_layer_w *w, apb_handle x, int n_heads, int n_kv_heads,
                           int head_dim, float eps, apb_task_tag tag);
+/* Most KV segments one layer task takes, its decode cache included (the GPU kernel's parameter
+ * block holds the list). */
+#define APB_LAYER_MAX_SEGS 256
 /* layer: layer_pre, attention of q (coordinates q_coord0..) over segs and the decode cache rows
  * [0, append_row + rows) (causal, coordinates dec_coord0..), layer_post; one task. */
 int apb_insert_layer(apb_handle x, const apb_layer_w *w, apb_handle kd, apb_handle vd, int pos0,

@@ -8,6 +8,7 @@
  * min_q_coord} literals.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "graph/graph_internal.h"
 
@@ -107,6 +108,32 @@ int _apb_tail_attend(apb_model *m, apb_hseq *hs, int s, int l, int rows, apb_att
     return _apb_post_attention(m, l, hs->t_o[s], hs->t_x[s], hs->t_xn[s], tag, err);
 }
 
+/* Decode step of a single process with one GPU: every host's cache is on that GPU, so one fused
+ * layer task attends over all hosts' segments at once (the split-KV kernel merges the key ranges
+ * by their log-sum-exp, as lse_merge merges the hosts' partials) instead of W partial attention
+ * tasks and a merge per layer: ~11 dependent tasks per layer become one. Returns the number of
+ * segments written to segs, or -1 when it does not apply (MPI ranks, several GPUs or none,
+ * APB_DECODE_PER_HOST=1, more than a layer task takes). */
+static int _apb_tail_one_task_segs(const apb_hseq *hs, int l, int rows, apb_attn_seg *segs)
+{
+    static int per_host = -1;
+    if (per_host < 0) {
+        const char *e = getenv("APB_DECODE_PER_HOST");
+        per_host = e && !strcmp(e, "1");
+    }
+    if (per_host || !_apb_fused_decode() || rows > 8 || apb_runtime_nranks() != 1 ||
+        apb_runtime_cuda_workers(NULL, 0) != 1)
+        return -1;
+    int W = hs->opt.hosts, ns = 0;
+    int anchor_all = (apb_method_desc_of(hs->opt.method)->flags & APB_MF_ANCHOR_ALL) != 0;
+    for (int r = 0; r < W; r++) {
+        const apb_host *h = &hs->h[r];
+        for (int u = anchor_all && r == 0 ? 0 : h->n_anchor_tiles; u < h->n_tiles; u++)
+            segs[ns++] = apb_seg_past(h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u], h->rows[u]);
+    }
+    return ns + 1 > APB_LAYER_MAX_SEGS ? -1 : ns;
+}
+
 int _apb_tail_end(apb_model *m, apb_hseq *hs, int s, int rows, const apb_sampling *smp,
                          uint64_t step, apb_err *err)
 {
@@ -138,6 +165,17 @@ int _apb_tail(apb_model *m, apb_hseq *hs, int s, apb_handle ids, int rows,
     if (apb_insert_embed(ids, m->embed, hs->t_x[s], (apb_task_tag){-1, hs->opt.hosts - 1, 0}))
         rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
     for (int l = 0; l < m->cfg.n_layers && !rc; l++) {
+        int ns = s == 1 ? _apb_tail_one_task_segs(hs, l, rows, segs) : -1;
+        if (ns >= 0) { /* the whole layer in one task */
+            const apb_config *c = &m->cfg;
+            apb_layer_w w = _apb_layer_w(m, l);
+            int pos0 = hs->L + hs->n_cached;
+            if (apb_insert_layer(hs->t_x[s], &w, hs->kd[l], hs->vd[l], pos0 + hs->rope_delta, hs->n_cached,
+                                 pos0, hs->L, segs, ns, c->n_heads, c->n_kv_heads, c->head_dim, c->norm_eps,
+                                 (apb_task_tag){l, hs->opt.hosts - 1, 0}))
+                rc = apb_fail(err, APB_E_RUNTIME, "submitting layer failed");
+            continue;
+        }
         rc = _apb_tail_pre(m, hs, s, l, err);
         if (!rc)
             rc = _apb_tail_attend(m, hs, s, l, rows, segs, err);
