@@ -181,11 +181,60 @@ static double attn_rate(const apb_config *c, int L, apb_err *err)
     return best < 1e30 ? attn_flops(c, (double)L * (L + 1) / 2) / c->n_layers / best * 1e-12 : 0;
 }
 
+/* Decode kernels alone: one query row against an L-row bf16 KV cache (split-KV attention), and
+ * the few-row GEMV over an N x K bf16 weight (one row in), each repeated `reps` times in one
+ * submission; returns the bytes each call must read over its mean time (GB/s). */
+static double decode_attn_rate(const apb_config *c, int L, double *us, apb_err *err)
+{
+    int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim, reps = 50;
+    apb_handle q = apb_tile_new_zeroed(1, qd, 4), k = apb_tile_new_zeroed(L, kd, 2),
+               v = apb_tile_new_zeroed(L, kd, 2), o = apb_tile_new(1, qd, 4), lse = apb_tile_new(1, c->n_heads, 4);
+    apb_attn_seg seg = {.k = k, .v = v, .len = L, .coord0 = 0, .causal = 1, .min_q_coord = 0};
+    apb_task_tag tag = {-1, -1, 0};
+    double best = 1e30;
+    for (int r = 0; r < 3 && !err->code; r++) {
+        double t = now_s();
+        for (int i = 0; i < (r ? reps : 1); i++)
+            apb_insert_attention(q, L, &seg, 1, c->n_heads, c->n_kv_heads, c->head_dim, o, lse, tag);
+        if (apb_runtime_wait_all(err))
+            break;
+        t = (now_s() - t) / reps;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    apb_handle_free_now(q); apb_handle_free_now(k); apb_handle_free_now(v);
+    apb_handle_free_now(o); apb_handle_free_now(lse);
+    *us = best * 1e6;
+    return best < 1e30 ? 2.0 * L * kd * 2 / best * 1e-9 : 0;
+}
+
+static double decode_gemv_rate(int N, int K, double *us, apb_err *err)
+{
+    int reps = 50;
+    apb_handle x = apb_tile_new_zeroed(1, K, 4), w = apb_tile_new_zeroed(N, K, 2), y = apb_tile_new(1, N, 4);
+    apb_task_tag tag = {-1, -1, 0};
+    double best = 1e30;
+    for (int r = 0; r < 3 && !err->code; r++) {
+        double t = now_s();
+        for (int i = 0; i < (r ? reps : 1); i++)
+            apb_insert_linear(x, w, NULL, y, 0, tag);
+        if (apb_runtime_wait_all(err))
+            break;
+        t = (now_s() - t) / reps;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    apb_handle_free_now(x); apb_handle_free_now(w); apb_handle_free_now(y);
+    *us = best * 1e6;
+    return best < 1e30 ? 2.0 * N * K / best * 1e-9 : 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *preset = "llama-3.1-8b", *lengths = "32768,65536,131072", *methods = "full,star,ring,apb,spava";
     const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL, *trace_dir = NULL;
     int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
+    int attn_decode = 0; /* --attn-decode L: decode kernels alone */
     int ndec = 32; /* decode steps timed after each prefill (0: none) */
     int warm_each = 1; /* warm-up before every (length, method); 0: before the first only */
     double gpu_mem = 0;
@@ -208,6 +257,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--attn-only")) attn_only = atoi(v);
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
+        else if (!strcmp(a, "--attn-decode")) attn_decode = atoi(v);
         else if (!strcmp(a, "--trace-dir")) trace_dir = v;
         else if (!strcmp(a, "--warmup-each")) warm_each = atoi(v);
         else goto usage;
@@ -215,15 +265,30 @@ int main(int argc, char **argv)
     }
     apb_err err = {0};
     apb_model m;
-    if (attn_only > 0) { /* the attention kernel alone at attn_only tokens (no weights) */
+    if (attn_only > 0 || attn_decode > 0) { /* the attention kernel alone at attn_only tokens (no weights) */
         apb_config c;
         apb_runtime_opts ro = {.ncpus = 0, .ncuda = 1, .precision = prec && !strcmp(prec, "fp32") ? APB_PREC_FP32 : APB_PREC_BF16};
         if (apb_config_preset(preset, &c, &err) || apb_runtime_init(&ro, &err)) {
             fprintf(stderr, "prefill: %s\n", err.msg);
             return err.code ? err.code : 7;
         }
-        printf("causal attention kernel, %s shapes, %d tokens: %.1f TFLOP/s\n", preset, attn_only,
-               attn_rate(&c, attn_only, &err));
+        if (attn_only > 0)
+            printf("causal attention kernel, %s shapes, %d tokens: %.1f TFLOP/s\n", preset, attn_only,
+                   attn_rate(&c, attn_only, &err));
+        if (attn_decode > 0) {
+            double us, bw = copy_rate_gbs();
+            printf("decode kernels, %s shapes (calls back to back; device copy rate %.0f GB/s):\n", preset, bw);
+            double r = decode_attn_rate(&c, attn_decode, &us, &err);
+            printf("  attention, 1 row x %d keys (bf16 cache): %8.1f us  %6.0f GB/s  (%.0f %% of copy)\n",
+                   attn_decode, us, r, 100 * r / bw);
+            const int shp[4][2] = {{c.n_heads * c.head_dim, c.dim}, {c.n_kv_heads * c.head_dim, c.dim},
+                                   {c.hidden_dim, c.dim}, {c.dim, c.hidden_dim}};
+            for (int i = 0; i < 4 && !err.code; i++) {
+                r = decode_gemv_rate(shp[i][0], shp[i][1], &us, &err);
+                printf("  gemv %5d x %5d (bf16 weights):             %8.1f us  %6.0f GB/s  (%.0f %% of copy)\n",
+                       shp[i][0], shp[i][1], us, r, 100 * r / bw);
+            }
+        }
         apb_runtime_shutdown();
         return 0;
     }
