@@ -15,7 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 APB_HOME=${APB_HOME:-$HOME/.cache/apb}
 # shellcheck disable=SC1091
-. "$APB_HOME/env.sh"
+[ -f "$APB_HOME/env.sh" ] && . "$APB_HOME/env.sh"   # absent on the GPU machine: APB_RUN, APB_PYTHON there
+APB_RUN=${APB_RUN:-apps/apb_run}
+APB_PYTHON=${APB_PYTHON:-python3}
 PRESET=${1:-qwen2.5-vl-7b}
 FRAMES=${FRAMES:-16 32 64 128 256}
 RES=${RES:-448}
@@ -37,7 +39,7 @@ for F in $FRAMES; do
     for M in $METHODS; do
         H=$HOSTS; [ "$M" = full ] && H=1
         # shellcheck disable=SC2086
-        line=$(apps/apb_run --random-weights "$PRESET" --embeds "$tmp/v.st" --question "$QUESTION" \
+        line=$("$APB_RUN" --random-weights "$PRESET" --embeds "$tmp/v.st" --question "$QUESTION" \
                --method "$M" --hosts "$H" --max-new-tokens 1 --no-progress $EXTRA 2>&1 >/dev/null | grep "prefill .* tokens in") || {
             echo "video_prefill.sh: $M at $F frames failed" >&2; continue; }
         tok=$(printf '%s' "$line" | sed -E 's/.*prefill ([0-9]+) tokens in ([0-9.]+) s.*/\1/')
