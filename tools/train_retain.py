@@ -217,8 +217,9 @@ def windows(model_dir, part, seq, count):
     ids = tokenize(model_dir, "\n\n".join(topics[n].strip() for n in chosen))
     n = len(ids) // seq
     if n < count:
-        sys.exit(f"train_retain: the {'held-out' if part else 'training'} text has {len(ids)} tokens, "
-                 f"{n} windows of {seq}; asked for {count}")
+        print(f"train_retain: the {'held-out' if part else 'training'} text has {len(ids)} tokens: "
+              f"{n} windows of {seq}, not {count}", file=sys.stderr)
+        count = n
     return [ids[i * seq:(i + 1) * seq] for i in range(count)]
 
 
@@ -430,7 +431,8 @@ def main():
     ap.add_argument("--hidden", type=int, default=32, help="fc1 rows (default 32)")
     ap.add_argument("--seq", type=int, default=1024, help="tokens per window (default 1024)")
     ap.add_argument("--train-samples", type=int, default=32, help="training windows (default 32)")
-    ap.add_argument("--eval-samples", type=int, default=8, help="held-out windows (default 8)")
+    ap.add_argument("--eval-samples", type=int, default=7, help="held-out windows (default 7: all of "
+                    "the held-out text at --seq 1024)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=8, help="windows per step (default 8)")
     ap.add_argument("--window", type=int, default=256, help="consecutive tokens per batch window")
