@@ -346,8 +346,18 @@ static int run_load(const struct apb_run_opts *o, struct run_state *s, apb_err *
     if (rc)
         return rc;
     s->loaded = 1;
-    if (o->retain_weights && (rc = apb_model_load_retain(&s->m, o->retain_weights, err)))
-        return rc;
+    if (o->retain) { /* --retain-weights, or the heads shipped for this model (models/retain/) */
+        char rpath[PATH_MAX + 320];
+        const char *rw = o->retain_weights;
+        if (!rw && o->random)
+            return apb_fail(err, APB_E_USAGE, "--compress retain with --random-weights needs --retain-weights FILE");
+        if (!rw && (rc = apb_retain_default_path(dir, rpath, sizeof rpath, err))) {
+            apb_err_prefix(err, "--compress retain without --retain-weights: ");
+            return rc;
+        }
+        if ((rc = apb_model_load_retain(&s->m, rw ? rw : rpath, err)))
+            return rc;
+    }
     s->t_load = now_s() - s->t_load;
     return APB_OK;
 }

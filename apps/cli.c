@@ -44,7 +44,8 @@ const char *const apb_run_usage =
     "  --short-chunk whole|reference  spava: a chunk shorter than --select is passed whole\n"
     "                         (default), or as min(K, 128 floor(chunk/128)) selected rows (thunlp/APB)\n"
     "  --compress query|retain  APB compression: query-aware selection (default) or Locret\n"
-    "                         retaining heads from --retain-weights FILE.safetensors\n"
+    "                         retaining heads: --retain-weights FILE.safetensors, else the heads\n"
+    "                         shipped for the model (models/retain/<model dir name>.safetensors)\n"
     "  --niah LEN             needle-in-a-haystack: LEN tokens of filler with a needle, then ask\n"
     "  --depth D              relative needle depth in [0, 1] (default 0.5)\n"
     "  --needle DIGITS        the magic number (default: 7 digits drawn from --seed)\n"
@@ -231,8 +232,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
                         "give exactly one of --prompt, --prompt-file, --prompt-len, --niah, --embeds");
     if (o->embeds && (!o->question || o->chat))
         return apb_fail(err, APB_E_USAGE, "--embeds needs --question TEXT (and no --chat)");
-    if (o->retain && !o->retain_weights)
-        return apb_fail(err, APB_E_USAGE, "--compress retain needs --retain-weights FILE.safetensors");
+    if (o->retain_weights && !o->retain)
+        return apb_fail(err, APB_E_USAGE, "--retain-weights needs --compress retain");
     if (o->retain && o->meth != APB_METHOD_APB)
         return apb_fail(err, APB_E_USAGE, "--compress retain applies to --method apb");
     if (o->pool == APB_POOL_REFERENCE && o->meth != APB_METHOD_APB)

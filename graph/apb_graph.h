@@ -52,6 +52,11 @@ int apb_model_random(const char *preset, uint64_t seed, apb_model *m, apb_err *e
 /* Loads Locret retaining-head weights (per layer: tensors whose names hold "layers.<l>." and
  * "fc1" / "fc2", HF Linear layout, F32/F16/BF16) from a safetensors file, shapes checked. */
 int apb_model_load_retain(apb_model *m, const char *path, apb_err *err);
+/* The default retaining heads of a model directory DIR whose last component is NAME: the first
+ * file that exists of DIR/retain_heads.safetensors, <source tree>/models/retain/NAME.safetensors
+ * (the heads the repository ships, tools/train_retain.py) and <pkgdatadir>/retain/NAME.safetensors
+ * (installed); its path into out[n]. APB_E_IO naming every path looked for when none exists. */
+int apb_retain_default_path(const char *model_dir, char *out, size_t n, apb_err *err);
 /* Registers the weights with StarPU (after apb_runtime_init). */
 int apb_model_register(apb_model *m, apb_err *err);
 void apb_model_free(apb_model *m);   /* unregisters (if registered) and frees */

@@ -83,6 +83,42 @@ static apb_handle _apb_reg_w(apb_model *m, const float *p, int rows, int cols, i
     return apb_tile_from(b, rows, cols, sizeof(uint16_t));
 }
 
+#ifndef APB_RETAIN_SRCDIR
+#define APB_RETAIN_SRCDIR "models/retain"
+#endif
+#ifndef APB_RETAIN_DATADIR
+#define APB_RETAIN_DATADIR "/usr/local/share/apb/retain"
+#endif
+
+int apb_retain_default_path(const char *model_dir, char *out, size_t n, apb_err *err)
+{
+    /* the model's name: the directory's last component, trailing slashes ignored */
+    size_t len = strlen(model_dir);
+    while (len > 1 && model_dir[len - 1] == '/')
+        len--;
+    size_t b = len;
+    while (b > 0 && model_dir[b - 1] != '/')
+        b--;
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(len - b), model_dir + b);
+    char cand[3][PATH_MAX + 300];
+    snprintf(cand[0], sizeof cand[0], "%.*s/retain_heads.safetensors", (int)len, model_dir);
+    snprintf(cand[1], sizeof cand[1], "%s/%s.safetensors", APB_RETAIN_SRCDIR, name);
+    snprintf(cand[2], sizeof cand[2], "%s/%s.safetensors", APB_RETAIN_DATADIR, name);
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(cand[i], "rb");
+        if (!f)
+            continue;
+        fclose(f);
+        if (strlen(cand[i]) >= n)
+            return apb_fail(err, APB_E_IO, "retaining heads: path too long: %s", cand[i]);
+        snprintf(out, n, "%s", cand[i]);
+        return APB_OK;
+    }
+    return apb_fail(err, APB_E_IO, "no retaining heads for model '%s': looked for %s, %s and %s "
+                    "(tools/train_retain.py trains them)", name, cand[0], cand[1], cand[2]);
+}
+
 int apb_model_load_retain(apb_model *m, const char *path, apb_err *err)
 {
     const apb_config *c = &m->cfg;

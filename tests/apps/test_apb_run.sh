@@ -31,7 +31,8 @@ check "anchor >= block" 2 "anchor 60 must be smaller" $RUN --niah 200 --method a
 check "apb needs context" 2 "at least 2 prompt tokens" $RUN --prompt "x" --method apb --max-new-tokens 1
 check "unknown method" 2 "unknown method" $RUN --prompt x --method foo
 check "ulysses heads" 2 "must divide" $RUN --prompt "a b c d e f g h" --method ulysses --hosts 2
-check "retain without weights" 2 "retain-weights" $RUN --prompt "a b c" --method apb --compress retain
+check "retain random weights need a file" 2 "retain-weights" $RUN --random-weights tiny --prompt-len 40 --method apb --compress retain
+check "retain-weights without retain" 2 "needs --compress retain" $RUN --prompt "a b c" --method apb --retain-weights /nofile.safetensors
 check "bad retain file" 3 "nofile" $RUN --prompt "a b c" --method apb --compress retain --retain-weights /nofile.safetensors
 check "niah apb" 0 "Ground Truth: 1234567" $RUN --niah 600 --needle 1234567 --method apb --hosts 2 --max-new-tokens 4 --no-progress
 # --max-new-tokens 0 is prefill only for every method: exit 0, the timing line, nothing printed on
@@ -56,6 +57,13 @@ rm -rf "$tmp0"
 # fidelity options (docs/DESIGN.md): APB's max-pool over [anchor | local] (--pool reference), Spava's
 # short chunks as min(K, 128 floor(chunk/128)) rows (--short-chunk reference: 0 rows for chunks
 # under 128 tokens), each refused for the other methods
+# --compress retain without --retain-weights: the heads shipped for the model's directory name
+# (models/retain/), and a clear error listing the paths for a model that has none
+check "retain default heads" 0 "decode" $RUN --prompt "$P0 $P0 $P0" --method apb --hosts 3 --anchor 24 --select 4 --compress retain --max-new-tokens 1 --no-progress
+tmpm=$(mktemp -d)
+for f in "${APB_HOME:-$HOME/.cache/apb}"/models/smollm2-135m-instruct/*; do ln -s "$f" "$tmpm/"; done
+check "retain no default heads" 3 "looked for .*retain_heads.safetensors" $RUN --model "$tmpm" --prompt "$P0" --method apb --hosts 2 --compress retain --max-new-tokens 1 --no-progress
+rm -rf "$tmpm"
 check "pool reference runs" 0 "decode" $RUN --prompt "$P0 $P0 $P0" --method apb --hosts 3 --anchor 24 --select 4 --pool reference --max-new-tokens 1 --no-progress
 check "short-chunk whole" 0 "select [1-9]" $RUN --prompt "$P0" --method spava --hosts 2 --max-new-tokens 1 --no-progress
 check "short-chunk reference" 0 "select 0," $RUN --prompt "$P0" --method spava --hosts 2 --short-chunk reference --max-new-tokens 1 --no-progress
