@@ -94,4 +94,37 @@ check "unwritable results" 3 "nodir" $RUN --cases "$tmp/cases.jsonl" --results /
 check "cases without results" 2 "go together" $RUN --cases "$tmp/cases.jsonl"
 check "cases and prompt" 2 "exactly one of" $RUN --cases "$tmp/cases.jsonl" --results "$tmp/x.jsonl" --prompt x
 check "cases and question" 2 "each case brings" $RUN --cases "$tmp/cases.jsonl" --results "$tmp/x.jsonl" --question x
+# bench/accuracy.py: the cases are the same from the same seed, fit their length, hold their
+# expected values; a tiny sweep (2 tasks, 1 length, 1 sample, full and apb) runs end to end
+if [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" -c "import tokenizers" 2>/dev/null; then
+    ACC="$APB_PYTHON ${top_srcdir:-.}/bench/accuracy.py --lengths 512,1024 --samples 3 --dry-run"
+    if $ACC --workdir "$tmp/a1" >/dev/null 2>&1 && $ACC --workdir "$tmp/a2" >/dev/null 2>&1 &&
+        diff -r "$tmp/a1/cases" "$tmp/a2/cases" >/dev/null && "$APB_PYTHON" - "$tmp/a1/cases" <<'PY'
+import glob, json, sys
+files = sorted(glob.glob(sys.argv[1] + "/*.jsonl"))
+assert len(files) == 8, files
+for f in files:
+    for line in open(f):
+        c = json.loads(line)
+        assert 0.8 * c["length"] < c["prompt_tokens"] <= c["length"], (c["id"], c["prompt_tokens"])
+        assert all(e in c["context"] for e in c["expected"]), c["id"]
+        assert c["question"] and c["max_new_tokens"] > 0, c["id"]
+PY
+    then echo "ok   accuracy cases deterministic"; else echo "FAIL accuracy cases deterministic"; fail=1; fi
+    if "$APB_PYTHON" "${top_srcdir:-.}/bench/accuracy.py" --run "$RUN" --tasks niah_single,vartrack \
+            --lengths 512 --samples 1 --methods full,apb --settings ref,hard --hosts 2 --quiet \
+            --workdir "$tmp/a3" --json "$tmp/acc.json" >"$tmp/acc.out" 2>&1 &&
+        grep -q "estimate" "$tmp/acc.out" && "$APB_PYTHON" - "$tmp/acc.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+cells = {(c["task"], c["method"], c["setting"]) for c in d["table"]}
+assert cells == {(t, m, s) for t in ("niah_single", "vartrack")
+                 for m, s in (("full", "ref"), ("apb", "ref"), ("apb", "hard"))}, cells
+assert all(c["n"] == 1 and 0 <= c["wilson95"][0] <= c["accuracy"] <= c["wilson95"][1] for c in d["table"])
+assert len(d["results"]) == 6 and d["haystack"]["source"].startswith("CPython")
+PY
+    then echo "ok   accuracy sweep end to end"; else echo "FAIL accuracy sweep end to end"; tail -n 20 "$tmp/acc.out"; fail=1; fi
+else
+    echo "skip accuracy.py checks (APB_PYTHON with tokenizers not set)"
+fi
 exit $fail
