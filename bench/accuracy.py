@@ -232,6 +232,8 @@ def main():
     ap.add_argument("--json", default="bench/results/accuracy_ruler.json")
     ap.add_argument("--dry-run", action="store_true", help="write the cases, print the estimate, stop")
     ap.add_argument("--quiet", action="store_true", help="no per-case progress from apb_run")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the results of WORKDIR's runs that hold every case (an interrupted sweep)")
     a = ap.parse_args()
 
     tasks = a.tasks.split(",")
@@ -329,10 +331,19 @@ def main():
         cmd = run_cmd + ["--cases", fin, "--results", fout, "--method", m] + \
             (["--hosts", str(a.hosts)] if m != "full" else []) + setting_args(st, m, Lr, a.hosts) + \
             apb_args + (["--no-progress"] if a.quiet else [])
-        print(f"accuracy: {shlex.join(cmd)}", file=sys.stderr)
-        t0 = time.time()
-        p = subprocess.run(cmd, env=env)
-        if p.returncode != 0:
+        with open(fin) as fh:
+            want = {json.loads(l)["id"] for l in fh if l.strip()}
+        done = set()
+        if a.resume and os.path.exists(fout):
+            with open(fout) as fh:
+                done = {json.loads(l)["id"] for l in fh if l.strip()}
+        t0, kept = time.time(), a.resume and done == want
+        if kept:
+            print(f"accuracy: {m} {st}: kept {fout}", file=sys.stderr)
+        else:
+            print(f"accuracy: {shlex.join(cmd)}", file=sys.stderr)
+            p = subprocess.run(cmd, env=env)
+        if not kept and p.returncode != 0:
             write_json(a, hay, results, tasks, methods, settings, lengths, partial=True)
             sys.exit(f"accuracy: apb_run failed ({p.returncode}); results so far in {a.json}")
         with open(fout) as fh:
