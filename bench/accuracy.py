@@ -16,7 +16,7 @@ pydoc_data/topics.py (PSF License), in document order from a random start.
 
     bench/accuracy.py [--tasks niah_single,...] [--methods full,apb,spava,star,ring]
                       [--lengths 1024,2048] [--samples 20] [--settings ref,hard,ref-poolref]
-                      [--hosts 4] [--apb-args "--device cuda"] [--run apps/apb_run]
+                      [--hosts 4] [--apb-args="--device cuda"] [--run apps/apb_run]
                       [--json bench/results/accuracy_ruler.json] [--dry-run]
 
 The cases are written once per (task, length) to WORKDIR/cases/TASK-L.jsonl (--cases-dir reuses
@@ -24,7 +24,7 @@ files made elsewhere, e.g. on a machine with another Python); apb_run --cases ru
 (method, setting) over all of them, or once per length when the setting's anchor/select depend on
 it. An estimate of the run time is printed before any run.
 """
-import argparse, hashlib, json, math, os, random, re, shlex, subprocess, sys, time
+import argparse, hashlib, json, math, os, random, re, shlex, signal, subprocess, sys, time
 
 TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "vartrack", "classic")
 METHODS = ("full", "apb", "spava", "star", "ring", "zigzag", "ulysses")
@@ -211,6 +211,9 @@ def wilson(k, n, z=1.96):
 
 # ------------------------------------------------------------------ main
 def main():
+    # SIGTERM (timeout, a job limit) ends the running apb_run too: subprocess.run kills its child
+    # when an exception leaves it, and --resume continues from the results written so far
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="apps/apb_run", help="apb_run binary (or a command line)")
     ap.add_argument("--tasks", default="niah_single,niah_multikey,niah_multivalue,vartrack")
@@ -233,7 +236,7 @@ def main():
     ap.add_argument("--dry-run", action="store_true", help="write the cases, print the estimate, stop")
     ap.add_argument("--quiet", action="store_true", help="no per-case progress from apb_run")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the results of WORKDIR's runs that hold every case (an interrupted sweep)")
+                    help="keep the results in WORKDIR of an interrupted sweep, run the missing cases")
     a = ap.parse_args()
 
     tasks = a.tasks.split(",")
@@ -328,24 +331,52 @@ def main():
                             if k < a.samples:
                                 fo.write(line)
         fout = os.path.join(a.workdir, f"results-{m}-{st}-{'all' if Lr is None else Lr}.jsonl")
-        cmd = run_cmd + ["--cases", fin, "--results", fout, "--method", m] + \
-            (["--hosts", str(a.hosts)] if m != "full" else []) + setting_args(st, m, Lr, a.hosts) + \
-            apb_args + (["--no-progress"] if a.quiet else [])
         with open(fin) as fh:
-            want = {json.loads(l)["id"] for l in fh if l.strip()}
+            want = [json.loads(l)["id"] for l in fh if l.strip()]
         done = set()
         if a.resume and os.path.exists(fout):
-            with open(fout) as fh:
-                done = {json.loads(l)["id"] for l in fh if l.strip()}
-        t0, kept = time.time(), a.resume and done == want
-        if kept:
+            with open(fout) as fh:  # lines of an interrupted run: complete ones only
+                for l in fh:
+                    try:
+                        done.add(json.loads(l)["id"])
+                    except ValueError:
+                        break
+        todo = [i for i in want if i not in done]
+        t0 = time.time()
+        if not todo:
             print(f"accuracy: {m} {st}: kept {fout}", file=sys.stderr)
         else:
+            fres = fout
+            if done:  # only the missing cases, their results appended
+                print(f"accuracy: {m} {st}: {len(done)} of {len(want)} cases kept", file=sys.stderr)
+                with open(fin) as fh, open(fin + ".todo", "w") as fo:
+                    for l in fh:
+                        if l.strip() and json.loads(l)["id"] in todo:
+                            fo.write(l)
+                fin, fres = fin + ".todo", fout + ".todo"
+            cmd = run_cmd + ["--cases", fin, "--results", fres, "--method", m] + \
+                (["--hosts", str(a.hosts)] if m != "full" else []) + setting_args(st, m, Lr, a.hosts) + \
+                apb_args + (["--no-progress"] if a.quiet else [])
             print(f"accuracy: {shlex.join(cmd)}", file=sys.stderr)
             p = subprocess.run(cmd, env=env)
-        if not kept and p.returncode != 0:
-            write_json(a, hay, results, tasks, methods, settings, lengths, partial=True)
-            sys.exit(f"accuracy: apb_run failed ({p.returncode}); results so far in {a.json}")
+            if fres != fout:
+                with open(fout) as fh:
+                    lines = []
+                    for l in fh:
+                        try:
+                            json.loads(l)
+                            lines.append(l)
+                        except ValueError:
+                            break
+                if os.path.exists(fres):
+                    with open(fres) as fh:
+                        lines += fh.readlines()
+                with open(fout, "w") as fo:
+                    fo.writelines(lines)
+            if p.returncode != 0:
+                write_json(a, hay, results, tasks, methods, settings, lengths, partial=True)
+                sys.exit(f"accuracy: apb_run failed ({p.returncode}); results so far in {a.json} "
+                         f"(--resume continues)")
         with open(fout) as fh:
             for line in fh:
                 r = json.loads(line)
@@ -393,7 +424,7 @@ def write_json(a, hay, results, tasks, methods, settings, lengths, partial=False
         table.append(dict(task=t, method=m, setting=st, length=L, n=len(sc), hits=hits,
                           accuracy=hits / len(sc), wilson95=[round(lo, 3), round(hi, 3)],
                           ruler_score=round(sum(sc) / len(sc), 4)))
-    print_table(table, tasks, lengths)
+    print_table(table, tasks, methods, settings, lengths)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
@@ -410,7 +441,7 @@ def write_json(a, hay, results, tasks, methods, settings, lengths, partial=False
     print(f"wrote {a.json}")
 
 
-def print_table(table, tasks, lengths):
+def print_table(table, tasks, methods, settings, lengths):
     print("\naccuracy: cases with every expected value in the prediction, % [95 % Wilson interval]"
           " (RULER score, when it differs)")
     for t in tasks:
@@ -422,7 +453,9 @@ def print_table(table, tasks, lengths):
             continue
         print(f"\n{t}")
         print(f"  {'method':7s} {'setting':12s} " + " ".join(f"{L:>22d}" for L in lengths))
-        for (m, st), byL in rows.items():
+        order = lambda k: (methods.index(k[0]) if k[0] in methods else 99,
+                           settings.index(k[1]) if k[1] in settings else -1)
+        for (m, st), byL in sorted(rows.items(), key=lambda kv: order(kv[0])):
             cellv = []
             for L in lengths:
                 c = byL.get(L)

@@ -14,7 +14,9 @@
 #            --allgather nccl over 2 ranks (one communicator over the ranks' GPUs) (needs model)
 #   trace    apb_run APB prefill on the GPUs with --trace/--gantt/--summary (TRACE_ARGS adds options)
 #   accuracy bench/accuracy.py on the GPU (docs/ACCURACY.md; needs model): ACC_ARGS adds options
-#            (e.g. --cases-dir with the cases made on the CPU machine), ACC_APB_ARGS apb_run's
+#            (e.g. --cases-dir with the cases made on the CPU machine), ACC_APB_ARGS apb_run's;
+#            resumes from bench/results/work/gpu (kept while the machine is warm), so a sweep
+#            longer than one call's limit is finished by calling it again
 # Logs and JSON go to $OUT (the device tool brings them back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -95,7 +97,7 @@ trace)
 *) echo "gpu-check: unknown stage $stage"; exit 2 ;;
 accuracy)
     PYTHONUNBUFFERED=1 "$APB_PYTHON" bench/accuracy.py --run "$R/bin/apb_run" \
-        --apb-args "--device cuda ${ACC_APB_ARGS:-}" --workdir "$OUT/accuracy-work" \
+        --apb-args "--device cuda ${ACC_APB_ARGS:-}" --workdir bench/results/work/gpu --resume \
         --json "$OUT/accuracy_ruler_gpu.json" ${ACC_ARGS:-} >"$OUT/accuracy.log" 2>&1 \
         && note "accuracy done" || { note "FAIL accuracy"; tail -n 20 "$OUT/accuracy.log"; }
     sed -n '/^accuracy: cases with/,$p' "$OUT/accuracy.log" ;;
