@@ -288,12 +288,16 @@ def main():
                           f"Python {hay['python']}, sha256 {hay['sha256']}", file=sys.stderr)
                 with open(f, "w") as fh:
                     for i in range(a.samples):
-                        fh.write(json.dumps(make_case(t, L, i, a, sents, tok)) + "\n")
+                        c = make_case(t, L, i, a, sents, tok)
+                        c["haystack"] = hay
+                        fh.write(json.dumps(c) + "\n")
             with open(f) as fh:
                 rows = [json.loads(l) for l in fh if l.strip()]
             if len(rows) < a.samples:
                 sys.exit(f"accuracy: {f} has {len(rows)} cases, fewer than --samples {a.samples}")
             rows = rows[:a.samples]
+            if hay is None:  # --cases-dir: the haystack the cases were made from
+                hay = rows[0].get("haystack") if rows else None
             files[(t, L)] = f
             for r in rows:
                 cases[r["id"]] = r
