@@ -332,6 +332,7 @@ struct run_state {
     int quiet;                     /* --cases: the text goes to `shown`, not to stdout */
     char *shown;                   /* --cases: what a single run would have printed on stdout */
     size_t n_shown, cap_shown;
+    int shown_oom;                 /* a piece of the text could not be kept */
     FILE *dump;                    /* --dump-logits (rank 0) */
     float *dump_buf;
     double t_prefill, t_decode;
@@ -520,8 +521,6 @@ static int run_gpu_check(const struct apb_run_opts *o, struct run_state *s, apb_
     int rc = APB_OK;
     double gpu_mem = apb_runtime_gpu_memory();
     if (gpu_mem > 0) {
-        /* GPU runs keep activations, KV cache and weights on the GPUs: refuse what cannot fit
-         * rather than let StarPU evict to host memory on every task */
         double cache = 0;
         double act = _run_memory(&m->cfg, (int)s->n_ids, (int)s->n_q, o, &s->hopt, s->hosts_path,
                                  apb_runtime_precision() == APB_PREC_BF16, &cache);
@@ -580,8 +579,10 @@ static void emit(struct run_state *s, const char *txt, size_t n)
     if (s->n_shown + n + 1 > s->cap_shown) {
         size_t cap = 2 * (s->n_shown + n + 1) + 64;
         char *nb = realloc(s->shown, cap);
-        if (!nb)
-            return; /* run_batch sees the shortfall (n_shown short of the decode) as out of memory */
+        if (!nb) {
+            s->shown_oom = 1;
+            return;
+        }
         s->shown = nb;
         s->cap_shown = cap;
     }
@@ -690,18 +691,16 @@ static int run_report(const struct apb_run_opts *o, struct run_state *s, apb_err
 /* --trace / --gantt / --summary: what the tasks of the run (or of every case) did. */
 static int run_report_trace(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
 {
-    int rc = APB_OK, lead = s->lead;
-    {
-        char tb[PATH_MAX], gb[PATH_MAX];
-        const char *tp = o->trace ? rank_path(o->trace, tb, sizeof tb) : NULL;
-        const char *gp = o->gantt ? rank_path(o->gantt, gb, sizeof gb) : NULL;
-        if (lead)
-            apb_trace_summary(stderr);
-        if (tp && !(rc = apb_trace_write_chrome(tp, err)))
-            fprintf(stderr, "apb_run: wrote trace %s\n", tp);
-        if (!rc && gp)
-            rc = write_gantt(gp, err);
-    }
+    int rc = APB_OK;
+    char tb[PATH_MAX], gb[PATH_MAX];
+    const char *tp = o->trace ? rank_path(o->trace, tb, sizeof tb) : NULL;
+    const char *gp = o->gantt ? rank_path(o->gantt, gb, sizeof gb) : NULL;
+    if (s->lead)
+        apb_trace_summary(stderr);
+    if (tp && !(rc = apb_trace_write_chrome(tp, err)))
+        fprintf(stderr, "apb_run: wrote trace %s\n", tp);
+    if (!rc && gp)
+        rc = write_gantt(gp, err);
     return rc;
 }
 
@@ -725,6 +724,7 @@ static void run_free_seq(struct run_state *s)
     s->printed = s->shown = NULL;
     s->out_ids = s->ids = s->qids = NULL;
     s->n_ids = s->n_q = s->n_shown = s->cap_shown = 0;
+    s->shown_oom = 0;
     s->n_out = s->want = 0;
     s->t_prefill = s->t_decode = 0;
 }
@@ -831,8 +831,8 @@ static int run_batch(const struct apb_run_opts *o, apb_err *err)
         oc.question = c->question;
         oc.max_new = c->max_new >= 0 ? c->max_new : o->max_new;
         oc.progress = o->progress_opt == 1; /* the prefill's percentage only with --progress */
-        if (show)
-            fprintf(stderr, "apb_run: case %d/%d (%s)", i + 1, n_cases, c->id);
+        if (show) /* with --progress the memory estimate and the prefill's percentage follow */
+            fprintf(stderr, "apb_run: case %d/%d (%s)%s", i + 1, n_cases, c->id, oc.progress ? "\n" : "");
         rc = run_prompt(&oc, &s, err);
         if (!rc)
             rc = run_gpu_check(&oc, &s, err);
@@ -844,11 +844,13 @@ static int run_batch(const struct apb_run_opts *o, apb_err *err)
             rc = run_prefill(&oc, &s, rc, err);
         if (!rc)
             rc = run_decode(&oc, &s, rc, err);
-        if (!rc && s.printed && s.n_shown < strlen(s.printed) && !s.shown)
+        if (!rc && s.shown_oom)
             rc = apb_fail(err, APB_E_NOMEM, "out of memory");
         if (!rc)
             rc = write_result(out, o->results, c, &s, err);
-        if (show)
+        if (show && oc.progress && !rc) /* the header's line is taken: name the case again */
+            fprintf(stderr, "apb_run: case %d/%d (%s)", i + 1, n_cases, c->id);
+        if (show && !(oc.progress && rc))
             fprintf(stderr, rc ? "\n" : ": %zu tokens, prefill %.3f s, decode %d tokens in %.3f s\n",
                     s.n_ids + s.n_q, s.t_prefill, s.n_out > 0 ? s.n_out - 1 : 0, s.t_decode);
         if (rc)
