@@ -272,6 +272,8 @@ def main():
             else:
                 runs.append((m, st, None))
 
+    if all(t == "classic" for t in tasks):
+        runs = []  # classic runs one apb_run --niah per case
     # cases, once per (task, length)
     os.makedirs(os.path.join(a.workdir, "cases"), exist_ok=True)
     cases_dir = a.cases_dir or os.path.join(a.workdir, "cases")
