@@ -11,14 +11,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "graph/apb_graph.h"
 #include "codelets/apb_kernels_cpu.h"
 #include "common/apb_meminfo.h"
+#include "apps/cases.h"
 #include "apps/cli.h"
 #include "models/chat.h"
 #include "schedulers/schedulers.h"
 
-static char *read_file(const char *path, apb_err *err)
+static char *read_file_len(const char *path, size_t *len, apb_err *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -45,7 +48,14 @@ static char *read_file(const char *path, apb_err *err)
         return NULL;
     }
     buf[n] = 0;
+    if (len)
+        *len = n;
     return buf;
+}
+
+static char *read_file(const char *path, apb_err *err)
+{
+    return read_file_len(path, NULL, err);
 }
 
 /* SVG, or PNG through rsvg-convert (librsvg2-bin) when the name ends in .png. */
@@ -319,6 +329,10 @@ struct run_state {
     int32_t *out_ids;
     int n_out;
     char *printed;                 /* the decoded text printed so far */
+    int quiet;                     /* --cases: the text goes to `shown`, not to stdout */
+    char *shown;                   /* --cases: what a single run would have printed on stdout */
+    size_t n_shown, cap_shown;
+    int shown_oom;                 /* a piece of the text could not be kept */
     FILE *dump;                    /* --dump-logits (rank 0) */
     float *dump_buf;
     double t_prefill, t_decode;
@@ -443,9 +457,13 @@ static int run_prompt(const struct apb_run_opts *o, struct run_state *s, apb_err
     return rc;
 }
 
+static int run_gpu_check(const struct apb_run_opts *o, struct run_state *s, apb_err *err);
+
 /* Step 3: the runtime on the chosen device, the GPU memory check, the weights registered.
- * *started tells whether apb_runtime_init succeeded (the runtime then needs a shutdown). */
-static int run_start(const struct apb_run_opts *o, struct run_state *s, int *started, apb_err *err)
+ * *started tells whether apb_runtime_init succeeded (the runtime then needs a shutdown).
+ * --cases: n_cases cases follow, each checked against the GPU memory by itself. */
+static int run_start(const struct apb_run_opts *o, struct run_state *s, int n_cases, int *started,
+                     apb_err *err)
 {
     apb_model *m = &s->m;
     int rc = APB_OK;
@@ -473,10 +491,46 @@ static int run_start(const struct apb_run_opts *o, struct run_state *s, int *sta
         return rc;
     *started = 1;
     watchdog_arm(NULL);
+    if (!o->cases)
+        rc = run_gpu_check(o, s, err);
+    if (!rc)
+        rc = apb_model_register(m, err);
+    s->tracing = o->trace || o->gantt || o->summary;
+    if (s->tracing)
+        apb_trace_enable(1);
+    if (s->lead) {
+        if (o->cases)
+            fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %d cases of %s, "
+                            "method %s", m->cfg.name, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads,
+                    m->cfg.n_kv_heads, n_cases, o->cases, apb_method_name(o->meth));
+        else
+            fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu "
+                            "question tokens, method %s", m->cfg.name, m->cfg.n_layers, m->cfg.dim,
+                    m->cfg.n_heads, m->cfg.n_kv_heads, s->n_ids, s->n_q, apb_method_name(o->meth));
+        if (s->hosts_path && !o->cases)
+            fprintf(stderr, ", hosts %d, anchor %d, select %d", s->hopt.hosts, s->hopt.anchor,
+                    s->hopt.select);
+        else if (o->cases && o->meth != APB_METHOD_FULL)
+            fprintf(stderr, ", hosts %d", o->hosts);
+        if (apb_runtime_nranks() > 1)
+            fprintf(stderr, ", %d MPI ranks", apb_runtime_nranks());
+        int gw[64];
+        fprintf(stderr, ", sched %s, %d workers (%d GPU)%s, %s, loaded in %.2f s\n",
+                apb_runtime_sched_name(), apb_runtime_nworkers(), apb_runtime_cuda_workers(gw, 64),
+                apb_runtime_nranks() > 1 ? " per rank" : "",
+                apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32", s->t_load);
+    }
+    return rc;
+}
+
+/* GPU runs keep activations, KV cache and weights on the GPUs: refuse what cannot fit rather
+ * than let StarPU evict to host memory on every task (once a run; for --cases, once a case). */
+static int run_gpu_check(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
+{
+    apb_model *m = &s->m;
+    int rc = APB_OK;
     double gpu_mem = apb_runtime_gpu_memory();
-    if (!rc && gpu_mem > 0) {
-        /* GPU runs keep activations, KV cache and weights on the GPUs: refuse what cannot fit
-         * rather than let StarPU evict to host memory on every task */
+    if (gpu_mem > 0) {
         double cache = 0;
         double act = _run_memory(&m->cfg, (int)s->n_ids, (int)s->n_q, o, &s->hopt, s->hosts_path,
                                  apb_runtime_precision() == APB_PREC_BF16, &cache);
@@ -489,26 +543,6 @@ static int run_start(const struct apb_run_opts *o, struct run_state *s, int *sta
                           "GPUs (--ngpus), --precision bf16, or a shorter context",
                           (act + wts) / 1073741824.0, wts / 1073741824.0, act / 1073741824.0,
                           gpu_mem / 1073741824.0);
-    }
-    if (!rc)
-        rc = apb_model_register(m, err);
-    s->tracing = o->trace || o->gantt || o->summary;
-    if (s->tracing)
-        apb_trace_enable(1);
-    if (s->lead) {
-        fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %zu context + %zu "
-                        "question tokens, method %s", m->cfg.name, m->cfg.n_layers, m->cfg.dim,
-                m->cfg.n_heads, m->cfg.n_kv_heads, s->n_ids, s->n_q, apb_method_name(o->meth));
-        if (s->hosts_path)
-            fprintf(stderr, ", hosts %d, anchor %d, select %d", s->hopt.hosts, s->hopt.anchor,
-                    s->hopt.select);
-        if (apb_runtime_nranks() > 1)
-            fprintf(stderr, ", %d MPI ranks", apb_runtime_nranks());
-        int gw[64];
-        fprintf(stderr, ", sched %s, %d workers (%d GPU)%s, %s, loaded in %.2f s\n",
-                apb_runtime_sched_name(), apb_runtime_nworkers(), apb_runtime_cuda_workers(gw, 64),
-                apb_runtime_nranks() > 1 ? " per rank" : "",
-                apb_runtime_precision() == APB_PREC_BF16 ? "bf16" : "fp32", s->t_load);
     }
     return rc;
 }
@@ -544,6 +578,29 @@ static int run_prefill(const struct apb_run_opts *o, struct run_state *s, int rc
     return rc;
 }
 
+/* The generated text: on stdout, or (--cases) kept in s->shown, byte for byte the same. */
+static void emit(struct run_state *s, const char *txt, size_t n)
+{
+    if (!s->quiet) {
+        fwrite(txt, 1, n, stdout);
+        fflush(stdout);
+        return;
+    }
+    if (s->n_shown + n + 1 > s->cap_shown) {
+        size_t cap = 2 * (s->n_shown + n + 1) + 64;
+        char *nb = realloc(s->shown, cap);
+        if (!nb) {
+            s->shown_oom = 1;
+            return;
+        }
+        s->shown = nb;
+        s->cap_shown = cap;
+    }
+    memcpy(s->shown + s->n_shown, txt, n);
+    s->n_shown += n;
+    s->shown[s->n_shown] = 0;
+}
+
 /* Prints the new suffix of the decoded text (tokens may be partial UTF-8), or the token id. */
 static void print_token(struct run_state *s, int32_t tok, size_t *printed_len)
 {
@@ -554,8 +611,7 @@ static void print_token(struct run_state *s, int32_t tok, size_t *printed_len)
         if (txt) {
             size_t len = strlen(txt);
             if (len > *printed_len && (!s->printed || strncmp(txt, s->printed, *printed_len) == 0)) {
-                fwrite(txt + *printed_len, 1, len - *printed_len, stdout);
-                fflush(stdout);
+                emit(s, txt + *printed_len, len - *printed_len);
                 *printed_len = len;
             }
             free(s->printed);
@@ -609,12 +665,14 @@ static int run_decode(const struct apb_run_opts *o, struct run_state *s, int rc,
     free(dump_buf);
     s->dump = NULL;
     s->dump_buf = NULL;
-    if (s->lead) {
+    if (s->lead && !s->quiet) {
         printf("\n");
         fflush(stdout); /* the text ends before the timing line on stderr */
     }
     return rc;
 }
+
+static int run_report_trace(const struct apb_run_opts *o, struct run_state *s, apb_err *err);
 
 /* Step 6: NIAH score, timings, traces. */
 static int run_report(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
@@ -635,21 +693,29 @@ static int run_report(const struct apb_run_opts *o, struct run_state *s, apb_err
         fprintf(stderr, "apb_run: calibration pass done; models in %s/.starpu/sampling/codelets "
                         "(starpu_perfmodel_display -s apb_attention)\n",
                 getenv("STARPU_HOME") ? getenv("STARPU_HOME") : "$HOME");
-    if (s->tracing) {
-        char tb[PATH_MAX], gb[PATH_MAX];
-        const char *tp = o->trace ? rank_path(o->trace, tb, sizeof tb) : NULL;
-        const char *gp = o->gantt ? rank_path(o->gantt, gb, sizeof gb) : NULL;
-        if (lead)
-            apb_trace_summary(stderr);
-        if (tp && !(rc = apb_trace_write_chrome(tp, err)))
-            fprintf(stderr, "apb_run: wrote trace %s\n", tp);
-        if (!rc && gp)
-            rc = write_gantt(gp, err);
-    }
+    if (s->tracing)
+        rc = run_report_trace(o, s, err);
     return rc;
 }
 
-static void run_free(struct run_state *s)
+/* --trace / --gantt / --summary: what the tasks of the run (or of every case) did. */
+static int run_report_trace(const struct apb_run_opts *o, struct run_state *s, apb_err *err)
+{
+    int rc = APB_OK;
+    char tb[PATH_MAX], gb[PATH_MAX];
+    const char *tp = o->trace ? rank_path(o->trace, tb, sizeof tb) : NULL;
+    const char *gp = o->gantt ? rank_path(o->gantt, gb, sizeof gb) : NULL;
+    if (s->lead)
+        apb_trace_summary(stderr);
+    if (tp && !(rc = apb_trace_write_chrome(tp, err)))
+        fprintf(stderr, "apb_run: wrote trace %s\n", tp);
+    if (!rc && gp)
+        rc = write_gantt(gp, err);
+    return rc;
+}
+
+/* Everything of one sequence (handles, KV cache, ids, text); the model stays. */
+static void run_free_seq(struct run_state *s)
 {
     if (s->seq.x)
         apb_seq_free(&s->m, &s->seq);
@@ -659,7 +725,23 @@ static void run_free(struct run_state *s)
     free(s->out_ids);
     free(s->ids);
     free(s->qids);
+    free(s->shown);
     apb_embeds_free(&s->emb);
+    memset(&s->seq, 0, sizeof s->seq);
+    memset(&s->hs, 0, sizeof s->hs);
+    memset(&s->hopt, 0, sizeof s->hopt);
+    memset(&s->emb, 0, sizeof s->emb);
+    s->printed = s->shown = NULL;
+    s->out_ids = s->ids = s->qids = NULL;
+    s->n_ids = s->n_q = s->n_shown = s->cap_shown = 0;
+    s->shown_oom = 0;
+    s->n_out = s->want = 0;
+    s->t_prefill = s->t_decode = 0;
+}
+
+static void run_free(struct run_state *s)
+{
+    run_free_seq(s);
     if (s->loaded)
         apb_model_free(&s->m);
 }
@@ -674,7 +756,7 @@ static int run(const struct apb_run_opts *o, apb_err *err)
         rc = run_prompt(o, &s, err);
     if (!rc) {
         s.lead = g_rank == 0;
-        rc = run_start(o, &s, &started, err);
+        rc = run_start(o, &s, 0, &started, err);
     }
     if (!started) { /* nothing submitted: free what was loaded */
         run_free(&s);
@@ -698,6 +780,107 @@ static int run(const struct apb_run_opts *o, apb_err *err)
     run_free(&s);
     apb_runtime_shutdown();
     watchdog_arm(NULL);
+    return rc;
+}
+
+/* --cases: one result line, written and flushed as the case ends (a stopped run keeps them). */
+static int write_result(FILE *f, const char *path, const struct apb_case *c, const struct run_state *s,
+                        apb_err *err)
+{
+    json_t *r = json_object();
+    int bad = !r || json_object_set_new(r, "id", json_string(c->id)) ||
+              json_object_set_new(r, "prediction", json_stringn(s->shown ? s->shown : "", s->n_shown)) ||
+              json_object_set_new(r, "prompt_tokens", json_integer((json_int_t)(s->n_ids + s->n_q))) ||
+              json_object_set_new(r, "prefill_s", json_real(s->t_prefill)) ||
+              json_object_set_new(r, "decode_s", json_real(s->t_decode));
+    char *line = bad ? NULL : json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    json_decref(r);
+    if (!line)
+        return apb_fail(err, APB_E_NOMEM, "%s: case \"%s\": the result line could not be made", path, c->id);
+    int ok = fputs(line, f) >= 0 && fputc('\n', f) != EOF && fflush(f) == 0;
+    free(line);
+    return ok ? APB_OK : apb_fail(err, APB_E_IO, "%s: write failed: %s", path, strerror(errno));
+}
+
+/* --cases FILE --results OUT: every case through the normal path (context = prompt, question =
+ * --question), the model and the runtime loaded once. Every line is parsed before any work
+ * (a malformed one stops the run, exit 4, nothing run); a case that cannot run stops the run
+ * there with its line in the message, the results of the cases before it kept in OUT. */
+static int run_batch(const struct apb_run_opts *o, apb_err *err)
+{
+    struct apb_case *cases = NULL;
+    int n_cases = 0, started = 0, rc;
+    size_t n_text = 0;
+    char *text = read_file_len(o->cases, &n_text, err);
+    if (!text)
+        return err->code;
+    rc = apb_cases_parse_all(text, n_text, &cases, &n_cases, err);
+    free(text);
+    if (rc)
+        return apb_err_prefix(err, "%s: ", o->cases);
+    FILE *out = fopen(o->results, "w");
+    if (!out) {
+        apb_cases_free(cases, n_cases);
+        return apb_fail(err, APB_E_IO, "%s: %s", o->results, strerror(errno));
+    }
+    struct run_state s;
+    memset(&s, 0, sizeof s);
+    s.quiet = 1;
+    rc = run_load(o, &s, err);
+    if (!rc) {
+        s.lead = g_rank == 0;
+        rc = run_start(o, &s, n_cases, &started, err);
+    }
+    int show = o->progress_opt != 0;
+    double t_all = now_s(), t_pre = 0, t_dec = 0;
+    for (int i = 0; !rc && i < n_cases; i++) {
+        const struct apb_case *c = &cases[i];
+        struct apb_run_opts oc = *o;
+        oc.cases = NULL;
+        oc.prompt = c->context;
+        oc.question = c->question;
+        oc.max_new = c->max_new >= 0 ? c->max_new : o->max_new;
+        oc.progress = o->progress_opt == 1; /* the prefill's percentage only with --progress */
+        if (show) /* with --progress the memory estimate and the prefill's percentage follow */
+            fprintf(stderr, "apb_run: case %d/%d (%s)%s", i + 1, n_cases, c->id, oc.progress ? "\n" : "");
+        rc = run_prompt(&oc, &s, err);
+        if (!rc)
+            rc = run_gpu_check(&oc, &s, err);
+        s.smp = (apb_sampling){.temperature = o->temperature, .top_p = o->top_p, .seed = o->seed};
+        s.want = oc.max_new;
+        if (!rc)
+            s.out_ids = malloc(sizeof(int32_t) * ((size_t)s.want + 1));
+        if (!rc)
+            rc = run_prefill(&oc, &s, rc, err);
+        if (!rc)
+            rc = run_decode(&oc, &s, rc, err);
+        if (!rc && s.shown_oom)
+            rc = apb_fail(err, APB_E_NOMEM, "out of memory");
+        if (!rc)
+            rc = write_result(out, o->results, c, &s, err);
+        if (show && oc.progress && !rc) /* the header's line is taken: name the case again */
+            fprintf(stderr, "apb_run: case %d/%d (%s)", i + 1, n_cases, c->id);
+        if (show && !(oc.progress && rc))
+            fprintf(stderr, rc ? "\n" : ": %zu tokens, prefill %.3f s, decode %d tokens in %.3f s\n",
+                    s.n_ids + s.n_q, s.t_prefill, s.n_out > 0 ? s.n_out - 1 : 0, s.t_decode);
+        if (rc)
+            apb_err_prefix(err, "%s: line %ld (case %d/%d, id \"%s\"): ", o->cases, c->line, i + 1,
+                           n_cases, c->id);
+        t_pre += s.t_prefill;
+        t_dec += s.t_decode;
+        run_free_seq(&s); /* memory stays flat from case to case */
+    }
+    if (!rc && s.lead)
+        fprintf(stderr, "apb_run: %d cases in %.3f s (prefill %.3f s, decode %.3f s); results in %s\n",
+                n_cases, now_s() - t_all, t_pre, t_dec, o->results);
+    if (!rc && s.tracing)
+        rc = run_report_trace(o, &s, err);
+    if (fclose(out) != 0 && !rc)
+        rc = apb_fail(err, APB_E_IO, "%s: write failed", o->results);
+    run_free(&s);
+    if (started)
+        apb_runtime_shutdown();
+    apb_cases_free(cases, n_cases);
     return rc;
 }
 
@@ -735,8 +918,10 @@ int main(int argc, char **argv)
                       g_nranks);
     if (!rc && g_mpi)
         watchdog_start(o.mpi_timeout);
+    if (!rc && o.cases && g_mpi)
+        rc = apb_fail(&err, APB_E_USAGE, "--cases runs in one process (not under an MPI launcher)");
     if (!rc)
-        rc = run(&o, &err);
+        rc = o.cases ? run_batch(&o, &err) : run(&o, &err);
     if (rc) {
         if (g_nranks > 1) {
             /* leave at once, without MPI_Finalize: mpirun sees the exit and ends the other ranks,

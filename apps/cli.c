@@ -11,7 +11,8 @@
 
 const char *const apb_run_usage =
     "usage: apb_run (--prompt TEXT | --prompt-file FILE | --prompt-len N | --niah LEN |\n"
-    "                --embeds FILE --question TEXT) [options]\n"
+    "                --embeds FILE --question TEXT | --cases FILE.jsonl --results OUT.jsonl)\n"
+    "                [options]\n"
     "\n"
     "  --model DIR            Hugging Face model directory (config.json, *.safetensors,\n"
     "                         tokenizer.json); default: $APB_HOME/models/smollm2-135m-instruct\n"
@@ -24,6 +25,13 @@ const char *const apb_run_usage =
     "  --prompt TEXT          prompt text\n"
     "  --prompt-file FILE     prompt read from FILE\n"
     "  --prompt-len N         N random token ids as prompt (with --random-weights)\n"
+    "  --cases FILE.jsonl     batch: one JSON object a line, {\"id\", \"context\", \"question\",\n"
+    "                         \"max_new_tokens\" (optional)}; each case runs as --prompt-file CONTEXT\n"
+    "                         --question QUESTION with the other options, in one process (the model\n"
+    "                         and the runtime stay loaded); a bad line stops the run before any work,\n"
+    "                         a case that cannot run (too long) stops it there (exit 2)\n"
+    "  --results OUT.jsonl    batch results, one a case as it finishes: {\"id\", \"prediction\",\n"
+    "                         \"prompt_tokens\", \"prefill_s\", \"decode_s\"}\n"
     "  --chat                 wrap the prompt in the model's chat format\n"
     "  --system TEXT          system message for --chat\n"
     "  --max-new-tokens N     tokens to generate (default 32; 0 = prefill only)\n"
@@ -110,7 +118,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
            O_TOPP, O_SEED, O_METHOD, O_SCHED, O_NCPUS, O_TILE, O_PROG, O_NOPROG, O_HELP, O_VERSION,
            O_HOSTS, O_ANCHOR, O_SELECT, O_QUESTION, O_NIAH, O_DEPTH, O_NEEDLE, O_TRACE, O_GANTT, O_COMPRESS, O_RETAINW, O_PLACE,
            O_DUMP, O_MPITO, O_DEVICE, O_NGPUS, O_PREC, O_SCHEDLIB, O_CALIB, O_SUMMARY, O_ALLGATHER, O_GPUMEM,
-           O_VERBOSE, O_POOL, O_SHORT, O_EMBEDS };
+           O_VERBOSE, O_POOL, O_SHORT, O_EMBEDS, O_CASES, O_RESULTS };
     static const struct option lo[] = {
         {"model", 1, 0, O_MODEL}, {"random-weights", 1, 0, O_RANDOM}, {"prompt", 1, 0, O_PROMPT},
         {"prompt-file", 1, 0, O_PFILE}, {"prompt-len", 1, 0, O_PLEN}, {"chat", 0, 0, O_CHAT},
@@ -128,11 +136,12 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         {"sched-lib", 1, 0, O_SCHEDLIB}, {"calibrate", 0, 0, O_CALIB}, {"summary", 0, 0, O_SUMMARY},
         {"allgather", 1, 0, O_ALLGATHER}, {"verbose", 0, 0, O_VERBOSE},
         {"pool", 1, 0, O_POOL}, {"short-chunk", 1, 0, O_SHORT}, {"embeds", 1, 0, O_EMBEDS},
+        {"cases", 1, 0, O_CASES}, {"results", 1, 0, O_RESULTS},
         {0, 0, 0, 0}};
     *o = (struct apb_run_opts){.method = "full", .max_new = 32, .ncpus = -1, .tile = 256,
                        .progress = isatty(2), .top_p = 0.9f, .seed = 42, .hosts = 4,
                        .anchor = -1, .select = -1, .depth = 0.5f, .ngpus = -1, .precision = -1,
-                       .mpi_timeout = 600};
+                       .mpi_timeout = 600, .progress_opt = -1};
     int c, rc = APB_OK;
     opterr = 0;
     optind = 0; /* 0: glibc re-initializes getopt completely (the parser may run many times) */
@@ -165,6 +174,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         case O_SELECT: rc = parse_int(optarg, "--select", 0, INT_MAX / 2, &o->select, err); break;
         case O_QUESTION: o->question = optarg; break;
         case O_EMBEDS: o->embeds = optarg; break;
+        case O_CASES: o->cases = optarg; break;
+        case O_RESULTS: o->results = optarg; break;
         case O_NIAH: rc = parse_int(optarg, "--niah", 64, 1 << 24, &o->niah, err); break;
         case O_DEPTH: rc = parse_float(optarg, "--depth", 0, 1, &o->depth, err); break;
         case O_NEEDLE:
@@ -209,8 +220,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         case O_CALIB: o->calibrate = 1; break;
         case O_SUMMARY: o->summary = 1; break;
         case O_VERBOSE: o->verbose = 1; break;
-        case O_PROG: o->progress = 1; break;
-        case O_NOPROG: o->progress = 0; break;
+        case O_PROG: o->progress = o->progress_opt = 1; break;
+        case O_NOPROG: o->progress = o->progress_opt = 0; break;
         case O_HELP: o->help = 1; return APB_OK;
         case O_VERSION: o->version = 1; return APB_OK;
         case ':': rc = apb_fail(err, APB_E_USAGE, "%s needs a value", argv[optind - 1]); break;
@@ -226,10 +237,16 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
     int rc2 = apb_method_parse(o->method, &o->meth, err);
     if (rc2)
         return rc2;
-    int nsrc = !!o->prompt + !!o->prompt_file + !!o->prompt_len + !!o->niah + !!o->embeds;
+    int nsrc = !!o->prompt + !!o->prompt_file + !!o->prompt_len + !!o->niah + !!o->embeds + !!o->cases;
     if (nsrc != 1)
-        return apb_fail(err, APB_E_USAGE,
-                        "give exactly one of --prompt, --prompt-file, --prompt-len, --niah, --embeds");
+        return apb_fail(err, APB_E_USAGE, "give exactly one of --prompt, --prompt-file, --prompt-len, "
+                                          "--niah, --embeds, --cases");
+    if (!o->cases != !o->results)
+        return apb_fail(err, APB_E_USAGE, "--cases FILE.jsonl and --results OUT.jsonl go together");
+    if (o->cases && (o->question || o->random || o->dump_logits))
+        return apb_fail(err, APB_E_USAGE, "--cases: each case brings its context and question, and "
+                                          "needs the tokenizer (no --question, --random-weights, "
+                                          "--dump-logits)");
     if (o->embeds && (!o->question || o->chat))
         return apb_fail(err, APB_E_USAGE, "--embeds needs --question TEXT (and no --chat)");
     if (o->retain_weights && !o->retain)

@@ -27,6 +27,8 @@ struct apb_run_opts {
     float gpu_mem;                 /* GiB StarPU may use per GPU; 0 = all */
     int help, version;             /* --help / --version seen: print and exit 0 */
     const char *embeds;            /* --embeds FILE.safetensors: context rows (models/embeds.h) */
+    const char *cases, *results;   /* --cases FILE.jsonl --results OUT.jsonl: batch (apps/cases.h) */
+    int progress_opt;              /* -1: neither --progress nor --no-progress given; else the last */
 };
 
 enum { APB_DEVICE_AUTO = 0, APB_DEVICE_CPU = 1, APB_DEVICE_CUDA = 2 };

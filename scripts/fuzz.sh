@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APB_HOME=${APB_HOME:-$HOME/.cache/apb}
 . "$APB_HOME/env.sh"
 secs=${1:-600}; shift || true
-targets=${*:-safetensors config tokenizer cli embeds}
+targets=${*:-safetensors config tokenizer cli embeds cases}
 make -s fuzz
 M=$APB_HOME/models/smollm2-135m-instruct
 for t in $targets; do
@@ -39,10 +39,17 @@ seeds = [["--prompt", "hi", "--method", "apb", "--hosts", "4", "--anchor", "64"]
          ["--niah", "4096", "--depth", "0.5", "--needle", "1234", "--trace", "t.json"],
          ["--prompt-len", "10", "--random-weights", "llama-3.1-8b", "--temperature", "0.7", "--top-p", "0.9"],
          ["--prompt", "x", "--ncpus", "1000"],
-         ["--embeds", "v.safetensors", "--question", "What?", "--method", "spava", "--hosts", "8"]]
+         ["--embeds", "v.safetensors", "--question", "What?", "--method", "spava", "--hosts", "8"],
+         ["--cases", "c.jsonl", "--results", "r.jsonl", "--method", "apb", "--no-progress"]]
 for i, a in enumerate(seeds):
     open(os.path.join(sys.argv[1], f"seed-{i}"), "wb").write(b"\0".join(x.encode() for x in a))
 PY
+    cases) # apb_run --cases files: what bench/accuracy.py writes, and the test's malformed lines
+        printf '%s\n' '{"id": "niah_single-1024-0", "context": "Text.\nThe special magic number for violet is 4417.", "question": "\nWhat is it? It is", "max_new_tokens": 12}' \
+            '' '{"id": "b", "context": "\u00e9t\u00e9 \ud83d\ude00", "question": " q", "extra": [1, {"a": null}]}' >"$c/seed-ok"
+        printf '%s\n' '{"id": "a", "context": "x", "question": "q"}' '{"id": "a", "context": "x",' >"$c/seed-bad"
+        printf '%s\n' '{"id": "a", "context": "x", "question": "q", "max_new_tokens": -3}' \
+            '["a"]' '{"id": "a", "context": "x\u0000y", "question": "q"}' >"$c/seed-bad2" ;;
     embeds) # first byte: dim 4/8/16/576 (bits 0-1), mRoPE (bit 2); then a video file
         for dt in bf16 f16 f32; do
             "$APB_PYTHON" scripts/video_embeds.py "$c/body-$dt" --frames 2 --height 56 --width 84 --dim 8 \

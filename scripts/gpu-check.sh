@@ -13,6 +13,10 @@
 #   mpi      tests/apps/test_mpi.sh with the GPUs: every method over 2 and 4 ranks, and on 2+ GPUs
 #            --allgather nccl over 2 ranks (one communicator over the ranks' GPUs) (needs model)
 #   trace    apb_run APB prefill on the GPUs with --trace/--gantt/--summary (TRACE_ARGS adds options)
+#   accuracy bench/accuracy.py on the GPU (docs/ACCURACY.md; needs model): ACC_ARGS adds options
+#            (e.g. --cases-dir with the cases made on the CPU machine), ACC_APB_ARGS apb_run's;
+#            resumes from bench/results/work/gpu (kept while the machine is warm), so a sweep
+#            longer than one call's limit is finished by calling it again
 # Logs and JSON go to $OUT (the device tool brings them back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -91,6 +95,12 @@ trace)
         --trace "$OUT/trace_apb.json" --gantt "$OUT/gantt_apb.svg" --summary ${TRACE_ARGS:-} >"$OUT/trace.log" 2>&1 \
         && note "PASS trace" || { note "FAIL trace"; tail -20 "$OUT/trace.log"; } ;;
 *) echo "gpu-check: unknown stage $stage"; exit 2 ;;
+accuracy)
+    PYTHONUNBUFFERED=1 "$APB_PYTHON" bench/accuracy.py --run "$R/bin/apb_run" \
+        --apb-args "--device cuda ${ACC_APB_ARGS:-}" --workdir bench/results/work/gpu --resume \
+        --json "$OUT/accuracy_ruler_gpu.json" ${ACC_ARGS:-} >"$OUT/accuracy.log" 2>&1 \
+        && note "accuracy done" || { note "FAIL accuracy"; tail -n 20 "$OUT/accuracy.log"; }
+    sed -n '/^accuracy: cases with/,$p' "$OUT/accuracy.log" ;;
 esac
 done
 printf '%s\n' "${summary[@]}"
