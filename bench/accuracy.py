@@ -174,15 +174,18 @@ def setting_args(setting, method, L, hosts):
     """apb_run options of a setting for a method, or None when the setting does not apply.
     ref: the defaults (apb anchor L/32, select L/64 in multiples of 64; spava L/64, L/128).
     hard: half those ratios, unrounded (apb anchor max(L/64, 64) so that it holds the question,
-    select L/128; spava anchor L/128, select L/256). -poolref: apb's --pool reference."""
-    base, _, pool = setting.partition("-")
-    if base not in ("ref", "hard") or pool not in ("", "poolref"):
-        raise SystemExit(f"accuracy: unknown setting '{setting}' (ref, hard, ref-poolref, hard-poolref)")
-    if pool and method != "apb":
+    select L/128; spava anchor L/128, select L/256). -poolref: apb's --pool reference.
+    -retain: apb compressing with the trained Locret retaining heads (--compress retain, the
+    heads shipped in models/retain/) instead of query-aware selection."""
+    base, _, mod = setting.partition("-")
+    if base not in ("ref", "hard") or mod not in ("", "poolref", "retain"):
+        raise SystemExit(f"accuracy: unknown setting '{setting}' (ref, hard, ref-poolref, hard-poolref, "
+                         "ref-retain, hard-retain)")
+    if mod and method != "apb":
         return None
     if base == "hard" and method not in ("apb", "spava"):
         return None
-    args = ["--pool", "reference"] if pool else []
+    args = ["--pool", "reference"] if mod == "poolref" else ["--compress", "retain"] if mod == "retain" else []
     if base == "hard" and L is not None:
         if method == "apb":
             args += ["--anchor", str(max(L // 64, 64)), "--select", str(max(L // 128, 1))]
@@ -224,7 +227,7 @@ def main():
     ap.add_argument("--lengths", default="1024,2048,4096,8000")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--settings", default="ref,hard,ref-poolref",
-                    help="ref, hard, ref-poolref, hard-poolref (see setting_args)")
+                    help="ref, hard, ref-poolref, hard-poolref, ref-retain, hard-retain (see setting_args)")
     ap.add_argument("--hosts", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--distractors", type=int, default=3, help="niah_multikey: needles of other keys")
