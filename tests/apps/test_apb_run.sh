@@ -3,20 +3,7 @@
 # @brief apb_run end to end: the README example continues with sensible text, prints the timing
 # line, and bad settings exit with the documented code and a clear message.
 set -u
-RUN=${APB_RUN:-apps/apb_run}
-# Under --enable-sanitizers: full stacks for LeakSanitizer, so that tests/lsan.supp can match the
-# hwloc plugin frames (with fast unwinding the stack stops at the unloaded plugin).
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-fail=0
-check() { # name expected_rc pattern cmd...
-    name=$1 want=$2 pat=$3; shift 3
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -ne "$want" ] || ! printf '%s' "$out" | grep -q -- "$pat"; then
-        echo "FAIL $name: rc=$rc (want $want), output:"; printf '%s\n' "$out" | tail -n 40; fail=1
-    else
-        echo "ok   $name"
-    fi
-}
+. "${top_srcdir:-.}/tests/apps/check.sh"
 check "capital of France" 0 "Paris" $RUN --prompt "The capital of France is" --max-new-tokens 8 --no-progress
 check "timing line" 0 "prefill .* tokens/s" $RUN --prompt "Hello" --max-new-tokens 2 --no-progress
 check "chat" 0 "decode" $RUN --chat --prompt "What is 2+2?" --max-new-tokens 4 --no-progress

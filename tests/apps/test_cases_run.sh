@@ -5,20 +5,9 @@
 # stops with the line number (nothing run), a case that cannot run stops there keeping the results
 # before it.
 set -u
-RUN=${APB_RUN:-apps/apb_run}
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-fail=0
+. "${top_srcdir:-.}/tests/apps/check.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-check() { # name expected_rc pattern cmd...
-    name=$1 want=$2 pat=$3; shift 3
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -ne "$want" ] || ! printf '%s' "$out" | grep -q -- "$pat"; then
-        echo "FAIL $name: rc=$rc (want $want), output:"; printf '%s\n' "$out" | tail -n 20; fail=1
-    else
-        echo "ok   $name"
-    fi
-}
 C1="The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is Madrid."
 C2="Alice keeps 3 apples in a basket; Bob keeps 5 pears in a box. The basket is red and the box is blue."
 C3="The special magic number for violet is 4417. The special magic number for amber is 9023."

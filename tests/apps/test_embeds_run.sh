@@ -5,21 +5,10 @@
 # so do ring and zigzag; the mRoPE ids reach the graph (other t ids, other logits); bad files and
 # settings exit with the documented code and a clear message. Skipped without $APB_PYTHON.
 set -u
-RUN=${APB_RUN:-apps/apb_run}
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+. "${top_srcdir:-.}/tests/apps/check.sh"
 if [ -z "${APB_PYTHON:-}" ]; then echo "skip: APB_PYTHON not set"; exit 77; fi
 S=${top_srcdir:-.}/scripts/video_embeds.py
-fail=0
 tmp=$(mktemp -d)
-check() { # name expected_rc pattern cmd...
-    name=$1 want=$2 pat=$3; shift 3
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -ne "$want" ] || ! printf '%s' "$out" | grep -q -- "$pat"; then
-        echo "FAIL $name: rc=$rc (want $want), output:"; printf '%s\n' "$out" | tail -n 20; fail=1
-    else
-        echo "ok   $name"
-    fi
-}
 close() { # name a.bin b.bin: same size, max |a - b| / max |a| < 1e-4
     if "$APB_PYTHON" - "$2" "$3" <<'PY'
 import sys
