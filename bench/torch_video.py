@@ -10,9 +10,13 @@ the last one (prefill + first token), for each N. 1-D RoPE instead of mRoPE: the
 """
 import argparse
 import json
-import time
+import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_prefill import timed  # noqa: E402  (the same warm-up + best-of timing as the LLM baseline)
 
 SHAPES = {  # language models of the VLMs in Spava's speed test
     "qwen2.5-vl-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
@@ -50,14 +54,7 @@ def main():
         def prefill():
             with torch.no_grad():
                 model(inputs_embeds=x, use_cache=True, logits_to_keep=1).logits.argmax(-1).item()
-        prefill()
-        best = 1e30
-        for _ in range(a.reps):
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            prefill()
-            torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
+        best = timed(prefill, reps=a.reps)  # one warm-up call, then the best of reps
         peak = torch.cuda.max_memory_allocated() / 2**30
         print(f"{n:>8} {best:>10.3f} {n / best:>10.0f} {peak:>9.1f}", flush=True)
         runs.append({"preset": a.preset, "tokens": n, "prefill_s": best, "tokens_per_s": n / best,
