@@ -72,23 +72,30 @@ int _apb_tail_pre(apb_model *m, apb_hseq *hs, int s, int l, apb_err *err)
     return rc;
 }
 
+/* Host r's decode-time cache of layer l as past segments appended at segs: its tiles without the
+ * anchors (APB, Star), except Spava's anchor, the true context prefix, which host 0 counts once.
+ * Returns how many were written. */
+static int _apb_host_cache_segs(const apb_hseq *hs, int l, int r, apb_attn_seg *segs)
+{
+    const apb_host *h = &hs->h[r];
+    int anchor_all = (apb_method_desc_of(hs->opt.method)->flags & APB_MF_ANCHOR_ALL) != 0, ns = 0;
+    for (int u = anchor_all && r == 0 ? 0 : h->n_anchor_tiles; u < h->n_tiles; u++)
+        segs[ns++] = apb_seg_past(h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u], h->rows[u]);
+    return ns;
+}
+
 int _apb_tail_attend(apb_model *m, apb_hseq *hs, int s, int l, int rows, apb_attn_seg *segs,
                             apb_err *err)
 {
     const apb_config *c = &m->cfg;
     int W = hs->opt.hosts, pos0 = hs->L + hs->n_cached;
-    int anchor_all = (apb_method_desc_of(hs->opt.method)->flags & APB_MF_ANCHOR_ALL) != 0;
     apb_task_tag tag = {l, W - 1, 0};
     /* each host attends over its local cache; the last host also over the question and generated
      * tokens. Non-last hosts: non-causal (all of their cache is in the past). The anchors are
      * dropped from the cache (APB, Star), except Spava's, whose anchor is the true context prefix:
      * host 0 counts it once. */
     for (int r = 0; r < W; r++) {
-        apb_host *h = &hs->h[r];
-        int ns = 0;
-        int u0 = anchor_all && r == 0 ? 0 : h->n_anchor_tiles;
-        for (int u = u0; u < h->n_tiles; u++)
-            segs[ns++] = apb_seg_past(h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u], h->rows[u]);
+        int ns = _apb_host_cache_segs(hs, l, r, segs);
         if (r == W - 1)
             segs[ns++] = apb_seg_causal(hs->kd[l], hs->vd[l], hs->n_cached + rows, hs->L);
         apb_handle o = W == 1 ? hs->t_o[s] : hs->t_po[s][r];
@@ -124,13 +131,9 @@ static int _apb_tail_one_task_segs(const apb_hseq *hs, int l, int rows, apb_attn
     if (per_host || !_apb_fused_decode() || rows > 8 || apb_runtime_nranks() != 1 ||
         apb_runtime_cuda_workers(NULL, 0) != 1)
         return -1;
-    int W = hs->opt.hosts, ns = 0;
-    int anchor_all = (apb_method_desc_of(hs->opt.method)->flags & APB_MF_ANCHOR_ALL) != 0;
-    for (int r = 0; r < W; r++) {
-        const apb_host *h = &hs->h[r];
-        for (int u = anchor_all && r == 0 ? 0 : h->n_anchor_tiles; u < h->n_tiles; u++)
-            segs[ns++] = apb_seg_past(h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u], h->rows[u]);
-    }
+    int ns = 0;
+    for (int r = 0; r < hs->opt.hosts; r++)
+        ns += _apb_host_cache_segs(hs, l, r, segs + ns);
     return ns + 1 > APB_LAYER_MAX_SEGS ? -1 : ns;
 }
 
