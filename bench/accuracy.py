@@ -15,7 +15,7 @@ Haystack: sentences of the Python reference documentation that CPython ships as
 pydoc_data/topics.py (PSF License), in document order from a random start.
 
     bench/accuracy.py [--tasks niah_single,...] [--methods full,apb,spava,star,ring]
-                      [--lengths 1024,2048] [--samples 20] [--settings ref,hard,ref-poolref]
+                      [--lengths 1024,2048] [--samples 20] [--settings ref,hard,ref-poolblock]
                       [--hosts 4] [--apb-args="--device cuda"] [--run apps/apb_run]
                       [--json bench/results/accuracy_ruler.json] [--dry-run]
 
@@ -174,18 +174,20 @@ def setting_args(setting, method, L, hosts):
     """apb_run options of a setting for a method, or None when the setting does not apply.
     ref: the defaults (apb anchor L/32, select L/64 in multiples of 64; spava L/64, L/128).
     hard: half those ratios, unrounded (apb anchor max(L/64, 64) so that it holds the question,
-    select L/128; spava anchor L/128, select L/256). -poolref: apb's --pool reference.
+    select L/128; spava anchor L/128, select L/256). -poolblock: apb's --pool block (the
+    default is the reference rule since 2026-12-02); -poolref: --pool reference, the setting the
+    earlier tables ran when block was the default.
     -retain: apb compressing with the trained Locret retaining heads (--compress retain, the
     heads shipped in models/retain/) instead of query-aware selection."""
     base, _, mod = setting.partition("-")
-    if base not in ("ref", "hard") or mod not in ("", "poolref", "retain"):
-        raise SystemExit(f"accuracy: unknown setting '{setting}' (ref, hard, ref-poolref, hard-poolref, "
-                         "ref-retain, hard-retain)")
+    if base not in ("ref", "hard") or mod not in ("", "poolref", "poolblock", "retain"):
+        raise SystemExit(f"accuracy: unknown setting '{setting}' (ref, hard, ref-poolblock, "
+                         "hard-poolblock, ref-poolref, hard-poolref, ref-retain, hard-retain)")
     if mod and method != "apb":
         return None
     if base == "hard" and method not in ("apb", "spava"):
         return None
-    args = ["--pool", "reference"] if mod == "poolref" else ["--compress", "retain"] if mod == "retain" else []
+    args = ["--pool", "reference"] if mod == "poolref" else ["--pool", "block"] if mod == "poolblock" else ["--compress", "retain"] if mod == "retain" else []
     if base == "hard" and L is not None:
         if method == "apb":
             args += ["--anchor", str(max(L // 64, 64)), "--select", str(max(L // 128, 1))]
@@ -215,6 +217,44 @@ def wilson(k, n, z=1.96):
     return (max(0.0, c - h), min(1.0, c + h))
 
 
+def paired(results, base="full"):
+    """Per (method, setting): the cases that method and `base` (setting ref) both ran, the hits each
+    scored on them, the cases `base` hit and the method missed (lost) and the reverse (gained), and
+    the exact two-sided McNemar p-value (binomial on the discordant pairs). Pairing the same cases
+    separates methods that the per-cell intervals cannot (20 samples a cell)."""
+    hit = {}
+    for r in results:
+        hit.setdefault((r["method"], r["setting"]), {})[(r["task"], r["length"], r["id"])] = r["score"] == 1.0
+    ref = hit.get((base, "ref"), {})
+    out = []
+    for (m, st), h in sorted(hit.items()):
+        if (m, st) == (base, "ref"):
+            continue
+        ids = [i for i in h if i in ref]
+        if not ids:
+            continue
+        lost = sum(ref[i] and not h[i] for i in ids)
+        gained = sum(h[i] and not ref[i] for i in ids)
+        n = lost + gained
+        pv = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(lost, gained) + 1)) / 2 ** n) if n else 1.0
+        out.append(dict(method=m, setting=st, cases=len(ids), hits=sum(h[i] for i in ids),
+                        base_hits=sum(ref[i] for i in ids), lost=lost, gained=gained,
+                        mcnemar_p=round(pv, 4)))
+    return out
+
+
+def print_paired(pairs):
+    if not pairs:
+        return
+    print("\naccuracy: paired with full on the same cases (all tasks and lengths): hits, cases full "
+          "hit and the method missed (lost), the reverse (gained), exact McNemar p")
+    print(f"  {'method':7s} {'setting':12s} {'cases':>6s} {'hits':>5s} {'full':>5s} {'lost':>5s} "
+          f"{'gained':>6s} {'p':>7s}")
+    for c in pairs:
+        print(f"  {c['method']:7s} {c['setting']:12s} {c['cases']:6d} {c['hits']:5d} {c['base_hits']:5d} "
+              f"{c['lost']:5d} {c['gained']:6d} {c['mcnemar_p']:7.3f}")
+
+
 # ------------------------------------------------------------------ main
 def main():
     # SIGTERM (timeout, a job limit) ends the running apb_run too: subprocess.run kills its child
@@ -226,8 +266,9 @@ def main():
     ap.add_argument("--methods", default="full,apb,spava,star,ring")
     ap.add_argument("--lengths", default="1024,2048,4096,8000")
     ap.add_argument("--samples", type=int, default=20)
-    ap.add_argument("--settings", default="ref,hard,ref-poolref",
-                    help="ref, hard, ref-poolref, hard-poolref, ref-retain, hard-retain (see setting_args)")
+    ap.add_argument("--settings", default="ref,hard,ref-poolblock",
+                    help="ref, hard, ref-poolblock, hard-poolblock, ref-poolref, hard-poolref, ref-retain, "
+                         "hard-retain (see setting_args)")
     ap.add_argument("--hosts", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--distractors", type=int, default=3, help="niah_multikey: needles of other keys")
@@ -243,7 +284,18 @@ def main():
     ap.add_argument("--quiet", action="store_true", help="no per-case progress from apb_run")
     ap.add_argument("--resume", action="store_true",
                     help="keep the results in WORKDIR of an interrupted sweep, run the missing cases")
+    ap.add_argument("--rescore", metavar="JSON",
+                    help="print the tables (and the pairing with full) of a sweep's JSON; nothing runs")
     a = ap.parse_args()
+    if a.rescore:
+        with open(a.rescore) as f:
+            res = json.load(f)["results"]
+        order = lambda key, xs: sorted({r[key] for r in xs}, key=lambda v: (str(type(v)), v))
+        meths = [m for m in METHODS if m in {r["method"] for r in res}]
+        print_table(cells_table(res), [t for t in TASKS if t in {r["task"] for r in res}], meths,
+                    order("setting", res), order("length", res))
+        print_paired(paired(res))
+        return
 
     tasks = a.tasks.split(",")
     methods = a.methods.split(",")
@@ -427,16 +479,22 @@ def cells(results):
     return out
 
 
-def write_json(a, hay, results, tasks, methods, settings, lengths, partial=False):
+def cells_table(results):
     table = []
-    cs = cells(results)
-    for (t, m, st, L), sc in sorted(cs.items()):
+    for (t, m, st, L), sc in sorted(cells(results).items()):
         hits = sum(s == 1.0 for s in sc)
         lo, hi = wilson(hits, len(sc))
         table.append(dict(task=t, method=m, setting=st, length=L, n=len(sc), hits=hits,
                           accuracy=hits / len(sc), wilson95=[round(lo, 3), round(hi, 3)],
                           ruler_score=round(sum(sc) / len(sc), 4)))
+    return table
+
+
+def write_json(a, hay, results, tasks, methods, settings, lengths, partial=False):
+    table = cells_table(results)
     print_table(table, tasks, methods, settings, lengths)
+    pairs = paired(results)
+    print_paired(pairs)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
@@ -449,7 +507,7 @@ def write_json(a, hay, results, tasks, methods, settings, lengths, partial=False
                        apb_args=a.apb_args,
                        difficulty=dict(distractors=a.distractors, values=a.values, hops=a.hops,
                                        chains=a.chains),
-                       table=table, results=results), f, indent=1)
+                       table=table, paired_with_full=pairs, results=results), f, indent=1)
     print(f"wrote {a.json}")
 
 

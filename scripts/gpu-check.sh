@@ -94,13 +94,13 @@ trace)
         --anchor 4096 --select 2048 --tile 4096 --device cuda --max-new-tokens 2 --no-progress \
         --trace "$OUT/trace_apb.json" --gantt "$OUT/gantt_apb.svg" --summary ${TRACE_ARGS:-} >"$OUT/trace.log" 2>&1 \
         && note "PASS trace" || { note "FAIL trace"; tail -20 "$OUT/trace.log"; } ;;
-*) echo "gpu-check: unknown stage $stage"; exit 2 ;;
 accuracy)
     PYTHONUNBUFFERED=1 "$APB_PYTHON" bench/accuracy.py --run "$R/bin/apb_run" \
         --apb-args "--device cuda ${ACC_APB_ARGS:-}" --workdir bench/results/work/gpu --resume \
         --json "$OUT/accuracy_ruler_gpu.json" ${ACC_ARGS:-} >"$OUT/accuracy.log" 2>&1 \
         && note "accuracy done" || { note "FAIL accuracy"; tail -n 20 "$OUT/accuracy.log"; }
     sed -n '/^accuracy: cases with/,$p' "$OUT/accuracy.log" ;;
+*) echo "gpu-check: unknown stage $stage"; exit 2 ;;
 esac
 done
 printf '%s\n' "${summary[@]}"
