@@ -46,9 +46,9 @@ const char *const apb_run_usage =
     "  --placement free|pinned  hosts left to the scheduler (default) or host h on CPU worker h mod n\n"
     "  --allgather starpu|nccl  apb: compressed blocks move by StarPU data dependencies (default) or\n"
     "                         one NCCL allgather per GPU and layer (GPUs; pins hosts to GPUs)\n"
-    "  --pool block|reference  apb: max-pool the selection scores inside each host's local block\n"
-    "                         (default), or over [anchor | local] before the anchor is excluded\n"
-    "                         (thunlp/APB's order: the first local tokens can take anchor scores)\n"
+    "  --pool reference|block  apb: max-pool the selection scores over [anchor | local] before the\n"
+    "                         anchor is excluded (default, thunlp/APB's order: the first local\n"
+    "                         tokens can take anchor scores), or inside each host's local block\n"
     "  --short-chunk whole|reference  spava: a chunk shorter than --select is passed whole\n"
     "                         (default), or as min(K, 128 floor(chunk/128)) selected rows (thunlp/APB)\n"
     "  --compress query|retain  APB compression: query-aware selection (default) or Locret\n"
@@ -193,7 +193,7 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         case O_RETAINW: o->retain_weights = optarg; break;
         case O_PLACE: rc = apb_placement_parse(optarg, &o->placement, err); break;
         case O_ALLGATHER: rc = apb_allgather_parse(optarg, &o->allgather, err); break;
-        case O_POOL: rc = apb_pool_parse(optarg, &o->pool, err); break;
+        case O_POOL: rc = apb_pool_parse(optarg, &o->pool, err), o->pool_set = 1; break;
         case O_SHORT: rc = apb_short_chunk_parse(optarg, &o->short_chunk, err); break;
         case O_DUMP: o->dump_logits = optarg; break;
         case O_MPITO: rc = parse_int(optarg, "--mpi-timeout", 0, 1 << 24, &o->mpi_timeout, err); break;
@@ -253,8 +253,8 @@ int apb_run_parse_args(int argc, char **argv, struct apb_run_opts *o, apb_err *e
         return apb_fail(err, APB_E_USAGE, "--retain-weights needs --compress retain");
     if (o->retain && o->meth != APB_METHOD_APB)
         return apb_fail(err, APB_E_USAGE, "--compress retain applies to --method apb");
-    if (o->pool == APB_POOL_REFERENCE && o->meth != APB_METHOD_APB)
-        return apb_fail(err, APB_E_USAGE, "--pool reference applies to --method apb (Spava pools "
+    if (o->pool_set && o->meth != APB_METHOD_APB)
+        return apb_fail(err, APB_E_USAGE, "--pool applies to --method apb (Spava pools "
                                           "inside each chunk; see docs/DESIGN.md)");
     if (o->short_chunk == APB_SHORT_REFERENCE && o->meth != APB_METHOD_SPAVA)
         return apb_fail(err, APB_E_USAGE, "--short-chunk reference applies to --method spava");

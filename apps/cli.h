@@ -16,7 +16,8 @@ struct apb_run_opts {
     int retain;                    /* --compress retain */
     apb_placement placement;       /* --placement */
     int allgather;                 /* --allgather: APB_ALLGATHER_STARPU or _NCCL */
-    int pool;                      /* --pool: APB_POOL_BLOCK (default) or APB_POOL_REFERENCE */
+    int pool;                      /* --pool: APB_POOL_REFERENCE (default) or APB_POOL_BLOCK */
+    int pool_set;                  /* --pool given */
     int short_chunk;               /* --short-chunk: APB_SHORT_WHOLE (default) or _REFERENCE */
     int prompt_len, chat, max_new, ncpus, tile, progress, hosts, anchor, select, niah;
     float temperature, top_p, depth;

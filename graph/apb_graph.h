@@ -136,7 +136,7 @@ int apb_allgather_parse(const char *name, int *mode, apb_err *err);
  * only (block, the default), or over the host's whole [anchor | local] sequence before the anchor
  * positions are excluded, as thunlp/APB does (reference: the first local tokens can take the last
  * anchor tokens' scores). Host 0 has no anchor: both rules are the same there. */
-enum { APB_POOL_BLOCK = 0, APB_POOL_REFERENCE = 1 };
+enum { APB_POOL_REFERENCE = 0, APB_POOL_BLOCK = 1 }; /* reference: the default (zero) */
 int apb_pool_parse(const char *name, int *mode, apb_err *err);
 /* Spava, a chunk shorter than the selection size K: the whole chunk is passed (whole, the default:
  * the default K is clamped to the chunk), or min(K, 128 floor(chunk / 128)) selected rows, as
@@ -156,7 +156,8 @@ typedef struct apb_hosts_opts {
     int retain;                    /* apb: compress with the model's retaining heads (else query-aware) */
     apb_placement placement;       /* free (default) or pinned hosts */
     int allgather;                 /* apb: APB_ALLGATHER_STARPU (default) or APB_ALLGATHER_NCCL */
-    int pool;                      /* apb: APB_POOL_BLOCK (default) or APB_POOL_REFERENCE */
+    int pool;                      /* apb: APB_POOL_REFERENCE (default) or APB_POOL_BLOCK;
+                                      * other methods ignore it */
     int short_chunk;               /* spava: APB_SHORT_WHOLE (default) or APB_SHORT_REFERENCE */
     /* --embeds: the context rows come from this file (models/embeds.h) instead of token ids:
      * ctx[i] = i indexes its rows, its position ids drive mRoPE (when the model has it), and the

@@ -28,9 +28,6 @@ int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hos
          * queue behind another GPU's collective, so every host is pinned to its GPU */
         o->placement = APB_PLACE_PINNED;
     }
-    if (o->pool == APB_POOL_REFERENCE && o->method != APB_METHOD_APB)
-        return apb_fail(err, APB_E_USAGE, "--pool reference applies to --method apb (got %s)",
-                        apb_method_name(o->method));
     if (o->short_chunk == APB_SHORT_REFERENCE && o->method != APB_METHOD_SPAVA)
         return apb_fail(err, APB_E_USAGE, "--short-chunk reference applies to --method spava (got %s)",
                         apb_method_name(o->method));

@@ -41,7 +41,8 @@ for m in "full" "apb --hosts 2" "ring --hosts 2" "spava --hosts 2"; do
     fi
 done
 rm -rf "$tmp0"
-# fidelity options (docs/DESIGN.md): APB's max-pool over [anchor | local] (--pool reference), Spava's
+# fidelity options (docs/DESIGN.md): APB's max-pool over [anchor | local] (--pool reference, the
+# default) or inside the local block (--pool block), Spava's
 # short chunks as min(K, 128 floor(chunk/128)) rows (--short-chunk reference: 0 rows for chunks
 # under 128 tokens), each refused for the other methods
 # --compress retain without --retain-weights: the heads shipped for the model's directory name
@@ -51,10 +52,12 @@ tmpm=$(mktemp -d)
 for f in "${APB_HOME:-$HOME/.cache/apb}"/models/smollm2-135m-instruct/*; do ln -s "$f" "$tmpm/"; done
 check "retain no default heads" 3 "looked for .*retain_heads.safetensors" $RUN --model "$tmpm" --prompt "$P0" --method apb --hosts 2 --compress retain --max-new-tokens 1 --no-progress
 rm -rf "$tmpm"
+check "pool block runs" 0 "decode" $RUN --prompt "$P0 $P0 $P0" --method apb --hosts 3 --anchor 24 --select 4 --pool block --max-new-tokens 1 --no-progress
 check "pool reference runs" 0 "decode" $RUN --prompt "$P0 $P0 $P0" --method apb --hosts 3 --anchor 24 --select 4 --pool reference --max-new-tokens 1 --no-progress
 check "short-chunk whole" 0 "select [1-9]" $RUN --prompt "$P0" --method spava --hosts 2 --max-new-tokens 1 --no-progress
 check "short-chunk reference" 0 "select 0," $RUN --prompt "$P0" --method spava --hosts 2 --short-chunk reference --max-new-tokens 1 --no-progress
 check "pool reference is apb's" 2 "applies to --method apb" $RUN --prompt x --method spava --pool reference
+check "pool block is apb's" 2 "applies to --method apb" $RUN --prompt x --method star --pool block
 check "short-chunk reference is spava's" 2 "applies to --method spava" $RUN --prompt x --method apb --short-chunk reference
 check "bad pool" 2 "expected block or reference" $RUN --prompt x --pool sideways
 # --chat without --system: the model's own template (SmolLM2's default system line, 37 prompt tokens

@@ -35,7 +35,7 @@ static int32_t *tokens(size_t *n)
 }
 
 static int allgather_mode; /* APB_ALLGATHER_STARPU unless a test sets it */
-static int pool_mode;      /* APB_POOL_BLOCK unless a test sets it */
+static int pool_mode;      /* APB_POOL_REFERENCE (the default) unless a test sets it */
 
 static void method_logits(apb_method meth, int W, int anchor, int select, const int32_t *ids, int L,
                           int nq, float *out)
@@ -222,15 +222,11 @@ Test(methods, spava_short_chunk_rule)
                      cases[i].W, cases[i].select, cases[i].ref ? "reference" : "whole", o.select,
                      cases[i].want);
     }
-    /* the option is Spava's; --pool reference is APB's */
+    /* the option is Spava's (--pool is APB's: other methods ignore it, the CLI refuses it) */
     apb_hosts_opts o = {.method = APB_METHOD_APB, .hosts = 2, .anchor = -1, .select = -1, .tile = 64,
                         .short_chunk = APB_SHORT_REFERENCE};
     cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE);
     cr_assert(strstr(err.msg, "spava"), "%s", err.msg);
-    o = (apb_hosts_opts){.method = APB_METHOD_SPAVA, .hosts = 2, .anchor = -1, .select = -1,
-                         .tile = 64, .pool = APB_POOL_REFERENCE};
-    cr_assert_eq(apb_hosts_resolve(&model.cfg, 1000, 5, 4, &o, &err), APB_E_USAGE);
-    cr_assert(strstr(err.msg, "apb"), "%s", err.msg);
 }
 
 Test(methods, impossible_settings_are_refused)
@@ -340,7 +336,7 @@ Test(methods, apb_with_retaining_heads)
     apb_hseq hs;
     /* anchor 4 cannot hold the question, which retaining heads do not need */
     apb_hosts_opts o = {.method = APB_METHOD_APB, .hosts = 3, .anchor = 4, .select = 6, .tile = 7,
-                        .retain = 1};
+                        .retain = 1, .pool = APB_POOL_BLOCK};
     apb_sampling smp = {0, 1, 0};
     cr_assert_eq(apb_prefill_hosts(&m2, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err), 0, "%s", err.msg);
     cr_assert_eq(apb_hosts_read_logits(&hs, got, V, &err), 0);
@@ -405,7 +401,7 @@ static void apb_spec_case(const int32_t *ids, int L, int nq, int W, int A, int K
     free(ref32);
     pool_mode = pool;
     method_logits(APB_METHOD_APB, W, A, K, ids, L, nq, got);
-    pool_mode = APB_POOL_BLOCK;
+    pool_mode = APB_POOL_REFERENCE;
 }
 
 Test(methods, apb_matches_numpy_spec_implementation)
@@ -421,7 +417,7 @@ Test(methods, apb_matches_numpy_spec_implementation)
         float *got[2] = {t_poisoned(V), t_poisoned(V)};
         double *ref[2] = {malloc(sizeof(double) * V), malloc(sizeof(double) * V)};
         /* with 2 hosts only host 0 compresses, which has no anchor: the rules coincide there */
-        for (int pool = APB_POOL_BLOCK; pool <= (W > 2 ? APB_POOL_REFERENCE : APB_POOL_BLOCK); pool++) {
+        for (int pool = APB_POOL_REFERENCE; pool <= (W > 2 ? APB_POOL_BLOCK : APB_POOL_REFERENCE); pool++) {
             apb_spec_case(ids, L, nq, W, A, K, pool, got[pool], ref[pool]);
             const char *pn = pool == APB_POOL_REFERENCE ? "reference" : "block";
             double e = t_rel_err(got[pool], ref[pool], V);

@@ -6,7 +6,7 @@ Written from ../shared/APB_SPEC.md, sharing only the building blocks (rmsnorm, R
 with llama_ref.py, to check the C runtime's `apb` method with query-aware selection:
 
   apb_ref.py --model DIR --ctx 1,2,... --question 7,8,9 --hosts W --anchor A --select K --out F
-             [--pool block|reference]
+             [--pool reference|block]
 
 writes the float32 logits of the last question position. Spec points implemented here:
   * split: block = ceil(L/W); host r owns context [r*block, ...) with its global positions
@@ -16,9 +16,9 @@ writes the float32 logits of the last question position. Spec points implemented
     averaged over the question rows and each GQA group; score = k . qbar (no scaling);
     max-pool (kernel 5, stride 1, padding 2 with -inf); the first A positions of host 0's
     sequence get -inf; top-K per KV head; kept in sequence order. Where the pool runs on hosts
-    r > 0 (--pool): over the local block only (block, apb's default), or over the whole
-    [anchor | local] sequence with the anchor's a positions then set to -inf (reference: the order
-    of thunlp/APB, so the first local tokens can take the last anchor tokens' scores)
+    r > 0 (--pool): over the whole [anchor | local] sequence with the anchor's a positions then
+    set to -inf (reference, apb's default: the order of thunlp/APB, so the first local tokens can
+    take the last anchor tokens' scores), or over the local block only (block)
   * passing block of host r: the selections of hosts 0..r-1, per KV head
   * mask: anchor rows attend causally within the anchor only; local rows attend to the whole
     passing block, the whole anchor, and causally within the local block
@@ -83,7 +83,7 @@ def select(k, v, qbar, exclude, K):
     return ck, cv
 
 
-def apb(model, ctx, question, W, A, K, pool="block"):
+def apb(model, ctx, question, W, A, K, pool="reference"):
     L, nq = len(ctx), len(question)
     block = -(-L // W)
     emb = model.w["model.embed_tokens.weight"]
@@ -153,7 +153,7 @@ def main():
     ap.add_argument("--anchor", type=int, required=True)
     ap.add_argument("--select", type=int, required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--pool", choices=("block", "reference"), default="block")
+    ap.add_argument("--pool", choices=("block", "reference"), default="reference")
     a = ap.parse_args()
     ctx = [int(s) for s in a.ctx.split(",")]
     question = [int(s) for s in a.question.split(",")]
