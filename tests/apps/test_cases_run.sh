@@ -111,7 +111,18 @@ assert cells == {(t, m, s) for t in ("niah_single", "vartrack")
                  for m, s in (("full", "ref"), ("apb", "ref"), ("apb", "hard"))}, cells
 assert all(c["n"] == 1 and 0 <= c["wilson95"][0] <= c["accuracy"] <= c["wilson95"][1] for c in d["table"])
 assert len(d["results"]) == 6 and d["haystack"]["source"].startswith("CPython")
+# the pairing with full: recomputed here from the per-case results
+hit = {(r["method"], r["setting"], r["id"]): r["score"] == 1.0 for r in d["results"]}
+pairs = {(p["method"], p["setting"]): p for p in d["paired_with_full"]}
+assert set(pairs) == {("apb", "ref"), ("apb", "hard")}, pairs
+for (m, s), p in pairs.items():
+    ids = [i for (mm, ss, i) in hit if (mm, ss) == (m, s)]
+    assert p["cases"] == len(ids) == 2, p
+    assert p["lost"] == sum(hit[("full", "ref", i)] and not hit[(m, s, i)] for i in ids), p
+    assert p["gained"] == sum(hit[(m, s, i)] and not hit[("full", "ref", i)] for i in ids), p
+    assert 0 <= p["mcnemar_p"] <= 1 and (p["lost"] + p["gained"] > 0 or p["mcnemar_p"] == 1), p
 PY
+        "$APB_PYTHON" "${top_srcdir:-.}/bench/accuracy.py" --rescore "$tmp/acc.json" | grep -q "paired with full"
     then echo "ok   accuracy sweep end to end"; else echo "FAIL accuracy sweep end to end"; tail -n 20 "$tmp/acc.out"; fail=1; fi
 else
     echo "skip accuracy.py checks (APB_PYTHON with tokenizers not set)"
