@@ -510,13 +510,81 @@ static __device__ __forceinline__ float apb_wf(const uint32_t *w, int e)
     return __uint_as_float(w[e]);
 }
 
-/* One segment's keys [a, b) of a split for one warp, blocks of 32 keys (lane = key for Q K^T,
- * lane = D / 32 output columns for P V). Every load of a phase is issued before its arithmetic:
- * the K row of a lane in chunks of CK elements (16 loads of 16 bytes in flight per lane), the V
- * rows of a block in groups of VG (a lane's columns of 16-32 rows in flight), so that a warp
- * keeps 4-8 KB of reads outstanding and the split-KV grid streams the cache near the bandwidth
- * (the loop that loaded one V row at a time waited a memory latency per key). */
-template <int D, int RB, bool BF16, bool PF>
+/* Q K^T of a block of 32 keys from a bf16 cache, loads coalesced (D <= 128, RB <= 4): LPR = D / 8
+ * lanes read one key row in 16-byte pieces, so one warp load covers 32 / LPR whole rows (the
+ * lane-per-row pattern touched 32 rows per load: 32 L1 wavefronts for 512 bytes). Lane (kk, sub)
+ * holds the partial dot products of dims [8 sub, 8 sub + 8) for keys t KPI + kk, t < LPR; a
+ * butterfly reduce-scatter over the LPR lanes of the row (LPR - 1 shuffles a query row) leaves
+ * lane (kk, sub) with the whole score of key sub KPI + kk of the block. */
+/* One stage per call, N values left (N / 2 = the partner's lane distance o): keep the upper
+ * half of the values if bit o of sub is set, add the partner's (lane ^ o) copy of that half;
+ * after the last stage value 0 holds key t = sub (template recursion: every index constant). */
+template <int LPR, int RB, int N>
+static __device__ __forceinline__ void apb_sk_reduce_scatter(float (&v)[RB][LPR], int sub)
+{
+    if constexpr (N > 1) {
+        constexpr int O = N / 2;
+        const bool up = sub & O;
+#pragma unroll
+        for (int i = 0; i < O; i++)
+#pragma unroll
+            for (int r = 0; r < RB; r++) {
+                const float send = up ? v[r][i] : v[r][i + O], keep = up ? v[r][i + O] : v[r][i];
+                v[r][i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+            }
+        apb_sk_reduce_scatter<LPR, RB, O>(v, sub);
+    }
+}
+
+template <int D, int RB>
+static __device__ __forceinline__ void apb_sk_scores_co(const float (*sq)[D], const char *kb, size_t ld, int kvh,
+                                                        int j0, int b, int lane, float *s)
+{
+    constexpr int LPR = D / 8, KPI = 32 / LPR;
+    const int sub = lane % LPR, kk = lane / LPR;
+    uint32_t kw[LPR][4];
+#pragma unroll
+    for (int t = 0; t < LPR; t++) {
+        const int jt = j0 + t * KPI + kk;
+        if (jt < b)
+            apb_ldw<4>(kw[t], kb + ((size_t)jt * ld + (size_t)kvh * D + sub * 8) * 2);
+        else
+            kw[t][0] = kw[t][1] = kw[t][2] = kw[t][3] = 0u;
+    }
+    /* the first stage of the reduce-scatter as the dot products are made (keys t and t + LPR / 2
+     * meet there), so that half the partial sums are ever live */
+    constexpr int H = LPR / 2;
+    const bool up = sub & H;
+    float v[RB][H];
+#pragma unroll
+    for (int t = 0; t < H; t++)
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            const float4 q0 = *(const float4 *)&sq[r][sub * 8], q1 = *(const float4 *)&sq[r][sub * 8 + 4];
+            float d[2];
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint32_t *w = kw[t + h * H];
+                d[h] = q0.x * apb_wf<true>(w, 0) + q0.y * apb_wf<true>(w, 1) + q0.z * apb_wf<true>(w, 2) +
+                       q0.w * apb_wf<true>(w, 3) + q1.x * apb_wf<true>(w, 4) + q1.y * apb_wf<true>(w, 5) +
+                       q1.z * apb_wf<true>(w, 6) + q1.w * apb_wf<true>(w, 7);
+            }
+            v[r][t] = (up ? d[1] : d[0]) + __shfl_xor_sync(0xffffffffu, up ? d[0] : d[1], H);
+        }
+    apb_sk_reduce_scatter<H, RB, H>(v, sub);
+#pragma unroll
+    for (int r = 0; r < RB; r++)
+        s[r] = v[r][0];
+}
+
+/* One segment's keys [a, b) of a split for one warp, blocks of 32 keys (lane = D / 32 output
+ * columns for P V). Every load of a phase is issued before its arithmetic so that a warp keeps
+ * 4-8 KB of reads outstanding and the split-KV grid streams the cache near the bandwidth (the
+ * loop that loaded one V row at a time waited a memory latency per key). Q K^T: bf16 caches with
+ * D <= 128 and RB <= 4 take apb_sk_scores_co (coalesced rows, the key of a lane permuted:
+ * kidx); otherwise lane = key, its row in chunks of CK elements (16 loads of 16 bytes in
+ * flight). P V: the V rows of a block in groups of VG (a lane's columns of 16-32 rows). */
+template <int D, int RB, bool BF16, bool CO_OK>
 static __device__ __forceinline__ void
 apb_sk_segment(const float (*sq)[D], float (*sp)[32], const apb_cuda_seg &sg, int a, int b, int kvh, int warp,
                int lane, const int *qc, float *m, float *l, float (*acc)[D / 32])
@@ -526,26 +594,23 @@ apb_sk_segment(const float (*sq)[D], float (*sp)[32], const apb_cuda_seg &sg, in
     constexpr int CK = BF16 ? (D < 128 ? D : 128) : 64; /* K elements per load batch */
     constexpr int VW = DE * EB / 4;                     /* 32-bit words of a lane's V columns */
     constexpr int VG = 64 / VW < 32 ? 64 / VW : 32;     /* V rows per load batch */
+    constexpr bool CO = CO_OK && BF16 && D <= 128 && RB <= 4; /* coalesced Q K^T */
+    constexpr int LPR = CO ? D / 8 : 32, KPI = 32 / LPR;
+    const int kidx = CO ? (lane % LPR) * KPI + lane / LPR : lane; /* the lane's key in a block */
     const char *kb = (const char *)sg.k, *vb = (const char *)sg.v;
     for (int j0 = a + warp * 32; j0 < b; j0 += APB_SK_WARPS * 32) {
-        const int j = j0 + lane;
+        const int j = j0 + kidx;
         const bool valid = j < b;
         const int nk = min(32, b - j0);
         const char *vr = vb + ((size_t)j0 * sg.ld + (size_t)kvh * D + (size_t)lane * DE) * EB;
         const size_t vstride = (size_t)sg.ld * EB;
-        /* PF (bf16, VG = 32): a full block's V rows are requested with its K rows, so the two
-         * phases wait for one memory round trip instead of two (more registers held) */
-        uint32_t vpf[PF ? 32 : 1][VW];
-        if (PF && nk == 32) {
-#pragma unroll
-            for (int t = 0; t < (PF ? 32 : 1); t++)
-                apb_ldw<VW>(vpf[t], vr + (size_t)t * vstride);
-        }
         float s[RB];
 #pragma unroll
         for (int r = 0; r < RB; r++)
             s[r] = 0.f;
-        if (valid) {
+        if constexpr (CO) {
+            apb_sk_scores_co<D, RB>(sq, kb, sg.ld, kvh, j0, b, lane, s);
+        } else if (valid) {
             const char *kr = kb + ((size_t)j * sg.ld + (size_t)kvh * D) * EB;
 #pragma unroll
             for (int c0 = 0; c0 < D; c0 += CK) {
@@ -586,21 +651,15 @@ apb_sk_segment(const float (*sq)[D], float (*sp)[32], const apb_cuda_seg &sg, in
         }
 #pragma unroll
         for (int r = 0; r < RB; r++)
-            sp[r][lane] = p[r]; /* P V reads a key's p[r] as a broadcast (4 keys per load) */
+            sp[r][kidx] = p[r]; /* P V reads a key's p[r] as a broadcast (4 keys per load) */
         __syncwarp();
         if (nk == 32) {
 #pragma unroll
             for (int t0 = 0; t0 < 32; t0 += VG) {
                 uint32_t vw[VG][VW];
 #pragma unroll
-                for (int t = 0; t < VG; t++) {
-                    if (PF)
-#pragma unroll
-                        for (int e = 0; e < VW; e++)
-                            vw[t][e] = vpf[PF ? t0 + t : 0][e];
-                    else
-                        apb_ldw<VW>(vw[t], vr + (size_t)(t0 + t) * vstride);
-                }
+                for (int t = 0; t < VG; t++)
+                    apb_ldw<VW>(vw[t], vr + (size_t)(t0 + t) * vstride);
 #pragma unroll
                 for (int t = 0; t < VG; t += 4) {
 #pragma unroll
@@ -632,7 +691,7 @@ apb_sk_segment(const float (*sq)[D], float (*sp)[32], const apb_cuda_seg &sg, in
     }
 }
 
-template <int D, int RB, bool PF>
+template <int D, int RB, bool CO>
 __global__ void __launch_bounds__(32 * APB_SK_WARPS)
 apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
                    int group, int kvh0, int nsplit, int chunk, float *__restrict__ part)
@@ -674,7 +733,7 @@ apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0,
         const int ke = apb_seg_kend(sg, qhi);
         const int a = max(lo, base) - base, b = min(hi, base + ke) - base; /* segment keys [a, b) */
         if (sg.bf16)
-            apb_sk_segment<D, RB, true, PF>(sq, sm_p[warp], sg, a, b, kvh, warp, lane, qc, m, l, acc);
+            apb_sk_segment<D, RB, true, CO>(sq, sm_p[warp], sg, a, b, kvh, warp, lane, qc, m, l, acc);
         else
             apb_sk_segment<D, RB, false, false>(sq, sm_p[warp], sg, a, b, kvh, warp, lane, qc, m, l, acc);
         base += ke;
@@ -715,53 +774,71 @@ apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0,
     }
 }
 
-/* One CTA of APB_SK_MERGE_THREADS per (KV head, row): the splits' weights exp(m_s - M) go to
- * shared memory once, then thread c sums column c over the splits (independent loads, unrolled:
- * the one-warp-per-row loop that walked the splits serially took ~20 us per call at 4K keys). */
-enum { APB_SK_MERGE_THREADS = 128 };
+/* One CTA of APB_SK_MERGE_THREADS per (KV head, row). The splits' m and l go to shared memory in
+ * one round of loads, their weights exp(m_s - M) are made there, then warp w sums the splits
+ * w, w + 4, ... with lane = columns c = lane + 32 e (each split's row read coalesced, several
+ * splits' loads in flight), and the 4 warps' sums meet in shared memory. ncu, 128K keys, 82
+ * splits, 32 rows: the version with thread = column walking all splits took 17 us a call. */
+enum { APB_SK_MERGE_THREADS = 128, APB_SK_MERGE_WARPS = APB_SK_MERGE_THREADS / 32 };
+template <int D>
 __global__ void __launch_bounds__(APB_SK_MERGE_THREADS)
-apb_k_attn_splitkv_merge(const float *__restrict__ part, int n_q, int group, int kvh0, int nsplit, int D,
+apb_k_attn_splitkv_merge(const float *__restrict__ part, int n_q, int group, int kvh0, int nsplit,
                          float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
 {
-    __shared__ float sw[APB_SK_MAX_SPLITS], red[APB_SK_MERGE_THREADS / 32];
+    constexpr int DE = D / 32;
+    __shared__ float sw[APB_SK_MAX_SPLITS], sl[APB_SK_MAX_SPLITS], red[APB_SK_MERGE_WARPS];
+    __shared__ float sacc[APB_SK_MERGE_WARPS][D];
     const int R = n_q * group, kvl = blockIdx.x / R, r = blockIdx.x % R, i = r / group;
     const int qh = (kvh0 + kvl) * group + r % group, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int stride = D + 2;
     const float *pp = part + ((size_t)kvl * R + r) * nsplit * stride;
     float M = -INFINITY;
-    for (int s = tid; s < nsplit; s += APB_SK_MERGE_THREADS)
-        M = fmaxf(M, pp[(size_t)s * stride + D]);
+    for (int s = tid; s < nsplit; s += APB_SK_MERGE_THREADS) {
+        const float ms = pp[(size_t)s * stride + D];
+        sw[s] = ms;
+        sl[s] = pp[(size_t)s * stride + D + 1];
+        M = fmaxf(M, ms);
+    }
     M = apb_warp_max(M);
     if (lane == 0)
         red[warp] = M;
     __syncthreads();
     M = red[0];
 #pragma unroll
-    for (int w = 1; w < APB_SK_MERGE_THREADS / 32; w++)
+    for (int w = 1; w < APB_SK_MERGE_WARPS; w++)
         M = fmaxf(M, red[w]);
+    for (int s = tid; s < nsplit; s += APB_SK_MERGE_THREADS)
+        sw[s] = sw[s] == -INFINITY ? 0.f : expf(sw[s] - M);
     __syncthreads();
-    float L = 0.f;
-    for (int s = tid; s < nsplit; s += APB_SK_MERGE_THREADS) {
-        const float ms = pp[(size_t)s * stride + D];
-        const float w = ms == -INFINITY ? 0.f : expf(ms - M);
-        sw[s] = w;
-        L += pp[(size_t)s * stride + D + 1] * w;
+    float L = 0.f, acc[DE];
+#pragma unroll
+    for (int e = 0; e < DE; e++)
+        acc[e] = 0.f;
+#pragma unroll 4
+    for (int s = warp; s < nsplit; s += APB_SK_MERGE_WARPS) {
+        const float w = sw[s];
+        L += sl[s] * w;
+#pragma unroll
+        for (int e = 0; e < DE; e++)
+            acc[e] += pp[(size_t)s * stride + lane + 32 * e] * w;
     }
-    L = apb_warp_sum(L);
+#pragma unroll
+    for (int e = 0; e < DE; e++)
+        sacc[warp][lane + 32 * e] = acc[e];
     if (lane == 0)
-        red[warp] = L;
+        red[warp] = L; /* the same sum in every lane of the warp */
     __syncthreads();
     L = 0.f;
 #pragma unroll
-    for (int w = 0; w < APB_SK_MERGE_THREADS / 32; w++)
+    for (int w = 0; w < APB_SK_MERGE_WARPS; w++)
         L += red[w];
     float *orow = o + (size_t)i * ld_o + (size_t)qh * D;
     for (int c = tid; c < D; c += APB_SK_MERGE_THREADS) {
-        float acc = 0.f;
-#pragma unroll 8
-        for (int s = 0; s < nsplit; s++)
-            acc += pp[(size_t)s * stride + c] * sw[s];
-        orow[c] = L > 0.f ? acc / L : 0.f;
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < APB_SK_MERGE_WARPS; w++)
+            sum += sacc[w][c];
+        orow[c] = L > 0.f ? sum / L : 0.f;
     }
     if (tid == 0)
         lse[(size_t)i * ld_lse + qh] = L > 0.f ? M + logf(L) : -INFINITY;
@@ -782,32 +859,31 @@ static int apb_sm_count(void)
     return sms[dev];
 }
 
-/* APB_SK_PREFETCH=1: the kernel variant that requests a block's V rows with its K rows (bf16
- * caches, head_dim <= 128); 0: V after the scores. */
-static bool apb_sk_pf(int d)
-{
-    static int pf = -1;
-    if (pf < 0) {
-        const char *e = getenv("APB_SK_PREFETCH");
-        pf = e ? strcmp(e, "0") != 0 : 0;
-    }
-    return pf && d <= 128;
-}
-
-template <int D, bool PF>
-static void apb_launch_splitkv_dp(int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
-                                  int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
-                                  float *part)
+template <int D, bool CO>
+static void apb_launch_splitkv_dc(int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
+                                 int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
+                                 float *part)
 {
     const int th = 32 * APB_SK_WARPS;
     if (rb == 1)
-        apb_k_attn_splitkv<D, 1, PF><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        apb_k_attn_splitkv<D, 1, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
     else if (rb == 2)
-        apb_k_attn_splitkv<D, 2, PF><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        apb_k_attn_splitkv<D, 2, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
     else if (rb == 4)
-        apb_k_attn_splitkv<D, 4, PF><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        apb_k_attn_splitkv<D, 4, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
     else
-        apb_k_attn_splitkv<D, 8, PF><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        apb_k_attn_splitkv<D, 8, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+}
+
+/* APB_SK_COALESCED=0: bf16 caches take the lane-per-key Q K^T (apb_sk_segment) too. */
+static bool apb_sk_co(void)
+{
+    static int co = -1;
+    if (co < 0) {
+        const char *e = getenv("APB_SK_COALESCED");
+        co = !(e && !strcmp(e, "0"));
+    }
+    return co;
 }
 
 template <int D>
@@ -815,10 +891,10 @@ static void apb_launch_splitkv_d(int rb, dim3 grid, cudaStream_t s, const float 
                                  int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
                                  float *part)
 {
-    if (D <= 128 && apb_sk_pf(D))
-        apb_launch_splitkv_dp<D, D <= 128>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    if (apb_sk_co())
+        apb_launch_splitkv_dc<D, true>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
     else
-        apb_launch_splitkv_dp<D, false>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        apb_launch_splitkv_dc<D, false>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
 }
 
 static void apb_launch_splitkv(int d, int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
@@ -848,11 +924,11 @@ static bool apb_use_splitkv(int n_q, int group, int head_dim, const apb_cuda_seg
     return true;
 }
 
-/* CTAs of apb_k_attn_splitkv<D, RB, PF> one SM holds at once (registers, shared memory). */
-template <int D, int RB, bool PF> static int apb_sk_resident_pf(void)
+/* CTAs of apb_k_attn_splitkv<D, RB, CO> one SM holds at once (registers, shared memory). */
+template <int D, int RB, bool CO> static int apb_sk_resident_c(void)
 {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, PF>, 32 * APB_SK_WARPS, 0) !=
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO>, 32 * APB_SK_WARPS, 0) !=
             cudaSuccess || n < 1) {
         (void)cudaGetLastError();
         n = 4;
@@ -862,7 +938,7 @@ template <int D, int RB, bool PF> static int apb_sk_resident_pf(void)
 
 template <int D, int RB> static int apb_sk_resident_t(void)
 {
-    return D <= 128 && apb_sk_pf(D) ? apb_sk_resident_pf<D, RB, D <= 128>() : apb_sk_resident_pf<D, RB, false>();
+    return apb_sk_co() ? apb_sk_resident_c<D, RB, true>() : apb_sk_resident_c<D, RB, false>();
 }
 
 static int apb_sk_resident(int d, int rb)
@@ -1007,8 +1083,13 @@ extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord
         const int rb = apb_sk_rb(R);
         dim3 grid(ns, (R + rb - 1) / rb, n_kvh);
         apb_launch_splitkv(head_dim, rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-        apb_k_attn_splitkv_merge<<<(unsigned)(n_kvh * R), APB_SK_MERGE_THREADS, 0, s>>>(
-            part, n_q, group, kvh0, ns, head_dim, o, ld_o, lse, ld_lse);
+        const unsigned nb = (unsigned)(n_kvh * R);
+        if (head_dim == 64)
+            apb_k_attn_splitkv_merge<64><<<nb, APB_SK_MERGE_THREADS, 0, s>>>(part, n_q, group, kvh0, ns, o, ld_o, lse, ld_lse);
+        else if (head_dim == 128)
+            apb_k_attn_splitkv_merge<128><<<nb, APB_SK_MERGE_THREADS, 0, s>>>(part, n_q, group, kvh0, ns, o, ld_o, lse, ld_lse);
+        else
+            apb_k_attn_splitkv_merge<256><<<nb, APB_SK_MERGE_THREADS, 0, s>>>(part, n_q, group, kvh0, ns, o, ld_o, lse, ld_lse);
         pthread_mutex_unlock(&lock);
         return 0;
     }

@@ -347,7 +347,8 @@ Test(cuda_bf16, attention_patterns_d64) { NEED_CUDA(); check_attention_patterns(
 Test(cuda_fp32, attention_patterns_d128) { NEED_CUDA(); check_attention_patterns(128, 1e-5, 0); }
 
 /* Few query rows (decode steps, the question pass, per-host partials): the split-KV kernel, for
- * 1..32 rows and GQA groups 1, 4, every segment kind, fp32 and bf16 K/V, keys split over many
+ * 1..32 rows and GQA groups 1, 4, every segment kind, fp32 and bf16 K/V (bf16: the coalesced Q K^T
+ * for up to 4 rows a CTA, d 64 and 128), keys split over many
  * CTAs (several thousand keys). fp32 arithmetic: the fp32 tolerance in both suites. */
 static void check_attention_few(int d, int bf16kv)
 {
@@ -376,6 +377,7 @@ Test(cuda_fp32, attention_few_rows_d128) { NEED_CUDA(); check_attention_few(128,
 Test(cuda_fp32, attention_few_rows_bf16_kv_d128) { NEED_CUDA(); check_attention_few(128, 1); }
 Test(cuda_bf16, attention_few_rows_d64) { NEED_CUDA(); check_attention_few(64, 0); }
 Test(cuda_bf16, attention_few_rows_bf16_kv_d128) { NEED_CUDA(); check_attention_few(128, 1); }
+Test(cuda_bf16, attention_few_rows_bf16_kv_d64) { NEED_CUDA(); check_attention_few(64, 1); }
 
 /* ------------------------------------------------------------------ APB ops */
 struct rope_ctx { int pos0, d, has_k; };
