@@ -237,6 +237,8 @@ int main(int argc, char **argv)
     int attn_decode = 0; /* --attn-decode L: decode kernels alone */
     int ndec = 32; /* decode steps timed after each prefill (0: none) */
     int warm_each = 1; /* warm-up before every (length, method); 0: before the first only */
+    int qshare = 0;    /* --question-share 1: one more run of each method with a question pass,
+                        * a barrier before that pass, both phases timed */
     double gpu_mem = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -260,6 +262,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--attn-decode")) attn_decode = atoi(v);
         else if (!strcmp(a, "--trace-dir")) trace_dir = v;
         else if (!strcmp(a, "--warmup-each")) warm_each = atoi(v);
+        else if (!strcmp(a, "--question-share")) qshare = atoi(v);
         else goto usage;
         i++;
     }
@@ -468,6 +471,31 @@ int main(int argc, char **argv)
                             floor_s, t / floor_s, mem_peak / 1073741824.0, dec_ms, dfl_ms, ndec);
                 first = 0;
             }
+            /* the question pass alone (issue 16: under 5 % of the prefill at 128K for apb / star):
+             * the context layers waited for, then the pass up to the first token; without the
+             * barrier the pass overlaps the last layers, so this share is an upper bound */
+            if (qshare && warm && meth != APB_METHOD_FULL) { /* Spava (question fused into the layers): 0 s, not printed */
+                apb_hseq hs = {0};
+                apb_sampling smp = {.temperature = 0, .top_p = 1, .seed = 1};
+                apb_hosts_opts oq = o;
+                oq.time_question = 1;
+                int r = apb_prefill_hosts(&m, &hs, ids, Lc, ids + Lc, nq, cap, &oq, &smp, &err);
+                double tc = hs.t_context_s, tq = hs.t_question_s;
+                apb_hseq_free(&m, &hs);
+                apb_runtime_wait_all(NULL);
+                if (r) {
+                    fprintf(stderr, "prefill: %s at %d tokens, question pass: %s\n", tm, L, err.msg);
+                    err = (apb_err){0};
+                } else if (tc > 0) {
+                    printf("%8d %-8s     question pass (%d rows, barrier before it): %.4f s after %.3f s of "
+                           "context layers, %.2f %% of the prefill\n", L, tm, nq, tq, tc, 100 * tq / (tc + tq));
+                    if (js)
+                        fprintf(js, "%s{\"tokens\": %d, \"method\": \"%s\", \"kind\": \"question_pass\", "
+                                    "\"question_rows\": %d, \"context_s\": %.4f, \"question_s\": %.4f}",
+                                first ? "" : ", ", L, tm, nq, tc, tq);
+                    first = 0;
+                }
+            }
         }
         free(mc);
         free(ids);
@@ -485,7 +513,7 @@ usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
                     "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n"
-                    "[--decode STEPS (default 32; 0 = prefill only)] [--trace-dir DIR] [--warmup-each 1|0]\n"
+                    "[--decode STEPS (default 32; 0 = prefill only)] [--trace-dir DIR] [--warmup-each 1|0] [--question-share 1]\n"
                     "methods: full, star, ring, zigzag, ulysses, apb, spava, apb-nccl (APB, NCCL allgather)\n", argv[0]);
     return 2;
 }

@@ -163,6 +163,11 @@ typedef struct apb_hosts_opts {
      * ctx[i] = i indexes its rows, its position ids drive mRoPE (when the model has it), and the
      * question and generated tokens continue at its next_pos. NULL: token ids. */
     const apb_embeds *embeds;
+    /* Measurement only (bench/prefill --question-share): wait for the context layers before the
+     * question pass is submitted and record both phases' times (apb_hseq.t_context_s,
+     * t_question_s). The barrier removes the overlap of the pass with the last layers, so its
+     * share is an upper bound. Methods whose question runs inside the prefill (Spava) ignore it. */
+    int time_question;
 } apb_hosts_opts;
 
 typedef struct apb_host {
@@ -196,6 +201,8 @@ typedef struct apb_hseq {
     int rope_delta;                /* --embeds: RoPE position of question/decode row = coordinate + delta */
     apb_handle ag_order[64];       /* --allgather nccl: per GPU, a token every collective of that
                                     * GPU accesses RW, so it issues them in layer order */
+    double t_context_s, t_question_s; /* opt.time_question: context layers, then the question pass
+                                       * up to the first token (both waited for); else 0 */
 } apb_hseq;
 
 /* Checks and resolves the options for L context and nq question tokens (defaults applied),

@@ -7,6 +7,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "graph/graph_internal.h"
 
@@ -54,6 +55,8 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
                       apb_err *err)
 {
     const apb_config *c = &m->cfg;
+    struct timespec ts0;
+    clock_gettime(CLOCK_MONOTONIC, &ts0);
     memset(hs, 0, sizeof *hs);
     hs->opt = *opt;
     int rc = apb_hosts_resolve(c, L, nq, max_new, &hs->opt, err);
@@ -189,7 +192,18 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
         return rc;
     /* the anchors' hidden states are not needed past the last layer; the KV cache keeps them but the
      * question pass and decoding skip the anchor tiles */
-    return _apb_tail(m, hs, 0, hs->q_ids_t, nq, smp, 0, err);
+    if (!hs->opt.time_question)
+        return _apb_tail(m, hs, 0, hs->q_ids_t, nq, smp, 0, err);
+    if ((rc = apb_runtime_wait_all(err)))
+        return rc;
+    struct timespec ts1, ts2;
+    clock_gettime(CLOCK_MONOTONIC, &ts1);
+    if (!(rc = _apb_tail(m, hs, 0, hs->q_ids_t, nq, smp, 0, err)))
+        rc = apb_runtime_wait_all(err);
+    clock_gettime(CLOCK_MONOTONIC, &ts2);
+    hs->t_context_s = (double)(ts1.tv_sec - ts0.tv_sec) + 1e-9 * (double)(ts1.tv_nsec - ts0.tv_nsec);
+    hs->t_question_s = (double)(ts2.tv_sec - ts1.tv_sec) + 1e-9 * (double)(ts2.tv_nsec - ts1.tv_nsec);
+    return rc;
 }
 
 double apb_run_memory_estimate(const apb_config *c, int L, int nq, int max_new, const apb_hosts_opts *o,

@@ -37,19 +37,54 @@ static int32_t *tokens(size_t *n)
 static int allgather_mode; /* APB_ALLGATHER_STARPU unless a test sets it */
 static int pool_mode;      /* APB_POOL_REFERENCE (the default) unless a test sets it */
 
+static int time_question; /* apb_hosts_opts.time_question unless 0 */
+static double t_phases[2]; /* the last run's t_context_s, t_question_s */
+
 static void method_logits(apb_method meth, int W, int anchor, int select, const int32_t *ids, int L,
                           int nq, float *out)
 {
     apb_hseq hs;
     apb_hosts_opts o = {.method = meth, .hosts = W, .anchor = anchor, .select = select, .tile = 7,
-                        .allgather = allgather_mode, .pool = pool_mode};
+                        .allgather = allgather_mode, .pool = pool_mode, .time_question = time_question};
     apb_sampling smp = {0, 1, 0};
     apb_err err = {0};
     cr_assert_eq(apb_prefill_hosts(&model, &hs, ids, L, ids + L, nq, 1, &o, &smp, &err), 0, "%s",
                  err.msg);
     cr_assert_eq(apb_hosts_read_logits(&hs, out, model.cfg.vocab_size, &err), 0);
     cr_assert_eq(apb_runtime_wait_all(&err), 0);
+    t_phases[0] = hs.t_context_s;
+    t_phases[1] = hs.t_question_s;
     apb_hseq_free(&model, &hs);
+}
+
+/* bench/prefill --question-share: the barrier before the question pass changes the order of
+ * nothing but the submission, so the logits are the same bits; both phases are timed, except for
+ * Spava, whose question runs inside the layers (0, 0) */
+Test(methods, time_question_same_logits_and_phase_times)
+{
+    size_t n;
+    int32_t *ids = tokens(&n);
+    int nq = 3, L = (int)n - nq, V = model.cfg.vocab_size;
+    const struct { apb_method m; int A, K; } ms[] = {{APB_METHOD_APB, 20, 4}, {APB_METHOD_STAR, -1, -1},
+                                                     {APB_METHOD_SPAVA, -1, -1}};
+    for (int i = 0; i < 3; i++) {
+        float *a = t_poisoned(V), *b = t_poisoned(V);
+        method_logits(ms[i].m, 2, ms[i].A, ms[i].K, ids, L, nq, a);
+        cr_assert(t_phases[0] == 0 && t_phases[1] == 0, "phases timed without time_question");
+        time_question = 1;
+        method_logits(ms[i].m, 2, ms[i].A, ms[i].K, ids, L, nq, b);
+        time_question = 0;
+        cr_assert(memcmp(a, b, sizeof(float) * V) == 0, "%s: time_question changed the logits",
+                  apb_method_name(ms[i].m));
+        if (ms[i].m == APB_METHOD_SPAVA)
+            cr_assert(t_phases[0] == 0 && t_phases[1] == 0, "spava: phases reported");
+        else
+            cr_assert(t_phases[0] > 0 && t_phases[1] > 0, "%s: phases %g %g", apb_method_name(ms[i].m),
+                      t_phases[0], t_phases[1]);
+        free(a);
+        free(b);
+    }
+    free(ids);
 }
 
 struct exact_case { int W, L; };
