@@ -14,6 +14,12 @@ void apb_linear_f32(float *out, int ld_out, const float *in, int ld_in, const fl
  * j < n_out (bias may be NULL); w fp32, or bf16 bits (uint16_t) when w_bf16. */
 void apb_gemv(float *out, const float *in, const void *w, int w_bf16, size_t ld, const float *bias,
               int n_in, int n_out, int accumulate);
+/* Several input rows, bf16 weights (w: n_out rows of ld_w bf16 bits): out (+)= bf16(in) W^T through
+ * oneDNN's matmul (gemm_dnnl.c); -1 when not built with oneDNN, disabled (APB_DNNL=0), rows < 2
+ * or oneDNN refused, and the caller runs its SGEMM path. */
+int apb_dnnl_linear_bf16(float *out, int ld_out, const float *in, int ld_in, const uint16_t *w, size_t ld_w,
+                         int rows, int n_in, int n_out, int accumulate);
+int apb_dnnl_enabled(void);
 /* Rotate-half RoPE on one row of n_heads heads: x[h*d + i], x[h*d + i + d/2]. */
 void apb_rope_row_f32(float *x, int n_heads, int head_dim, const float *cos_t, const float *sin_t);
 void apb_rope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, int pos);

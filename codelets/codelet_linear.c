@@ -57,6 +57,19 @@ int _apb_linear_w(float *out, int ld_out, const float *in, int ld_in, void *wbuf
         apb_linear_f32(out, ld_out, in, ld_in, _APB_PTR(wbuf), bias, rows, n_in, n_out, accumulate);
         return 0;
     }
+    if (_apb_elem(wbuf) == 2 && apb_dnnl_enabled()) { /* bf16 weights, several rows: oneDNN (gemm_dnnl.c) */
+        if (bias) { /* as apb_linear_f32: the bias first, then the product accumulates onto it */
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < n_out; j++)
+                    out[(size_t)i * ld_out + j] = (accumulate ? out[(size_t)i * ld_out + j] : 0.0f) + bias[j];
+            accumulate = 1;
+            bias = NULL;
+        }
+        if (apb_dnnl_linear_bf16(out, ld_out, in, ld_in, _APB_PTR(wbuf), (size_t)_APB_LD(wbuf), rows, n_in,
+                                 n_out, accumulate) == 0)
+            return 0;
+        /* refused: the SGEMM path below, the bias already in out */
+    }
     enum { BLK = 256 }; /* weight rows widened at a time: 256 x n_in floats stay in cache */
     float *wf = _apb_thread_scratch(_APB_SCRATCH_WEIGHT, (size_t)BLK * n_in);
     if (!wf)

@@ -23,7 +23,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
 # ---------------------------------------------------------------- 1. Debian packages
 PKGS="build-essential autoconf automake libtool pkg-config dpkg-dev git
-      libhwloc-dev libopenblas-dev libcriterion-dev libpcre2-dev libjansson-dev
+      libhwloc-dev libopenblas-dev libdnnl-dev libcriterion-dev libpcre2-dev libjansson-dev
       libopenmpi-dev openmpi-bin python3 python3-venv librsvg2-bin"
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done

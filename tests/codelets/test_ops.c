@@ -2,6 +2,7 @@
 /** @brief Every dense codelet through StarPU against a float64 reference, outputs poisoned. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "codelets/apb_kernels_cpu.h"
@@ -75,11 +76,20 @@ static void check_linear_w(int with_bias, int accumulate, int bf16)
         acc0 = t_alloc(rows * n_out);
         memcpy(acc0, out, sizeof(float) * rows * n_out);
     }
-    double *ref = malloc(sizeof(double) * rows * n_out);
+    double *ref = malloc(sizeof(double) * rows * n_out), *ref16 = malloc(sizeof(double) * rows * n_out);
     uint16_t *w16 = malloc(sizeof(uint16_t) * n_out * n_in);
     for (int i = 0; bf16 && i < n_out * n_in; i++)
         w16[i] = to_bf16(w[i], &w[i]); /* the reference uses the rounded weights */
     ref_linear(ref, in, w, with_bias ? b : NULL, acc0, rows, n_in, n_out);
+    /* the CPU with oneDNN (gemm_dnnl.c) rounds the activations to bf16 as well: a second
+     * reference with rounded inputs, which it must match to fp32 accumulation error */
+    int act16 = bf16 && !t_on_gpu() && apb_dnnl_enabled();
+    float *in16 = t_alloc(rows * n_in);
+    for (int i = 0; i < rows * n_in; i++)
+        in16[i] = in[i];
+    for (int i = 0; act16 && i < rows * n_in; i++)
+        to_bf16(in[i], &in16[i]);
+    ref_linear(ref16, in16, w, with_bias ? b : NULL, acc0, rows, n_in, n_out);
     apb_handle hi = apb_tile_from(in, rows, n_in, 4),
                hw = bf16 ? apb_tile_from(w16, n_out, n_in, 2) : apb_tile_from(w, n_out, n_in, 4),
                hb = with_bias ? apb_tile_from(b, 1, n_out, 4) : NULL,
@@ -89,17 +99,58 @@ static void check_linear_w(int with_bias, int accumulate, int bf16)
     apb_handle_free_now(hw);
     apb_handle_free_now(hb);
     apb_handle_free_now(ho);
-    double e = t_rel_err(out, ref, rows * n_out);
+    double e = t_rel_err(out, ref, rows * n_out), e16 = t_rel_err(out, ref16, rows * n_out);
     /* on a GPU, bf16 weights make the GEMM round the activations to bf16 too */
-    double tol = bf16 && t_on_gpu() ? 1e-2 : 1e-6;
-    cr_log_info("linear(bias=%d, acc=%d, bf16=%d) rel err %.3g", with_bias, accumulate, bf16, e);
+    double tol = bf16 && (t_on_gpu() || act16) ? 1e-2 : 1e-6;
+    cr_log_info("linear(bias=%d, acc=%d, bf16=%d) rel err %.3g (%.3g against bf16 inputs)", with_bias,
+                accumulate, bf16, e, e16);
     cr_assert_lt(e, tol, "linear(bias=%d, acc=%d, bf16=%d) rel err %g", with_bias, accumulate, bf16, e);
-    free(in); free(w); free(w16); free(b); free(out); free(acc0); free(ref);
+    if (act16)
+        cr_assert_lt(e16, 1e-6, "linear bf16 (oneDNN) rel err %g against the bf16-input reference", e16);
+    free(in); free(in16); free(w); free(w16); free(b); free(out); free(acc0); free(ref); free(ref16);
 }
 
 static void check_linear(int with_bias, int accumulate) { check_linear_w(with_bias, accumulate, 0); }
 
 Test(ops, linear_bf16_weights) { check_linear_w(1, 1, 1); }
+
+/* oneDNN's bf16 matmul called directly: strided weights and output (a view's row stride), plain
+ * and accumulating, against float64 with bf16-rounded inputs and weights; one row is refused */
+Test(ops, dnnl_bf16_gemm_strided)
+{
+    if (!apb_dnnl_enabled())
+        cr_skip_test("built without oneDNN or APB_DNNL=0");
+    int rows = 37, n_in = 96, n_out = 130, ldw = 112, ldo = 150;
+    float *in = t_alloc(rows * n_in), *w = t_alloc(n_out * ldw), *out = t_poisoned(rows * ldo);
+    uint16_t *w16 = malloc(sizeof(uint16_t) * n_out * ldw);
+    t_fill(in, rows * n_in, 1.0f, 11);
+    t_fill(w, n_out * ldw, 0.3f, 12);
+    for (int i = 0; i < n_out * ldw; i++)
+        w16[i] = to_bf16(w[i], &w[i]);
+    for (int i = 0; i < rows * n_in; i++)
+        to_bf16(in[i], &in[i]);
+    for (int acc = 0; acc < 2; acc++) {
+        double err = 0, nrm = 0;
+        float *before = t_alloc(rows * ldo);
+        memcpy(before, out, sizeof(float) * rows * ldo);
+        cr_assert_eq(apb_dnnl_linear_bf16(out, ldo, in, n_in, w16, ldw, rows, n_in, n_out, acc), 0);
+        for (int i = 0; i < rows; i++) {
+            for (int j = 0; j < n_out; j++) {
+                double r = acc ? before[i * ldo + j] : 0;
+                for (int k = 0; k < n_in; k++)
+                    r += (double)in[i * n_in + k] * w[j * ldw + k];
+                err += (out[i * ldo + j] - r) * (out[i * ldo + j] - r);
+                nrm += r * r;
+            }
+            for (int j = n_out; j < ldo; j++) /* past n_out the output row is untouched */
+                cr_assert(memcmp(&out[i * ldo + j], &before[i * ldo + j], sizeof(float)) == 0);
+        }
+        cr_assert_lt(sqrt(err / nrm), 1e-6, "acc %d: rel err %g", acc, sqrt(err / nrm));
+        free(before);
+    }
+    cr_assert_eq(apb_dnnl_linear_bf16(out, ldo, in, n_in, w16, ldw, 1, n_in, n_out, 0), -1);
+    free(in); free(w); free(w16); free(out);
+}
 Test(ops, linear) { check_linear(0, 0); }
 Test(ops, linear_bias) { check_linear(1, 0); }
 Test(ops, linear_residual) { check_linear(0, 1); }
