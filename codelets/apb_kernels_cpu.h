@@ -20,6 +20,10 @@ void apb_gemv(float *out, const float *in, const void *w, int w_bf16, size_t ld,
 int apb_dnnl_linear_bf16(float *out, int ld_out, const float *in, int ld_in, const uint16_t *w, size_t ld_w,
                          int rows, int n_in, int n_out, int accumulate);
 int apb_dnnl_enabled(void);
+/* C (M x N, ldc) (+)= A (M x K, lda) op(B), bf16 inputs, fp32 accumulation and output: B holds
+ * N rows of K (ldb; b_nk = 1, C = A B^T) or K rows of N (b_nk = 0). -1 as above. */
+int apb_dnnl_gemm_bf16(int M, int N, int K, const uint16_t *A, size_t lda, const uint16_t *B, size_t ldb,
+                       int b_nk, float *C, size_t ldc, int accumulate);
 /* Rotate-half RoPE on one row of n_heads heads: x[h*d + i], x[h*d + i + d/2]. */
 void apb_rope_row_f32(float *x, int n_heads, int head_dim, const float *cos_t, const float *sin_t);
 void apb_rope_table(float *cos_t, float *sin_t, const float *inv_freq, int half, int pos);
@@ -42,6 +46,12 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                              const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
                              int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
                              float *lse, int ld_lse);
+/* The same with the chunk products in bf16 through oneDNN (--precision bf16 prefill tiles; the
+ * fp32 kernel when oneDNN is off or refuses). */
+void apb_attention_heads_bf16mm(const float *q, int ld_q, int n_q, int q_coord0,
+                                const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
+                                int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
+                                float *lse, int ld_lse);
 /* One query row: o (H*d) and lse (H) over the visible keys of segs (the same rules). */
 void apb_attention_row_f32(const float *q, int q_coord, const struct _apb_attn_seg_cpu *segs,
                            int n_segs, int n_heads, int n_kv_heads, int d, float *o, float *lse);

@@ -24,6 +24,7 @@
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
 #include "common/apb_bf16.h"
+#include "runtime/apb_runtime.h"
 #ifdef APB_CUDA
 #include "codelets/cuda/apb_cuda.h"
 #endif
@@ -96,16 +97,28 @@ void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
                             head_dim, o, ld_o, lse, ld_lse);
 }
 
-void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
-                             const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
-                             int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
-                             float *lse, int ld_lse)
+/* mm16: the two products of every chunk through oneDNN's bf16 matmul (gemm_dnnl.c; --precision
+ * bf16 prefill tiles): Q, K, P and V rounded to bf16, fp32 accumulation, the softmax in fp32 as
+ * before. oneDNN compiles a kernel per shape, so the shapes are bounded: the rows of a chunk start
+ * at a multiple of 32 from the end (the extra rows see none of its keys: P = 0 there) and the keys
+ * are padded to a multiple of 32 with zero K / V rows. A refused call runs the SGEMM pair. */
+static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0,
+                                 const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads, int n_kv_heads,
+                                 int kvh0, int n_kvh, int head_dim, float *o, int ld_o, float *lse, int ld_lse,
+                                 int mm16)
 {
     const int d = head_dim, G = n_heads / n_kv_heads, R = n_q * G, KC = _APB_ATTN_KC;
     const float scale = 1.0f / sqrtf((float)d);
     /* per-thread scratch, kept between tasks: fresh multi-100-KiB mallocs page-fault every task */
     float *scratch = _apb_thread_scratch(_APB_SCRATCH_ATTENTION,
                                          (size_t)R * (2 * (size_t)d + KC + 2) + 2 * (size_t)KC * d);
+    /* bf16 copies for mm16: Q (R x d), a chunk's K and V (KC x d), P (R x KC) */
+    uint16_t *q16 = mm16 ? (uint16_t *)(void *)_apb_thread_scratch(
+                               _APB_SCRATCH_ATTENTION16, ((size_t)R * d + 2 * (size_t)KC * d + (size_t)R * KC + 1) / 2)
+                         : NULL;
+    uint16_t *k16 = q16 ? q16 + (size_t)R * d : NULL, *v16 = q16 ? k16 + (size_t)KC * d : NULL;
+    uint16_t *p16 = q16 ? v16 + (size_t)KC * d : NULL;
+    mm16 = q16 != NULL;
     float *qs = scratch, *acc = qs ? qs + (size_t)R * d : NULL, *S = qs ? acc + (size_t)R * d : NULL;
     float *m = qs ? S + (size_t)R * KC : NULL, *l = qs ? m + R : NULL;
     float *kw = qs ? l + R : NULL, *vw = qs ? kw + (size_t)KC * d : NULL; /* widened bf16 K/V */
@@ -124,6 +137,8 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                 for (int c = 0; c < d; c++)
                     dst[c] = src[c] * scale;
             }
+        for (size_t x = 0; mm16 && x < (size_t)R * d; x++)
+            q16[x] = apb_bf16_from_f32(qs[x]);
         memset(acc, 0, sizeof(float) * (size_t)R * d);
         for (int r = 0; r < R; r++) {
             m[r] = -INFINITY;
@@ -162,15 +177,39 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                     kp = sg->k + (size_t)j0 * sg->ld + (size_t)kvh * d;
                     vp = sg->v + (size_t)j0 * sg->ld + (size_t)kvh * d;
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kc, d, 1.0f,
-                            qs + (size_t)r0 * d, d, kp, ldkv, 0.0f, S, KC);
+                /* mm16: rows [rp, R) (rp <= r0, a multiple of 32 from the end), keys padded to np */
+                int rp = r0, np = kc, so = 0, use16 = 0;
+                if (mm16) {
+                    int mp = (nr + 31) / 32 * 32;
+                    rp = mp > R ? 0 : R - mp;
+                    np = (kc + 31) / 32 * 32;
+                    so = r0 - rp;
+                    for (int j = 0; j < np; j++)
+                        for (int c = 0; c < d; c++) {
+                            uint16_t kb = 0, vb = 0;
+                            if (j < kc) {
+                                size_t at = (size_t)j * ldkv + c;
+                                kb = apb_bf16_from_f32(kp[at]);
+                                vb = apb_bf16_from_f32(vp[at]);
+                            }
+                            k16[(size_t)j * d + c] = kb;
+                            v16[(size_t)j * d + c] = vb;
+                        }
+                    use16 = apb_dnnl_gemm_bf16(R - rp, np, d, q16 + (size_t)rp * d, (size_t)d, k16, (size_t)d, 1, S,
+                                               (size_t)KC, 0) == 0;
+                    if (!use16)
+                        rp = r0, np = kc, so = 0;
+                }
+                if (!use16)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kc, d, 1.0f,
+                                qs + (size_t)r0 * d, d, kp, ldkv, 0.0f, S, KC);
                 for (int rr = 0; rr < nr; rr++) {
                     int r = r0 + rr;
                     long qc = (long)q_coord0 + r / G;
                     int nvis = kc;
                     if (sg->causal && qc - sg->coord0 - j0 + 1 < nvis)
                         nvis = (int)(qc - sg->coord0 - j0 + 1);
-                    float *srow = S + (size_t)rr * KC;
+                    float *srow = S + (size_t)(rr + so) * KC;
                     float mx = m[r];
 #pragma omp simd reduction(max : mx)
                     for (int j = 0; j < nvis; j++)
@@ -186,6 +225,18 @@ void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
                         for (int c = 0; c < d; c++)
                             arow[c] *= alpha;
                     }
+                }
+                if (use16) { /* P in bf16: rows [rp, r0) and keys [kc, np) are 0 */
+                    for (int rr = 0; rr < R - rp; rr++)
+                        for (int j = 0; j < np; j++)
+                            p16[(size_t)rr * np + j] = rr < so || j >= kc ? 0 : apb_bf16_from_f32(S[(size_t)rr * KC + j]);
+                    if (apb_dnnl_gemm_bf16(R - rp, d, np, p16, (size_t)np, v16, (size_t)d, 0, acc + (size_t)rp * d,
+                                           (size_t)d, 1) == 0)
+                        continue;
+                    /* refused: the fp32 product of the same P (rows r0.. of S start at row so) */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, kc, 1.0f, S + (size_t)so * KC, KC,
+                                vp, ldkv, 1.0f, acc + (size_t)r0 * d, d);
+                    continue;
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, kc, 1.0f, S, KC, vp,
                             ldkv, 1.0f, acc + (size_t)r0 * d, d);
@@ -210,6 +261,24 @@ out:
     return;
 }
 
+void apb_attention_heads_f32(const float *q, int ld_q, int n_q, int q_coord0,
+                             const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
+                             int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
+                             float *lse, int ld_lse)
+{
+    _apb_attention_heads(q, ld_q, n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, kvh0, n_kvh, head_dim, o, ld_o,
+                         lse, ld_lse, 0);
+}
+
+void apb_attention_heads_bf16mm(const float *q, int ld_q, int n_q, int q_coord0,
+                                const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
+                                int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
+                                float *lse, int ld_lse)
+{
+    _apb_attention_heads(q, ld_q, n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, kvh0, n_kvh, head_dim, o, ld_o,
+                         lse, ld_lse, apb_dnnl_enabled());
+}
+
 /* ------------------------------------------------------------------ codelet */
 struct _apb_attn_args {
     int q_coord0, n_heads, n_kv_heads, kvh0, n_kvh, head_dim, n_segs;
@@ -227,10 +296,11 @@ static void _apb_attention_cpu(void *buffers[], void *cl_arg)
     for (int s = 0; s < a->n_segs; s++)
         segs[s] = _apb_seg_cpu(buffers[1 + 2 * s], buffers[2 + 2 * s], &a->seg[s]);
     void *ob = buffers[1 + 2 * a->n_segs], *lb = buffers[2 + 2 * a->n_segs];
-    apb_attention_heads_f32(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs,
-                      a->n_segs, a->n_heads, a->n_kv_heads, a->kvh0, a->n_kvh, a->head_dim,
-                      _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb),
-                      _APB_LD(lb));
+    /* bf16 runs: prefill tiles (many rows) multiply in bf16 through oneDNN, as the GPU's do */
+    int mm16 = n_q >= 32 && apb_runtime_precision() == APB_PREC_BF16;
+    (mm16 ? apb_attention_heads_bf16mm : apb_attention_heads_f32)(
+        _APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs, a->n_segs, a->n_heads, a->n_kv_heads,
+        a->kvh0, a->n_kvh, a->head_dim, _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb), _APB_LD(lb));
     for (int s = 0; s < a->n_segs; s++)
         flops += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
     if (segs != segs_local)

@@ -22,11 +22,11 @@
 
 void omp_set_num_threads(int n); /* libgomp, oneDNN's runtime */
 
-enum { _APB_DNNL_CACHE = 24 };
+enum { _APB_DNNL_CACHE = 96 }; /* linear shapes + the attention's (M in steps of 32, N / K padded) */
 
 struct _apb_dnnl_prim {
-    int rows, n_in, n_out, ld_out, accumulate;
-    size_t ld_w;
+    int M, N, K, b_nk, accumulate;
+    size_t lda, ldb, ldc;
     dnnl_primitive_t p;
     dnnl_memory_desc_t src, wei, dst;
 };
@@ -98,13 +98,13 @@ static int _apb_dnnl_thread_init(struct _apb_dnnl_thread *t)
 
 /* The primitive for this shape: from the thread's cache, or made (oneDNN's own primitive cache
  * then holds the JIT-compiled kernel, so a re-made primitive is cheap too). */
-static struct _apb_dnnl_prim *_apb_dnnl_prim_get(struct _apb_dnnl_thread *t, int rows, int n_in, int n_out,
-                                                 size_t ld_w, int ld_out, int accumulate)
+static struct _apb_dnnl_prim *_apb_dnnl_prim_get(struct _apb_dnnl_thread *t, int M, int N, int K, size_t lda,
+                                                 size_t ldb, int b_nk, size_t ldc, int accumulate)
 {
     for (int i = 0; i < t->n; i++) {
         struct _apb_dnnl_prim *c = &t->c[i];
-        if (c->rows == rows && c->n_in == n_in && c->n_out == n_out && c->ld_w == ld_w &&
-            c->ld_out == ld_out && c->accumulate == accumulate)
+        if (c->M == M && c->N == N && c->K == K && c->lda == lda && c->ldb == ldb && c->b_nk == b_nk &&
+            c->ldc == ldc && c->accumulate == accumulate)
             return c;
     }
     struct _apb_dnnl_prim *c = &t->c[t->n < _APB_DNNL_CACHE ? t->n : t->next];
@@ -112,8 +112,9 @@ static struct _apb_dnnl_prim *_apb_dnnl_prim_get(struct _apb_dnnl_thread *t, int
         dnnl_primitive_destroy(c->p);
         t->next = (t->next + 1) % _APB_DNNL_CACHE;
     }
-    dnnl_dims_t ds = {rows, n_in}, dw = {n_in, n_out}, dd = {rows, n_out};
-    dnnl_dims_t ss = {n_in, 1}, sw = {1, (dnnl_dim_t)ld_w}, sd = {ld_out, 1};
+    dnnl_dims_t ds = {M, K}, dw = {K, N}, dd = {M, N};
+    dnnl_dims_t ss = {(dnnl_dim_t)lda, 1}, sd = {(dnnl_dim_t)ldc, 1};
+    dnnl_dims_t sw = {b_nk ? 1 : (dnnl_dim_t)ldb, b_nk ? (dnnl_dim_t)ldb : 1};
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
@@ -139,40 +140,33 @@ static struct _apb_dnnl_prim *_apb_dnnl_prim_get(struct _apb_dnnl_thread *t, int
             *c = t->c[--t->n];
         return NULL;
     }
-    c->rows = rows, c->n_in = n_in, c->n_out = n_out, c->ld_w = ld_w, c->ld_out = ld_out;
+    c->M = M, c->N = N, c->K = K, c->lda = lda, c->ldb = ldb, c->b_nk = b_nk, c->ldc = ldc;
     c->accumulate = accumulate;
     if (t->n < _APB_DNNL_CACHE)
         t->n++;
     return c;
 }
 
-int apb_dnnl_linear_bf16(float *out, int ld_out, const float *in, int ld_in, const uint16_t *w, size_t ld_w,
-                         int rows, int n_in, int n_out, int accumulate)
+/* The thread's state, ready for oneDNN calls; NULL when oneDNN is off or unusable here. */
+static struct _apb_dnnl_thread *_apb_dnnl_ready(void)
 {
-    if (!apb_dnnl_enabled() || rows < 2)
-        return -1;
+    if (!apb_dnnl_enabled())
+        return NULL;
     struct _apb_dnnl_thread *t = _apb_dnnl_thread_get();
-    if (!t || _apb_dnnl_thread_init(t) < 0)
-        return -1;
-    size_t need = (size_t)rows * n_in;
-    if (need > t->src16_cap) {
-        uint16_t *p = realloc(t->src16, need * sizeof *p);
-        if (!p)
-            return -1;
-        t->src16 = p;
-        t->src16_cap = need;
-    }
-    struct _apb_dnnl_prim *c = _apb_dnnl_prim_get(t, rows, n_in, n_out, ld_w, ld_out, accumulate);
+    return t && _apb_dnnl_thread_init(t) > 0 ? t : NULL;
+}
+
+static int _apb_dnnl_run(struct _apb_dnnl_thread *t, int M, int N, int K, const uint16_t *A, size_t lda,
+                         const uint16_t *B, size_t ldb, int b_nk, float *C, size_t ldc, int accumulate)
+{
+    struct _apb_dnnl_prim *c = _apb_dnnl_prim_get(t, M, N, K, lda, ldb, b_nk, ldc, accumulate);
     if (!c)
         return -1;
-    for (int i = 0; i < rows; i++) /* the activation tile in bf16 (round to nearest even) */
-        for (int k = 0; k < n_in; k++)
-            t->src16[(size_t)i * n_in + k] = apb_bf16_from_f32(in[(size_t)i * ld_in + k]);
     dnnl_memory_t ms = NULL, mw = NULL, md = NULL;
     int rc = -1;
-    if (dnnl_memory_create(&ms, &c->src, t->eng, t->src16) == dnnl_success &&
-        dnnl_memory_create(&mw, &c->wei, t->eng, (void *)w) == dnnl_success &&
-        dnnl_memory_create(&md, &c->dst, t->eng, out) == dnnl_success) {
+    if (dnnl_memory_create(&ms, &c->src, t->eng, (void *)A) == dnnl_success &&
+        dnnl_memory_create(&mw, &c->wei, t->eng, (void *)B) == dnnl_success &&
+        dnnl_memory_create(&md, &c->dst, t->eng, C) == dnnl_success) {
         dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
         omp_set_num_threads(1);
         if (dnnl_primitive_execute(c->p, t->st, 3, args) == dnnl_success && dnnl_stream_wait(t->st) == dnnl_success)
@@ -187,9 +181,44 @@ int apb_dnnl_linear_bf16(float *out, int ld_out, const float *in, int ld_in, con
     return rc;
 }
 
+int apb_dnnl_gemm_bf16(int M, int N, int K, const uint16_t *A, size_t lda, const uint16_t *B, size_t ldb,
+                       int b_nk, float *C, size_t ldc, int accumulate)
+{
+    struct _apb_dnnl_thread *t = _apb_dnnl_ready();
+    return t ? _apb_dnnl_run(t, M, N, K, A, lda, B, ldb, b_nk, C, ldc, accumulate) : -1;
+}
+
+int apb_dnnl_linear_bf16(float *out, int ld_out, const float *in, int ld_in, const uint16_t *w, size_t ld_w,
+                         int rows, int n_in, int n_out, int accumulate)
+{
+    struct _apb_dnnl_thread *t = rows >= 2 ? _apb_dnnl_ready() : NULL;
+    if (!t)
+        return -1;
+    size_t need = (size_t)rows * n_in;
+    if (need > t->src16_cap) {
+        uint16_t *p = realloc(t->src16, need * sizeof *p);
+        if (!p)
+            return -1;
+        t->src16 = p;
+        t->src16_cap = need;
+    }
+    for (int i = 0; i < rows; i++) /* the activation tile in bf16 (round to nearest even) */
+        for (int k = 0; k < n_in; k++)
+            t->src16[(size_t)i * n_in + k] = apb_bf16_from_f32(in[(size_t)i * ld_in + k]);
+    return _apb_dnnl_run(t, rows, n_out, n_in, t->src16, (size_t)n_in, w, ld_w, 1, out, (size_t)ld_out, accumulate);
+}
+
 #else /* built without oneDNN (configure did not find dnnl.h / libdnnl): the SGEMM path runs */
 
 int apb_dnnl_enabled(void) { return 0; }
+
+int apb_dnnl_gemm_bf16(int M, int N, int K, const uint16_t *A, size_t lda, const uint16_t *B, size_t ldb,
+                       int b_nk, float *C, size_t ldc, int accumulate)
+{
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)b_nk, (void)C, (void)ldc;
+    (void)accumulate;
+    return -1;
+}
 
 int apb_dnnl_linear_bf16(float *out, int ld_out, const float *in, int ld_in, const uint16_t *w, size_t ld_w,
                          int rows, int n_in, int n_out, int accumulate)

@@ -117,8 +117,10 @@ static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v,
     apb_handle_free_now(hl);
 }
 
-static void check_case(int n_q, int q_coord0, const struct seg_spec *sp, int ns, int H, int Hk,
-                       int d, uint64_t seed)
+/* mm16: the kernel's bf16 products (apb_attention_heads_bf16mm, oneDNN) called directly instead
+ * of the codelet, checked at bf16 accuracy */
+static void check_case_m(int n_q, int q_coord0, const struct seg_spec *sp, int ns, int H, int Hk,
+                         int d, uint64_t seed, int mm16)
 {
     float *q = t_alloc(n_q * H * d), *k[8], *v[8];
     int rows[8];
@@ -141,21 +143,53 @@ static void check_case(int n_q, int q_coord0, const struct seg_spec *sp, int ns,
     float *o = t_poisoned(n_q * H * d), *lse = t_poisoned(n_q * H);
     double *ro = malloc(sizeof(double) * n_q * H * d), *rl = malloc(sizeof(double) * n_q * H);
     ref_attention(q, n_q, q_coord0, k, v, sp, ns, H, Hk, d, ro, rl);
-    run_attention(q, n_q, q_coord0, k, v, rows, sp, ns, H, Hk, d, o, lse);
-    double e = t_rel_err(o, ro, n_q * H * d);
-    cr_log_info("attention rel err %.3g", e);
-    cr_assert_lt(e, 2e-6, "attention output rel err %g", e);
+    if (mm16) {
+        struct _apb_attn_seg_cpu cs[8];
+        for (int s = 0; s < ns; s++) /* the NaN rows past len are never read */
+            cs[s] = (struct _apb_attn_seg_cpu){.k = k[s], .v = v[s], .ld = Hk * d, .bf16 = 0, .len = sp[s].len,
+                                               .coord0 = sp[s].coord0, .causal = sp[s].causal,
+                                               .min_q_coord = sp[s].min_q_coord};
+        apb_attention_heads_bf16mm(q, H * d, n_q, q_coord0, cs, ns, H, Hk, 0, Hk, d, o, H * d, lse, H);
+    } else {
+        run_attention(q, n_q, q_coord0, k, v, rows, sp, ns, H, Hk, d, o, lse);
+    }
+    double e = t_rel_err(o, ro, n_q * H * d), tol = mm16 ? 2e-2 : 2e-6, ltol = mm16 ? 2e-2 : 1e-4;
+    cr_log_info("attention%s rel err %.3g", mm16 ? " (bf16 products)" : "", e);
+    cr_assert_lt(e, tol, "attention output rel err %g", e);
     for (int i = 0; i < n_q * H; i++) {
         if (isinf(rl[i]))
             cr_assert(isinf(lse[i]) && lse[i] < 0, "row %d sees nothing: lse %g", i, lse[i]);
         else
-            cr_assert(fabs(lse[i] - rl[i]) < 1e-4 * (1 + fabs(rl[i])), "lse[%d] %g vs %g", i, lse[i], rl[i]);
+            cr_assert(fabs(lse[i] - rl[i]) < ltol * (1 + fabs(rl[i])), "lse[%d] %g vs %g", i, lse[i], rl[i]);
     }
     for (int s = 0; s < ns; s++) {
         free(k[s]);
         free(v[s]);
     }
     free(q); free(o); free(lse); free(ro); free(rl);
+}
+
+static void check_case(int n_q, int q_coord0, const struct seg_spec *sp, int ns, int H, int Hk,
+                       int d, uint64_t seed)
+{
+    check_case_m(n_q, q_coord0, sp, ns, H, Hk, d, seed, 0);
+}
+
+/* --precision bf16 prefill tiles on the CPU: Q K^T and P V in bf16 through oneDNN (rows from a
+ * multiple of 32 before the end, keys padded to 32); every segment kind, chunk boundaries inside
+ * segments, rows that see nothing */
+Test(attention, bf16_matmul_products)
+{
+    if (!apb_dnnl_enabled())
+        cr_skip_test("built without oneDNN or APB_DNNL=0");
+    struct seg_spec c1[] = {{300, 0, 1, 0}, {300, 300, 1, 0}, {101, 600, 1, 0}};
+    check_case_m(101, 600, c1, 3, 6, 2, 64, 31, 1); /* R = 303 rows, causal chunks of 256 */
+    struct seg_spec c2[] = {{24, -1000, 0, 20}, {20, 0, 1, 0}, {30, 20, 1, 0}};
+    check_case_m(50, 0, c2, 3, 6, 3, 16, 32, 1);
+    struct seg_spec c3[] = {{40, 0, 0, 0}, {270, 40, 0, 0}};
+    check_case_m(40, 1000, c3, 2, 4, 1, 64, 33, 1);
+    struct seg_spec c4[] = {{10, 0, 0, 5}};
+    check_case_m(8, 0, c4, 1, 2, 2, 32, 34, 1);
 }
 
 Test(attention, causal_single_segment)
