@@ -137,8 +137,8 @@ static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0
                 for (int c = 0; c < d; c++)
                     dst[c] = src[c] * scale;
             }
-        for (size_t x = 0; mm16 && x < (size_t)R * d; x++)
-            q16[x] = apb_bf16_from_f32(qs[x]);
+        if (mm16)
+            apb_bf16_from_f32_n(q16, qs, (size_t)R * d);
         memset(acc, 0, sizeof(float) * (size_t)R * d);
         for (int r = 0; r < R; r++) {
             m[r] = -INFINITY;
@@ -184,17 +184,12 @@ static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0
                     rp = mp > R ? 0 : R - mp;
                     np = (kc + 31) / 32 * 32;
                     so = r0 - rp;
-                    for (int j = 0; j < np; j++)
-                        for (int c = 0; c < d; c++) {
-                            uint16_t kb = 0, vb = 0;
-                            if (j < kc) {
-                                size_t at = (size_t)j * ldkv + c;
-                                kb = apb_bf16_from_f32(kp[at]);
-                                vb = apb_bf16_from_f32(vp[at]);
-                            }
-                            k16[(size_t)j * d + c] = kb;
-                            v16[(size_t)j * d + c] = vb;
-                        }
+                    for (int j = 0; j < kc; j++) {
+                        apb_bf16_from_f32_n(k16 + (size_t)j * d, kp + (size_t)j * ldkv, (size_t)d);
+                        apb_bf16_from_f32_n(v16 + (size_t)j * d, vp + (size_t)j * ldkv, (size_t)d);
+                    }
+                    memset(k16 + (size_t)kc * d, 0, sizeof(uint16_t) * (size_t)(np - kc) * d);
+                    memset(v16 + (size_t)kc * d, 0, sizeof(uint16_t) * (size_t)(np - kc) * d);
                     use16 = apb_dnnl_gemm_bf16(R - rp, np, d, q16 + (size_t)rp * d, (size_t)d, k16, (size_t)d, 1, S,
                                                (size_t)KC, 0) == 0;
                     if (!use16)
@@ -227,9 +222,11 @@ static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0
                     }
                 }
                 if (use16) { /* P in bf16: rows [rp, r0) and keys [kc, np) are 0 */
-                    for (int rr = 0; rr < R - rp; rr++)
-                        for (int j = 0; j < np; j++)
-                            p16[(size_t)rr * np + j] = rr < so || j >= kc ? 0 : apb_bf16_from_f32(S[(size_t)rr * KC + j]);
+                    memset(p16, 0, sizeof(uint16_t) * (size_t)so * np);
+                    for (int rr = so; rr < R - rp; rr++) {
+                        apb_bf16_from_f32_n(p16 + (size_t)rr * np, S + (size_t)rr * KC, (size_t)kc);
+                        memset(p16 + (size_t)rr * np + kc, 0, sizeof(uint16_t) * (size_t)(np - kc));
+                    }
                     if (apb_dnnl_gemm_bf16(R - rp, d, np, p16, (size_t)np, v16, (size_t)d, 0, acc + (size_t)rp * d,
                                            (size_t)d, 1) == 0)
                         continue;

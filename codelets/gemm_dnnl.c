@@ -203,8 +203,7 @@ int apb_dnnl_linear_bf16(float *out, int ld_out, const float *in, int ld_in, con
         t->src16_cap = need;
     }
     for (int i = 0; i < rows; i++) /* the activation tile in bf16 (round to nearest even) */
-        for (int k = 0; k < n_in; k++)
-            t->src16[(size_t)i * n_in + k] = apb_bf16_from_f32(in[(size_t)i * ld_in + k]);
+        apb_bf16_from_f32_n(t->src16 + (size_t)i * n_in, in + (size_t)i * ld_in, (size_t)n_in);
     return _apb_dnnl_run(t, rows, n_out, n_in, t->src16, (size_t)n_in, w, ld_w, 1, out, (size_t)ld_out, accumulate);
 }
 
