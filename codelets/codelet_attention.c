@@ -97,6 +97,14 @@ void apb_attention_f32(const float *q, int ld_q, int n_q, int q_coord0,
                             head_dim, o, ld_o, lse, ld_lse);
 }
 
+/* dst (rows x d, dense) = the bf16 rows of src (row stride ld) widened to fp32 (exact) */
+static void _apb_widen_rows(float *dst, const uint16_t *src, int ld, int rows, int d)
+{
+    for (int j = 0; j < rows; j++)
+        for (int c = 0; c < d; c++)
+            dst[(size_t)j * d + c] = apb_bf16_to_f32(src[(size_t)j * ld + c]);
+}
+
 /* mm16: the two products of every chunk through oneDNN's bf16 matmul (gemm_dnnl.c; --precision
  * bf16 prefill tiles): Q, K, P and V rounded to bf16, fp32 accumulation, the softmax in fp32 as
  * before. oneDNN compiles a kernel per shape, so the shapes are bounded: the rows of a chunk start
@@ -161,18 +169,13 @@ static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0
                 }
                 int r0 = (int)i0 * G, nr = R - r0, ldkv = sg->ld;
                 const float *kp, *vp;
-                if (sg->bf16) { /* widen this chunk of head kvh: bf16 -> fp32 is exact */
-                    const uint16_t *k16 = (const uint16_t *)(const void *)sg->k;
-                    const uint16_t *v16 = (const uint16_t *)(const void *)sg->v;
-                    for (int j = 0; j < kc; j++)
-                        for (int c = 0; c < d; c++) {
-                            size_t at = (size_t)(j0 + j) * sg->ld + (size_t)kvh * d + c;
-                            kw[(size_t)j * d + c] = apb_bf16_to_f32(k16[at]);
-                            vw[(size_t)j * d + c] = apb_bf16_to_f32(v16[at]);
-                        }
-                    kp = kw;
-                    vp = vw;
-                    ldkv = d;
+                /* bf16 segments: this chunk's rows of head kvh, widened to fp32 (exact) only for
+                 * the SGEMM products (the bf16 products take the bits as they are) */
+                const uint16_t *kb = NULL, *vb = NULL;
+                kp = vp = NULL;
+                if (sg->bf16) {
+                    kb = (const uint16_t *)(const void *)sg->k + (size_t)j0 * sg->ld + (size_t)kvh * d;
+                    vb = (const uint16_t *)(const void *)sg->v + (size_t)j0 * sg->ld + (size_t)kvh * d;
                 } else {
                     kp = sg->k + (size_t)j0 * sg->ld + (size_t)kvh * d;
                     vp = sg->v + (size_t)j0 * sg->ld + (size_t)kvh * d;
@@ -185,8 +188,13 @@ static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0
                     np = (kc + 31) / 32 * 32;
                     so = r0 - rp;
                     for (int j = 0; j < kc; j++) {
-                        apb_bf16_from_f32_n(k16 + (size_t)j * d, kp + (size_t)j * ldkv, (size_t)d);
-                        apb_bf16_from_f32_n(v16 + (size_t)j * d, vp + (size_t)j * ldkv, (size_t)d);
+                        if (kb) {
+                            memcpy(k16 + (size_t)j * d, kb + (size_t)j * ldkv, sizeof(uint16_t) * d);
+                            memcpy(v16 + (size_t)j * d, vb + (size_t)j * ldkv, sizeof(uint16_t) * d);
+                        } else {
+                            apb_bf16_from_f32_n(k16 + (size_t)j * d, kp + (size_t)j * ldkv, (size_t)d);
+                            apb_bf16_from_f32_n(v16 + (size_t)j * d, vp + (size_t)j * ldkv, (size_t)d);
+                        }
                     }
                     memset(k16 + (size_t)kc * d, 0, sizeof(uint16_t) * (size_t)(np - kc) * d);
                     memset(v16 + (size_t)kc * d, 0, sizeof(uint16_t) * (size_t)(np - kc) * d);
@@ -194,6 +202,11 @@ static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0
                                                (size_t)KC, 0) == 0;
                     if (!use16)
                         rp = r0, np = kc, so = 0;
+                }
+                if (!use16 && kb) { /* widen for the SGEMM pair */
+                    _apb_widen_rows(kw, kb, ldkv, kc, d);
+                    _apb_widen_rows(vw, vb, ldkv, kc, d);
+                    kp = kw, vp = vw, ldkv = d;
                 }
                 if (!use16)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kc, d, 1.0f,
@@ -231,6 +244,10 @@ static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0
                                            (size_t)d, 1) == 0)
                         continue;
                     /* refused: the fp32 product of the same P (rows r0.. of S start at row so) */
+                    if (kb) {
+                        _apb_widen_rows(vw, vb, ldkv, kc, d);
+                        vp = vw, ldkv = d;
+                    }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, kc, 1.0f, S + (size_t)so * KC, KC,
                                 vp, ldkv, 1.0f, acc + (size_t)r0 * d, d);
                     continue;

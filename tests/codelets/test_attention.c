@@ -145,11 +145,28 @@ static void check_case_m(int n_q, int q_coord0, const struct seg_spec *sp, int n
     ref_attention(q, n_q, q_coord0, k, v, sp, ns, H, Hk, d, ro, rl);
     if (mm16) {
         struct _apb_attn_seg_cpu cs[8];
-        for (int s = 0; s < ns; s++) /* the NaN rows past len are never read */
-            cs[s] = (struct _apb_attn_seg_cpu){.k = k[s], .v = v[s], .ld = Hk * d, .bf16 = 0, .len = sp[s].len,
-                                               .coord0 = sp[s].coord0, .causal = sp[s].causal,
-                                               .min_q_coord = sp[s].min_q_coord};
+        uint16_t *k16[8] = {0}, *v16[8] = {0};
+        for (int s = 0; s < ns; s++) { /* the NaN rows past len are never read */
+            int b16 = g_bf16_mask >> s & 1u;
+            if (b16) {
+                size_t n = (size_t)rows[s] * Hk * d;
+                k16[s] = malloc(2 * n);
+                v16[s] = malloc(2 * n);
+                for (size_t i = 0; i < n; i++) {
+                    k16[s][i] = to_bf16(k[s][i]);
+                    v16[s][i] = to_bf16(v[s][i]);
+                }
+            }
+            cs[s] = (struct _apb_attn_seg_cpu){.k = b16 ? (const float *)(void *)k16[s] : k[s],
+                                               .v = b16 ? (const float *)(void *)v16[s] : v[s], .ld = Hk * d,
+                                               .bf16 = b16, .len = sp[s].len, .coord0 = sp[s].coord0,
+                                               .causal = sp[s].causal, .min_q_coord = sp[s].min_q_coord};
+        }
         apb_attention_heads_bf16mm(q, H * d, n_q, q_coord0, cs, ns, H, Hk, 0, Hk, d, o, H * d, lse, H);
+        for (int s = 0; s < ns; s++) {
+            free(k16[s]);
+            free(v16[s]);
+        }
     } else {
         run_attention(q, n_q, q_coord0, k, v, rows, sp, ns, H, Hk, d, o, lse);
     }
@@ -190,6 +207,9 @@ Test(attention, bf16_matmul_products)
     check_case_m(40, 1000, c3, 2, 4, 1, 64, 33, 1);
     struct seg_spec c4[] = {{10, 0, 0, 5}};
     check_case_m(8, 0, c4, 1, 2, 2, 32, 34, 1);
+    g_bf16_mask = 5; /* bf16 cache segments (finished layers) taken as they are, beside fp32 ones */
+    check_case_m(101, 600, c1, 3, 6, 2, 64, 35, 1);
+    g_bf16_mask = 0;
 }
 
 Test(attention, causal_single_segment)
