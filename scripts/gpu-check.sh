@@ -8,6 +8,9 @@
 #   graph    forward and method tests on the GPU against the float64/numpy references (needs model)
 #   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
+#   decode   issue 16's numbers: the split-KV kernel alone (old and new Q K^T loads), then decode
+#            ms/token and the question pass timed alone (--question-share) for DECODE_METHODS at
+#            DECODE_LENGTHS (default full,apb,star at 16384,131072)
 #   sched    bench/sched on the GPUs: every policy on the APB / Spava graph (Llama-3.1-8B shapes,
 #            SCHED_LAYERS layers, SCHED_LEN tokens), traces and Gantt charts per policy
 #   mpi      tests/apps/test_mpi.sh with the GPUs: every method over 2 and 4 ranks, and on 2+ GPUs
@@ -94,6 +97,16 @@ trace)
         --anchor 4096 --select 2048 --tile 4096 --device cuda --max-new-tokens 2 --no-progress \
         --trace "$OUT/trace_apb.json" --gantt "$OUT/gantt_apb.svg" --summary ${TRACE_ARGS:-} >"$OUT/trace.log" 2>&1 \
         && note "PASS trace" || { note "FAIL trace"; tail -20 "$OUT/trace.log"; } ;;
+decode)
+    for L in 131072 16384; do
+        for co in 1 0; do
+            echo "APB_SK_COALESCED=$co $(APB_SK_COALESCED=$co "$R/bin/prefill" --attn-decode $L 2>&1 | grep 'attention, 1 row')"
+        done
+    done | tee "$OUT/splitkv.log"
+    "$R/bin/prefill" --lengths "${DECODE_LENGTHS:-16384,131072}" --methods "${DECODE_METHODS:-full,apb,star}" \
+        --decode 32 --question-share 1 --json "$OUT/decode.json" >"$OUT/decode.log" 2>&1 \
+        && note "decode done" || { note "FAIL decode"; tail -n 20 "$OUT/decode.log"; }
+    grep -E "^ +[0-9]+ |question pass" "$OUT/decode.log" ;;
 accuracy)
     PYTHONUNBUFFERED=1 "$APB_PYTHON" bench/accuracy.py --run "$R/bin/apb_run" \
         --apb-args "--device cuda ${ACC_APB_ARGS:-}" --workdir bench/results/work/gpu --resume \
