@@ -50,6 +50,32 @@ static inline float _apb_exp_neg(float x)
     return p * sc.f;
 }
 
+/* max(mx, s[0..n)), NaN scores ignored as `s[j] > mx ? s[j] : mx` does. Four accumulators: the
+ * one-accumulator loop GCC makes of it waited on each max's latency (perf: 13 % of a bf16
+ * attention task at 4K). Exact, so the result is the same bits. */
+static float _apb_row_max(const float *s, int n, float mx)
+{
+    int j = 0;
+#if defined(__AVX2__)
+    if (n >= 32) {
+        __m256 a0 = _mm256_set1_ps(mx), a1 = a0, a2 = a0, a3 = a0;
+        for (; j + 32 <= n; j += 32) { /* max_ps(x, a): a when x is NaN */
+            a0 = _mm256_max_ps(_mm256_loadu_ps(s + j), a0);
+            a1 = _mm256_max_ps(_mm256_loadu_ps(s + j + 8), a1);
+            a2 = _mm256_max_ps(_mm256_loadu_ps(s + j + 16), a2);
+            a3 = _mm256_max_ps(_mm256_loadu_ps(s + j + 24), a3);
+        }
+        float t[8];
+        _mm256_storeu_ps(t, _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
+        for (int i = 0; i < 8; i++)
+            mx = t[i] > mx ? t[i] : mx;
+    }
+#endif
+    for (; j < n; j++)
+        mx = s[j] > mx ? s[j] : mx;
+    return mx;
+}
+
 /* s[j] = exp(s[j] - mx) for j < n; returns the sum. AVX2+FMA when compiled for it (configure adds
  * -mavx2 -mfma when the build machine has them), else the scalar loop. */
 static float _apb_exp_sum(float *s, int n, float mx)
@@ -218,10 +244,7 @@ static void _apb_attention_heads(const float *q, int ld_q, int n_q, int q_coord0
                     if (sg->causal && qc - sg->coord0 - j0 + 1 < nvis)
                         nvis = (int)(qc - sg->coord0 - j0 + 1);
                     float *srow = S + (size_t)(rr + so) * KC;
-                    float mx = m[r];
-#pragma omp simd reduction(max : mx)
-                    for (int j = 0; j < nvis; j++)
-                        mx = srow[j] > mx ? srow[j] : mx;
+                    float mx = _apb_row_max(srow, nvis, m[r]);
                     float alpha = m[r] == -INFINITY ? 0.0f : _apb_exp_neg(m[r] - mx);
                     float sum = _apb_exp_sum(srow, nvis, mx);
                     for (int j = nvis; j < kc; j++)
