@@ -19,6 +19,7 @@
 #include <dnnl.h>
 
 #include "common/apb_bf16.h"
+#include "runtime/apb_task.h"
 
 void omp_set_num_threads(int n); /* libgomp, oneDNN's runtime */
 
@@ -37,8 +38,6 @@ struct _apb_dnnl_thread {
     dnnl_stream_t st;
     struct _apb_dnnl_prim c[_APB_DNNL_CACHE];
     int n, next;
-    uint16_t *src16;
-    size_t src16_cap;
 };
 
 /* Per thread, freed with the thread (StarPU's workers end at shutdown) */
@@ -54,7 +53,6 @@ static void _apb_dnnl_thread_free(void *p)
         dnnl_stream_destroy(t->st);
         dnnl_engine_destroy(t->eng);
     }
-    free(t->src16);
     free(t);
 }
 
@@ -194,17 +192,12 @@ int apb_dnnl_linear_bf16(float *out, int ld_out, const float *in, int ld_in, con
     struct _apb_dnnl_thread *t = rows >= 2 ? _apb_dnnl_ready() : NULL;
     if (!t)
         return -1;
-    size_t need = (size_t)rows * n_in;
-    if (need > t->src16_cap) {
-        uint16_t *p = realloc(t->src16, need * sizeof *p);
-        if (!p)
-            return -1;
-        t->src16 = p;
-        t->src16_cap = need;
-    }
+    uint16_t *src16 = (uint16_t *)(void *)_apb_thread_scratch(_APB_SCRATCH_DNNL, ((size_t)rows * n_in + 1) / 2);
+    if (!src16)
+        return -1;
     for (int i = 0; i < rows; i++) /* the activation tile in bf16 (round to nearest even) */
-        apb_bf16_from_f32_n(t->src16 + (size_t)i * n_in, in + (size_t)i * ld_in, (size_t)n_in);
-    return _apb_dnnl_run(t, rows, n_out, n_in, t->src16, (size_t)n_in, w, ld_w, 1, out, (size_t)ld_out, accumulate);
+        apb_bf16_from_f32_n(src16 + (size_t)i * n_in, in + (size_t)i * ld_in, (size_t)n_in);
+    return _apb_dnnl_run(t, rows, n_out, n_in, src16, (size_t)n_in, w, ld_w, 1, out, (size_t)ld_out, accumulate);
 }
 
 #else /* built without oneDNN (configure did not find dnnl.h / libdnnl): the SGEMM path runs */
