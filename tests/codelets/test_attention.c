@@ -78,6 +78,16 @@ static float from_bf16(uint16_t h)
     return f;
 }
 
+/* A bf16 copy of n values (to_bf16 each); the caller frees it. */
+static uint16_t *bf16_copy(const float *x, size_t n)
+{
+    uint16_t *h = malloc(2 * n);
+    cr_assert(h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = to_bf16(x[i]);
+    return h;
+}
+
 /* Runs the codelet through StarPU; returns o and lse in the given (poisoned) arrays. */
 static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v, int *rows,
                           const struct seg_spec *sp, int ns, int H, int Hk, int d, float *o, float *lse)
@@ -89,13 +99,8 @@ static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v,
     for (int s = 0; s < ns; s++) {
         apb_handle hk, hv;
         if (g_bf16_mask >> s & 1u) {
-            size_t n = (size_t)rows[s] * Hk * d;
-            k16[s] = malloc(2 * n);
-            v16[s] = malloc(2 * n);
-            for (size_t i = 0; i < n; i++) {
-                k16[s][i] = to_bf16(k[s][i]);
-                v16[s][i] = to_bf16(v[s][i]);
-            }
+            k16[s] = bf16_copy(k[s], (size_t)rows[s] * Hk * d);
+            v16[s] = bf16_copy(v[s], (size_t)rows[s] * Hk * d);
             hk = apb_tile_from(k16[s], rows[s], Hk * d, 2);
             hv = apb_tile_from(v16[s], rows[s], Hk * d, 2);
         } else {
@@ -149,13 +154,8 @@ static void check_case_m(int n_q, int q_coord0, const struct seg_spec *sp, int n
         for (int s = 0; s < ns; s++) { /* the NaN rows past len are never read */
             int b16 = g_bf16_mask >> s & 1u;
             if (b16) {
-                size_t n = (size_t)rows[s] * Hk * d;
-                k16[s] = malloc(2 * n);
-                v16[s] = malloc(2 * n);
-                for (size_t i = 0; i < n; i++) {
-                    k16[s][i] = to_bf16(k[s][i]);
-                    v16[s][i] = to_bf16(v[s][i]);
-                }
+                k16[s] = bf16_copy(k[s], (size_t)rows[s] * Hk * d);
+                v16[s] = bf16_copy(v[s], (size_t)rows[s] * Hk * d);
             }
             cs[s] = (struct _apb_attn_seg_cpu){.k = b16 ? (const float *)(void *)k16[s] : k[s],
                                                .v = b16 ? (const float *)(void *)v16[s] : v[s], .ld = Hk * d,
