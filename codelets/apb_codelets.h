@@ -51,9 +51,14 @@ int apb_insert_kv_append(apb_handle k, apb_handle v, apb_handle kc, apb_handle v
 /* k16, v16 (bf16 tiles, elemsize 2) = k, v rounded to bf16: the KV cache of a finished layer,
  * kept at half the size (APB_PREC_BF16); attention reads bf16 K/V segments in place. */
 int apb_insert_kv_compact(apb_handle k, apb_handle v, apb_handle k16, apb_handle v16, apb_task_tag tag);
+/* The same into rows [row0, row0 + rows(k)) of taller k16, v16: the tiles of a finished layer
+ * compacted into one contiguous cache, slices submitted in row order from row 0 (row0 = 0 writes
+ * the destination (W); a later slice keeps the rows written before (RW)). */
+int apb_insert_kv_compact_at(apb_handle k, apb_handle v, apb_handle k16, apb_handle v16, int row0,
+                             apb_task_tag tag);
 
 /* Attention over a list of KV segments. Query row i has coordinate q_coord0 + i. Key j of a
- * segment has coordinate coord0 + j. A key is visible to a query row iff
+ * segment (row row0 + j of its K and V tiles) has coordinate coord0 + j. A key is visible to a query row iff
  *   q_coord >= min_q_coord  and  (!causal or coord0 + j <= q_coord)   and j < len.
  * This expresses full causal attention (one coordinate system), APB (passing segments are
  * non-causal with min_q_coord = anchor length, so anchor rows skip them), Star, ring and
@@ -65,6 +70,7 @@ typedef struct apb_attn_seg {
     int coord0;
     int causal;
     int min_q_coord;
+    int row0;              /* the segment is rows [row0, row0 + len) of k and v */
 } apb_attn_seg;
 
 int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,

@@ -63,8 +63,15 @@ int _apb_cuda_gate_up(void *h, void *u, int es, const void *in, int ld_in, int i
 /* A segment's scalars as the attention codelets (attention, attention_row, layer) carry them in
  * their arguments; its K and V travel as two read-only buffers. */
 struct _apb_seg_arg {
-    int len, coord0, causal, min_q_coord;
+    int len, coord0, causal, min_q_coord, row0;
 };
+
+/* Row row0 of a segment's K or V buffer: a segment is rows [row0, row0 + len) of its tiles (the
+ * contiguous bf16 cache of a finished layer holds every tile of it, graph/layer.c). */
+static inline void *_apb_seg_rows(void *buf, int row0)
+{
+    return (char *)_APB_PTR(buf) + (size_t)row0 * _APB_LD(buf) * _apb_elem(buf);
+}
 
 /* Checks segs (len within its tile, K width kv_cols), copies their scalars into args and writes
  * their K, V data descriptors (2 per segment, read-only) from d on; -EINVAL on a bad segment. */
@@ -72,9 +79,11 @@ static inline int _apb_segs_pack(const apb_attn_seg *segs, int n, int kv_cols, s
                                  struct starpu_data_descr *d)
 {
     for (int s = 0; s < n; s++) {
-        if (segs[s].len < 0 || segs[s].len > apb_tile_rows(segs[s].k) || apb_tile_cols(segs[s].k) != kv_cols)
+        if (segs[s].len < 0 || segs[s].row0 < 0 || segs[s].row0 + segs[s].len > apb_tile_rows(segs[s].k) ||
+            segs[s].row0 + segs[s].len > apb_tile_rows(segs[s].v) || apb_tile_cols(segs[s].k) != kv_cols)
             return -EINVAL;
-        args[s] = (struct _apb_seg_arg){segs[s].len, segs[s].coord0, segs[s].causal, segs[s].min_q_coord};
+        args[s] = (struct _apb_seg_arg){segs[s].len, segs[s].coord0, segs[s].causal, segs[s].min_q_coord,
+                                        segs[s].row0};
         d[2 * s] = (struct starpu_data_descr){segs[s].k, STARPU_R};
         d[2 * s + 1] = (struct starpu_data_descr){segs[s].v, STARPU_R};
     }
@@ -84,7 +93,7 @@ static inline int _apb_segs_pack(const apb_attn_seg *segs, int n, int kv_cols, s
 /* The CPU kernels' view of a segment: its K and V buffers and its scalars. */
 static inline struct _apb_attn_seg_cpu _apb_seg_cpu(void *kb, void *vb, const struct _apb_seg_arg *a)
 {
-    return (struct _apb_attn_seg_cpu){.k = _APB_PTR(kb), .v = _APB_PTR(vb), .ld = _APB_LD(kb),
+    return (struct _apb_attn_seg_cpu){.k = _apb_seg_rows(kb, a->row0), .v = _apb_seg_rows(vb, a->row0), .ld = _APB_LD(kb),
                                       .bf16 = _apb_elem(kb) == 2, .len = a->len, .coord0 = a->coord0,
                                       .causal = a->causal, .min_q_coord = a->min_q_coord};
 }

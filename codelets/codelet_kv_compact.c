@@ -16,11 +16,11 @@
 
 static void _apb_kv_compact_cpu(void *buffers[], void *cl_arg)
 {
-    (void)cl_arg;
+    const int row0 = *(const int *)cl_arg;
     double t0 = _apb_now_ns();
     for (int m = 0; m < 2; m++) {
         const float *src = _APB_PTR(buffers[m]);
-        uint16_t *dst = _APB_PTR(buffers[2 + m]);
+        uint16_t *dst = _apb_seg_rows(buffers[2 + m], row0);
         int n = _APB_ROWS(buffers[m]), cols = _APB_COLS(buffers[m]);
         size_t lds = _APB_LD(buffers[m]), ldd = _APB_LD(buffers[2 + m]);
         for (int i = 0; i < n; i++)
@@ -33,10 +33,10 @@ static void _apb_kv_compact_cpu(void *buffers[], void *cl_arg)
 #ifdef APB_CUDA
 static void _apb_kv_compact_cuda(void *buffers[], void *cl_arg)
 {
-    (void)cl_arg;
+    const int row0 = *(const int *)cl_arg;
     for (int m = 0; m < 2; m++) {
         void *sb = buffers[m], *db = buffers[2 + m];
-        apb_cuda_f32_to_bf16(_APB_PTR(db), _APB_LD(db), _APB_PTR(sb), _APB_LD(sb), _APB_ROWS(sb),
+        apb_cuda_f32_to_bf16(_apb_seg_rows(db, row0), _APB_LD(db), _APB_PTR(sb), _APB_LD(sb), _APB_ROWS(sb),
                              _APB_COLS(sb), starpu_cuda_get_local_stream());
     }
     _apb_cuda_check("kv_compact");
@@ -62,17 +62,51 @@ static struct starpu_codelet _apb_kv_compact_cl = {
     .name = "kv_compact",
 };
 
-int apb_insert_kv_compact(apb_handle k, apb_handle v, apb_handle k16, apb_handle v16, apb_task_tag tag)
+/* The same into a later slice of a taller cache: RW, the rows written before are kept. */
+static struct starpu_perfmodel _apb_kv_compact_slice_model = {
+    .type = STARPU_HISTORY_BASED,
+    .symbol = "apb_kv_compact_slice",
+};
+
+static struct starpu_codelet _apb_kv_compact_slice_cl = {
+    .cpu_funcs = {_apb_kv_compact_cpu},
+    .cpu_funcs_name = {"_apb_kv_compact_cpu"},
+#ifdef APB_CUDA
+    .cuda_funcs = {_apb_kv_compact_cuda},
+    .cuda_flags = {STARPU_CUDA_ASYNC},
+#endif
+    .nbuffers = 4,
+    .modes = {STARPU_R, STARPU_R, STARPU_RW, STARPU_RW},
+    .model = &_apb_kv_compact_slice_model,
+    .name = "kv_compact",
+};
+
+int apb_insert_kv_compact_at(apb_handle k, apb_handle v, apb_handle k16, apb_handle v16, int row0,
+                             apb_task_tag tag)
 {
     if (!k || !v || !k16 || !v16 || starpu_matrix_get_elemsize(k) != sizeof(float) ||
         starpu_matrix_get_elemsize(v) != sizeof(float) || starpu_matrix_get_elemsize(k16) != 2 ||
-        starpu_matrix_get_elemsize(v16) != 2 || apb_tile_rows(k16) != apb_tile_rows(k) ||
-        apb_tile_cols(k16) != apb_tile_cols(k) || apb_tile_rows(v16) != apb_tile_rows(v) ||
-        apb_tile_cols(v16) != apb_tile_cols(v))
+        starpu_matrix_get_elemsize(v16) != 2 || row0 < 0 || apb_tile_rows(v) != apb_tile_rows(k) ||
+        row0 + apb_tile_rows(k) > apb_tile_rows(k16) || apb_tile_rows(v16) != apb_tile_rows(k16) ||
+        apb_tile_cols(k16) != apb_tile_cols(k) || apb_tile_cols(v16) != apb_tile_cols(k16) ||
+        apb_tile_cols(v) != apb_tile_cols(k))
         return -EINVAL;
+    /* row 0 on: W, the first slice starts the destination (its other rows undefined until their
+     * slices are written; StarPU refuses to read a never-written handle); a later slice: RW, the
+     * rows written before are kept (the compactions of one layer run one after the other) */
+    const int whole = row0 == 0;
+    const enum starpu_data_access_mode dm = whole ? STARPU_W : STARPU_RW;
     return _apb_insert_check(
-        apb_task_insert(&_apb_kv_compact_cl, STARPU_R, k, STARPU_R, v, STARPU_W, k16, STARPU_W, v16,
-                        STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag), STARPU_NAME,
-                        _apb_task_name("kv_compact", tag), 0),
+        apb_task_insert(whole ? &_apb_kv_compact_cl : &_apb_kv_compact_slice_cl, STARPU_R, k, STARPU_R, v,
+                        dm, k16, dm, v16,
+                        STARPU_CL_ARGS, _apb_args_dup(&row0, sizeof row0), sizeof row0, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
+                        STARPU_NAME, _apb_task_name("kv_compact", tag), 0),
         "kv_compact");
+}
+
+int apb_insert_kv_compact(apb_handle k, apb_handle v, apb_handle k16, apb_handle v16, apb_task_tag tag)
+{
+    if (k && k16 && apb_tile_rows(k16) != apb_tile_rows(k))
+        return -EINVAL;
+    return apb_insert_kv_compact_at(k, v, k16, v16, 0, tag);
 }

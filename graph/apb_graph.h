@@ -71,7 +71,9 @@ typedef struct apb_seq {
     int32_t *ids;                  /* (n_prompt) host copy, registered per tile */
     apb_handle *ids_t;             /* (n_tiles) */
     apb_handle *x, *xn, *q, *o, *lse; /* (n_tiles) activations, reused by every layer */
-    apb_handle *k, *v;             /* (n_layers * n_tiles) KV cache of the prompt */
+    apb_handle *k, *v;             /* (n_layers * n_tiles) KV cache of the prompt (NULL once compacted) */
+    apb_handle *kc, *vc;           /* (n_layers) the compacted bf16 cache of a finished layer, or NULL */
+    int *crow0;                    /* (n_layers * n_tiles) tile u's first row in it, -1: not in it */
     apb_handle *kd, *vd;           /* (n_layers) decode KV cache, cap_decode rows */
     apb_handle d_x, d_xn, d_q, d_k, d_v, d_o, d_lse; /* one-token decode activations */
     apb_handle logits;             /* (1 x vocab) */
@@ -179,7 +181,9 @@ typedef struct apb_host {
     int32_t *ids;                  /* (a + n) */
     int *rows, *pos0, *coord0;     /* per tile */
     apb_handle *ids_t, *x, *xn, *q, *o, *lse; /* per tile */
-    apb_handle *k, *v;             /* (n_layers * n_tiles) */
+    apb_handle *k, *v;             /* (n_layers * n_tiles) (NULL once compacted) */
+    apb_handle *kc, *vc;           /* (n_layers) the compacted bf16 cache of a finished layer, or NULL */
+    int *crow0;                    /* (n_layers * n_tiles) tile u's first row in it, -1: not in it */
     int32_t *mpos;                 /* --embeds: (a + n) x 3 position ids from the file, else NULL */
     apb_handle *mpos_t;            /* (n_tiles) their tiles */
 } apb_host;

@@ -79,8 +79,9 @@ static int _apb_host_cache_segs(const apb_hseq *hs, int l, int r, apb_attn_seg *
 {
     const apb_host *h = &hs->h[r];
     int anchor_all = (apb_method_desc_of(hs->opt.method)->flags & APB_MF_ANCHOR_ALL) != 0, ns = 0;
-    for (int u = anchor_all && r == 0 ? 0 : h->n_anchor_tiles; u < h->n_tiles; u++)
-        segs[ns++] = apb_seg_past(h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u], h->rows[u]);
+    for (int u = anchor_all && r == 0 ? 0 : h->n_anchor_tiles; u < h->n_tiles; u++) /* past: non-causal */
+        ns = _apb_seg_push(segs, ns, _apb_cache_tile(h->k, h->v, h->kc, h->vc, h->crow0, h->n_tiles, l, u,
+                                                     h->rows[u]));
     return ns;
 }
 

@@ -73,9 +73,19 @@ apb_layer_w _apb_layer_w(const apb_model *m, int l);
 int _apb_fused_decode(void);
 int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
                         apb_task_tag tag, apb_err *err);
-/* Under APB_PREC_BF16: replaces the n fp32 K/V tiles of a finished layer by bf16 copies (owned by
- * the rank of owner_host), releasing the fp32 tiles after their last reader. */
-int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, apb_err *err);
+/* Under APB_PREC_BF16: compacts the n fp32 K/V tiles of a finished layer to bf16 (owned by the
+ * rank of owner_host), releasing the fp32 tiles after their last reader: into one contiguous
+ * *kc, *vc (tile u at rows crow0[u].., k[u] = v[u] = NULL), or with APB_KV_CONTIG=0 into one bf16
+ * tile each (k[u], v[u] replaced, crow0[u] = -1). */
+int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, apb_handle *kc,
+                    apb_handle *vc, int *crow0, apb_err *err);
+/* Tile u of layer l's prompt cache as a segment of len rows (the caller sets coord0, causal and
+ * min_q_coord): a slice of the compacted cache when the tile is in it, else its own tiles. */
+apb_attn_seg _apb_cache_tile(const apb_handle *k, const apb_handle *v, const apb_handle *kc,
+                             const apb_handle *vc, const int *crow0, int n_tiles, int l, int u, int len);
+/* Appends s to segs[0..ns), merged into the last segment when it continues it (same buffers, next
+ * rows, same visibility rule and, if causal, next coordinates); returns the new count. */
+int _apb_seg_push(apb_attn_seg *segs, int ns, apb_attn_seg s);
 /* _apb_compact_kv of every host's layer-l tiles. */
 int _apb_compact_layer(apb_hseq *hs, int l, apb_err *err);
 

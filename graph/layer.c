@@ -80,28 +80,94 @@ int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err)
  * the question pass and decoding read) are compacted to bf16 and the fp32 tiles released after
  * their last reader: the cache of finished layers takes half the memory (at 128K tokens 16 GiB
  * instead of 32 for Llama-3.1-8B shapes). The tensor-core attention kernel rounds K/V to bf16
- * anyway; the exact fp32 mode keeps fp32 tiles. */
-int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, apb_err *err)
+ * anyway; the exact fp32 mode keeps fp32 tiles.
+ * The tiles go into ONE contiguous bf16 K and V handle per layer (tile u at rows crow0[u]..), so a
+ * decode step's layer task reads the cache as one segment (two buffers) instead of two buffers a
+ * tile: StarPU's cost of a task grows by ~0.5-1 us a buffer, on the critical path of every decode
+ * step (at 128K tokens and tile 8192 that is 32 buffers of each layer task). APB_KV_CONTIG=0 keeps
+ * one bf16 tile per fp32 tile. */
+static int _apb_kv_contig(void)
 {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("APB_KV_CONTIG");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
+int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, apb_handle *kc,
+                    apb_handle *vc, int *crow0, apb_err *err)
+{
+    for (int u = 0; u < n; u++)
+        crow0[u] = -1;
     if (apb_runtime_precision() != APB_PREC_BF16)
         return APB_OK;
-    for (int u = 0; u < n; u++) {
+    const apb_task_tag tag = {layer, owner_host, 0};
+    int total = 0, cols = 0;
+    for (int u = 0; u < n; u++)
+        if (k[u] && v[u] && apb_tile_elemsize(k[u]) == sizeof(float)) {
+            total += apb_tile_rows(k[u]);
+            cols = apb_tile_cols(k[u]);
+        }
+    if (!total)
+        return APB_OK;
+    apb_runtime_set_owner(owner_host);
+    const int contig = _apb_kv_contig() && !*kc && !*vc;
+    if (contig) {
+        *kc = apb_tile_new(total, cols, 2);
+        *vc = apb_tile_new(total, cols, 2);
+        if (!*kc || !*vc)
+            return apb_fail(err, APB_E_RUNTIME, "registering the bf16 KV cache failed");
+    }
+    for (int u = 0, row0 = 0; u < n; u++) {
         if (!k[u] || !v[u] || apb_tile_elemsize(k[u]) != sizeof(float))
             continue;
-        apb_runtime_set_owner(owner_host);
-        apb_handle k16 = apb_tile_new(apb_tile_rows(k[u]), apb_tile_cols(k[u]), 2);
-        apb_handle v16 = apb_tile_new(apb_tile_rows(v[u]), apb_tile_cols(v[u]), 2);
-        if (!k16 || !v16 || apb_insert_kv_compact(k[u], v[u], k16, v16, (apb_task_tag){layer, owner_host, 0})) {
-            apb_handle_free(k16);
-            apb_handle_free(v16);
+        const int rows = apb_tile_rows(k[u]);
+        apb_handle k16 = contig ? *kc : apb_tile_new(rows, apb_tile_cols(k[u]), 2);
+        apb_handle v16 = contig ? *vc : apb_tile_new(rows, apb_tile_cols(v[u]), 2);
+        if (!k16 || !v16 || apb_insert_kv_compact_at(k[u], v[u], k16, v16, contig ? row0 : 0, tag)) {
+            if (!contig) {
+                apb_handle_free(k16);
+                apb_handle_free(v16);
+            }
             return apb_fail(err, APB_E_RUNTIME, "submitting the bf16 compaction of the KV cache failed");
         }
         apb_handle_free(k[u]);
         apb_handle_free(v[u]);
-        k[u] = k16;
-        v[u] = v16;
+        if (contig) {
+            k[u] = v[u] = NULL;
+            crow0[u] = row0;
+            row0 += rows;
+        } else {
+            k[u] = k16;
+            v[u] = v16;
+        }
     }
     return APB_OK;
+}
+
+apb_attn_seg _apb_cache_tile(const apb_handle *k, const apb_handle *v, const apb_handle *kc,
+                             const apb_handle *vc, const int *crow0, int n_tiles, int l, int u, int len)
+{
+    const int i = l * n_tiles + u;
+    if (kc && kc[l] && crow0[i] >= 0)
+        return (apb_attn_seg){.k = kc[l], .v = vc[l], .len = len, .row0 = crow0[i]};
+    return (apb_attn_seg){.k = k[i], .v = v[i], .len = len};
+}
+
+int _apb_seg_push(apb_attn_seg *segs, int ns, apb_attn_seg s)
+{
+    if (ns > 0) {
+        apb_attn_seg *p = &segs[ns - 1];
+        if (p->k == s.k && p->v == s.v && p->row0 + p->len == s.row0 && p->causal == s.causal &&
+            p->min_q_coord == s.min_q_coord && (!s.causal || p->coord0 + p->len == s.coord0)) {
+            p->len += s.len;
+            return ns;
+        }
+    }
+    segs[ns] = s;
+    return ns + 1;
 }
 
 int _apb_compact_layer(apb_hseq *hs, int l, apb_err *err)
@@ -109,7 +175,8 @@ int _apb_compact_layer(apb_hseq *hs, int l, apb_err *err)
     int rc = APB_OK;
     for (int r = 0; r < hs->opt.hosts && !rc; r++) {
         apb_host *h = &hs->h[r];
-        rc = _apb_compact_kv(&h->k[l * h->n_tiles], &h->v[l * h->n_tiles], h->n_tiles, r, l, err);
+        rc = _apb_compact_kv(&h->k[l * h->n_tiles], &h->v[l * h->n_tiles], h->n_tiles, r, l, &h->kc[l],
+                             &h->vc[l], &h->crow0[l * h->n_tiles], err);
     }
     return rc;
 }

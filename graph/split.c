@@ -76,8 +76,11 @@ int _apb_split_host(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx, const
         *arrs[i] = calloc((size_t)nt, sizeof(apb_handle));
     h->k = calloc((size_t)nt * c->n_layers, sizeof(apb_handle));
     h->v = calloc((size_t)nt * c->n_layers, sizeof(apb_handle));
+    h->kc = calloc((size_t)c->n_layers, sizeof(apb_handle));
+    h->vc = calloc((size_t)c->n_layers, sizeof(apb_handle));
+    h->crow0 = malloc(sizeof(int) * (size_t)nt * (size_t)c->n_layers);
     if (!h->rows || !h->pos0 || !h->coord0 || !h->ids_t || !h->x || !h->xn || !h->q || !h->o ||
-        !h->lse || !h->k || !h->v)
+        !h->lse || !h->k || !h->v || !h->kc || !h->vc || !h->crow0)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
     int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
     /* tile geometry: anchor tiles, then the tiles of each owned range */
@@ -142,6 +145,10 @@ static void _apb_host_free(apb_model *m, apb_host *h)
             apb_handle_free(h->v[l * h->n_tiles + t]);
         }
     }
+    for (int l = 0; h->kc && h->vc && l < m->cfg.n_layers; l++) {
+        apb_handle_free(h->kc[l]);
+        apb_handle_free(h->vc[l]);
+    }
 }
 
 static void _apb_host_release(apb_host *h)
@@ -159,6 +166,9 @@ static void _apb_host_release(apb_host *h)
     free(h->o);
     free(h->lse);
     free(h->k);
+    free(h->kc);
+    free(h->vc);
+    free(h->crow0);
     free(h->v);
 }
 

@@ -51,10 +51,13 @@ static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, i
     s->lse = _apb_handles(s->n_tiles);
     s->k = _apb_handles(c->n_layers * s->n_tiles);
     s->v = _apb_handles(c->n_layers * s->n_tiles);
+    s->kc = _apb_handles(c->n_layers);
+    s->vc = _apb_handles(c->n_layers);
+    s->crow0 = malloc(sizeof(int) * (size_t)c->n_layers * (size_t)s->n_tiles);
     s->kd = _apb_handles(c->n_layers);
     s->vd = _apb_handles(c->n_layers);
     if (!s->ids || !s->ids_t || !s->x || !s->xn || !s->q || !s->o || !s->lse || !s->k || !s->v ||
-        !s->kd || !s->vd)
+        !s->kc || !s->vc || !s->crow0 || !s->kd || !s->vd)
         return apb_fail(err, APB_E_NOMEM, "out of memory allocating sequence state");
     memcpy(s->ids, ids, sizeof(int32_t) * (size_t)n);
     int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
@@ -117,6 +120,10 @@ void apb_seq_free(apb_model *m, apb_seq *s)
         apb_handle_free(s->kd[l]);
         apb_handle_free(s->vd[l]);
     }
+    for (int l = 0; s->kc && s->vc && l < nl; l++) {
+        apb_handle_free(s->kc[l]);
+        apb_handle_free(s->vc[l]);
+    }
     for (int i = 0; i < s->n_split && s->n_split > 1; i++) {
         apb_handle_free(s->d_z[i]);
         apb_handle_free(s->d_lg[i]);
@@ -135,6 +142,9 @@ void apb_seq_free(apb_model *m, apb_seq *s)
     free(s->o);
     free(s->lse);
     free(s->k);
+    free(s->kc);
+    free(s->vc);
+    free(s->crow0);
     free(s->v);
     free(s->kd);
     free(s->vd);
@@ -170,7 +180,8 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
                 rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
         }
         if (!rc) /* bf16: the finished layer's cache at half the size (graph/layer.c) */
-            rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, err);
+            rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, &s->kc[l], &s->vc[l],
+                                 &s->crow0[l * T], err);
     }
     free(segs);
     return rc;
@@ -256,6 +267,16 @@ static int _apb_decode_attention(apb_seq *s, int pos, const apb_attn_seg *segs, 
                                 lse, tag);
 }
 
+/* Tile u of layer l's prompt cache as a causal segment (a slice of the compacted cache, or a tile). */
+static apb_attn_seg _apb_seq_cache_seg(const apb_seq *s, int l, int u)
+{
+    const int rows = u == s->n_tiles - 1 ? s->n_prompt - u * s->tile : s->tile;
+    apb_attn_seg g = _apb_cache_tile(s->k, s->v, s->kc, s->vc, s->crow0, s->n_tiles, l, u, rows);
+    g.coord0 = u * s->tile;
+    g.causal = 1;
+    return g;
+}
+
 int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -271,12 +292,12 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
     for (int l = 0; l < c->n_layers && !rc; l++) {
         apb_task_tag tag = {l, 0, 0};
         if (_apb_fused_decode() && s->n_split <= 1) { /* the whole layer in one task (codelets/codelet_layer.c) */
+            int ns = 0; /* the compacted cache: one segment */
             for (int u = 0; u < T; u++)
-                segs[u] = apb_seg_causal(s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
-                                         u * s->tile);
+                ns = _apb_seg_push(segs, ns, _apb_seq_cache_seg(s, l, u));
             apb_layer_w w = _apb_layer_w(m, l);
             if (apb_insert_layer(s->d_x, &w, s->kd[l], s->vd[l], pos, s->n_decoded, pos, s->n_prompt, segs,
-                                 T, c->n_heads, c->n_kv_heads, c->head_dim, c->norm_eps, tag))
+                                 ns, c->n_heads, c->n_kv_heads, c->head_dim, c->norm_eps, tag))
                 rc = apb_fail(err, APB_E_RUNTIME, "submitting layer failed");
             continue;
         }
@@ -288,9 +309,8 @@ int apb_decode_step(apb_model *m, apb_seq *s, const apb_sampling *smp, apb_err *
             rc = apb_fail(err, APB_E_RUNTIME, "submitting kv_append failed");
             break;
         }
-        for (int u = 0; u < T; u++)
-            segs[u] = apb_seg_causal(s->k[l * T + u], s->v[l * T + u], apb_tile_rows(s->k[l * T + u]),
-                                     u * s->tile);
+        for (int u = 0; u < T; u++) /* one segment a tile: the groups below split at tiles */
+            segs[u] = _apb_seq_cache_seg(s, l, u);
         segs[T] = apb_seg_causal(s->kd[l], s->vd[l], s->n_decoded + 1, s->n_prompt);
         if (s->n_split > 1 && pos >= 512 && T + 1 >= 2) {
             /* long context: the cache's segments in n_split groups of about equal length, one

@@ -138,6 +138,26 @@ print(f"bf16 vs fp32 logits rel err {e:.3g}, {len(ev)} kv_compact tasks")
 PY
     then echo "ok   bf16 KV cache ($m)"; else echo "FAIL bf16 KV cache ($m) (needs APB_PYTHON)"; fail=1; fi
 done
+# bf16: the tiles of a finished layer are compacted into ONE contiguous K/V cache per layer (the
+# question pass and decoding read it as one segment per host: fewer buffers a task). Against one
+# bf16 tile per tile (APB_KV_CONTIG=0) on 16-row tiles the logits of every step agree to float
+# rounding (the segments' key blocks are cut differently).
+PL="$P $P $P $P $P"
+for m in "full --ncpus 1" "full" "apb --hosts 2 --anchor 20 --select 6" "spava --hosts 2"; do
+    if APB_KV_CONTIG=0 $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision bf16 --max-new-tokens 4 \
+            --no-progress --dump-logits "$tmp/kt.bin" >/dev/null 2>&1 &&
+        $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision bf16 --max-new-tokens 4 --no-progress \
+            --dump-logits "$tmp/kc.bin" >/dev/null 2>&1 &&
+        [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/kt.bin" "$tmp/kc.bin" <<'PY'
+import sys
+import numpy as np
+a, b = (np.fromfile(f, np.float32) for f in sys.argv[1:3])
+assert a.size == b.size and a.size > 0, (a.size, b.size)
+e = float(np.linalg.norm(a - b) / np.linalg.norm(a))
+assert e < 1e-5, f"contiguous vs per-tile bf16 cache: rel err {e}"
+PY
+    then echo "ok   contiguous bf16 cache (${m%% *})"; else echo "FAIL contiguous bf16 cache ($m)"; fail=1; fi
+done
 # schedulers: ours and StarPU's are listed; a run prints the summary; apb-affinity keeps every task
 # of host h on its home worker without --placement pinned; a policy loads from a shared object
 check "sched list ours" 0 "apb-critical" $RUN --sched list

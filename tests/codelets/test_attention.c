@@ -60,6 +60,9 @@ static void ref_attention(const float *q, int n_q, int q_coord0, float **k, floa
 /* Segments whose bit is set are passed as bf16 tiles (elemsize 2); check_case rounds their K/V to
  * bf16 first, so the float64 reference sees the same values. */
 static unsigned g_bf16_mask;
+/* > 0: every segment is passed as rows [g_row0, g_row0 + len) of a taller tile whose first g_row0
+ * rows are NaN (the contiguous bf16 cache of a finished layer holds all its tiles that way) */
+static int g_row0;
 
 static uint16_t to_bf16(float f)
 {
@@ -96,18 +99,28 @@ static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v,
                hl = apb_tile_from(lse, n_q, H, 4);
     apb_attn_seg segs[8];
     uint16_t *k16[8] = {0}, *v16[8] = {0};
+    float *kt[8] = {0}, *vt[8] = {0};
+    const size_t w = (size_t)Hk * d, off = (size_t)g_row0 * w;
     for (int s = 0; s < ns; s++) {
         apb_handle hk, hv;
+        const size_t n = (size_t)rows[s] * w;
+        kt[s] = malloc(sizeof(float) * (off + n));
+        vt[s] = malloc(sizeof(float) * (off + n));
+        cr_assert(kt[s] && vt[s]);
+        for (size_t i = 0; i < off; i++)
+            kt[s][i] = vt[s][i] = NAN;
+        memcpy(kt[s] + off, k[s], sizeof(float) * n);
+        memcpy(vt[s] + off, v[s], sizeof(float) * n);
         if (g_bf16_mask >> s & 1u) {
-            k16[s] = bf16_copy(k[s], (size_t)rows[s] * Hk * d);
-            v16[s] = bf16_copy(v[s], (size_t)rows[s] * Hk * d);
-            hk = apb_tile_from(k16[s], rows[s], Hk * d, 2);
-            hv = apb_tile_from(v16[s], rows[s], Hk * d, 2);
+            k16[s] = bf16_copy(kt[s], off + n);
+            v16[s] = bf16_copy(vt[s], off + n);
+            hk = apb_tile_from(k16[s], g_row0 + rows[s], Hk * d, 2);
+            hv = apb_tile_from(v16[s], g_row0 + rows[s], Hk * d, 2);
         } else {
-            hk = apb_tile_from(k[s], rows[s], Hk * d, 4);
-            hv = apb_tile_from(v[s], rows[s], Hk * d, 4);
+            hk = apb_tile_from(kt[s], g_row0 + rows[s], Hk * d, 4);
+            hv = apb_tile_from(vt[s], g_row0 + rows[s], Hk * d, 4);
         }
-        segs[s] = (apb_attn_seg){hk, hv, sp[s].len, sp[s].coord0, sp[s].causal, sp[s].min_q_coord};
+        segs[s] = (apb_attn_seg){hk, hv, sp[s].len, sp[s].coord0, sp[s].causal, sp[s].min_q_coord, g_row0};
     }
     cr_assert_eq(apb_insert_attention(hq, q_coord0, segs, ns, H, Hk, d, ho, hl,
                                       (apb_task_tag){0, 0, 0}), 0);
@@ -116,6 +129,8 @@ static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v,
         apb_handle_free_now(segs[s].v);
         free(k16[s]);
         free(v16[s]);
+        free(kt[s]);
+        free(vt[s]);
     }
     apb_handle_free_now(hq);
     apb_handle_free_now(ho);
@@ -212,6 +227,24 @@ Test(attention, bf16_matmul_products)
     g_bf16_mask = 0;
 }
 
+/* Segments that start inside their tiles (row0 > 0, NaN rows before them), fp32 and bf16: the
+ * contiguous bf16 cache of finished layers; several segments of one causal run and the anchor /
+ * passing pattern */
+Test(attention, segments_at_a_row_offset)
+{
+    g_row0 = 7;
+    struct seg_spec c1[] = {{150, 0, 1, 0}, {150, 150, 1, 0}, {61, 300, 1, 0}};
+    check_case(61, 300, c1, 3, 6, 2, 16, 41);
+    struct seg_spec c2[] = {{24, -1000, 0, 20}, {20, 0, 1, 0}, {30, 20, 1, 0}};
+    check_case(50, 0, c2, 3, 6, 3, 16, 42);
+    g_bf16_mask = 3;
+    check_case(61, 300, c1, 3, 6, 2, 16, 43);
+    struct seg_spec c3[] = {{300, 0, 0, 0}};
+    check_case(1, 5000, c3, 1, 8, 2, 64, 44); /* one decode row over one long past segment */
+    g_bf16_mask = 0;
+    g_row0 = 0;
+}
+
 Test(attention, causal_single_segment)
 {
     struct seg_spec sp[] = {{77, 0, 1, 0}};
@@ -297,8 +330,16 @@ Test(attention, rejects_bad_shapes)
     apb_handle hq = apb_tile_from(q, 4, 8, 4), ho = apb_tile_from(o, 4, 8, 4),
                hl = apb_tile_from(l, 4, 2, 4), hk = apb_tile_from(k, 4, 8, 4),
                hv = apb_tile_from(v, 4, 8, 4);
-    apb_attn_seg s = {hk, hv, 5, 0, 1, 0}; /* len > rows */
+    apb_attn_seg s = {hk, hv, 5, 0, 1, 0, 0}; /* len > rows */
     cr_assert_neq(apb_insert_attention(hq, 0, &s, 1, 2, 2, 4, ho, hl, (apb_task_tag){0, 0, 0}), 0);
+    s.len = 3;
+    s.row0 = 2; /* row0 + len > rows */
+    cr_assert_neq(apb_insert_attention(hq, 0, &s, 1, 2, 2, 4, ho, hl, (apb_task_tag){0, 0, 0}), 0,
+                  "row0 + len beyond the tile accepted");
+    s.row0 = -1;
+    cr_assert_neq(apb_insert_attention(hq, 0, &s, 1, 2, 2, 4, ho, hl, (apb_task_tag){0, 0, 0}), 0,
+                  "negative row0 accepted");
+    s.row0 = 0;
     s.len = 4;
     cr_assert_neq(apb_insert_attention(hq, 0, &s, 1, 2, 3, 4, ho, hl, (apb_task_tag){0, 0, 0}), 0,
                   "H %% Hk != 0 accepted");

@@ -240,13 +240,14 @@ Test(cuda_bf16, logits) { NEED_CUDA(); check_logits(1); }
 
 /* ------------------------------------------------------------------ attention */
 struct attn_ctx { int H, Hk, d, q_coord0, ns; struct { int len, coord0, causal, min_q; } s[4]; };
+static int g_row0[4]; /* segment s is rows [g_row0[s], + len) of its K/V buffers */
 static int ins_attn(apb_handle *h, const void *c)
 {
     const struct attn_ctx *a = c;
     apb_attn_seg segs[4];
     for (int s = 0; s < a->ns; s++)
         segs[s] = (apb_attn_seg){h[1 + 2 * s], h[2 + 2 * s], a->s[s].len, a->s[s].coord0,
-                                 a->s[s].causal, a->s[s].min_q};
+                                 a->s[s].causal, a->s[s].min_q, g_row0[s]};
     return apb_insert_attention(h[0], a->q_coord0, segs, a->ns, a->H, a->Hk, a->d,
                                 h[1 + 2 * a->ns], h[2 + 2 * a->ns], TAG);
 }
@@ -303,16 +304,19 @@ Test(cuda_fp32, attention_bf16_kv_d128) { NEED_CUDA(); check_attention(128, 1e-5
 Test(cuda_bf16, attention_tc_bf16_kv_d64) { NEED_CUDA(); check_attention(64, 2e-2, 1); }
 Test(cuda_bf16, attention_tc_bf16_kv_d128) { NEED_CUDA(); check_attention(128, 2e-2, 1); }
 
-/* One case: nq query rows at q_coord0, segments of ctx (K/V rows len + 3; the first nbf16
- * segments stored bf16), outputs poisoned, GPU against CPU. */
+/* One case: nq query rows at q_coord0, segments of ctx (K/V rows row0 + len + 3, the row0 rows
+ * before the segment NaN; the first nbf16 segments stored bf16), outputs poisoned, GPU against
+ * CPU. */
 static void attn_case(const struct attn_ctx *a, int nq, int nbf16, double tol, uint64_t seed)
 {
     const int kd = a->Hk * a->d;
     tbuf b[11];
     b[0] = rnd(nq, a->H * a->d, 1, seed);
     for (int s = 0; s < a->ns; s++) {
-        b[1 + 2 * s] = rnd(a->s[s].len + 3, kd, 1, seed + 1 + s);
-        b[2 + 2 * s] = rnd(a->s[s].len + 3, kd, 1, seed + 11 + s);
+        b[1 + 2 * s] = rnd(g_row0[s] + a->s[s].len + 3, kd, 1, seed + 1 + s);
+        b[2 + 2 * s] = rnd(g_row0[s] + a->s[s].len + 3, kd, 1, seed + 11 + s);
+        for (size_t i = 0; i < (size_t)g_row0[s] * kd; i++)
+            ((float *)b[1 + 2 * s].data)[i] = ((float *)b[2 + 2 * s].data)[i] = NAN;
         if (s < nbf16) {
             b[1 + 2 * s] = bf16_of(b[1 + 2 * s]);
             b[2 + 2 * s] = bf16_of(b[2 + 2 * s]);
@@ -374,6 +378,27 @@ static void check_attention_few(int d, int bf16kv)
     }
 }
 Test(cuda_fp32, attention_few_rows_d128) { NEED_CUDA(); check_attention_few(128, 0); }
+
+/* Segments inside taller tiles (row0 > 0, NaN rows before them): the contiguous bf16 cache of a
+ * finished layer, read by decode steps and the question pass (split-KV) and by prefill-sized row
+ * counts (tensor-core / cuDNN paths in the BF16 suite). */
+static void check_attention_row0(int d, double tol)
+{
+    const int nqs[] = {1, 4, 64, 200};
+    for (unsigned i = 0; i < sizeof nqs / sizeof *nqs; i++) {
+        const int nq = nqs[i];
+        struct attn_ctx a = {8, 2, d, 5000, 3, {{1500, 0, 1, 0}, {2200, 1500, 1, 0}, {nq, 5000, 1, 0}}};
+        memcpy(g_row0, (int[4]){0, 1500, 37, 0}, sizeof g_row0);
+        attn_case(&a, nq, 2, tol, 900 + nq);
+        struct attn_ctx b = {8, 2, d, 9000, 1, {{3000, 100, 0, 0}}};
+        memcpy(g_row0, (int[4]){4096, 0, 0, 0}, sizeof g_row0);
+        attn_case(&b, nq, 1, tol, 950 + nq);
+    }
+    memset(g_row0, 0, sizeof g_row0);
+}
+Test(cuda_fp32, attention_row_offset_d128) { NEED_CUDA(); check_attention_row0(128, 1e-5); }
+Test(cuda_bf16, attention_row_offset_d128) { NEED_CUDA(); check_attention_row0(128, 2e-2); }
+Test(cuda_bf16, attention_row_offset_d64) { NEED_CUDA(); check_attention_row0(64, 2e-2); }
 Test(cuda_fp32, attention_few_rows_bf16_kv_d128) { NEED_CUDA(); check_attention_few(128, 1); }
 Test(cuda_bf16, attention_few_rows_d64) { NEED_CUDA(); check_attention_few(64, 0); }
 Test(cuda_bf16, attention_few_rows_bf16_kv_d128) { NEED_CUDA(); check_attention_few(128, 1); }
