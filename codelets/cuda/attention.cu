@@ -691,8 +691,8 @@ apb_sk_segment(const float (*sq)[D], float (*sp)[32], const apb_cuda_seg &sg, in
     }
 }
 
-template <int D, int RB, bool CO>
-__global__ void __launch_bounds__(32 * APB_SK_WARPS)
+template <int D, int RB, bool CO, int MINB = 1>
+__global__ void __launch_bounds__(32 * APB_SK_WARPS, MINB)
 apb_k_attn_splitkv(const float *__restrict__ q, int ld_q, int n_q, int q_coord0, const apb_segs sp,
                    int group, int kvh0, int nsplit, int chunk, float *__restrict__ part)
 {
@@ -859,12 +859,50 @@ static int apb_sm_count(void)
     return sms[dev];
 }
 
+/* Resident CTAs an SM the coalesced bf16 kernels for 1-4 rows are compiled for (launch bounds):
+ * unbounded, ptxas gives the 4-row kernel 255 registers and an SM holds 2 CTAs (197.5 us at 128K
+ * keys, 64 % of the copy rate); bounded to 3 (at most 168 registers, no spills) 177.4 us (71 %);
+ * 4 (128 registers, 232 bytes of spills) 207.5 us (H200, 2026-12-02, docs/PERFORMANCE.md).
+ * APB_SK_MINB=1|4 selects the others. */
+static int apb_sk_minb(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_SK_MINB");
+        v = e && (!strcmp(e, "1") || !strcmp(e, "4")) ? atoi(e) : 3;
+    }
+    return v;
+}
+
+template <int D, bool CO, int MB>
+static void apb_launch_splitkv_mb(int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
+                                  int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
+                                  float *part)
+{
+    const int th = 32 * APB_SK_WARPS;
+    if (rb == 1)
+        apb_k_attn_splitkv<D, 1, CO, MB><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else if (rb == 2)
+        apb_k_attn_splitkv<D, 2, CO, MB><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else
+        apb_k_attn_splitkv<D, 4, CO, MB><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+}
+
 template <int D, bool CO>
 static void apb_launch_splitkv_dc(int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
                                  int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
                                  float *part)
 {
     const int th = 32 * APB_SK_WARPS;
+    if constexpr (CO && D <= 128) {
+        if (apb_sk_minb() > 1 && rb <= 4) {
+            if (apb_sk_minb() == 3)
+                apb_launch_splitkv_mb<D, CO, 3>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+            else
+                apb_launch_splitkv_mb<D, CO, 4>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+            return;
+        }
+    }
     if (rb == 1)
         apb_k_attn_splitkv<D, 1, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
     else if (rb == 2)
@@ -928,8 +966,19 @@ static bool apb_use_splitkv(int n_q, int group, int head_dim, const apb_cuda_seg
 template <int D, int RB, bool CO> static int apb_sk_resident_c(void)
 {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO>, 32 * APB_SK_WARPS, 0) !=
-            cudaSuccess || n < 1) {
+    cudaError_t e = cudaErrorInvalidValue;
+    if constexpr (CO && D <= 128 && RB <= 4) {
+        const int mb = apb_sk_minb();
+        e = mb == 3   ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO, 3>,
+                                                                      32 * APB_SK_WARPS, 0)
+            : mb == 4 ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO, 4>,
+                                                                      32 * APB_SK_WARPS, 0)
+                      : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO>,
+                                                                      32 * APB_SK_WARPS, 0);
+    } else {
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO>, 32 * APB_SK_WARPS, 0);
+    }
+    if (e != cudaSuccess || n < 1) {
         (void)cudaGetLastError();
         n = 4;
     }
