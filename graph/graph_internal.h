@@ -77,7 +77,7 @@ int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_han
  * rank of owner_host), releasing the fp32 tiles after their last reader: into one contiguous
  * *kc, *vc (tile u at rows crow0[u].., k[u] = v[u] = NULL), or with APB_KV_CONTIG=0 into one bf16
  * tile each (k[u], v[u] replaced, crow0[u] = -1). */
-int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, apb_handle *kc,
+int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, int prio, apb_handle *kc,
                     apb_handle *vc, int *crow0, apb_err *err);
 /* Tile u of layer l's prompt cache as a segment of len rows (the caller sets coord0, causal and
  * min_q_coord): a slice of the compacted cache when the tile is in it, else its own tiles. */
@@ -86,8 +86,13 @@ apb_attn_seg _apb_cache_tile(const apb_handle *k, const apb_handle *v, const apb
 /* Appends s to segs[0..ns), merged into the last segment when it continues it (same buffers, next
  * rows, same visibility rule and, if causal, next coordinates); returns the new count. */
 int _apb_seg_push(apb_attn_seg *segs, int ns, apb_attn_seg s);
+/* The compaction's priority: above layer l's own tasks (n_layers - l). It reads each fp32 tile
+ * once its writer is done, and the fp32 tile is released after its last reader: at the lowest
+ * priority (0, before 2026-12-02) every compaction waited for the end of the prefill, so every
+ * layer's fp32 K/V stayed in GPU memory (32 GiB at 128K tokens, Llama-3.1-8B shapes). */
+static inline int _apb_compact_prio(const apb_config *c, int l) { return c->n_layers - l + 1; }
 /* _apb_compact_kv of every host's layer-l tiles. */
-int _apb_compact_layer(apb_hseq *hs, int l, apb_err *err);
+int _apb_compact_layer(apb_hseq *hs, int l, int prio, apb_err *err);
 
 /* ------------------------------------------------------------------ compress (graph/compress.c) */
 /* Question mean of layer l: over rows [row0, row0 + n) of the tiles holding the question

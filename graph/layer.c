@@ -96,14 +96,14 @@ static int _apb_kv_contig(void)
     return on;
 }
 
-int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, apb_handle *kc,
+int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, int prio, apb_handle *kc,
                     apb_handle *vc, int *crow0, apb_err *err)
 {
     for (int u = 0; u < n; u++)
         crow0[u] = -1;
     if (apb_runtime_precision() != APB_PREC_BF16)
         return APB_OK;
-    const apb_task_tag tag = {layer, owner_host, 0};
+    const apb_task_tag tag = {layer, owner_host, prio};
     int total = 0, cols = 0;
     for (int u = 0; u < n; u++)
         if (k[u] && v[u] && apb_tile_elemsize(k[u]) == sizeof(float)) {
@@ -170,12 +170,12 @@ int _apb_seg_push(apb_attn_seg *segs, int ns, apb_attn_seg s)
     return ns + 1;
 }
 
-int _apb_compact_layer(apb_hseq *hs, int l, apb_err *err)
+int _apb_compact_layer(apb_hseq *hs, int l, int prio, apb_err *err)
 {
     int rc = APB_OK;
     for (int r = 0; r < hs->opt.hosts && !rc; r++) {
         apb_host *h = &hs->h[r];
-        rc = _apb_compact_kv(&h->k[l * h->n_tiles], &h->v[l * h->n_tiles], h->n_tiles, r, l, &h->kc[l],
+        rc = _apb_compact_kv(&h->k[l * h->n_tiles], &h->v[l * h->n_tiles], h->n_tiles, r, l, prio, &h->kc[l],
                              &h->vc[l], &h->crow0[l * h->n_tiles], err);
     }
     return rc;

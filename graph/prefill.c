@@ -180,13 +180,13 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
             rc = apb_fail(err, APB_E_RUNTIME, "submitting embed failed");
         for (int l = 0; l < c->n_layers && !rc; l++)
             if (!(rc = md->layer(m, hs, l, segs, err)))
-                rc = _apb_compact_layer(hs, l, err);
+                rc = _apb_compact_layer(hs, l, _apb_compact_prio(c, l), err);
         free(segs);
         return rc ? rc : _apb_tail_end(m, hs, 0, nq, smp, 0, err);
     }
     for (int l = 0; l < c->n_layers && !rc; l++) /* the method's layer (graph/methods/) */
         if (!(rc = md->layer(m, hs, l, segs, err)))
-            rc = _apb_compact_layer(hs, l, err);
+            rc = _apb_compact_layer(hs, l, _apb_compact_prio(c, l), err);
     free(segs);
     if (rc)
         return rc;

@@ -180,7 +180,7 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
                 rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
         }
         if (!rc) /* bf16: the finished layer's cache at half the size (graph/layer.c) */
-            rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, &s->kc[l], &s->vc[l],
+            rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, _apb_compact_prio(c, l), &s->kc[l], &s->vc[l],
                                  &s->crow0[l * T], err);
     }
     free(segs);
