@@ -23,6 +23,7 @@
  */
 #include <limits.h>
 #include <pthread.h>
+#include <starpu.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,15 +78,29 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Peak GPU memory of a timed run: a thread samples apb_runtime_gpu_used() every 5 ms. */
+/* Peak GPU memory of a timed run: a thread samples apb_runtime_gpu_used() every 5 ms.
+ * APB_MEM_TRACE=FILE writes every sample of every run (warm-up and timed), "seconds GiB" a line.
+ * APB_MEM_CPU=1 (with STARPU_LIMIT_CPU_MEM set, so that StarPU accounts main RAM and keeps freed
+ * buffers in its cache as it does on GPUs) samples StarPU's main-RAM use instead: the GPU's
+ * allocation pattern studied on a CPU run. */
 static atomic_int mem_stop;
 static double mem_peak;
+static FILE *mem_trace;
+static double mem_used(void)
+{
+    if (getenv("APB_MEM_CPU"))
+        return (double)(starpu_memory_get_total(STARPU_MAIN_RAM) - starpu_memory_get_available(STARPU_MAIN_RAM));
+    return apb_runtime_gpu_used();
+}
 static void *mem_poll(void *unused)
 {
     (void)unused;
+    const double t0 = now_s();
     while (!atomic_load(&mem_stop)) {
-        double u = apb_runtime_gpu_used();
+        double u = mem_used();
         mem_peak = u > mem_peak ? u : mem_peak;
+        if (mem_trace)
+            fprintf(mem_trace, "%.4f %.3f\n", now_s() - t0, u / 1073741824.0);
         struct timespec d = {0, 5000000};
         nanosleep(&d, NULL);
     }
@@ -394,7 +409,13 @@ int main(int argc, char **argv)
                 pthread_t poller;
                 mem_peak = 0;
                 atomic_store(&mem_stop, 0);
-                int polling = cuda && pthread_create(&poller, NULL, mem_poll, NULL) == 0;
+                if (getenv("APB_MEM_TRACE") && *getenv("APB_MEM_TRACE")) {
+                    if (!mem_trace)
+                        mem_trace = fopen(getenv("APB_MEM_TRACE"), "w");
+                    if (mem_trace)
+                        fprintf(mem_trace, "# %s %d %s\n", tm, L, rep ? "timed" : "warm-up");
+                }
+                int polling = (cuda || getenv("APB_MEM_CPU")) && pthread_create(&poller, NULL, mem_poll, NULL) == 0;
                 if (trace_dir && rep == 1) { /* the timed run's tasks (prefill and decode) */
                     apb_trace_reset();
                     apb_trace_enable(1);
@@ -421,6 +442,8 @@ int main(int argc, char **argv)
                 atomic_store(&mem_stop, 1);
                 if (polling)
                     pthread_join(poller, NULL);
+                if (mem_trace)
+                    fflush(mem_trace);
                 if (trace_dir && rep == 1) {
                     char tp[1024];
                     snprintf(tp, sizeof tp, "%s/trace_%s_%d.json", trace_dir, tm, L);
