@@ -202,6 +202,8 @@ typedef struct apb_hseq {
     apb_handle *t_po[2], *t_pl[2]; /* per-host partial o / lse */
     apb_handle logits, token;
     apb_handle ctx_table;          /* --embeds: the file's rows (L x dim), the context's embed table */
+    int anchor_src;                /* > 0: the host whose anchor (computed once) every later host
+                                    * reads instead of computing its own identical one; 0: none */
     int rope_delta;                /* --embeds: RoPE position of question/decode row = coordinate + delta */
     apb_handle ag_order[64];       /* --allgather nccl: per GPU, a token every collective of that
                                     * GPU accesses RW, so it issues them in layer order */

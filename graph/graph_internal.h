@@ -31,7 +31,20 @@ enum {
     APB_MF_FUSED_QUESTION = 1 << 5, /* the question runs inside the prefill's layers */
     APB_MF_PASSING = 1 << 6,        /* compressed blocks passed to later hosts: --allgather nccl and
                                      * --compress retain apply */
+    APB_MF_SHARED_ANCHOR = 1 << 7,  /* the anchors of hosts 1.. are the same rows seeing only
+                                     * themselves, and the layer reads host hs->anchor_src's for
+                                     * every later host when set (graph/methods/apb.c) */
 };
+
+/* Whether host r reads host hs->anchor_src's anchor tiles (apb_hseq.anchor_src > 0) instead of
+ * computing its own: its own anchor tiles are then never written. */
+static inline int _apb_anchor_shared(const apb_hseq *hs, int r)
+{
+    return hs->anchor_src > 0 && r > hs->anchor_src;
+}
+/* Host r's K/V tiles [t0, n_tiles) of layer l into k[], v[]: its own, or for its anchor tiles
+ * those of hs->anchor_src when shared. Returns the count. */
+int _apb_host_kv_tiles(const apb_hseq *hs, int l, int r, int t0, apb_handle *k, apb_handle *v);
 
 typedef struct apb_method_desc {
     apb_method id;                  /* its name: apb_method_name(id) (graph/method.c) */

@@ -125,6 +125,18 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     for (int r = 0; r < W; r++)
         if ((rc = _apb_split_host(m, hs, r, ctx, question, err)))
             return rc;
+    /* The anchors of hosts 1.. (APB: prefix + question + context; Star: the first block) are the
+     * same rows and see only themselves, so every layer gives them the same K/V: in one process
+     * with at most one GPU, host 1 computes its anchor once and hosts 2.. read it (7 of 8 anchor
+     * computations at W = 8 saved; the hosts are not independent any more, which
+     * APB_SHARE_ANCHOR=0 restores for studies of the distributed schedule). Not with the
+     * retaining heads (they score each host's own anchor rows) nor over MPI ranks or several
+     * GPUs, where the copies run in parallel. */
+    const char *sa = getenv("APB_SHARE_ANCHOR");
+    hs->anchor_src = (md->flags & APB_MF_SHARED_ANCHOR) && W >= 3 && !hs->opt.retain &&
+                             apb_runtime_nranks() == 1 && apb_runtime_cuda_workers(NULL, 0) <= 1 &&
+                             hs->h[1].n_anchor_tiles > 0 && !(sa && !strcmp(sa, "0"))
+                         ? 1 : 0;
     /* question / decode state on the last host */
     int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
     hs->cap = nq + max_new;

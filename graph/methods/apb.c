@@ -11,7 +11,9 @@
  *                                      anchor tiles, local tiles <= t) -> o-proj -> mlp  (attend.c)
  *
  * Star: anchor = the whole first block, no passing block. The anchors' K/V are released after the
- * layer (the question pass and decoding skip them).
+ * layer (the question pass and decoding skip them). With hs->anchor_src (one process, at most one
+ * GPU) hosts after it skip their anchor tiles and read its anchor K/V (docs/DESIGN.md "Shared
+ * anchor").
  */
 #include "graph/graph_internal.h"
 
@@ -34,6 +36,8 @@ static int _apb_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb
                             h->n_tiles);
         for (int t = 0; t < h->n_tiles; t++) {
             int u = t - h->n_anchor_tiles;
+            if (u < 0 && _apb_anchor_shared(hs, r))
+                continue; /* host anchor_src's anchor serves this host */
             if (retain && r < W - 1 && (u >= 0 || pool_ref))
                 rc = _apb_compress_retain_tile(m, hs, l, r, t, &sc[r][t], err);
             else
@@ -56,10 +60,12 @@ static int _apb_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb
              * (host 0: the first A context tokens, the other hosts' anchor content) */
             int t0 = pool_ref ? 0 : h->n_anchor_tiles, nsel = h->n_tiles - t0;
             int excl = r == 0 ? hs->opt.anchor : pool_ref ? h->a : 0;
-            const apb_handle *kt = &h->k[l * h->n_tiles + t0];
-            const apb_handle *vt = &h->v[l * h->n_tiles + t0];
+            apb_handle kt[128], vt[128];
             if (select_all) /* K = whole block, no anchor: the block itself is the passing block */
                 continue;
+            if (nsel > 128)
+                return apb_fail(err, APB_E_USAGE, "at most 128 tiles per host (got %d)", nsel);
+            _apb_host_kv_tiles(hs, l, r, t0, kt, vt);
             if ((rc = _apb_compress_select(m, l, r, qbar, retain ? &sc[r][t0] : NULL, kt, vt, nsel,
                                            excl, K, &p.ck[r], &p.cv[r], err)))
                 return rc;
@@ -133,10 +139,10 @@ static int _apb_star_resolve(const apb_config *cfg, int L, int block, apb_hosts_
 }
 
 const apb_method_desc apb_method_apb = {
-    .id = APB_METHOD_APB, .flags = APB_MF_QUESTION_ANCHOR | APB_MF_PASSING,
+    .id = APB_METHOD_APB, .flags = APB_MF_QUESTION_ANCHOR | APB_MF_PASSING | APB_MF_SHARED_ANCHOR,
     .resolve = _apb_resolve, .layer = _apb_layer,
 };
 
 const apb_method_desc apb_method_star = {
-    .id = APB_METHOD_STAR, .flags = 0, .resolve = _apb_star_resolve, .layer = _apb_layer,
+    .id = APB_METHOD_STAR, .flags = APB_MF_SHARED_ANCHOR, .resolve = _apb_star_resolve, .layer = _apb_layer,
 };

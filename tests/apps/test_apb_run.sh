@@ -158,6 +158,24 @@ assert e < 1e-5, f"contiguous vs per-tile bf16 cache: rel err {e}"
 PY
     then echo "ok   contiguous bf16 cache (${m%% *})"; else echo "FAIL contiguous bf16 cache ($m)"; fail=1; fi
 done
+# Shared anchor: in one process, hosts 2.. read host 1's anchor K/V instead of computing the same
+# rows again: the logits are bitwise those of independent hosts (APB_SHARE_ANCHOR=0), with fewer
+# qkv tasks in the trace.
+PS="$P $P $P $P $P $P $P $P"
+for m in "apb --hosts 4 --anchor 20 --select 2" "star --hosts 4" "apb --hosts 3 --anchor 20 --select 4 --precision bf16"; do
+    if APB_SHARE_ANCHOR=0 $RUN --prompt "$PS" --method $m --tile 8 --device cpu --max-new-tokens 3 --no-progress \
+            --dump-logits "$tmp/sa0.bin" --trace "$tmp/sa0.json" >/dev/null 2>&1 &&
+        $RUN --prompt "$PS" --method $m --tile 8 --device cpu --max-new-tokens 3 --no-progress \
+            --dump-logits "$tmp/sa1.bin" --trace "$tmp/sa1.json" >/dev/null 2>&1 &&
+        [ -s "$tmp/sa0.bin" ] && cmp -s "$tmp/sa0.bin" "$tmp/sa1.bin" &&
+        [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/sa0.json" "$tmp/sa1.json" <<'PY'
+import json, sys
+n = [sum(1 for e in json.load(open(f))["traceEvents"] if e.get("ph") == "X" and e["name"].startswith("qkv"))
+     for f in sys.argv[1:3]]
+assert n[1] < n[0], f"qkv tasks: independent {n[0]}, shared {n[1]}"
+PY
+    then echo "ok   shared anchor (${m%% --*}, ${m#* --})"; else echo "FAIL shared anchor ($m)"; fail=1; fi
+done
 # schedulers: ours and StarPU's are listed; a run prints the summary; apb-affinity keeps every task
 # of host h on its home worker without --placement pinned; a policy loads from a shared object
 check "sched list ours" 0 "apb-critical" $RUN --sched list
