@@ -7,6 +7,7 @@
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
 #include "common/apb_bf16.h"
+#include "common/apb_env.h"
 #ifdef APB_CUDA
 #include <cublas_v2.h>
 #include <starpu_cublas_v2.h>
@@ -160,11 +161,7 @@ int apb_insert_linear(apb_handle in, apb_handle w, apb_handle bias, apb_handle o
 static int _apb_gemv_enabled(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("APB_GEMV");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
+    return apb_env_switch("APB_GEMV", 1, &on);
 }
 
 int _apb_cuda_gemm(void *out, int ld_out, int out_bf16, const void *in, int ld_in, int in_elem,

@@ -19,6 +19,7 @@
 #include <dnnl.h>
 
 #include "common/apb_bf16.h"
+#include "common/apb_env.h"
 #include "runtime/apb_task.h"
 
 void omp_set_num_threads(int n); /* libgomp, oneDNN's runtime */
@@ -72,11 +73,7 @@ static struct _apb_dnnl_thread *_apb_dnnl_thread_get(void)
 int apb_dnnl_enabled(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("APB_DNNL");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
+    return apb_env_switch("APB_DNNL", 1, &on);
 }
 
 static int _apb_dnnl_thread_init(struct _apb_dnnl_thread *t)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "graph/graph_internal.h"
+#include "common/apb_env.h"
 
 apb_attn_seg apb_seg_causal(apb_handle k, apb_handle v, int len, int coord0)
 {
@@ -143,11 +144,7 @@ int _apb_tail_attend(apb_model *m, apb_hseq *hs, int s, int l, int rows, apb_att
 static int _apb_tail_one_task_segs(const apb_hseq *hs, int l, int rows, apb_attn_seg *segs)
 {
     static int per_host = -1;
-    if (per_host < 0) {
-        const char *e = getenv("APB_DECODE_PER_HOST");
-        per_host = e && !strcmp(e, "1");
-    }
-    if (per_host || !_apb_fused_decode() || rows > 8 || apb_runtime_nranks() != 1 ||
+    if (apb_env_switch("APB_DECODE_PER_HOST", 0, &per_host) || !_apb_fused_decode() || rows > 8 || apb_runtime_nranks() != 1 ||
         apb_runtime_cuda_workers(NULL, 0) != 1)
         return -1;
     int ns = 0;

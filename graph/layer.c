@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "graph/graph_internal.h"
+#include "common/apb_env.h"
 
 /* The handles of layer l's fused few-row steps (codelets/codelet_layer.c). */
 apb_layer_w _apb_layer_w(const apb_model *m, int l)
@@ -22,11 +23,7 @@ apb_layer_w _apb_layer_w(const apb_model *m, int l)
 int _apb_fused_decode(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("APB_FUSED_DECODE");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
+    return apb_env_switch("APB_FUSED_DECODE", 1, &on);
 }
 
 /* The per-layer dense chain after attention: o-proj (+residual), norm, MLP (+residual). */
@@ -89,11 +86,7 @@ int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err)
 static int _apb_kv_contig(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("APB_KV_CONTIG");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
+    return apb_env_switch("APB_KV_CONTIG", 1, &on);
 }
 
 int _apb_compact_kv(apb_handle *k, apb_handle *v, int n, int owner_host, int layer, int prio, apb_handle *kc,

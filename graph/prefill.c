@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "graph/graph_internal.h"
+#include "common/apb_env.h"
 
 int apb_hosts_resolve(const apb_config *cfg, int L, int nq, int max_new, apb_hosts_opts *o, apb_err *err)
 {
@@ -132,10 +133,10 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
      * APB_SHARE_ANCHOR=0 restores for studies of the distributed schedule). Not with the
      * retaining heads (they score each host's own anchor rows) nor over MPI ranks or several
      * GPUs, where the copies run in parallel. */
-    const char *sa = getenv("APB_SHARE_ANCHOR");
+    static int share = -1;
     hs->anchor_src = (md->flags & APB_MF_SHARED_ANCHOR) && W >= 3 && !hs->opt.retain &&
                              apb_runtime_nranks() == 1 && apb_runtime_cuda_workers(NULL, 0) <= 1 &&
-                             hs->h[1].n_anchor_tiles > 0 && !(sa && !strcmp(sa, "0"))
+                             hs->h[1].n_anchor_tiles > 0 && apb_env_switch("APB_SHARE_ANCHOR", 1, &share)
                          ? 1 : 0;
     /* question / decode state on the last host */
     int qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;

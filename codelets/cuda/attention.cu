@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "codelets/cuda/common.cuh"
+#include "common/apb_env.h"
 
 struct apb_segs {
     apb_cuda_seg s[APB_CUDA_MAX_SEGS];
@@ -917,11 +918,7 @@ static void apb_launch_splitkv_dc(int rb, dim3 grid, cudaStream_t s, const float
 static bool apb_sk_co(void)
 {
     static int co = -1;
-    if (co < 0) {
-        const char *e = getenv("APB_SK_COALESCED");
-        co = !(e && !strcmp(e, "0"));
-    }
-    return co;
+    return apb_env_switch("APB_SK_COALESCED", 1, &co);
 }
 
 template <int D>
@@ -950,8 +947,8 @@ static void apb_launch_splitkv(int d, int rb, dim3 grid, cudaStream_t s, const f
 /* Few rows, a supported head_dim, and K/V rows that allow 16-byte loads (4 fp32 / 8 bf16). */
 static bool apb_use_splitkv(int n_q, int group, int head_dim, const apb_cuda_seg *segs, int n_segs)
 {
-    const char *e = getenv("APB_ATTN_SPLITKV");
-    if (e && !strcmp(e, "0"))
+    static int on = -1; /* read once: the check runs for every attention task */
+    if (!apb_env_switch("APB_ATTN_SPLITKV", 1, &on))
         return false;
     if (!(head_dim == 64 || head_dim == 128 || head_dim == 256) || n_q * group > APB_SK_MAX_ROWS)
         return false;
