@@ -416,7 +416,11 @@ int main(int argc, char **argv)
                         fprintf(mem_trace, "# %s %d %s\n", tm, L, rep ? "timed" : "warm-up");
                 }
                 int polling = (cuda || getenv("APB_MEM_CPU")) && pthread_create(&poller, NULL, mem_poll, NULL) == 0;
-                if (trace_dir && rep == 1) { /* the timed run's tasks (prefill and decode) */
+                /* the timed run's tasks (prefill and decode); APB_TRACE_WARMUP=1 traces the warm-up too
+                 * (trace_<method>_<L>_warmup.json, beside its APB_MEM_TRACE samples) */
+                const int traced = trace_dir && (rep == 1 || (getenv("APB_TRACE_WARMUP") &&
+                                                              !strcmp(getenv("APB_TRACE_WARMUP"), "1")));
+                if (traced) {
                     apb_trace_reset();
                     apb_trace_enable(1);
                 }
@@ -444,11 +448,12 @@ int main(int argc, char **argv)
                     pthread_join(poller, NULL);
                 if (mem_trace)
                     fflush(mem_trace);
-                if (trace_dir && rep == 1) {
+                if (traced) {
                     char tp[1024];
-                    snprintf(tp, sizeof tp, "%s/trace_%s_%d.json", trace_dir, tm, L);
+                    snprintf(tp, sizeof tp, "%s/trace_%s_%d%s.json", trace_dir, tm, L, rep ? "" : "_warmup");
                     apb_trace_enable(0);
-                    fprintf(stderr, "%s at %d tokens (prefill + %d decode steps):\n", tm, L, ndec + 2);
+                    fprintf(stderr, "%s at %d tokens (%s, prefill + %d decode steps):\n", tm, L,
+                            rep ? "timed" : "warm-up", rep ? ndec + 2 : 0);
                     apb_trace_summary(stderr);
                     apb_err te = {0};
                     if (apb_trace_write_chrome(tp, &te))

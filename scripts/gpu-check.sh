@@ -13,7 +13,7 @@
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
 #   memory   issue 15's memory and time split: per method (MEM_METHODS, default full,apb,spava) at
 #            MEM_LEN (131072) one process each with APB_MEM_TRACE (every 5 ms sample of the
-#            warm-up and the timed run) and a trace of the timed run, split per op by
+#            warm-up and the timed run) and traces of both (APB_TRACE_WARMUP=1), split per op by
 #            bench/trace_ops.py; everything in one $OUT/memory.tar.xz (a call brings back 8 files)
 #   decode   issue 16's numbers: the split-KV kernel alone (old and new Q K^T loads), then decode
 #            ms/token and the question pass timed alone (--question-share) for DECODE_METHODS at
@@ -107,7 +107,7 @@ trace)
 memory)
     md=/tmp/apb-memory; rm -rf "$md"; mkdir -p "$md"
     for m in $(echo "${MEM_METHODS:-full,apb,spava}" | tr , ' '); do
-        APB_MEM_TRACE="$md/mem_$m.txt" "$R/bin/prefill" --lengths "${MEM_LEN:-131072}" --methods "$m" --decode 0 \
+        APB_TRACE_WARMUP=1 APB_MEM_TRACE="$md/mem_$m.txt" "$R/bin/prefill" --lengths "${MEM_LEN:-131072}" --methods "$m" --decode 0 \
             --trace-dir "$md" --json "$md/prefill_$m.json" >"$md/prefill_$m.log" 2>&1 \
             && note "memory $m: $(grep -E "^ +[0-9]+ $m " "$md/prefill_$m.log" | awk '{print $6 " s, " $11 " GiB"}')" \
             || { note "FAIL memory $m"; tail -n 5 "$md/prefill_$m.log"; }
