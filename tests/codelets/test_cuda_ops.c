@@ -465,6 +465,18 @@ Test(cuda_fp32, kv_append)
     free_bufs(b, 4);
 }
 
+/* kv_compact into a later slice of a taller bf16 cache (RW: the other rows kept): bitwise */
+static int ins_kvc(apb_handle *h, const void *c) { return apb_insert_kv_compact_at(h[0], h[1], h[2], h[3], *(const int *)c, TAG); }
+Test(cuda_fp32, kv_compact_slice)
+{
+    NEED_CUDA();
+    tbuf b[4] = {rnd(37, 1024, 3, 84), rnd(37, 1024, 3, 85), bf16_of(rnd(100, 1024, 1, 86)),
+                 bf16_of(rnd(100, 1024, 1, 87))};
+    int row = 50;
+    both(b, 4, ins_kvc, &row, (int[]){2, 3}, 2, -1);
+    free_bufs(b, 4);
+}
+
 struct qm_ctx { int row0[2], n[2], nt, Hk, d; };
 static int ins_qmean(apb_handle *h, const void *c)
 {
