@@ -49,6 +49,9 @@ static struct starpu_perfmodel _apb_kv_compact_model = {
     .symbol = "apb_kv_compact",
 };
 
+/* Four buffers (k, v, k16, v16) whose modes come from the task: the destination is W for the
+ * first slice of a cache and RW for a later one (StarPU checks a codelet's fixed modes against
+ * the task's, so one codelet with fixed modes could not serve both). */
 static struct starpu_codelet _apb_kv_compact_cl = {
     .cpu_funcs = {_apb_kv_compact_cpu},
     .cpu_funcs_name = {"_apb_kv_compact_cpu"},
@@ -56,28 +59,8 @@ static struct starpu_codelet _apb_kv_compact_cl = {
     .cuda_funcs = {_apb_kv_compact_cuda},
     .cuda_flags = {STARPU_CUDA_ASYNC},
 #endif
-    .nbuffers = 4,
-    .modes = {STARPU_R, STARPU_R, STARPU_W, STARPU_W},
+    .nbuffers = STARPU_VARIABLE_NBUFFERS,
     .model = &_apb_kv_compact_model,
-    .name = "kv_compact",
-};
-
-/* The same into a later slice of a taller cache: RW, the rows written before are kept. */
-static struct starpu_perfmodel _apb_kv_compact_slice_model = {
-    .type = STARPU_HISTORY_BASED,
-    .symbol = "apb_kv_compact_slice",
-};
-
-static struct starpu_codelet _apb_kv_compact_slice_cl = {
-    .cpu_funcs = {_apb_kv_compact_cpu},
-    .cpu_funcs_name = {"_apb_kv_compact_cpu"},
-#ifdef APB_CUDA
-    .cuda_funcs = {_apb_kv_compact_cuda},
-    .cuda_flags = {STARPU_CUDA_ASYNC},
-#endif
-    .nbuffers = 4,
-    .modes = {STARPU_R, STARPU_R, STARPU_RW, STARPU_RW},
-    .model = &_apb_kv_compact_slice_model,
     .name = "kv_compact",
 };
 
@@ -94,11 +77,9 @@ int apb_insert_kv_compact_at(apb_handle k, apb_handle v, apb_handle k16, apb_han
     /* row 0 on: W, the first slice starts the destination (its other rows undefined until their
      * slices are written; StarPU refuses to read a never-written handle); a later slice: RW, the
      * rows written before are kept (the compactions of one layer run one after the other) */
-    const int whole = row0 == 0;
-    const enum starpu_data_access_mode dm = whole ? STARPU_W : STARPU_RW;
+    const enum starpu_data_access_mode dm = row0 == 0 ? STARPU_W : STARPU_RW;
     return _apb_insert_check(
-        apb_task_insert(whole ? &_apb_kv_compact_cl : &_apb_kv_compact_slice_cl, STARPU_R, k, STARPU_R, v,
-                        dm, k16, dm, v16,
+        apb_task_insert(&_apb_kv_compact_cl, STARPU_R, k, STARPU_R, v, dm, k16, dm, v16,
                         STARPU_CL_ARGS, _apb_args_dup(&row0, sizeof row0), sizeof row0, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                         STARPU_NAME, _apb_task_name("kv_compact", tag), 0),
         "kv_compact");
