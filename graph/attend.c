@@ -31,11 +31,9 @@ apb_attn_seg apb_seg_past(apb_handle k, apb_handle v, int len)
 
 int _apb_host_kv_tiles(const apb_hseq *hs, int l, int r, int t0, apb_handle *k, apb_handle *v)
 {
-    const apb_host *h = &hs->h[r];
-    const apb_host *src = _apb_anchor_shared(hs, r) ? &hs->h[hs->anchor_src] : NULL;
     int n = 0;
-    for (int t = t0; t < h->n_tiles; t++, n++) {
-        const apb_host *kh = src && t < h->n_anchor_tiles ? src : h;
+    for (int t = t0; t < hs->h[r].n_tiles; t++, n++) {
+        const apb_host *kh = _apb_kv_host(hs, r, t);
         k[n] = kh->k[l * kh->n_tiles + t];
         v[n] = kh->v[l * kh->n_tiles + t];
     }
@@ -48,13 +46,12 @@ int _apb_attend_host(apb_model *m, apb_hseq *hs, int l, int r, apb_attn_seg *seg
     const apb_config *c = &m->cfg;
     apb_host *h = &hs->h[r];
     apb_task_tag tag = {l, r, c->n_layers - l};
-    const apb_host *src = _apb_anchor_shared(hs, r) ? &hs->h[hs->anchor_src] : NULL;
     for (int t = h->n_tiles - 1; t >= 0; t--) {
-        if (src && t < h->n_anchor_tiles)
+        if (_apb_kv_host(hs, r, t) != h)
             break; /* its anchor rows: computed once by host anchor_src */
         int ns = npass;
         for (int u = 0; u <= t; u++) {
-            const apb_host *kh = src && u < h->n_anchor_tiles ? src : h;
+            const apb_host *kh = _apb_kv_host(hs, r, u);
             segs[ns++] = apb_seg_causal(kh->k[l * kh->n_tiles + u], kh->v[l * kh->n_tiles + u],
                                         h->rows[u], h->coord0[u]);
         }

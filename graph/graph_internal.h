@@ -42,8 +42,12 @@ static inline int _apb_anchor_shared(const apb_hseq *hs, int r)
 {
     return hs->anchor_src > 0 && r > hs->anchor_src;
 }
-/* Host r's K/V tiles [t0, n_tiles) of layer l into k[], v[]: its own, or for its anchor tiles
- * those of hs->anchor_src when shared. Returns the count. */
+/* The host whose K/V tiles hold host r's tile u: r, or hs->anchor_src for a shared anchor tile. */
+static inline const apb_host *_apb_kv_host(const apb_hseq *hs, int r, int u)
+{
+    return _apb_anchor_shared(hs, r) && u < hs->h[r].n_anchor_tiles ? &hs->h[hs->anchor_src] : &hs->h[r];
+}
+/* Host r's K/V tiles [t0, n_tiles) of layer l into k[], v[] (_apb_kv_host's). Returns the count. */
 int _apb_host_kv_tiles(const apb_hseq *hs, int l, int r, int t0, apb_handle *k, apb_handle *v);
 
 typedef struct apb_method_desc {

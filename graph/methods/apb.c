@@ -36,7 +36,7 @@ static int _apb_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb
                             h->n_tiles);
         for (int t = 0; t < h->n_tiles; t++) {
             int u = t - h->n_anchor_tiles;
-            if (u < 0 && _apb_anchor_shared(hs, r))
+            if (_apb_kv_host(hs, r, t) != h)
                 continue; /* host anchor_src's anchor serves this host */
             if (retain && r < W - 1 && (u >= 0 || pool_ref))
                 rc = _apb_compress_retain_tile(m, hs, l, r, t, &sc[r][t], err);
