@@ -359,10 +359,7 @@ static void _apb_attention_cuda(void *buffers[], void *cl_arg)
     int n_q = _APB_ROWS(buffers[0]);
     for (int s = 0; s < a->n_segs; s++) {
         void *kb = buffers[1 + 2 * s], *vb = buffers[2 + 2 * s];
-        segs[s] = (apb_cuda_seg){.k = _apb_seg_rows(kb, a->seg[s].row0), .v = _apb_seg_rows(vb, a->seg[s].row0),
-                                 .ld = _APB_LD(kb), .bf16 = _apb_elem(kb) == 2, .len = a->seg[s].len,
-                                 .coord0 = a->seg[s].coord0,
-                                 .causal = a->seg[s].causal, .min_q_coord = a->seg[s].min_q_coord};
+        segs[s] = _apb_seg_cuda(kb, vb, &a->seg[s]);
         if (_APB_LD(vb) != _APB_LD(kb) || _apb_elem(vb) != _apb_elem(kb)) {
             _apb_task_fail(APB_E_RUNTIME, "attention: K and V tiles of a segment differ in layout");
             return;

@@ -12,6 +12,9 @@
 #include "codelets/apb_codelets.h"
 #include "codelets/apb_kernels_cpu.h"
 #include "runtime/apb_task.h"
+#ifdef APB_CUDA
+#include "codelets/cuda/apb_cuda.h"
+#endif
 
 /* Row-major views of StarPU matrix buffers. */
 #define _APB_PTR(buf) ((void *)STARPU_MATRIX_GET_PTR(buf))
@@ -93,9 +96,19 @@ static inline int _apb_segs_pack(const apb_attn_seg *segs, int n, int kv_cols, s
 /* The CPU kernels' view of a segment: its K and V buffers and its scalars. */
 static inline struct _apb_attn_seg_cpu _apb_seg_cpu(void *kb, void *vb, const struct _apb_seg_arg *a)
 {
-    return (struct _apb_attn_seg_cpu){.k = _apb_seg_rows(kb, a->row0), .v = _apb_seg_rows(vb, a->row0), .ld = _APB_LD(kb),
-                                      .bf16 = _apb_elem(kb) == 2, .len = a->len, .coord0 = a->coord0,
+    return (struct _apb_attn_seg_cpu){.k = _apb_seg_rows(kb, a->row0), .v = _apb_seg_rows(vb, a->row0),
+                                      .ld = _APB_LD(kb), .bf16 = _apb_elem(kb) == 2, .len = a->len, .coord0 = a->coord0,
                                       .causal = a->causal, .min_q_coord = a->min_q_coord};
 }
+
+#ifdef APB_CUDA
+/* The CUDA kernels' view of the same segment. */
+static inline apb_cuda_seg _apb_seg_cuda(void *kb, void *vb, const struct _apb_seg_arg *a)
+{
+    return (apb_cuda_seg){.k = _apb_seg_rows(kb, a->row0), .v = _apb_seg_rows(vb, a->row0), .ld = _APB_LD(kb),
+                          .bf16 = _apb_elem(kb) == 2, .len = a->len, .coord0 = a->coord0, .causal = a->causal,
+                          .min_q_coord = a->min_q_coord};
+}
+#endif
 
 #endif

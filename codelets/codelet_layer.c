@@ -246,12 +246,7 @@ static void _apb_layer_cuda(void *buffers[], void *cl_arg)
         }
         apb_cuda_seg segs[APB_CUDA_MAX_SEGS];
         for (int s = 0; s < a->n_segs; s++) {
-            void *kb = buffers[ix.seg0 + 2 * s], *vb = buffers[ix.seg0 + 2 * s + 1];
-            segs[s] = (apb_cuda_seg){.k = _apb_seg_rows(kb, a->seg[s].row0),
-                                     .v = _apb_seg_rows(vb, a->seg[s].row0), .ld = _APB_LD(kb),
-                                     .bf16 = _apb_elem(kb) == 2, .len = a->seg[s].len,
-                                     .coord0 = a->seg[s].coord0, .causal = a->seg[s].causal,
-                                     .min_q_coord = a->seg[s].min_q_coord};
+            segs[s] = _apb_seg_cuda(buffers[ix.seg0 + 2 * s], buffers[ix.seg0 + 2 * s + 1], &a->seg[s]);
             flops += 4.0 * rows * a->seg[s].len * H * d;
         }
         segs[a->n_segs] = (apb_cuda_seg){.k = _APB_PTR(buffers[ix.kd]), .v = _APB_PTR(buffers[ix.vd]),
