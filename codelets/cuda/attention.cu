@@ -875,6 +875,7 @@ static int apb_sk_minb(void)
     return v;
 }
 
+/* The kernel for rb rows a CTA, compiled for MB resident CTAs an SM (MB > 1: rb <= 4 only). */
 template <int D, bool CO, int MB>
 static void apb_launch_splitkv_mb(int rb, dim3 grid, cudaStream_t s, const float *q, int ld_q, int n_q,
                                   int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
@@ -885,8 +886,10 @@ static void apb_launch_splitkv_mb(int rb, dim3 grid, cudaStream_t s, const float
         apb_k_attn_splitkv<D, 1, CO, MB><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
     else if (rb == 2)
         apb_k_attn_splitkv<D, 2, CO, MB><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-    else
+    else if (rb == 4)
         apb_k_attn_splitkv<D, 4, CO, MB><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    else
+        apb_k_attn_splitkv<D, 8, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
 }
 
 template <int D, bool CO>
@@ -894,24 +897,14 @@ static void apb_launch_splitkv_dc(int rb, dim3 grid, cudaStream_t s, const float
                                  int q_coord0, const apb_segs &sp, int group, int kvh0, int ns, int ch,
                                  float *part)
 {
-    const int th = 32 * APB_SK_WARPS;
-    if constexpr (CO && D <= 128) {
-        if (apb_sk_minb() > 1 && rb <= 4) {
-            if (apb_sk_minb() == 3)
-                apb_launch_splitkv_mb<D, CO, 3>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-            else
-                apb_launch_splitkv_mb<D, CO, 4>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-            return;
-        }
+    if constexpr (CO && D <= 128) { /* the coalesced kernels for 1-4 rows: apb_sk_minb()'s bounds */
+        const int mb = rb <= 4 ? apb_sk_minb() : 1;
+        if (mb == 3)
+            return apb_launch_splitkv_mb<D, CO, 3>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+        if (mb == 4)
+            return apb_launch_splitkv_mb<D, CO, 4>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
     }
-    if (rb == 1)
-        apb_k_attn_splitkv<D, 1, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-    else if (rb == 2)
-        apb_k_attn_splitkv<D, 2, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-    else if (rb == 4)
-        apb_k_attn_splitkv<D, 4, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
-    else
-        apb_k_attn_splitkv<D, 8, CO><<<grid, th, 0, s>>>(q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
+    apb_launch_splitkv_mb<D, CO, 1>(rb, grid, s, q, ld_q, n_q, q_coord0, sp, group, kvh0, ns, ch, part);
 }
 
 /* APB_SK_COALESCED=0: bf16 caches take the lane-per-key Q K^T (apb_sk_segment) too. */
@@ -960,21 +953,24 @@ static bool apb_use_splitkv(int n_q, int group, int head_dim, const apb_cuda_seg
 }
 
 /* CTAs of apb_k_attn_splitkv<D, RB, CO> one SM holds at once (registers, shared memory). */
+template <int D, int RB, bool CO, int MB> static cudaError_t apb_sk_occupancy(int *n)
+{
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(n, apb_k_attn_splitkv<D, RB, CO, MB>, 32 * APB_SK_WARPS, 0);
+}
+
 template <int D, int RB, bool CO> static int apb_sk_resident_c(void)
 {
     int n = 0;
+    const int mb = CO && D <= 128 && RB <= 4 ? apb_sk_minb() : 1; /* as apb_launch_splitkv_dc */
     cudaError_t e = cudaErrorInvalidValue;
     if constexpr (CO && D <= 128 && RB <= 4) {
-        const int mb = apb_sk_minb();
-        e = mb == 3   ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO, 3>,
-                                                                      32 * APB_SK_WARPS, 0)
-            : mb == 4 ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO, 4>,
-                                                                      32 * APB_SK_WARPS, 0)
-                      : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO>,
-                                                                      32 * APB_SK_WARPS, 0);
-    } else {
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, apb_k_attn_splitkv<D, RB, CO>, 32 * APB_SK_WARPS, 0);
+        if (mb == 3)
+            e = apb_sk_occupancy<D, RB, CO, 3>(&n);
+        else if (mb == 4)
+            e = apb_sk_occupancy<D, RB, CO, 4>(&n);
     }
+    if (mb == 1)
+        e = apb_sk_occupancy<D, RB, CO, 1>(&n);
     if (e != cudaSuccess || n < 1) {
         (void)cudaGetLastError();
         n = 4;
