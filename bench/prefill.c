@@ -86,9 +86,9 @@ static double now_s(void)
 static atomic_int mem_stop;
 static double mem_peak;
 static FILE *mem_trace;
-static double mem_used(void)
+static double mem_used(int cpu)
 {
-    if (getenv("APB_MEM_CPU"))
+    if (cpu)
         return (double)(starpu_memory_get_total(STARPU_MAIN_RAM) - starpu_memory_get_available(STARPU_MAIN_RAM));
     return apb_runtime_gpu_used();
 }
@@ -96,8 +96,9 @@ static void *mem_poll(void *unused)
 {
     (void)unused;
     const double t0 = now_s();
+    const int cpu = getenv("APB_MEM_CPU") != NULL;
     while (!atomic_load(&mem_stop)) {
-        double u = mem_used();
+        double u = mem_used(cpu);
         mem_peak = u > mem_peak ? u : mem_peak;
         if (mem_trace)
             fprintf(mem_trace, "%.4f %.3f\n", now_s() - t0, u / 1073741824.0);
