@@ -15,6 +15,8 @@
  * GPU) hosts after it skip their anchor tiles and read its anchor K/V (docs/DESIGN.md "Shared
  * anchor").
  */
+#include <stdlib.h>
+
 #include "graph/graph_internal.h"
 
 static int _apb_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb_err *err)
@@ -60,14 +62,16 @@ static int _apb_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *segs, apb
              * (host 0: the first A context tokens, the other hosts' anchor content) */
             int t0 = pool_ref ? 0 : h->n_anchor_tiles, nsel = h->n_tiles - t0;
             int excl = r == 0 ? hs->opt.anchor : pool_ref ? h->a : 0;
-            apb_handle kt[128], vt[128];
             if (select_all) /* K = whole block, no anchor: the block itself is the passing block */
                 continue;
-            if (nsel > 128)
-                return apb_fail(err, APB_E_USAGE, "at most 128 tiles per host (got %d)", nsel);
+            apb_handle *kt = malloc(sizeof *kt * 2 * (size_t)nsel), *vt = kt + nsel;
+            if (!kt)
+                return apb_fail(err, APB_E_NOMEM, "out of memory");
             _apb_host_kv_tiles(hs, l, r, t0, kt, vt);
-            if ((rc = _apb_compress_select(m, l, r, qbar, retain ? &sc[r][t0] : NULL, kt, vt, nsel,
-                                           excl, K, &p.ck[r], &p.cv[r], err)))
+            rc = _apb_compress_select(m, l, r, qbar, retain ? &sc[r][t0] : NULL, kt, vt, nsel, excl, K,
+                                      &p.ck[r], &p.cv[r], err);
+            free(kt);
+            if (rc)
                 return rc;
             for (int t = 0; t < h->n_tiles && t < 128; t++)
                 apb_handle_free(sc[r][t]);
