@@ -193,9 +193,14 @@ static int _apb_submit_built(struct starpu_task *t, const struct _apb_hints *h)
     _apb_hints_apply(t, h);
     if (_apb_trace_active() && t->cl && t->cl->cuda_funcs[0] && !t->callback_func &&
         starpu_cuda_worker_get_count() > 0) {
-        t->callback_func = _apb_trace_task_done; /* the record of a GPU task (runtime/trace.c) */
-        t->callback_arg = t;
-        t->callback_arg_free = 0; /* StarPU-MPI's task build sets it: StarPU would free the task */
+        struct apb_trace_cb *cb = malloc(sizeof *cb);
+        if (cb) { /* the record of a GPU task (runtime/trace.c); the sizes now, while registered */
+            cb->task = t;
+            _apb_trace_bytes(t, &cb->bytes_in, &cb->bytes_out);
+            t->callback_func = _apb_trace_task_done;
+            t->callback_arg = cb;
+            t->callback_arg_free = 1; /* StarPU frees cb after the callback */
+        }
     }
     int rc = starpu_task_submit(t);
     if (rc == -ENODEV) {

@@ -63,8 +63,25 @@ void apb_trace_reset(void)
         _apb_tw[w].n = 0;
 }
 
+/* Sizes of the buffers a task reads and writes (its handles must still be registered). */
+void _apb_trace_bytes(struct starpu_task *task, int64_t *in, int64_t *out)
+{
+    *in = *out = 0;
+    int nb = STARPU_TASK_GET_NBUFFERS(task);
+    for (int i = 0; i < nb; i++) {
+        starpu_data_handle_t h = STARPU_TASK_GET_HANDLE(task, i);
+        enum starpu_data_access_mode m = STARPU_TASK_GET_MODE(task, i);
+        int64_t sz = h ? (int64_t)starpu_data_get_size(h) : 0;
+        if (m & STARPU_R)
+            *in += sz;
+        if (m & STARPU_W)
+            *out += sz;
+    }
+}
+
 /* Appends one record to worker w's array (only that worker's thread appends to it). */
-static void _apb_trace_push(int w, struct starpu_task *task, enum apb_op op, double t0_ns, double t1_ns)
+static void _apb_trace_push(int w, struct starpu_task *task, enum apb_op op, double t0_ns, double t1_ns,
+                            int64_t bytes_in, int64_t bytes_out)
 {
     if (w < 0 || w >= STARPU_NMAXWORKERS)
         return;
@@ -79,7 +96,7 @@ static void _apb_trace_push(int w, struct starpu_task *task, enum apb_op op, dou
     }
     struct _apb_trace_rec *r = &tw->rec[tw->n++];
     *r = (struct _apb_trace_rec){task && task->name ? task->name : apb_op_name(op), (int)op, t0_ns,
-                                 t1_ns, -1, -1, -1, 0, 0};
+                                 t1_ns, -1, -1, -1, bytes_in, bytes_out};
     if (!task)
         return;
     const struct starpu_profiling_task_info *pi = task->profiling_info;
@@ -88,16 +105,6 @@ static void _apb_trace_push(int w, struct starpu_task *task, enum apb_op op, dou
         r->pop_ns = _apb_span_ns(&pi->pop_start_time, &pi->pop_end_time);
         r->fetch_ns = _apb_span_ns(&pi->acquire_data_start_time, &pi->acquire_data_end_time);
     }
-    int nb = STARPU_TASK_GET_NBUFFERS(task);
-    for (int i = 0; i < nb; i++) {
-        starpu_data_handle_t h = STARPU_TASK_GET_HANDLE(task, i);
-        enum starpu_data_access_mode m = STARPU_TASK_GET_MODE(task, i);
-        int64_t sz = h ? (int64_t)starpu_data_get_size(h) : 0;
-        if (m & STARPU_R)
-            r->bytes_in += sz;
-        if (m & STARPU_W)
-            r->bytes_out += sz;
-    }
 }
 
 /* CPU task bodies record themselves (through _apb_op_account): their start and end are the body's. */
@@ -105,7 +112,11 @@ void _apb_trace_record(enum apb_op op, double t0_ns, double t1_ns)
 {
     if (!atomic_load_explicit(&_apb_trace_on, memory_order_relaxed))
         return;
-    _apb_trace_push(starpu_worker_get_id(), starpu_task_get_current(), op, t0_ns, t1_ns);
+    struct starpu_task *task = starpu_task_get_current(); /* running: its handles are registered */
+    int64_t in = 0, out = 0;
+    if (task)
+        _apb_trace_bytes(task, &in, &out);
+    _apb_trace_push(starpu_worker_get_id(), task, op, t0_ns, t1_ns, in, out);
 }
 
 int _apb_trace_active(void) { return atomic_load_explicit(&_apb_trace_on, memory_order_relaxed); }
@@ -116,7 +127,8 @@ int _apb_trace_active(void) { return atomic_load_explicit(&_apb_trace_on, memory
  * ran the task; StarPU's clock is converted to ours by the offset between the two clocks now. */
 void _apb_trace_task_done(void *arg)
 {
-    struct starpu_task *task = arg;
+    const struct apb_trace_cb *cb = arg;
+    struct starpu_task *task = cb ? cb->task : NULL;
     const struct starpu_profiling_task_info *pi = task ? task->profiling_info : NULL;
     int w = starpu_worker_get_id();
     if (!pi || w < 0 || starpu_worker_get_type(w) != STARPU_CUDA_WORKER || !_apb_trace_active())
@@ -125,7 +137,8 @@ void _apb_trace_task_done(void *arg)
     if (op == APB_OP_COUNT)
         return; /* zero fills: not an op of the model */
     double off = _apb_now_ns() - starpu_timing_now() * 1e3;
-    _apb_trace_push(w, task, op, _apb_ts_ns(&pi->start_time) + off, _apb_ts_ns(&pi->end_time) + off);
+    _apb_trace_push(w, task, op, _apb_ts_ns(&pi->start_time) + off, _apb_ts_ns(&pi->end_time) + off, cb->bytes_in,
+                    cb->bytes_out);
 }
 
 static double _apb_trace_origin(double *end)
