@@ -83,6 +83,14 @@ int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *s
                                int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
                                apb_handle o, apb_handle lse, apb_task_tag tag);
 
+/* One task over n_qt query tiles whose rows follow each other (tile i + 1 starts where tile i
+ * ends, the first at q_coord0), o[i] and lse[i] per tile: on a GPU with cuDNN one fused call over
+ * all the rows (one large call runs at cuDNN's best rate; several tile-sized calls do not), on
+ * CPUs tile after tile. */
+int apb_insert_attention_tiles(const apb_handle *q, int n_qt, int q_coord0, const apb_attn_seg *segs,
+                               int n_segs, int n_heads, int n_kv_heads, int head_dim, const apb_handle *o,
+                               const apb_handle *lse, apb_task_tag tag);
+
 /* ------------------------------------------------------------------ APB / Spava ops */
 /* qbar (1 x Hk*d) = mean of q rows [row0, row0+n) over rows and over the G query heads of each
  * KV group: the query-aware selection vector (post-RoPE question queries). */

@@ -317,10 +317,25 @@ void apb_attention_heads_bf16mm(const float *q, int ld_q, int n_q, int q_coord0,
 }
 
 /* ------------------------------------------------------------------ codelet */
+/* Buffers: the n_qt query tiles, K and V of every segment, the n_qt output tiles, the n_qt LSE
+ * tiles. The query tiles' rows follow each other: tile i starts at q_coord0 + the rows before it. */
 struct _apb_attn_args {
-    int q_coord0, n_heads, n_kv_heads, kvh0, n_kvh, head_dim, n_segs;
+    int q_coord0, n_heads, n_kv_heads, kvh0, n_kvh, head_dim, n_segs, n_qt;
     struct _apb_seg_arg seg[];
 };
+#define _APB_ATTN_Q(b, a, i) ((b)[(i)])
+#define _APB_ATTN_K(b, a, s) ((b)[(a)->n_qt + 2 * (s)])
+#define _APB_ATTN_V(b, a, s) ((b)[(a)->n_qt + 2 * (s) + 1])
+#define _APB_ATTN_O(b, a, i) ((b)[(a)->n_qt + 2 * (a)->n_segs + (i)])
+#define _APB_ATTN_L(b, a, i) ((b)[2 * (a)->n_qt + 2 * (a)->n_segs + (i)])
+
+static double _apb_attn_flops(const struct _apb_attn_args *a, double n_q)
+{
+    double f = 0;
+    for (int s = 0; s < a->n_segs; s++)
+        f += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
+    return f;
+}
 
 static void _apb_attention_cpu(void *buffers[], void *cl_arg)
 {
@@ -328,21 +343,22 @@ static void _apb_attention_cpu(void *buffers[], void *cl_arg)
     const struct _apb_attn_args *a = cl_arg;
     struct _apb_attn_seg_cpu segs_local[16];
     struct _apb_attn_seg_cpu *segs = a->n_segs <= 16 ? segs_local : malloc(sizeof *segs * a->n_segs);
-    double flops = 0;
-    int n_q = _APB_ROWS(buffers[0]);
     for (int s = 0; s < a->n_segs; s++)
-        segs[s] = _apb_seg_cpu(buffers[1 + 2 * s], buffers[2 + 2 * s], &a->seg[s]);
-    void *ob = buffers[1 + 2 * a->n_segs], *lb = buffers[2 + 2 * a->n_segs];
-    /* bf16 runs: prefill tiles (many rows) multiply in bf16 through oneDNN, as the GPU's do */
-    int mm16 = n_q >= 32 && apb_runtime_precision() == APB_PREC_BF16;
-    (mm16 ? apb_attention_heads_bf16mm : apb_attention_heads_f32)(
-        _APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs, a->n_segs, a->n_heads, a->n_kv_heads,
-        a->kvh0, a->n_kvh, a->head_dim, _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb), _APB_LD(lb));
-    for (int s = 0; s < a->n_segs; s++)
-        flops += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
+        segs[s] = _apb_seg_cpu(_APB_ATTN_K(buffers, a, s), _APB_ATTN_V(buffers, a, s), &a->seg[s]);
+    int r = 0;
+    for (int i = 0; i < a->n_qt; i++) { /* tile after tile (one task per tile keeps the cores busy) */
+        void *qb = _APB_ATTN_Q(buffers, a, i), *ob = _APB_ATTN_O(buffers, a, i), *lb = _APB_ATTN_L(buffers, a, i);
+        int n_q = _APB_ROWS(qb);
+        /* bf16 runs: prefill tiles (many rows) multiply in bf16 through oneDNN, as the GPU's do */
+        int mm16 = n_q >= 32 && apb_runtime_precision() == APB_PREC_BF16;
+        (mm16 ? apb_attention_heads_bf16mm : apb_attention_heads_f32)(
+            _APB_PTR(qb), _APB_LD(qb), n_q, a->q_coord0 + r, segs, a->n_segs, a->n_heads, a->n_kv_heads,
+            a->kvh0, a->n_kvh, a->head_dim, _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb), _APB_LD(lb));
+        r += n_q;
+    }
     if (segs != segs_local)
         free(segs);
-    _apb_op_account(APB_OP_ATTENTION, t0, flops);
+    _apb_op_account(APB_OP_ATTENTION, t0, _apb_attn_flops(a, r));
 }
 
 #ifdef APB_CUDA
@@ -355,33 +371,44 @@ static void _apb_attention_cuda(void *buffers[], void *cl_arg)
         return;
     }
     apb_cuda_seg segs[APB_CUDA_MAX_SEGS];
-    double flops = 0;
-    int n_q = _APB_ROWS(buffers[0]);
     for (int s = 0; s < a->n_segs; s++) {
-        void *kb = buffers[1 + 2 * s], *vb = buffers[2 + 2 * s];
+        void *kb = _APB_ATTN_K(buffers, a, s), *vb = _APB_ATTN_V(buffers, a, s);
         segs[s] = _apb_seg_cuda(kb, vb, &a->seg[s]);
         if (_APB_LD(vb) != _APB_LD(kb) || _apb_elem(vb) != _apb_elem(kb)) {
             _apb_task_fail(APB_E_RUNTIME, "attention: K and V tiles of a segment differ in layout");
             return;
         }
-        flops += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
     }
-    void *ob = buffers[1 + 2 * a->n_segs], *lb = buffers[2 + 2 * a->n_segs];
+    apb_cuda_qtile qt_local[16];
+    apb_cuda_qtile *qt = a->n_qt <= 16 ? qt_local : malloc(sizeof *qt * (size_t)a->n_qt);
+    if (!qt) {
+        _apb_task_fail(APB_E_NOMEM, "attention: out of memory");
+        return;
+    }
+    int n_q = 0;
+    for (int i = 0; i < a->n_qt; i++) {
+        void *qb = _APB_ATTN_Q(buffers, a, i), *ob = _APB_ATTN_O(buffers, a, i), *lb = _APB_ATTN_L(buffers, a, i);
+        qt[i] = (apb_cuda_qtile){.q = _APB_PTR(qb), .o = _APB_PTR(ob), .lse = _APB_PTR(lb), .ld_q = _APB_LD(qb),
+                                 .ld_o = _APB_LD(ob), .ld_lse = _APB_LD(lb), .rows = _APB_ROWS(qb)};
+        n_q += qt[i].rows;
+    }
     int tc = _apb_precision() == APB_PREC_BF16;
-    size_t scr_b = apb_cuda_attention_scratch(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q,
-                                              a->q_coord0, segs, a->n_segs, a->n_heads, a->n_kv_heads,
-                                              a->n_kvh, a->head_dim, tc);
+    size_t scr_b = apb_cuda_attention_tiles_scratch(qt, a->n_qt, a->q_coord0, segs, a->n_segs, a->n_heads,
+                                                    a->n_kv_heads, a->n_kvh, a->head_dim, tc);
     void *scr = scr_b ? _apb_cuda_scratch(_APB_CUDA_SCRATCH_ATTN, scr_b) : NULL;
-    if (scr_b && !scr)
-        return; /* out of GPU memory: the sticky error is set */
-    if (apb_cuda_attention(_APB_PTR(buffers[0]), _APB_LD(buffers[0]), n_q, a->q_coord0, segs,
-                           a->n_segs, a->n_heads, a->n_kv_heads, a->kvh0, a->n_kvh, a->head_dim,
-                           _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb), _APB_LD(lb), tc, scr, scr_b,
-                           starpu_cuda_get_local_stream()))
+    if (scr_b && !scr) { /* out of GPU memory: the sticky error is set */
+        if (qt != qt_local)
+            free(qt);
+        return;
+    }
+    if (apb_cuda_attention_tiles(qt, a->n_qt, a->q_coord0, segs, a->n_segs, a->n_heads, a->n_kv_heads, a->kvh0,
+                                 a->n_kvh, a->head_dim, tc, scr, scr_b, starpu_cuda_get_local_stream()))
         _apb_task_fail(APB_E_RUNTIME, "attention: head_dim %d is not supported on the GPU (at most 256),"
                        " or cuDNN failed", a->head_dim);
+    if (qt != qt_local)
+        free(qt);
     _apb_cuda_check("attention");
-    _apb_op_count(APB_OP_ATTENTION, flops);
+    _apb_op_count(APB_OP_ATTENTION, _apb_attn_flops(a, n_q));
 }
 #endif
 
@@ -393,8 +420,10 @@ static size_t _apb_attention_size_base(struct starpu_task *task, unsigned nimpl)
     size_t keys = 0;
     for (int s = 0; s < a->n_segs; s++)
         keys += (size_t)a->seg[s].len;
-    return keys * starpu_matrix_get_ny(STARPU_TASK_GET_HANDLE(task, 0)) * (size_t)a->n_heads *
-           (size_t)a->n_kvh / (size_t)a->n_kv_heads;
+    size_t rows = 0;
+    for (int i = 0; i < a->n_qt; i++)
+        rows += starpu_matrix_get_ny(STARPU_TASK_GET_HANDLE(task, i));
+    return keys * rows * (size_t)a->n_heads * (size_t)a->n_kvh / (size_t)a->n_kv_heads;
 }
 
 static struct starpu_perfmodel _apb_attention_model = {
@@ -423,44 +452,67 @@ int apb_insert_attention(apb_handle q, int q_coord0, const apb_attn_seg *segs, i
                                       head_dim, o, lse, tag);
 }
 
-int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
-                               int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
-                               apb_handle o, apb_handle lse, apb_task_tag tag)
+static int _apb_insert_attention(const apb_handle *q, int n_qt, int q_coord0, const apb_attn_seg *segs,
+                                 int n_segs, int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
+                                 const apb_handle *o, const apb_handle *lse, apb_task_tag tag)
 {
-    if (n_segs < 0 || n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 || kvh0 < 0 ||
-        n_kvh <= 0 || kvh0 + n_kvh > n_kv_heads ||
-        apb_tile_cols(q) != n_heads * head_dim || apb_tile_cols(o) != n_heads * head_dim ||
-        apb_tile_cols(lse) != n_heads || apb_tile_rows(o) != apb_tile_rows(q))
+    if (n_qt <= 0 || n_segs < 0 || n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 || kvh0 < 0 ||
+        n_kvh <= 0 || kvh0 + n_kvh > n_kv_heads)
         return -EINVAL;
+    double rows = 0;
+    for (int i = 0; i < n_qt; i++) {
+        if (!q[i] || !o[i] || !lse[i] || apb_tile_cols(q[i]) != n_heads * head_dim ||
+            apb_tile_cols(o[i]) != n_heads * head_dim || apb_tile_cols(lse[i]) != n_heads ||
+            apb_tile_rows(o[i]) != apb_tile_rows(q[i]) || apb_tile_rows(lse[i]) != apb_tile_rows(q[i]))
+            return -EINVAL;
+        rows += apb_tile_rows(q[i]);
+    }
     size_t asz = sizeof(struct _apb_attn_args) + (size_t)n_segs * sizeof(struct _apb_seg_arg);
     struct _apb_attn_args *a = malloc(asz);
-    struct starpu_data_descr *d = malloc(sizeof *d * (size_t)(3 + 2 * n_segs));
+    struct starpu_data_descr *d = malloc(sizeof *d * (size_t)(3 * n_qt + 2 * n_segs));
     if (!a || !d) {
         free(a);
         free(d);
         return -ENOMEM;
     }
     *a = (struct _apb_attn_args){.q_coord0 = q_coord0, .n_heads = n_heads, .n_kv_heads = n_kv_heads,
-                                 .kvh0 = kvh0, .n_kvh = n_kvh,
-                                 .head_dim = head_dim, .n_segs = n_segs};
+                                 .kvh0 = kvh0, .n_kvh = n_kvh, .head_dim = head_dim, .n_segs = n_segs,
+                                 .n_qt = n_qt};
     int nd = 0;
-    double flops = 0;
-    d[nd++] = (struct starpu_data_descr){q, STARPU_R};
+    for (int i = 0; i < n_qt; i++)
+        d[nd++] = (struct starpu_data_descr){q[i], STARPU_R};
     if (_apb_segs_pack(segs, n_segs, n_kv_heads * head_dim, a->seg, d + nd)) {
         free(a);
         free(d);
         return -EINVAL;
     }
     nd += 2 * n_segs;
-    for (int s = 0; s < n_segs; s++)
-        flops += 4.0 * apb_tile_rows(q) * segs[s].len * n_heads * head_dim * n_kvh / n_kv_heads;
     /* a head subset writes only its columns: the others are kept (RW) */
     enum starpu_data_access_mode om = n_kvh == n_kv_heads ? STARPU_W : STARPU_RW;
-    d[nd++] = (struct starpu_data_descr){o, om};
-    d[nd++] = (struct starpu_data_descr){lse, om};
+    for (int i = 0; i < n_qt; i++)
+        d[nd++] = (struct starpu_data_descr){o[i], om};
+    for (int i = 0; i < n_qt; i++)
+        d[nd++] = (struct starpu_data_descr){lse[i], om};
+    double flops = _apb_attn_flops(a, rows);
     int ret = apb_task_insert(&_apb_attention_cl, STARPU_DATA_MODE_ARRAY, d, nd,
                                  STARPU_CL_ARGS, a, asz, STARPU_PRIORITY, tag.prio, APB_ON_HOST(tag),
                                  STARPU_FLOPS, flops, STARPU_NAME, _apb_task_name("attention", tag), 0);
     free(d);
     return _apb_insert_check(ret, "attention");
+}
+
+int apb_insert_attention_heads(apb_handle q, int q_coord0, const apb_attn_seg *segs, int n_segs,
+                               int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
+                               apb_handle o, apb_handle lse, apb_task_tag tag)
+{
+    return _apb_insert_attention(&q, 1, q_coord0, segs, n_segs, n_heads, n_kv_heads, kvh0, n_kvh, head_dim, &o,
+                                 &lse, tag);
+}
+
+int apb_insert_attention_tiles(const apb_handle *q, int n_qt, int q_coord0, const apb_attn_seg *segs,
+                               int n_segs, int n_heads, int n_kv_heads, int head_dim, const apb_handle *o,
+                               const apb_handle *lse, apb_task_tag tag)
+{
+    return _apb_insert_attention(q, n_qt, q_coord0, segs, n_segs, n_heads, n_kv_heads, 0, n_kv_heads, head_dim,
+                                 o, lse, tag);
 }

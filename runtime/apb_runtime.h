@@ -67,6 +67,8 @@ double apb_runtime_gpu_memory(void);
 /* Device memory in use now (total - free, cudaMemGetInfo), summed over the CUDA workers' GPUs, in
  * bytes; everything on those GPUs counts (StarPU's buffers and cache, scratch, CUDA contexts). */
 double apb_runtime_gpu_used(void);
+/* Distinct GPUs the CUDA workers drive (0 without CUDA workers). */
+int apb_runtime_cuda_devices_used(void);
 /* 1 when apb was built with CUDA codelets. */
 int apb_runtime_has_cuda(void);
 /* Ids of the CUDA workers (at most max); returns their count (0 without CUDA). */

@@ -120,6 +120,20 @@ double apb_runtime_gpu_used(void)
     return used;
 }
 
+int apb_runtime_cuda_devices_used(void)
+{
+    int gw[64], seen[64] = {0}, n_dev = 0;
+    int n = apb_runtime_cuda_workers(gw, 64);
+    for (int i = 0; i < n && i < 64; i++) {
+        int dev = starpu_worker_get_devid(gw[i]);
+        if (dev >= 0 && dev < 64 && !seen[dev]) {
+            seen[dev] = 1;
+            n_dev++;
+        }
+    }
+    return n_dev;
+}
+
 int apb_runtime_has_cuda(void) { return 1; }
 
 void _apb_cuda_start(void)

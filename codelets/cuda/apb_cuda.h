@@ -85,6 +85,22 @@ int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord0, const ap
 size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, int q_coord0,
                                   const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
                                   int n_kvh, int head_dim, int tensor_cores);
+/* One query tile of an attention task over several tiles of consecutive coordinates. */
+typedef struct apb_cuda_qtile {
+    const float *q;
+    float *o, *lse;
+    int ld_q, ld_o, ld_lse, rows;
+} apb_cuda_qtile;
+/* The same over n_qt query tiles whose rows follow each other (tile i + 1 starts where tile i
+ * ends, the first at q_coord0): with cuDNN, one set of fused calls over all the rows (one causal
+ * call over a whole layer's prompt: the rate of one large call, not of n_qt smaller ones); else
+ * apb_cuda_attention per tile. Scratch: apb_cuda_attention_tiles_scratch() bytes. */
+int apb_cuda_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int q_coord0, const apb_cuda_seg *segs,
+                             int n_segs, int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
+                             int tensor_cores, void *scratch, size_t scratch_bytes, cudaStream_t s);
+size_t apb_cuda_attention_tiles_scratch(const apb_cuda_qtile *qt, int n_qt, int q_coord0,
+                                        const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
+                                        int n_kvh, int head_dim, int tensor_cores);
 /* cuDNN fused SDPA (attention_cudnn.cu, built when configure finds cuDNN and cudnn-frontend):
  * scratch bytes, 0 when the task's segments or shape do not map onto it; the run returns 0,
  * 1 = not applicable (nothing was queued), -1 = cuDNN failed. */
@@ -94,6 +110,12 @@ int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coord0, const a
                         int n_segs, int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
                         float *o, int ld_o, float *lse, int ld_lse, void *scratch,
                         size_t scratch_bytes, cudaStream_t s);
+/* The same over query tiles of consecutive coordinates (apb_cudnn_attention_scratch with their
+ * total rows sizes it). A part whose keys are one bf16 segment with row stride n_kvh * head_dim
+ * (a layer's compacted cache) is read in place, without a copy. */
+int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int q_coord0, const apb_cuda_seg *segs,
+                              int n_segs, int n_heads, int n_kv_heads, int kvh0, int n_kvh, int head_dim,
+                              void *scratch, size_t scratch_bytes, cudaStream_t s);
 
 /* --------------------------------------------------------------- APB ops (rope.cu, apb_ops.cu, ...) */
 /* Rotate-half RoPE in place on q (rows x hq*d) and k (rows x hk*d, may be NULL); row i has position

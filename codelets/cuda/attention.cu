@@ -1176,3 +1176,47 @@ extern "C" int apb_cuda_attention(const float *q, int ld_q, int n_q, int q_coord
     pthread_mutex_unlock(&lock);
     return 0;
 }
+
+extern "C" size_t apb_cuda_attention_tiles_scratch(const apb_cuda_qtile *qt, int n_qt, int q_coord0,
+                                                   const apb_cuda_seg *segs, int n_segs, int n_heads,
+                                                   int n_kv_heads, int n_kvh, int head_dim, int tensor_cores)
+{
+    size_t need = 0;
+    int n_q = 0;
+    for (int i = 0; i < n_qt; i++) { /* the per-tile fallback's need */
+        size_t b = apb_cuda_attention_scratch(qt[i].q, qt[i].ld_q, qt[i].rows, q_coord0 + n_q, segs, n_segs,
+                                              n_heads, n_kv_heads, n_kvh, head_dim, tensor_cores);
+        need = b > need ? b : need;
+        n_q += qt[i].rows;
+    }
+    if (n_qt > 1 && !apb_use_splitkv(n_q, n_heads / n_kv_heads, head_dim, segs, n_segs)) {
+        size_t cb = apb_cudnn_bytes(n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, n_kvh, head_dim, tensor_cores);
+        need = cb > need ? cb : need;
+    }
+    return need;
+}
+
+extern "C" int apb_cuda_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int q_coord0,
+                                        const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
+                                        int kvh0, int n_kvh, int head_dim, int tensor_cores, void *scratch,
+                                        size_t scratch_bytes, cudaStream_t s)
+{
+    int n_q = 0;
+    for (int i = 0; i < n_qt; i++)
+        n_q += qt[i].rows;
+#ifdef APB_HAVE_CUDNN
+    if (n_qt > 1 && scratch && !apb_use_splitkv(n_q, n_heads / n_kv_heads, head_dim, segs, n_segs) &&
+        apb_cudnn_bytes(n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, n_kvh, head_dim, tensor_cores)) {
+        int rc = apb_cudnn_attention_tiles(qt, n_qt, q_coord0, segs, n_segs, n_heads, n_kv_heads, kvh0, n_kvh,
+                                           head_dim, scratch, scratch_bytes, s);
+        if (rc <= 0)
+            return rc;
+    }
+#endif
+    for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++) /* one tile after another on the stream */
+        if (apb_cuda_attention(qt[i].q, qt[i].ld_q, qt[i].rows, q_coord0 + r, segs, n_segs, n_heads, n_kv_heads,
+                               kvh0, n_kvh, head_dim, qt[i].o, qt[i].ld_o, qt[i].lse, qt[i].ld_lse, tensor_cores,
+                               scratch, scratch_bytes, s))
+            return -1;
+    return 0;
+}

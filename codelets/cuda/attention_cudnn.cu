@@ -282,17 +282,25 @@ static apb_cudnn_key apb_cudnn_key_of(const apb_cudnn_part &p, int nqh, int n_kv
 
 static size_t apb_align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-/* Scratch layout: per part K, V (skv x W bf16), O (rows x nqh d bf16), stats (nqh x rows fp32);
- * then Q (n_q x nqh d bf16) and the largest workspace. */
-static size_t apb_cudnn_layout(const apb_cudnn_plan &pl, int n_q, int nqh, int n_kvh, int d,
-                               int64_t ws, size_t *offs)
+/* A part reads its keys in place when they are one bf16 segment with the graph's row stride (the
+ * compacted KV cache of a layer, all KV heads): no pack, no K/V scratch. */
+static bool apb_cudnn_direct(const apb_cudnn_part &pp, const apb_cuda_seg *segs, size_t W)
+{
+    return pp.nseg == 1 && segs[pp.seg_idx[0]].bf16 && (size_t)segs[pp.seg_idx[0]].ld == W;
+}
+
+/* Scratch layout: per part K, V (skv x W bf16; none when read in place), O (rows x nqh d bf16),
+ * stats (nqh x rows fp32); then Q (n_q x nqh d bf16) and the largest workspace. */
+static size_t apb_cudnn_layout(const apb_cudnn_plan &pl, const apb_cuda_seg *segs, int n_q, int nqh,
+                               int n_kvh, int d, int64_t ws, size_t *offs)
 {
     size_t at = 0;
     const size_t W = (size_t)n_kvh * d, QW = (size_t)nqh * d;
     for (int p = 0; p < pl.nparts; p++) {
         const apb_cudnn_part &pp = pl.part[p];
-        offs[4 * p + 0] = at, at = apb_align256(at + (size_t)pp.skv * W * 2);
-        offs[4 * p + 1] = at, at = apb_align256(at + (size_t)pp.skv * W * 2);
+        const size_t kv = apb_cudnn_direct(pp, segs, W) ? 0 : (size_t)pp.skv * W * 2;
+        offs[4 * p + 0] = at, at = apb_align256(at + kv);
+        offs[4 * p + 1] = at, at = apb_align256(at + kv);
         offs[4 * p + 2] = at, at = apb_align256(at + (size_t)pp.rows * QW * 2);
         offs[4 * p + 3] = at, at = apb_align256(at + (size_t)pp.rows * nqh * 4);
     }
@@ -309,14 +317,15 @@ struct apb_cudnn_fin {
     int n;
 };
 
-/* One warp per (row, head): o = sum_p e^(lse_p - L) O_p, lse = L = logsumexp_p lse_p. */
-__global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int n_q, int nqh, int d, int qh0,
+/* One warp per (row, head): o = sum_p e^(lse_p - L) O_p, lse = L = logsumexp_p lse_p. The n_q rows
+ * written are the task's rows [r0, r0 + n_q) (one query tile of a task over several). */
+__global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int r0, int n_q, int nqh, int d, int qh0,
                                    float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
 {
     const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (wid >= n_q * nqh)
         return;
-    const int i = wid / nqh, h = wid % nqh;
+    const int h = wid % nqh, il = wid / nqh, i = il + r0;
     float l[1 + APB_CUDNN_MAX_PASS], L = -INFINITY;
     for (int p = 0; p < f.n; p++) {
         int r = i - f.row0[p];
@@ -328,7 +337,7 @@ __global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int n_q, int nqh, int 
         l[p] = l[p] == -INFINITY ? 0.f : expf(l[p] - L);
         sum += l[p];
     }
-    float *orow = o + (size_t)i * ld_o + (size_t)(qh0 + h) * d;
+    float *orow = o + (size_t)il * ld_o + (size_t)(qh0 + h) * d;
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     for (int c = lane; c < d; c += 32) {
         float acc = 0.f;
@@ -338,7 +347,7 @@ __global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int n_q, int nqh, int 
         orow[c] = acc * inv;
     }
     if (lane == 0)
-        lse[(size_t)i * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
+        lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
 }
 
 /* ------------------------------------------------------------------ entry points */
@@ -368,18 +377,21 @@ extern "C" size_t apb_cudnn_attention_scratch(int n_q, int q_coord0, const apb_c
         ws = en->ws > ws ? en->ws : ws;
     }
     size_t offs[4 * APB_CUDNN_MAX_PASS + 6];
-    return apb_cudnn_layout(pl, n_q, nqh, n_kvh, head_dim, ws, offs);
+    return apb_cudnn_layout(pl, segs, n_q, nqh, n_kvh, head_dim, ws, offs);
 }
 
-extern "C" int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coord0,
-                                   const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
-                                   int kvh0, int n_kvh, int head_dim, float *o, int ld_o, float *lse,
-                                   int ld_lse, void *scratch, size_t scratch_bytes, cudaStream_t s)
+extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int q_coord0,
+                                         const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
+                                         int kvh0, int n_kvh, int head_dim, void *scratch,
+                                         size_t scratch_bytes, cudaStream_t s)
 {
     static apb_cudnn_plan pl;
     static std::mutex mu;
     std::lock_guard<std::mutex> lock(mu);
-    if (!scratch || apb_cudnn_make_plan(n_q, q_coord0, segs, n_segs, &pl))
+    int n_q = 0;
+    for (int i = 0; i < n_qt; i++)
+        n_q += qt[i].rows;
+    if (!scratch || n_qt <= 0 || apb_cudnn_make_plan(n_q, q_coord0, segs, n_segs, &pl))
         return 1;
     apb_cudnn_thread *t = apb_cudnn_state();
     if (!t)
@@ -395,14 +407,23 @@ extern "C" int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coor
         ws = en[p]->ws > ws ? en[p]->ws : ws;
     }
     size_t offs[4 * APB_CUDNN_MAX_PASS + 6];
-    if (apb_cudnn_layout(pl, n_q, nqh, n_kvh, d, ws, offs) > scratch_bytes)
+    if (apb_cudnn_layout(pl, segs, n_q, nqh, n_kvh, d, ws, offs) > scratch_bytes)
         return 1;
     char *base = (char *)(((uintptr_t)scratch + 255) & ~(uintptr_t)255);
     uint16_t *qb = (uint16_t *)(base + offs[4 * APB_CUDNN_MAX_PASS + 4]);
     void *wsp = base + offs[4 * APB_CUDNN_MAX_PASS + 5];
-    apb_cuda_f32_to_bf16(qb, nqh * d, q + (size_t)qh0 * d, ld_q, n_q, nqh * d, s);
+    for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++) /* the tiles' rows, one after another */
+        apb_cuda_f32_to_bf16(qb + (size_t)r * nqh * d, nqh * d, qt[i].q + (size_t)qh0 * d, qt[i].ld_q,
+                             qt[i].rows, nqh * d, s);
     if (cudnnSetStream(t->h, s) != CUDNN_STATUS_SUCCESS)
         return -1;
+    if (apb_cudnn_verbose() && n_qt > 1) {
+        static std::once_flag once;
+        std::call_once(once, [&] {
+            fprintf(stderr, "apb: one cuDNN SDPA call set over %d query tiles (%d rows, %d parts, keys %s)\n",
+                    n_qt, n_q, pl.nparts, apb_cudnn_direct(pl.part[0], segs, W) ? "in place" : "packed");
+        });
+    }
     apb_cudnn_fin fin{};
     fin.n = pl.nparts;
     for (int p = 0; p < pl.nparts; p++) {
@@ -410,20 +431,25 @@ extern "C" int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coor
         uint16_t *kb = (uint16_t *)(base + offs[4 * p]), *vb = (uint16_t *)(base + offs[4 * p + 1]);
         uint16_t *ob = (uint16_t *)(base + offs[4 * p + 2]);
         float *sb = (float *)(base + offs[4 * p + 3]);
-        size_t row = 0;
-        for (int a = 0; a < pp.nseg; a++) { /* pack the visible rows of this task's KV heads */
-            const apb_cuda_seg &sg = segs[pp.seg_idx[a]];
-            const int ke = pp.seg_keys[a];
-            if (sg.bf16) {
-                const uint16_t *k16 = (const uint16_t *)(const void *)sg.k + (size_t)kvh0 * d;
-                const uint16_t *v16 = (const uint16_t *)(const void *)sg.v + (size_t)kvh0 * d;
-                cudaMemcpy2DAsync(kb + row * W, W * 2, k16, (size_t)sg.ld * 2, W * 2, ke, cudaMemcpyDeviceToDevice, s);
-                cudaMemcpy2DAsync(vb + row * W, W * 2, v16, (size_t)sg.ld * 2, W * 2, ke, cudaMemcpyDeviceToDevice, s);
-            } else {
-                apb_cuda_f32_to_bf16(kb + row * W, (int)W, sg.k + (size_t)kvh0 * d, sg.ld, ke, (int)W, s);
-                apb_cuda_f32_to_bf16(vb + row * W, (int)W, sg.v + (size_t)kvh0 * d, sg.ld, ke, (int)W, s);
+        if (apb_cudnn_direct(pp, segs, W)) { /* in place: rows [0, skv) of the one bf16 segment */
+            kb = (uint16_t *)(const void *)segs[pp.seg_idx[0]].k;
+            vb = (uint16_t *)(const void *)segs[pp.seg_idx[0]].v;
+        } else {
+            size_t row = 0;
+            for (int a = 0; a < pp.nseg; a++) { /* pack the visible rows of this task's KV heads */
+                const apb_cuda_seg &sg = segs[pp.seg_idx[a]];
+                const int ke = pp.seg_keys[a];
+                if (sg.bf16) {
+                    const uint16_t *k16 = (const uint16_t *)(const void *)sg.k + (size_t)kvh0 * d;
+                    const uint16_t *v16 = (const uint16_t *)(const void *)sg.v + (size_t)kvh0 * d;
+                    cudaMemcpy2DAsync(kb + row * W, W * 2, k16, (size_t)sg.ld * 2, W * 2, ke, cudaMemcpyDeviceToDevice, s);
+                    cudaMemcpy2DAsync(vb + row * W, W * 2, v16, (size_t)sg.ld * 2, W * 2, ke, cudaMemcpyDeviceToDevice, s);
+                } else {
+                    apb_cuda_f32_to_bf16(kb + row * W, (int)W, sg.k + (size_t)kvh0 * d, sg.ld, ke, (int)W, s);
+                    apb_cuda_f32_to_bf16(vb + row * W, (int)W, sg.v + (size_t)kvh0 * d, sg.ld, ke, (int)W, s);
+                }
+                row += (size_t)ke;
             }
-            row += (size_t)ke;
         }
         std::unordered_map<int64_t, void *> vp = {
             {1, qb + (size_t)pp.row0 * nqh * d}, {2, kb}, {3, vb}, {4, ob}, {5, sb}};
@@ -438,8 +464,21 @@ extern "C" int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coor
         fin.row0[p] = pp.row0;
         fin.rows[p] = pp.rows;
     }
-    const int warps = n_q * nqh, threads = 256;
-    apb_k_cudnn_finish<<<(unsigned)((warps * 32 + threads - 1) / threads), threads, 0, s>>>(
-        fin, n_q, nqh, d, qh0, o, ld_o, lse, ld_lse);
+    const int threads = 256;
+    for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++) {
+        const int warps = qt[i].rows * nqh;
+        apb_k_cudnn_finish<<<(unsigned)((warps * 32 + threads - 1) / threads), threads, 0, s>>>(
+            fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o, qt[i].lse, qt[i].ld_lse);
+    }
     return cudaPeekAtLastError() == cudaSuccess ? 0 : -1;
+}
+
+extern "C" int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coord0,
+                                   const apb_cuda_seg *segs, int n_segs, int n_heads, int n_kv_heads,
+                                   int kvh0, int n_kvh, int head_dim, float *o, int ld_o, float *lse,
+                                   int ld_lse, void *scratch, size_t scratch_bytes, cudaStream_t s)
+{
+    const apb_cuda_qtile qt = {q, o, lse, ld_q, ld_o, ld_lse, n_q};
+    return apb_cudnn_attention_tiles(&qt, 1, q_coord0, segs, n_segs, n_heads, n_kv_heads, kvh0, n_kvh,
+                                     head_dim, scratch, scratch_bytes, s);
 }

@@ -151,7 +151,26 @@ void apb_seq_free(apb_model *m, apb_seq *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Submits the layers of the prefill; the final norm/LM head is left to the caller. */
+/* One attention task per layer over all query tiles (apb_insert_attention_tiles: on a GPU with
+ * cuDNN one fused call over the whole prompt) instead of one a tile. Measured on an H200 at 128K
+ * tokens (docs/PERFORMANCE.md, session 9): 8.36 s of attention as 32 layer calls against 7.91 s as
+ * 512 tile calls (541 against 570 TFLOP/s on random data; the 704 TFLOP/s of one call on zeroed
+ * inputs is a clock effect), so it is off by default; APB_ATTN_GROUP=1 turns it on (a run with
+ * several GPUs or CPU workers needs one task a tile anyway). Read at every prefill. */
+static int _apb_attn_group(void)
+{
+    const char *e = getenv("APB_ATTN_GROUP");
+    return e && !strcmp(e, "1") && apb_runtime_cuda_devices_used() <= 1;
+}
+
+static apb_attn_seg _apb_seq_cache_seg(const apb_seq *s, int l, int u);
+
+/* Submits the layers of the prefill; the final norm/LM head is left to the caller. Per layer: the
+ * tiles' QKV, then (bf16) the compaction of the layer's K/V into its bf16 cache, which releases the
+ * fp32 K/V tiles at once: the attention reads the cache (cuDNN takes it in place). Reading the fp32
+ * tiles instead kept every layer's fp32 K/V alive until the last tile of the layer was done, and
+ * since tile t of every layer needs only tiles <= t, the scheduler ran tiles through all the layers
+ * first: 70 GiB at 128K tokens where the live set is ~40 (docs/PERFORMANCE.md, session 9). */
 static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
 {
     const apb_config *c = &m->cfg;
@@ -159,6 +178,7 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
     apb_attn_seg *segs = malloc(sizeof *segs * (size_t)T);
     if (!segs)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
+    const int group = _apb_attn_group() && T > 1;
     int rc = APB_OK;
     for (int t = 0; t < T && !rc; t++)
         rc = apb_insert_embed(s->ids_t[t], m->embed, s->x[t], (apb_task_tag){-1, 0, 0})
@@ -169,19 +189,31 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
         for (int t = 0; t < T && !rc; t++)
             rc = _apb_pre_attention(m, l, s->x[t], s->xn[t], s->q[t], s->k[l * T + t],
                                     s->v[l * T + t], t * s->tile, tag, err);
+        /* bf16: the layer's cache at half the size, read by the attention below (graph/layer.c) */
+        if (!rc)
+            rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, _apb_compact_prio(c, l), &s->kc[l], &s->vc[l],
+                                 &s->crow0[l * T], err);
+        if (!rc && group) {
+            int ns = 0;
+            for (int u = 0; u < T; u++)
+                ns = _apb_seg_push(segs, ns, _apb_seq_cache_seg(s, l, u));
+            if (apb_insert_attention_tiles(s->q, T, 0, segs, ns, c->n_heads, c->n_kv_heads, c->head_dim, s->o,
+                                           s->lse, tag))
+                rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+            for (int t = T - 1; t >= 0 && !rc; t--)
+                rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
+            continue;
+        }
         for (int t = T - 1; t >= 0 && !rc; t--) { /* longest attention first */
+            int ns = 0;
             for (int u = 0; u <= t; u++)
-                segs[u] = apb_seg_causal(s->k[l * T + u], s->v[l * T + u],
-                                         apb_tile_rows(s->k[l * T + u]), u * s->tile);
-            if (apb_insert_attention(s->q[t], t * s->tile, segs, t + 1, c->n_heads, c->n_kv_heads,
+                ns = _apb_seg_push(segs, ns, _apb_seq_cache_seg(s, l, u));
+            if (apb_insert_attention(s->q[t], t * s->tile, segs, ns, c->n_heads, c->n_kv_heads,
                                      c->head_dim, s->o[t], s->lse[t], tag))
                 rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
             else
                 rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
         }
-        if (!rc) /* bf16: the finished layer's cache at half the size (graph/layer.c) */
-            rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, _apb_compact_prio(c, l), &s->kc[l], &s->vc[l],
-                                 &s->crow0[l * T], err);
     }
     free(segs);
     return rc;

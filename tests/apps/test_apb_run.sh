@@ -140,21 +140,33 @@ PY
 done
 # bf16: the tiles of a finished layer are compacted into ONE contiguous K/V cache per layer (the
 # question pass and decoding read it as one segment per host: fewer buffers a task). Against one
-# bf16 tile per tile (APB_KV_CONTIG=0) on 16-row tiles the logits of every step agree to float
-# rounding (the segments' key blocks are cut differently).
+# bf16 tile per tile (APB_KV_CONTIG=0) on 16-row tiles: the same keys are read in other segment
+# cuts (one merged segment, or one a tile), so the softmax sums run in another order. Where only
+# the question pass and decoding read the cache (apb, spava) the logits agree to float rounding;
+# full's prefill reads the cache too (graph/methods/full.c), and bf16 activations carry a last-bit
+# difference from layer to layer: there the two must agree as closely as each agrees with the fp32
+# run (the bf16 error), and both be bf16-accurate.
 PL="$P $P $P $P $P"
 for m in "full --ncpus 1" "full" "apb --hosts 2 --anchor 20 --select 6" "spava --hosts 2"; do
     if APB_KV_CONTIG=0 $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision bf16 --max-new-tokens 4 \
             --no-progress --dump-logits "$tmp/kt.bin" >/dev/null 2>&1 &&
         $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision bf16 --max-new-tokens 4 --no-progress \
             --dump-logits "$tmp/kc.bin" >/dev/null 2>&1 &&
-        [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/kt.bin" "$tmp/kc.bin" <<'PY'
+        $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision fp32 --max-new-tokens 4 --no-progress \
+            --dump-logits "$tmp/kf.bin" >/dev/null 2>&1 &&
+        [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/kt.bin" "$tmp/kc.bin" "$tmp/kf.bin" "${m%% *}" <<'PY'
 import sys
 import numpy as np
-a, b = (np.fromfile(f, np.float32) for f in sys.argv[1:3])
-assert a.size == b.size and a.size > 0, (a.size, b.size)
-e = float(np.linalg.norm(a - b) / np.linalg.norm(a))
-assert e < 1e-5, f"contiguous vs per-tile bf16 cache: rel err {e}"
+a, b, f = (np.fromfile(x, np.float32) for x in sys.argv[1:4])
+assert a.size == b.size == f.size and a.size > 0, (a.size, b.size, f.size)
+rel = lambda x, y: float(np.linalg.norm(x - y) / np.linalg.norm(y))
+e, ea, eb = rel(b, a), rel(a, f), rel(b, f)
+print(f"contiguous vs per-tile bf16 cache: rel err {e:.3g} (each vs fp32: {ea:.3g}, {eb:.3g})")
+assert ea < 0.05 and eb < 0.05, f"bf16 vs fp32: {ea}, {eb}"
+if sys.argv[4] == "full":
+    assert e < 2 * max(ea, eb), f"contiguous vs per-tile {e} beyond the bf16 error {ea}, {eb}"
+else:
+    assert e < 1e-5, f"contiguous vs per-tile bf16 cache: rel err {e}"
 PY
     then echo "ok   contiguous bf16 cache (${m%% *})"; else echo "FAIL contiguous bf16 cache ($m)"; fail=1; fi
 done

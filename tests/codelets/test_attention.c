@@ -63,6 +63,9 @@ static unsigned g_bf16_mask;
 /* > 0: every segment is passed as rows [g_row0, g_row0 + len) of a taller tile whose first g_row0
  * rows are NaN (the contiguous bf16 cache of a finished layer holds all its tiles that way) */
 static int g_row0;
+/* > 1: the query rows are split into this many tiles (the last takes the remainder) passed to ONE
+ * task (apb_insert_attention_tiles: a whole layer's prompt in one call on a GPU) */
+static int g_qtiles;
 
 static uint16_t to_bf16(float f)
 {
@@ -95,8 +98,17 @@ static uint16_t *bf16_copy(const float *x, size_t n)
 static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v, int *rows,
                           const struct seg_spec *sp, int ns, int H, int Hk, int d, float *o, float *lse)
 {
-    apb_handle hq = apb_tile_from(q, n_q, H * d, 4), ho = apb_tile_from(o, n_q, H * d, 4),
-               hl = apb_tile_from(lse, n_q, H, 4);
+    enum { MAXQ = 8 };
+    const int nt = g_qtiles > 1 ? g_qtiles : 1;
+    cr_assert(nt <= MAXQ && n_q >= nt);
+    apb_handle hq[MAXQ], ho[MAXQ], hl[MAXQ];
+    for (int t = 0, r0 = 0; t < nt; t++) { /* tiles of n_q / nt rows, the last one the rest */
+        const int rows_t = t == nt - 1 ? n_q - r0 : n_q / nt;
+        hq[t] = apb_tile_from(q + (size_t)r0 * H * d, rows_t, H * d, 4);
+        ho[t] = apb_tile_from(o + (size_t)r0 * H * d, rows_t, H * d, 4);
+        hl[t] = apb_tile_from(lse + (size_t)r0 * H, rows_t, H, 4);
+        r0 += rows_t;
+    }
     apb_attn_seg segs[8];
     uint16_t *k16[8] = {0}, *v16[8] = {0};
     float *kt[8] = {0}, *vt[8] = {0};
@@ -122,8 +134,12 @@ static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v,
         }
         segs[s] = (apb_attn_seg){hk, hv, sp[s].len, sp[s].coord0, sp[s].causal, sp[s].min_q_coord, g_row0};
     }
-    cr_assert_eq(apb_insert_attention(hq, q_coord0, segs, ns, H, Hk, d, ho, hl,
-                                      (apb_task_tag){0, 0, 0}), 0);
+    if (nt > 1)
+        cr_assert_eq(apb_insert_attention_tiles(hq, nt, q_coord0, segs, ns, H, Hk, d, ho, hl,
+                                                (apb_task_tag){0, 0, 0}), 0);
+    else
+        cr_assert_eq(apb_insert_attention(hq[0], q_coord0, segs, ns, H, Hk, d, ho[0], hl[0],
+                                          (apb_task_tag){0, 0, 0}), 0);
     for (int s = 0; s < ns; s++) {
         apb_handle_free_now(segs[s].k);
         apb_handle_free_now(segs[s].v);
@@ -132,9 +148,11 @@ static void run_attention(float *q, int n_q, int q_coord0, float **k, float **v,
         free(kt[s]);
         free(vt[s]);
     }
-    apb_handle_free_now(hq);
-    apb_handle_free_now(ho);
-    apb_handle_free_now(hl);
+    for (int t = 0; t < nt; t++) {
+        apb_handle_free_now(hq[t]);
+        apb_handle_free_now(ho[t]);
+        apb_handle_free_now(hl[t]);
+    }
 }
 
 /* mm16: the kernel's bf16 products (apb_attention_heads_bf16mm, oneDNN) called directly instead
@@ -243,6 +261,27 @@ Test(attention, segments_at_a_row_offset)
     check_case(1, 5000, c3, 1, 8, 2, 64, 44); /* one decode row over one long past segment */
     g_bf16_mask = 0;
     g_row0 = 0;
+}
+
+/* Several query tiles in one task (a layer's whole prompt, apb_insert_attention_tiles): the causal
+ * prompt as one segment (the compacted cache), fp32 and bf16, at a row offset; the APB pattern
+ * (anchor, passing block the anchor rows skip, local block) with the passing boundary inside the
+ * second tile; rows of the first tile that see nothing. */
+Test(attention, query_tiles_in_one_task)
+{
+    g_qtiles = 3;
+    struct seg_spec c1[] = {{211, 0, 1, 0}};
+    check_case(211, 0, c1, 1, 6, 2, 16, 51);
+    g_bf16_mask = 1;
+    g_row0 = 5;
+    check_case(211, 0, c1, 1, 8, 2, 32, 52);
+    g_row0 = 0;
+    g_bf16_mask = 0;
+    struct seg_spec c2[] = {{40, 0, 1, 0}, {50, 40, 0, 300}, {120, 200, 1, 0}};
+    check_case(120, 200, c2, 3, 6, 3, 16, 53);
+    struct seg_spec c3[] = {{60, 0, 0, 20}};
+    check_case(30, 0, c3, 1, 4, 2, 16, 54);
+    g_qtiles = 0;
 }
 
 Test(attention, causal_single_segment)

@@ -379,6 +379,67 @@ static void check_attention_few(int d, int bf16kv)
 }
 Test(cuda_fp32, attention_few_rows_d128) { NEED_CUDA(); check_attention_few(128, 0); }
 
+/* Several query tiles in one task (apb_insert_attention_tiles; full's one attention task a layer on
+ * one GPU): the prompt as one causal segment, bf16 with the row stride of the cache (cuDNN reads
+ * it in place) or fp32, at a row offset; the APB pattern (packed parts, a passing call whose first
+ * row is inside the second tile). Tiles of 130, 128 and the rest. */
+struct attn_tiles_ctx { struct attn_ctx a; int nt, rows[3]; };
+static int ins_attn_tiles(apb_handle *h, const void *c)
+{
+    const struct attn_tiles_ctx *t = c;
+    const struct attn_ctx *a = &t->a;
+    apb_attn_seg segs[4];
+    for (int s = 0; s < a->ns; s++)
+        segs[s] = (apb_attn_seg){h[t->nt + 2 * s], h[t->nt + 2 * s + 1], a->s[s].len, a->s[s].coord0,
+                                 a->s[s].causal, a->s[s].min_q, g_row0[s]};
+    const int no = t->nt + 2 * a->ns;
+    return apb_insert_attention_tiles(h, t->nt, a->q_coord0, segs, a->ns, a->H, a->Hk, a->d, h + no, h + no + t->nt,
+                                      TAG);
+}
+static void attn_tiles_case(const struct attn_tiles_ctx *t, int nbf16, double tol, uint64_t seed)
+{
+    const struct attn_ctx *a = &t->a;
+    const int kd = a->Hk * a->d, nt = t->nt;
+    tbuf b[MAXB];
+    for (int i = 0; i < nt; i++)
+        b[i] = rnd(t->rows[i], a->H * a->d, 1, seed + 50 + i);
+    for (int s = 0; s < a->ns; s++) {
+        b[nt + 2 * s] = rnd(g_row0[s] + a->s[s].len + 3, kd, 1, seed + 1 + s);
+        b[nt + 2 * s + 1] = rnd(g_row0[s] + a->s[s].len + 3, kd, 1, seed + 11 + s);
+        for (size_t i = 0; i < (size_t)g_row0[s] * kd; i++)
+            ((float *)b[nt + 2 * s].data)[i] = ((float *)b[nt + 2 * s + 1].data)[i] = NAN;
+        if (s < nbf16) {
+            b[nt + 2 * s] = bf16_of(b[nt + 2 * s]);
+            b[nt + 2 * s + 1] = bf16_of(b[nt + 2 * s + 1]);
+        }
+    }
+    const int no = nt + 2 * a->ns;
+    int outs[6] = {0};
+    for (int i = 0; i < nt; i++) {
+        b[no + i] = nanbuf(t->rows[i], a->H * a->d);
+        b[no + nt + i] = nanbuf(t->rows[i], a->H);
+        outs[i] = no + i;
+        outs[nt + i] = no + nt + i;
+    }
+    both(b, no + 2 * nt, ins_attn_tiles, t, outs, 2 * nt, tol);
+    free_bufs(b, no + 2 * nt);
+}
+static void check_attention_tiles(int d, double tol)
+{
+    struct attn_tiles_ctx c = {{8, 2, d, 0, 1, {{300, 0, 1, 0}}}, 3, {130, 128, 42}};
+    attn_tiles_case(&c, 1, tol, 1100);
+    attn_tiles_case(&c, 0, tol, 1200);
+    memcpy(g_row0, (int[4]){256, 0, 0, 0}, sizeof g_row0);
+    attn_tiles_case(&c, 1, tol, 1300);
+    memset(g_row0, 0, sizeof g_row0);
+    struct attn_tiles_ctx p = {{8, 2, d, 1000, 3, {{128, 0, 1, 0}, {256, 128, 0, 1150}, {300, 1000, 1, 0}}},
+                               3, {130, 128, 42}};
+    attn_tiles_case(&p, 2, tol, 1400);
+}
+Test(cuda_fp32, attention_query_tiles_d128) { NEED_CUDA(); check_attention_tiles(128, 1e-5); }
+Test(cuda_bf16, attention_query_tiles_d128) { NEED_CUDA(); check_attention_tiles(128, 2e-2); }
+Test(cuda_bf16, attention_query_tiles_d64) { NEED_CUDA(); check_attention_tiles(64, 2e-2); }
+
 /* Segments inside taller tiles (row0 > 0, NaN rows before them): the contiguous bf16 cache of a
  * finished layer, read by decode steps and the question pass (split-KV) and by prefill-sized row
  * counts (tensor-core / cuDNN paths in the BF16 suite). */

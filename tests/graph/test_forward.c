@@ -211,3 +211,43 @@ Test(forward, long_context_decode_matches_prefill)
     cr_assert_lt(e, 1e-5, "long-context decode vs prefill logits rel err %g", e);
     free(dec); free(ref32); free(ref);
 }
+
+/* One attention task a layer over all query tiles (APB_ATTN_GROUP=1, the default on one GPU) gives
+ * the logits of one task a tile (APB_ATTN_GROUP=0), and both match the float64 reference's
+ * argmax-level behaviour through the decode steps that follow (the same tokens). */
+Test(forward, grouped_attention_matches_per_tile)
+{
+    enum { N = 700, K = 3 };
+    int V = model.cfg.vocab_size;
+    int32_t ids[N];
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
+    float *lg[2];
+    int32_t tok[2][K];
+    for (int g = 0; g < 2; g++) {
+        setenv("APB_ATTN_GROUP", g ? "1" : "0", 1);
+        lg[g] = t_poisoned((size_t)K * V);
+        apb_seq seq;
+        apb_sampling smp = {0.0f, 1.0f, 0};
+        apb_err err = {0};
+        cr_assert_eq(apb_prefill_full(&model, &seq, ids, N, 256, K, &smp, &err), 0, "%s", err.msg);
+        for (int i = 0; i < K; i++) {
+            cr_assert_eq(apb_runtime_wait_all(&err), 0, "%s", err.msg);
+            cr_assert_eq(apb_tile_read(seq.logits, lg[g] + (size_t)i * V, sizeof(float) * V, &err), 0);
+            cr_assert_eq(apb_tile_read(seq.token, &tok[g][i], sizeof(int32_t), &err), 0);
+            if (i + 1 < K)
+                cr_assert_eq(apb_decode_step(&model, &seq, &smp, &err), 0, "%s", err.msg);
+        }
+        apb_seq_free(&model, &seq);
+    }
+    unsetenv("APB_ATTN_GROUP");
+    double *ref = malloc(sizeof(double) * K * V);
+    for (int i = 0; i < K * V; i++)
+        ref[i] = lg[0][i];
+    double e = t_rel_err(lg[1], ref, (size_t)K * V);
+    printf("one attention task a layer vs one a tile: logits relative error %.3g\n", e);
+    cr_assert_lt(e, 1e-6, "grouped vs per-tile attention: logits rel err %g", e);
+    for (int i = 0; i < K; i++)
+        cr_assert_eq(tok[0][i], tok[1][i], "token %d: %d vs %d", i, tok[0][i], tok[1][i]);
+    free(lg[0]); free(lg[1]); free(ref);
+}
