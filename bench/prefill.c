@@ -453,13 +453,19 @@ int main(int argc, char **argv)
                     apb_trace_reset();
                     apb_trace_enable(1);
                 }
-                double t = now_s();
+                double t = now_s(), t_start = t;
                 int r = meth == APB_METHOD_FULL
                             ? apb_prefill_full(&m, &seq, ids, L, tile, cap, &smp, &err)
                             : apb_prefill_hosts(&m, &hs, ids, Lc, ids + Lc, nq, cap, &o, &smp, &err);
                 if (!r)
                     r = apb_runtime_wait_all(&err);
                 t = now_s() - t;
+                apb_trace_stats ts0;
+                if (traced && apb_trace_stats_get(&ts0) == 0) /* the prefill's time outside its tasks */
+                    fprintf(stderr, "%s at %d tokens (%s): first task %.1f ms after the call, last task %.1f ms "
+                            "before the wait returned (span %.3f s of %.3f s)\n", tm, L, rep ? "timed" : "warm-up",
+                            (ts0.first_ns * 1e-9 - t_start) * 1e3, (t_start + t - ts0.last_ns * 1e-9) * 1e3,
+                            ts0.span_s, t);
                 /* decode: 2 warm-up steps, then ndec steps, each waited for (as a generation
                  * loop that reads every token does) */
                 double tdec = 0;

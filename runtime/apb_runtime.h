@@ -144,6 +144,7 @@ typedef struct apb_trace_stats {
     double bytes_in;               /* bytes of the buffers the tasks read */
     double bus_bytes;              /* bytes moved between memory nodes (StarPU bus profiling) */
     long long bus_transfers, ntasks;
+    double first_ns, last_ns;      /* first task start, last task end (CLOCK_MONOTONIC, ns) */
 } apb_trace_stats;
 /* 0, or -1 when nothing was recorded. */
 int apb_trace_stats_get(apb_trace_stats *st);

@@ -274,6 +274,8 @@ int apb_trace_stats_get(apb_trace_stats *st)
     if (span <= 0 || ntot == 0)
         return -1;
     st->span_s = span * 1e-9;
+    st->first_ns = t0;
+    st->last_ns = end;
     st->nworkers = nw;
     /* union of the compute intervals (dense + attention) of every worker */
     struct _apb_iv *cv = malloc(sizeof *cv * ntot);
