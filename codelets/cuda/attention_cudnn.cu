@@ -146,17 +146,18 @@ static int apb_cudnn_make_plan(int n_q, int q_coord0, const apb_cuda_seg *segs, 
 /* ------------------------------------------------------------------ graphs */
 struct apb_cudnn_key {
     int hq, hk, sq, skv, d, masked, off;
+    int qs; /* head-major layout (APB_CUDNN_LAYOUT=bhsd): Q's rows per head; 0 = token-major */
     bool operator==(const apb_cudnn_key &o) const
     {
         return hq == o.hq && hk == o.hk && sq == o.sq && skv == o.skv && d == o.d &&
-               masked == o.masked && off == o.off;
+               masked == o.masked && off == o.off && qs == o.qs;
     }
 };
 struct apb_cudnn_key_hash {
     size_t operator()(const apb_cudnn_key &k) const
     {
         size_t h = 1469598103934665603ull;
-        const int v[7] = {k.hq, k.hk, k.sq, k.skv, k.d, k.masked, k.off};
+        const int v[8] = {k.hq, k.hk, k.sq, k.skv, k.d, k.masked, k.off, k.qs};
         for (int x : v)
             h = (h ^ (size_t)(unsigned)x) * 1099511628211ull;
         return h;
@@ -175,6 +176,19 @@ struct apb_cudnn_thread {
     std::unordered_map<apb_cudnn_key, apb_cudnn_entry, apb_cudnn_key_hash> cache;
 };
 static thread_local apb_cudnn_thread *apb_cudnn_tl;
+
+/* APB_CUDNN_LAYOUT=bhsd: Q, O and the packed K/V head-major ([head][row][d], PyTorch's layout
+ * for SDPA) instead of token-major ([row][head][d], the tiles' own); keys are then always packed
+ * (the cache is token-major). For comparisons of cuDNN's rate per layout. */
+static int apb_cudnn_bhsd(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_CUDNN_LAYOUT");
+        v = e && !strcmp(e, "bhsd") ? 1 : 0;
+    }
+    return v;
+}
 
 static int apb_cudnn_verbose(void)
 {
@@ -204,7 +218,8 @@ static apb_cudnn_thread *apb_cudnn_state(void)
     static std::once_flag once;
     std::call_once(once, [] {
         if (apb_cudnn_verbose())
-            fprintf(stderr, "apb: attention through cuDNN %zu fused SDPA\n", cudnnGetVersion());
+            fprintf(stderr, "apb: attention through cuDNN %zu fused SDPA (%s layout)\n", cudnnGetVersion(),
+                    apb_cudnn_bhsd() ? "head-major" : "token-major");
     });
     return t;
 }
@@ -217,12 +232,20 @@ static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key 
         .set_intermediate_data_type(fe::DataType_t::FLOAT)
         .set_compute_data_type(fe::DataType_t::FLOAT);
     const int64_t hq = k.hq, hk = k.hk, sq = k.sq, skv = k.skv, d = k.d;
+    const int64_t qs = k.qs;
+    /* token-major: row stride = heads x d; head-major: head stride = rows x d */
+    const std::vector<int64_t> qst = qs ? std::vector<int64_t>{hq * qs * d, qs * d, d, 1}
+                                        : std::vector<int64_t>{sq * hq * d, d, hq * d, 1};
+    const std::vector<int64_t> kst = qs ? std::vector<int64_t>{hk * skv * d, skv * d, d, 1}
+                                        : std::vector<int64_t>{skv * hk * d, d, hk * d, 1};
+    const std::vector<int64_t> ost = qs ? std::vector<int64_t>{hq * sq * d, sq * d, d, 1}
+                                        : std::vector<int64_t>{sq * hq * d, d, hq * d, 1};
     auto Q = g->tensor(fe::graph::Tensor_attributes().set_name("Q").set_uid(1)
-                           .set_dim({1, hq, sq, d}).set_stride({sq * hq * d, d, hq * d, 1}));
+                           .set_dim({1, hq, sq, d}).set_stride(qst));
     auto K = g->tensor(fe::graph::Tensor_attributes().set_name("K").set_uid(2)
-                           .set_dim({1, hk, skv, d}).set_stride({skv * hk * d, d, hk * d, 1}));
+                           .set_dim({1, hk, skv, d}).set_stride(kst));
     auto V = g->tensor(fe::graph::Tensor_attributes().set_name("V").set_uid(3)
-                           .set_dim({1, hk, skv, d}).set_stride({skv * hk * d, d, hk * d, 1}));
+                           .set_dim({1, hk, skv, d}).set_stride(kst));
     auto opt = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true)
                    .set_attn_scale(1.0f / sqrtf((float)k.d));
     if (k.masked) {
@@ -233,7 +256,7 @@ static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key 
         opt.set_diagonal_band_right_bound(k.off == skv - sq ? 0 : k.off);
     }
     auto outs = g->sdpa(Q, K, V, opt);
-    outs[0]->set_output(true).set_uid(4).set_dim({1, hq, sq, d}).set_stride({sq * hq * d, d, hq * d, 1});
+    outs[0]->set_output(true).set_uid(4).set_dim({1, hq, sq, d}).set_stride(ost);
     outs[1]->set_output(true).set_uid(5).set_data_type(fe::DataType_t::FLOAT)
         .set_dim({1, hq, sq, 1}).set_stride({hq * sq, sq, 1, 1});
     fe::error_t st = g->validate();
@@ -275,9 +298,9 @@ static const apb_cudnn_entry *apb_cudnn_get(apb_cudnn_thread *t, const apb_cudnn
     return &t->cache.emplace(k, e).first->second;
 }
 
-static apb_cudnn_key apb_cudnn_key_of(const apb_cudnn_part &p, int nqh, int n_kvh, int d)
+static apb_cudnn_key apb_cudnn_key_of(const apb_cudnn_part &p, int nqh, int n_kvh, int d, int n_q)
 {
-    return apb_cudnn_key{nqh, n_kvh, p.rows, p.skv, d, p.masked, p.masked ? p.off : 0};
+    return apb_cudnn_key{nqh, n_kvh, p.rows, p.skv, d, p.masked, p.masked ? p.off : 0, apb_cudnn_bhsd() ? n_q : 0};
 }
 
 static size_t apb_align256(size_t b) { return (b + 255) & ~(size_t)255; }
@@ -286,7 +309,35 @@ static size_t apb_align256(size_t b) { return (b + 255) & ~(size_t)255; }
  * compacted KV cache of a layer, all KV heads): no pack, no K/V scratch. */
 static bool apb_cudnn_direct(const apb_cudnn_part &pp, const apb_cuda_seg *segs, size_t W)
 {
-    return pp.nseg == 1 && segs[pp.seg_idx[0]].bf16 && (size_t)segs[pp.seg_idx[0]].ld == W;
+    return !apb_cudnn_bhsd() && pp.nseg == 1 && segs[pp.seg_idx[0]].bf16 && (size_t)segs[pp.seg_idx[0]].ld == W;
+}
+
+/* Head-major copy: dst[(h * S + r0 + i) * d + c] = src[i * ld + h * d + c] as bf16, for rows i <
+ * rows and heads h < nh (fp32 or bf16 source). One thread an element, in the source's order. */
+template <typename T>
+__global__ void apb_k_to_bhsd(uint16_t *__restrict__ dst, int S, int r0, const T *__restrict__ src, int ld,
+                              int rows, int nh, int d)
+{
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)rows * nh * d)
+        return;
+    const int c = (int)(idx % d), h = (int)((idx / d) % nh), i = (int)(idx / ((size_t)d * nh));
+    const T x = src[(size_t)i * ld + (size_t)h * d + c];
+    uint16_t b;
+    if constexpr (sizeof(T) == 2)
+        b = x;
+    else
+        b = apb_f32_to_bf16(x);
+    dst[((size_t)h * S + r0 + i) * d + c] = b;
+}
+
+template <typename T>
+static void apb_to_bhsd(uint16_t *dst, int S, int r0, const T *src, int ld, int rows, int nh, int d,
+                        cudaStream_t s)
+{
+    const size_t n = (size_t)rows * nh * d;
+    if (n)
+        apb_k_to_bhsd<T><<<(unsigned)((n + 255) / 256), 256, 0, s>>>(dst, S, r0, src, ld, rows, nh, d);
 }
 
 /* Scratch layout: per part K, V (skv x W bf16; none when read in place), O (rows x nqh d bf16),
@@ -311,6 +362,7 @@ static size_t apb_cudnn_layout(const apb_cudnn_plan &pl, const apb_cuda_seg *seg
 
 /* ------------------------------------------------------------------ finish kernel */
 struct apb_cudnn_fin {
+    int bhsd; /* parts' O head-major */
     const uint16_t *o[1 + APB_CUDNN_MAX_PASS];
     const float *st[1 + APB_CUDNN_MAX_PASS];
     int row0[1 + APB_CUDNN_MAX_PASS], rows[1 + APB_CUDNN_MAX_PASS];
@@ -343,7 +395,8 @@ __global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int r0, int n_q, int n
         float acc = 0.f;
         for (int p = 0; p < f.n; p++)
             if (l[p] != 0.f)
-                acc += l[p] * apb_bf16_to_f32(f.o[p][(size_t)(i - f.row0[p]) * nqh * d + (size_t)h * d + c]);
+                acc += l[p] * apb_bf16_to_f32(f.o[p][f.bhsd ? ((size_t)h * f.rows[p] + (i - f.row0[p])) * d + c
+                                                             : (size_t)(i - f.row0[p]) * nqh * d + (size_t)h * d + c]);
         orow[c] = acc * inv;
     }
     if (lane == 0)
@@ -371,7 +424,7 @@ extern "C" size_t apb_cudnn_attention_scratch(int n_q, int q_coord0, const apb_c
     const int group = n_heads / n_kv_heads, nqh = n_kvh * group;
     int64_t ws = 0;
     for (int p = 0; p < pl.nparts; p++) {
-        const apb_cudnn_entry *en = apb_cudnn_get(t, apb_cudnn_key_of(pl.part[p], nqh, n_kvh, head_dim));
+        const apb_cudnn_entry *en = apb_cudnn_get(t, apb_cudnn_key_of(pl.part[p], nqh, n_kvh, head_dim, n_q));
         if (!en->ok)
             return 0;
         ws = en->ws > ws ? en->ws : ws;
@@ -401,7 +454,7 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
     const apb_cudnn_entry *en[1 + APB_CUDNN_MAX_PASS];
     int64_t ws = 0;
     for (int p = 0; p < pl.nparts; p++) {
-        en[p] = apb_cudnn_get(t, apb_cudnn_key_of(pl.part[p], nqh, n_kvh, d));
+        en[p] = apb_cudnn_get(t, apb_cudnn_key_of(pl.part[p], nqh, n_kvh, d, n_q));
         if (!en[p]->ok)
             return 1;
         ws = en[p]->ws > ws ? en[p]->ws : ws;
@@ -412,9 +465,13 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
     char *base = (char *)(((uintptr_t)scratch + 255) & ~(uintptr_t)255);
     uint16_t *qb = (uint16_t *)(base + offs[4 * APB_CUDNN_MAX_PASS + 4]);
     void *wsp = base + offs[4 * APB_CUDNN_MAX_PASS + 5];
+    const int bhsd = apb_cudnn_bhsd();
     for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++) /* the tiles' rows, one after another */
-        apb_cuda_f32_to_bf16(qb + (size_t)r * nqh * d, nqh * d, qt[i].q + (size_t)qh0 * d, qt[i].ld_q,
-                             qt[i].rows, nqh * d, s);
+        if (bhsd)
+            apb_to_bhsd<float>(qb, n_q, r, qt[i].q + (size_t)qh0 * d, qt[i].ld_q, qt[i].rows, nqh, d, s);
+        else
+            apb_cuda_f32_to_bf16(qb + (size_t)r * nqh * d, nqh * d, qt[i].q + (size_t)qh0 * d, qt[i].ld_q,
+                                 qt[i].rows, nqh * d, s);
     if (cudnnSetStream(t->h, s) != CUDNN_STATUS_SUCCESS)
         return -1;
     if (apb_cudnn_verbose() && n_qt > 1) {
@@ -426,6 +483,7 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
     }
     apb_cudnn_fin fin{};
     fin.n = pl.nparts;
+    fin.bhsd = bhsd;
     for (int p = 0; p < pl.nparts; p++) {
         const apb_cudnn_part &pp = pl.part[p];
         uint16_t *kb = (uint16_t *)(base + offs[4 * p]), *vb = (uint16_t *)(base + offs[4 * p + 1]);
@@ -439,7 +497,15 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
             for (int a = 0; a < pp.nseg; a++) { /* pack the visible rows of this task's KV heads */
                 const apb_cuda_seg &sg = segs[pp.seg_idx[a]];
                 const int ke = pp.seg_keys[a];
-                if (sg.bf16) {
+                if (bhsd && sg.bf16) {
+                    apb_to_bhsd<uint16_t>(kb, pp.skv, (int)row, (const uint16_t *)(const void *)sg.k + (size_t)kvh0 * d,
+                                          sg.ld, ke, n_kvh, d, s);
+                    apb_to_bhsd<uint16_t>(vb, pp.skv, (int)row, (const uint16_t *)(const void *)sg.v + (size_t)kvh0 * d,
+                                          sg.ld, ke, n_kvh, d, s);
+                } else if (bhsd) {
+                    apb_to_bhsd<float>(kb, pp.skv, (int)row, sg.k + (size_t)kvh0 * d, sg.ld, ke, n_kvh, d, s);
+                    apb_to_bhsd<float>(vb, pp.skv, (int)row, sg.v + (size_t)kvh0 * d, sg.ld, ke, n_kvh, d, s);
+                } else if (sg.bf16) {
                     const uint16_t *k16 = (const uint16_t *)(const void *)sg.k + (size_t)kvh0 * d;
                     const uint16_t *v16 = (const uint16_t *)(const void *)sg.v + (size_t)kvh0 * d;
                     cudaMemcpy2DAsync(kb + row * W, W * 2, k16, (size_t)sg.ld * 2, W * 2, ke, cudaMemcpyDeviceToDevice, s);
@@ -452,7 +518,7 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
             }
         }
         std::unordered_map<int64_t, void *> vp = {
-            {1, qb + (size_t)pp.row0 * nqh * d}, {2, kb}, {3, vb}, {4, ob}, {5, sb}};
+            {1, qb + (size_t)pp.row0 * (bhsd ? 1 : nqh) * d}, {2, kb}, {3, vb}, {4, ob}, {5, sb}};
         fe::error_t st = en[p]->g->execute(t->h, vp, wsp);
         if (!st.is_good()) {
             if (apb_cudnn_verbose())
