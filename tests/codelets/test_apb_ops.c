@@ -30,6 +30,8 @@ static void ref_topk(const float *s, int n, int excl, int k, int *out)
         for (int j = 0; j < n; j++)
             if (!taken[j] && (best < 0 || p[j] > p[best]))
                 best = j;
+        if (best < 0)
+            break; /* k > n: every row taken */
         taken[best] = 1;
     }
     for (int j = 0, i = 0; j < n; j++)
