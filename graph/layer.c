@@ -65,10 +65,13 @@ int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err)
     int rc = APB_OK;
     for (int r = 0; r < hs->opt.hosts && !rc; r++) {
         apb_host *h = &hs->h[r];
-        for (int t = 0; t < h->n_tiles && !rc; t++)
+        for (int t = 0; t < h->n_tiles && !rc; t++) {
+            if (_apb_kv_host(hs, r, t) != h)
+                continue; /* a shared anchor tile: host anchor_src computes it */
             rc = _apb_pre_attention_m(m, l, h->x[t], h->xn[t], h->q[t], h->k[l * h->n_tiles + t],
                                       h->v[l * h->n_tiles + t], h->pos0[t], h->mpos_t ? h->mpos_t[t] : NULL,
                                       (apb_task_tag){l, r, m->cfg.n_layers - l}, err);
+        }
     }
     return rc;
 }

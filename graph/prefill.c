@@ -126,7 +126,8 @@ int apb_prefill_hosts(apb_model *m, apb_hseq *hs, const int32_t *ctx, int L, con
     for (int r = 0; r < W; r++)
         if ((rc = _apb_split_host(m, hs, r, ctx, question, err)))
             return rc;
-    /* The anchors of hosts 1.. (APB: prefix + question + context; Star: the first block) are the
+    /* The anchors of hosts 1.. (APB: prefix + question + context; Star: the first block; Spava: the
+     * first A context tokens) are the
      * same rows and see only themselves, so every layer gives them the same K/V: in one process
      * with at most one GPU, host 1 computes its anchor once and hosts 2.. read it (7 of 8 anchor
      * computations at W = 8 saved; the hosts are not independent any more, which

@@ -3,7 +3,10 @@
  * @brief Method "spava": anchor = the first A context tokens on every host, 2 virtual hosts per host
  * (zigzag chunks r and 2W-1-r after the anchor), query-aware selection per chunk (compress.c),
  * passing P1/P2 as data dependencies, and the question fused into the same pass: its layer-l queries
- * drive the selection of layer l, and the first answer token comes from it.
+ * drive the selection of layer l, and the first answer token comes from it. Every host's anchor is
+ * the same first A context rows, seeing only themselves: with hs->anchor_src (one process, at most
+ * one GPU) hosts after it read its anchor K/V instead of computing their own (host 0 keeps its
+ * own: its anchor is the context's prefix, which the question pass reads).
  */
 #include "graph/graph_internal.h"
 
@@ -43,6 +46,8 @@ static int _apb_spava_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *seg
         apb_host *h = &hs->h[r];
         apb_task_tag tag = {l, r, c->n_layers - l};
         for (int t = h->n_tiles - 1; t >= 0; t--) {
+            if (_apb_kv_host(hs, r, t) != h)
+                break; /* its anchor rows: computed once by host anchor_src */
             int g = t < h->n_anchor_tiles ? -1 : t < h->n_anchor_tiles + h->range_ntiles[0] ? 0 : 1;
             int ns = 0, last_chunk = g == 0 ? r - 1 : g == 1 ? nchunks - 2 - r : -1;
             for (int v = 0; v <= last_chunk && K > 0; v++) {
@@ -57,9 +62,11 @@ static int _apb_spava_layer(apb_model *m, apb_hseq *hs, int l, apb_attn_seg *seg
                                                      hv->v[l * hv->n_tiles + u], hv->rows[u], A);
                 }
             }
-            for (int u = 0; u < h->n_anchor_tiles; u++) /* anchor, causal by position */
-                segs[ns++] = apb_seg_causal(h->k[l * h->n_tiles + u], h->v[l * h->n_tiles + u],
+            for (int u = 0; u < h->n_anchor_tiles; u++) { /* anchor, causal by position */
+                const apb_host *kh = _apb_kv_host(hs, r, u); /* the shared anchor's host, or r */
+                segs[ns++] = apb_seg_causal(kh->k[l * kh->n_tiles + u], kh->v[l * kh->n_tiles + u],
                                             h->rows[u], h->pos0[u]);
+            }
             if (g >= 0) { /* own range, causal */
                 int u0 = h->n_anchor_tiles + (g ? h->range_ntiles[0] : 0);
                 for (int u = u0; u <= t; u++)
@@ -121,6 +128,6 @@ static int _apb_spava_resolve(const apb_config *cfg, int L, int block, apb_hosts
 
 const apb_method_desc apb_method_spava = {
     .id = APB_METHOD_SPAVA,
-    .flags = APB_MF_ZIGZAG | APB_MF_ANCHOR_ALL | APB_MF_BY_POSITION | APB_MF_FUSED_QUESTION,
+    .flags = APB_MF_ZIGZAG | APB_MF_ANCHOR_ALL | APB_MF_BY_POSITION | APB_MF_FUSED_QUESTION | APB_MF_SHARED_ANCHOR,
     .resolve = _apb_spava_resolve, .layer = _apb_spava_layer,
 };

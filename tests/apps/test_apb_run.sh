@@ -171,10 +171,11 @@ PY
     then echo "ok   contiguous bf16 cache (${m%% *})"; else echo "FAIL contiguous bf16 cache ($m)"; fail=1; fi
 done
 # Shared anchor: in one process, hosts 2.. read host 1's anchor K/V instead of computing the same
-# rows again: the logits are bitwise those of independent hosts (APB_SHARE_ANCHOR=0), with fewer
+# rows again (apb, star, spava): the logits are bitwise those of independent hosts (APB_SHARE_ANCHOR=0), with fewer
 # qkv tasks in the trace.
 PS="$P $P $P $P $P $P $P $P"
-for m in "apb --hosts 4 --anchor 20 --select 2" "star --hosts 4" "apb --hosts 3 --anchor 20 --select 4 --precision bf16"; do
+for m in "apb --hosts 4 --anchor 20 --select 2" "star --hosts 4" "apb --hosts 3 --anchor 20 --select 4 --precision bf16" \
+         "spava --hosts 4 --anchor 16 --select 4" "spava --hosts 3 --anchor 16 --select 4 --precision bf16"; do
     if APB_SHARE_ANCHOR=0 $RUN --prompt "$PS" --method $m --tile 8 --device cpu --max-new-tokens 3 --no-progress \
             --dump-logits "$tmp/sa0.bin" --trace "$tmp/sa0.json" >/dev/null 2>&1 &&
         $RUN --prompt "$PS" --method $m --tile 8 --device cpu --max-new-tokens 3 --no-progress \
