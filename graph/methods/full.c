@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "codelets/apb_decode.h"
+#include "common/apb_env.h"
 #include "graph/apb_graph.h"
 #include "graph/graph_internal.h"
 
@@ -179,6 +180,8 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
     if (!segs)
         return apb_fail(err, APB_E_NOMEM, "out of memory");
     const int group = _apb_attn_group() && T > 1;
+    static int cf = -1;
+    const int cache_first = apb_env_switch("APB_CACHE_FIRST", 1, &cf);
     int rc = APB_OK;
     for (int t = 0; t < T && !rc; t++)
         rc = apb_insert_embed(s->ids_t[t], m->embed, s->x[t], (apb_task_tag){-1, 0, 0})
@@ -189,8 +192,9 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
         for (int t = 0; t < T && !rc; t++)
             rc = _apb_pre_attention(m, l, s->x[t], s->xn[t], s->q[t], s->k[l * T + t],
                                     s->v[l * T + t], t * s->tile, tag, err);
-        /* bf16: the layer's cache at half the size, read by the attention below (graph/layer.c) */
-        if (!rc)
+        /* bf16: the layer's cache at half the size, read by the attention below (graph/layer.c);
+         * APB_CACHE_FIRST=0: compacted after the attention, which then reads the fp32 tiles */
+        if (!rc && cache_first)
             rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, _apb_compact_prio(c, l), &s->kc[l], &s->vc[l],
                                  &s->crow0[l * T], err);
         if (!rc && group) {
@@ -202,9 +206,8 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
                 rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
             for (int t = T - 1; t >= 0 && !rc; t--)
                 rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
-            continue;
         }
-        for (int t = T - 1; t >= 0 && !rc; t--) { /* longest attention first */
+        for (int t = T - 1; t >= 0 && !rc && !group; t--) { /* longest attention first */
             int ns = 0;
             for (int u = 0; u <= t; u++)
                 ns = _apb_seg_push(segs, ns, _apb_seq_cache_seg(s, l, u));
@@ -214,6 +217,9 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
             else
                 rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
         }
+        if (!rc && !cache_first)
+            rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, _apb_compact_prio(c, l), &s->kc[l], &s->vc[l],
+                                 &s->crow0[l * T], err);
     }
     free(segs);
     return rc;

@@ -147,28 +147,32 @@ done
 # difference from layer to layer: there the two must agree as closely as each agrees with the fp32
 # run (the bf16 error), and both be bf16-accurate.
 PL="$P $P $P $P $P"
-for m in "full --ncpus 1" "full" "apb --hosts 2 --anchor 20 --select 6" "spava --hosts 2"; do
-    if APB_KV_CONTIG=0 $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision bf16 --max-new-tokens 4 \
+# APB_CACHE_FIRST=0 (full: the attention reads the fp32 tiles, compaction after it) is checked the
+# same way.
+for spec in "APB_KV_CONTIG=0:full --ncpus 1" "APB_KV_CONTIG=0:full" "APB_KV_CONTIG=0:apb --hosts 2 --anchor 20 --select 6" \
+            "APB_KV_CONTIG=0:spava --hosts 2" "APB_CACHE_FIRST=0:full"; do
+    ev=${spec%%:*} m=${spec#*:}
+    if env "$ev" $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision bf16 --max-new-tokens 4 \
             --no-progress --dump-logits "$tmp/kt.bin" >/dev/null 2>&1 &&
         $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision bf16 --max-new-tokens 4 --no-progress \
             --dump-logits "$tmp/kc.bin" >/dev/null 2>&1 &&
         $RUN --prompt "$PL" --method $m --tile 16 --device cpu --precision fp32 --max-new-tokens 4 --no-progress \
             --dump-logits "$tmp/kf.bin" >/dev/null 2>&1 &&
-        [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/kt.bin" "$tmp/kc.bin" "$tmp/kf.bin" "${m%% *}" <<'PY'
+        [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/kt.bin" "$tmp/kc.bin" "$tmp/kf.bin" "${m%% *}" "$ev" <<'PY'
 import sys
 import numpy as np
 a, b, f = (np.fromfile(x, np.float32) for x in sys.argv[1:4])
 assert a.size == b.size == f.size and a.size > 0, (a.size, b.size, f.size)
 rel = lambda x, y: float(np.linalg.norm(x - y) / np.linalg.norm(y))
 e, ea, eb = rel(b, a), rel(a, f), rel(b, f)
-print(f"contiguous vs per-tile bf16 cache: rel err {e:.3g} (each vs fp32: {ea:.3g}, {eb:.3g})")
+print(f"{sys.argv[5]} vs default: rel err {e:.3g} (each vs fp32: {ea:.3g}, {eb:.3g})")
 assert ea < 0.05 and eb < 0.05, f"bf16 vs fp32: {ea}, {eb}"
 if sys.argv[4] == "full":
     assert e < 2 * max(ea, eb), f"contiguous vs per-tile {e} beyond the bf16 error {ea}, {eb}"
 else:
     assert e < 1e-5, f"contiguous vs per-tile bf16 cache: rel err {e}"
 PY
-    then echo "ok   contiguous bf16 cache (${m%% *})"; else echo "FAIL contiguous bf16 cache ($m)"; fail=1; fi
+    then echo "ok   bf16 cache layout: $ev (${m%% *})"; else echo "FAIL bf16 cache layout: $ev ($m)"; fail=1; fi
 done
 # Shared anchor: in one process, hosts 2.. read host 1's anchor K/V instead of computing the same
 # rows again (apb, star, spava): the logits are bitwise those of independent hosts (APB_SHARE_ANCHOR=0), with fewer
