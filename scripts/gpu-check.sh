@@ -15,6 +15,9 @@
 #            MEM_LEN (131072) one process each with APB_MEM_TRACE (every 5 ms sample of the
 #            warm-up and the timed run) and traces of both (APB_TRACE_WARMUP=1), split per op by
 #            bench/trace_ops.py; everything in one $OUT/memory.tar.xz (a call brings back 8 files)
+#   sidebyside  PyTorch (bench/torch_prefill.py, with its APB baseline) and bench/prefill in one
+#            call at SBS_LENGTHS (32768,131072) for SBS_METHODS (full,apb,spava,star), --decode 32,
+#            traces of the timed runs split per op (bench/trace_ops.py); one $OUT/sidebyside.tar
 #   decode   issue 16's numbers: the split-KV kernel alone (old and new Q K^T loads), then decode
 #            ms/token and the question pass timed alone (--question-share) for DECODE_METHODS at
 #            DECODE_LENGTHS (default full,apb,star at 16384,131072)
@@ -114,6 +117,17 @@ memory)
     done
     python3 bench/trace_ops.py "$md"/trace_*.json --json "$md/ops.json" > "$md/ops.log" 2>&1; cat "$md/ops.log"
     tar -cJf "$OUT/memory.tar.xz" -C "$md" . ;;
+sidebyside)
+    sd=/tmp/apb-sbs; rm -rf "$sd"; mkdir -p "$sd/tr"
+    PYTHONUNBUFFERED=1 python3 bench/torch_prefill.py --lengths "${SBS_LENGTHS:-32768,131072}" \
+        --json "$sd/torch_prefill.json" > "$sd/torch_prefill.log" 2>&1 || note "FAIL torch_prefill"
+    "$R/bin/prefill" --lengths "${SBS_LENGTHS:-32768,131072}" --methods "${SBS_METHODS:-full,apb,spava,star}" \
+        --decode 32 --trace-dir "$sd/tr" --json "$sd/prefill.json" > "$sd/prefill.log" 2>&1 \
+        && note "sidebyside done" || note "FAIL sidebyside prefill"
+    python3 bench/trace_ops.py "$sd"/tr/trace_*.json > "$sd/ops.log" 2>&1
+    xz -T0 "$sd"/tr/*.json
+    tar -cf "$OUT/sidebyside.tar" -C "$sd" .
+    grep -E "^ +[0-9]+ |apb prefill" "$sd/torch_prefill.log"; grep -E "^ +[0-9]+ |GEMM|causal" "$sd/prefill.log" ;;
 decode)
     for L in 131072 16384; do
         for co in 1 0; do
