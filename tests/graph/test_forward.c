@@ -182,6 +182,25 @@ Test(forward, decode_logits_match_float64_reference)
 
 /* Decode at a long context (the attention splits the cache over the workers and merges by
  * log-sum-exp) against the prefill of the same tokens (itself checked against float64 above). */
+/* Greedy prefill of ids[0..n) in 256-row tiles, then k - 1 decode steps: the k rows of logits
+ * (k x vocab) and the k sampled tokens. */
+static void prefill_decode(const int32_t *ids, int n, int k, float *logits, int32_t *tok)
+{
+    const int V = model.cfg.vocab_size;
+    apb_seq seq;
+    apb_sampling smp = {0.0f, 1.0f, 0};
+    apb_err err = {0};
+    cr_assert_eq(apb_prefill_full(&model, &seq, ids, n, 256, k, &smp, &err), 0, "%s", err.msg);
+    for (int i = 0; i < k; i++) {
+        cr_assert_eq(apb_runtime_wait_all(&err), 0, "%s", err.msg);
+        cr_assert_eq(apb_tile_read(seq.logits, logits + (size_t)i * V, sizeof(float) * V, &err), 0);
+        cr_assert_eq(apb_tile_read(seq.token, &tok[i], sizeof(int32_t), &err), 0);
+        if (i + 1 < k)
+            cr_assert_eq(apb_decode_step(&model, &seq, &smp, &err), 0, "%s", err.msg);
+    }
+    apb_seq_free(&model, &seq);
+}
+
 Test(forward, long_context_decode_matches_prefill)
 {
     enum { N = 700, K = 3 };
@@ -190,18 +209,8 @@ Test(forward, long_context_decode_matches_prefill)
     for (int i = 0; i < N; i++)
         ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
     float *dec = t_poisoned((size_t)K * V), *ref32 = t_poisoned((size_t)K * V);
-    apb_seq seq;
-    apb_sampling smp = {0.0f, 1.0f, 0};
+    prefill_decode(ids, N, K, dec, ids + N);
     apb_err err = {0};
-    cr_assert_eq(apb_prefill_full(&model, &seq, ids, N, 256, K, &smp, &err), 0, "%s", err.msg);
-    for (int i = 0; i < K; i++) {
-        cr_assert_eq(apb_runtime_wait_all(&err), 0, "%s", err.msg);
-        cr_assert_eq(apb_tile_read(seq.logits, dec + (size_t)i * V, sizeof(float) * V, &err), 0);
-        cr_assert_eq(apb_tile_read(seq.token, &ids[N + i], sizeof(int32_t), &err), 0);
-        if (i + 1 < K)
-            cr_assert_eq(apb_decode_step(&model, &seq, &smp, &err), 0, "%s", err.msg);
-    }
-    apb_seq_free(&model, &seq);
     cr_assert_eq(apb_forward_logits(&model, ids, N + K - 1, 256, K, ref32, &err), 0, "%s", err.msg);
     double *ref = malloc(sizeof(double) * K * V);
     for (int i = 0; i < K * V; i++)
@@ -212,9 +221,8 @@ Test(forward, long_context_decode_matches_prefill)
     free(dec); free(ref32); free(ref);
 }
 
-/* One attention task a layer over all query tiles (APB_ATTN_GROUP=1, the default on one GPU) gives
- * the logits of one task a tile (APB_ATTN_GROUP=0), and both match the float64 reference's
- * argmax-level behaviour through the decode steps that follow (the same tokens). */
+/* One attention task a layer over all query tiles (APB_ATTN_GROUP=1) gives the logits of one task
+ * a tile (APB_ATTN_GROUP=0, the default) and the same tokens through the decode steps that follow. */
 Test(forward, grouped_attention_matches_per_tile)
 {
     enum { N = 700, K = 3 };
@@ -227,18 +235,7 @@ Test(forward, grouped_attention_matches_per_tile)
     for (int g = 0; g < 2; g++) {
         setenv("APB_ATTN_GROUP", g ? "1" : "0", 1);
         lg[g] = t_poisoned((size_t)K * V);
-        apb_seq seq;
-        apb_sampling smp = {0.0f, 1.0f, 0};
-        apb_err err = {0};
-        cr_assert_eq(apb_prefill_full(&model, &seq, ids, N, 256, K, &smp, &err), 0, "%s", err.msg);
-        for (int i = 0; i < K; i++) {
-            cr_assert_eq(apb_runtime_wait_all(&err), 0, "%s", err.msg);
-            cr_assert_eq(apb_tile_read(seq.logits, lg[g] + (size_t)i * V, sizeof(float) * V, &err), 0);
-            cr_assert_eq(apb_tile_read(seq.token, &tok[g][i], sizeof(int32_t), &err), 0);
-            if (i + 1 < K)
-                cr_assert_eq(apb_decode_step(&model, &seq, &smp, &err), 0, "%s", err.msg);
-        }
-        apb_seq_free(&model, &seq);
+        prefill_decode(ids, N, K, lg[g], tok[g]);
     }
     unsetenv("APB_ATTN_GROUP");
     double *ref = malloc(sizeof(double) * K * V);
