@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/apb_bf16.h"
 #include "graph/apb_graph.h"
 #include "apb_build_config.h"
 #ifdef APB_HAVE_CUDA
@@ -153,13 +154,10 @@ static apb_handle tile_random(int rows, int cols, int elem, uint64_t seed, void 
     for (size_t i = 0; i < n; i++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
         float f = (float)((x >> 40) * (1.0 / 8388608.0)) - 1.0f; /* 24 bits -> [-1, 1) */
-        if (elem == 2) {
-            uint32_t u;
-            memcpy(&u, &f, 4);
-            ((uint16_t *)*mem)[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-        } else {
+        if (elem == 2)
+            ((uint16_t *)*mem)[i] = apb_bf16_from_f32(f);
+        else
             ((float *)*mem)[i] = f;
-        }
     }
     return apb_tile_from(*mem, rows, cols, (size_t)elem);
 }
