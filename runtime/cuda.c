@@ -99,17 +99,29 @@ int apb_runtime_cuda_devices(void)
     return n;
 }
 
-double apb_runtime_gpu_used(void)
+/* The distinct devices of the CUDA workers (at most 64) into devs; returns their count. */
+static int _apb_cuda_worker_devices(int *devs)
 {
-    int gw[64], seen[64] = {0}, cur = 0;
+    int gw[64], seen[64] = {0}, n_dev = 0;
     int n = apb_runtime_cuda_workers(gw, 64);
-    double used = 0;
-    (void)cudaGetDevice(&cur);
     for (int i = 0; i < n && i < 64; i++) {
         int dev = starpu_worker_get_devid(gw[i]);
-        if (dev < 0 || dev >= 64 || seen[dev])
-            continue;
-        seen[dev] = 1;
+        if (dev >= 0 && dev < 64 && !seen[dev]) {
+            seen[dev] = 1;
+            devs[n_dev++] = dev;
+        }
+    }
+    return n_dev;
+}
+
+double apb_runtime_gpu_used(void)
+{
+    int devs[64], cur = 0;
+    int n = _apb_cuda_worker_devices(devs);
+    double used = 0;
+    (void)cudaGetDevice(&cur);
+    for (int i = 0; i < n; i++) {
+        int dev = devs[i];
         size_t fr = 0, tot = 0;
         if (cudaSetDevice(dev) == cudaSuccess && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
             used += (double)(tot - fr);
@@ -122,16 +134,8 @@ double apb_runtime_gpu_used(void)
 
 int apb_runtime_cuda_devices_used(void)
 {
-    int gw[64], seen[64] = {0}, n_dev = 0;
-    int n = apb_runtime_cuda_workers(gw, 64);
-    for (int i = 0; i < n && i < 64; i++) {
-        int dev = starpu_worker_get_devid(gw[i]);
-        if (dev >= 0 && dev < 64 && !seen[dev]) {
-            seen[dev] = 1;
-            n_dev++;
-        }
-    }
-    return n_dev;
+    int devs[64];
+    return _apb_cuda_worker_devices(devs);
 }
 
 int apb_runtime_has_cuda(void) { return 1; }
