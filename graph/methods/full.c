@@ -197,25 +197,26 @@ static int _apb_prefill_layers(apb_model *m, apb_seq *s, apb_err *err)
         if (!rc && cache_first)
             rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, _apb_compact_prio(c, l), &s->kc[l], &s->vc[l],
                                  &s->crow0[l * T], err);
-        if (!rc && group) {
+        if (group) { /* one task over all the query tiles, then each tile's o-proj and MLP */
             int ns = 0;
             for (int u = 0; u < T; u++)
                 ns = _apb_seg_push(segs, ns, _apb_seq_cache_seg(s, l, u));
-            if (apb_insert_attention_tiles(s->q, T, 0, segs, ns, c->n_heads, c->n_kv_heads, c->head_dim, s->o,
-                                           s->lse, tag))
+            if (!rc && apb_insert_attention_tiles(s->q, T, 0, segs, ns, c->n_heads, c->n_kv_heads, c->head_dim,
+                                                  s->o, s->lse, tag))
                 rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
             for (int t = T - 1; t >= 0 && !rc; t--)
                 rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
-        }
-        for (int t = T - 1; t >= 0 && !rc && !group; t--) { /* longest attention first */
-            int ns = 0;
-            for (int u = 0; u <= t; u++)
-                ns = _apb_seg_push(segs, ns, _apb_seq_cache_seg(s, l, u));
-            if (apb_insert_attention(s->q[t], t * s->tile, segs, ns, c->n_heads, c->n_kv_heads,
-                                     c->head_dim, s->o[t], s->lse[t], tag))
-                rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
-            else
-                rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
+        } else {
+            for (int t = T - 1; t >= 0 && !rc; t--) { /* longest attention first */
+                int ns = 0;
+                for (int u = 0; u <= t; u++)
+                    ns = _apb_seg_push(segs, ns, _apb_seq_cache_seg(s, l, u));
+                if (apb_insert_attention(s->q[t], t * s->tile, segs, ns, c->n_heads, c->n_kv_heads,
+                                         c->head_dim, s->o[t], s->lse[t], tag))
+                    rc = apb_fail(err, APB_E_RUNTIME, "submitting attention failed");
+                else
+                    rc = _apb_post_attention(m, l, s->o[t], s->x[t], s->xn[t], tag, err);
+            }
         }
         if (!rc && !cache_first)
             rc = _apb_compact_kv(&s->k[l * T], &s->v[l * T], T, -1, l, _apb_compact_prio(c, l), &s->kc[l], &s->vc[l],
