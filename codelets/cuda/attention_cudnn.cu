@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <memory>
 #include <mutex>
@@ -50,6 +51,7 @@ struct apb_cudnn_part {
     int skv;         /* packed keys */
     int masked, off; /* top-left band, right bound off */
     int seg_idx[APB_CUDA_MAX_SEGS], seg_keys[APB_CUDA_MAX_SEGS], nseg;
+    int shares0, kskip; /* a split diagonal: reads part 0's keys from key kskip on, packs none */
 };
 struct apb_cudnn_plan {
     apb_cudnn_part part[1 + APB_CUDNN_MAX_PASS];
@@ -143,6 +145,61 @@ static int apb_cudnn_make_plan(int n_q, int q_coord0, const apb_cuda_seg *segs, 
     return 0;
 }
 
+/* APB_CUDNN_SPLIT=N (N >= 1): a masked main call whose band lets every row see the first off >= N
+ * keys (a causal tile after the first one of a prompt) becomes two calls merged by LSE: those off
+ * keys unmasked, and the diagonal band over the keys after them (row i sees key off + j iff j <= i:
+ * top-left, bound 0). The second call reads the first one's keys (in place or packed) from key off
+ * on. Token-major layout only. 0 (default) = one masked call. */
+static int apb_cudnn_split_min(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_CUDNN_SPLIT");
+        v = e ? atoi(e) : 0;
+        v = v < 0 ? 0 : v;
+    }
+    return v;
+}
+
+static int apb_cudnn_bhsd(void);
+static int apb_cudnn_verbose(void);
+
+static void apb_cudnn_split(apb_cudnn_plan *pl)
+{
+    apb_cudnn_part &m = pl->part[0];
+    const int min = apb_cudnn_split_min();
+    if (!min || apb_cudnn_bhsd() || !m.masked || m.off < min || m.off >= m.skv ||
+        pl->nparts == 1 + APB_CUDNN_MAX_PASS)
+        return;
+    apb_cudnn_part &b = pl->part[pl->nparts++];
+    b = apb_cudnn_part{};
+    b.row0 = m.row0;
+    b.rows = m.rows;
+    b.shares0 = 1;
+    b.kskip = m.off;
+    b.skv = m.skv - m.off;
+    b.masked = 1;
+    b.off = 0;
+    m.skv = m.off;
+    m.masked = 0;
+    m.off = 0;
+    static std::once_flag once;
+    std::call_once(once, [&] {
+        if (apb_cudnn_verbose())
+            fprintf(stderr, "apb: cuDNN causal call split: %d keys unmasked + a %d x %d diagonal band\n",
+                    m.skv, b.rows, b.skv);
+    });
+}
+
+/* keys a part packs (or reads in place): its segments' visible rows */
+static int apb_cudnn_kpack(const apb_cudnn_part &p)
+{
+    int n = 0;
+    for (int a = 0; a < p.nseg; a++)
+        n += p.seg_keys[a];
+    return n;
+}
+
 /* ------------------------------------------------------------------ graphs */
 struct apb_cudnn_key {
     int hq, hk, sq, skv, d, masked, off;
@@ -167,7 +224,21 @@ struct apb_cudnn_entry {
     std::shared_ptr<fe::graph::Graph> g;
     int64_t ws = 0;
     bool ok = false;
+    bool tuned = false; /* APB_CUDNN_AUTOTUNE: plans timed on the first call */
 };
+
+/* APB_CUDNN_AUTOTUNE=1: every engine configuration cuDNN's heuristics list for a shape is built and
+ * the first call of that shape times them all on its own operands (cudnn-frontend's autotune) and
+ * keeps the fastest; 0 (default) = the heuristics' first choice. */
+static int apb_cudnn_autotune(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_CUDNN_AUTOTUNE");
+        v = e && *e && strcmp(e, "0") ? 1 : 0;
+    }
+    return v;
+}
 /* One per worker thread (a StarPU CUDA worker drives one device); never freed: cuDNN handles
  * cannot be destroyed safely after the CUDA context of a finished worker is gone. */
 struct apb_cudnn_thread {
@@ -266,9 +337,12 @@ static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key 
         st = g->create_execution_plans({fe::HeurMode_t::A});
     if (st.is_good())
         st = g->check_support(t->h);
+    const bool tune = apb_cudnn_autotune();
     if (st.is_good())
-        st = g->build_plans(t->h, fe::BuildPlanPolicy_t::HEURISTICS_CHOICE);
-    if (st.is_good())
+        st = g->build_plans(t->h, tune ? fe::BuildPlanPolicy_t::ALL : fe::BuildPlanPolicy_t::HEURISTICS_CHOICE);
+    if (st.is_good() && tune)
+        e.ws = g->get_autotune_workspace_size();
+    else if (st.is_good())
         st = g->get_workspace_size(e.ws);
     if (!st.is_good()) {
         if (apb_cudnn_verbose())
@@ -349,7 +423,7 @@ static size_t apb_cudnn_layout(const apb_cudnn_plan &pl, const apb_cuda_seg *seg
     const size_t W = (size_t)n_kvh * d, QW = (size_t)nqh * d;
     for (int p = 0; p < pl.nparts; p++) {
         const apb_cudnn_part &pp = pl.part[p];
-        const size_t kv = apb_cudnn_direct(pp, segs, W) ? 0 : (size_t)pp.skv * W * 2;
+        const size_t kv = pp.shares0 || apb_cudnn_direct(pp, segs, W) ? 0 : (size_t)apb_cudnn_kpack(pp) * W * 2;
         offs[4 * p + 0] = at, at = apb_align256(at + kv);
         offs[4 * p + 1] = at, at = apb_align256(at + kv);
         offs[4 * p + 2] = at, at = apb_align256(at + (size_t)pp.rows * QW * 2);
@@ -403,6 +477,103 @@ __global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int r0, int n_q, int n
         lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
 }
 
+/* ------------------------------------------------------------------ phase timing */
+/* APB_CUDNN_TIMING=1: GPU time of each phase of every call (Q to bf16, K/V packing, the SDPA calls,
+ * the merge), measured with events and a synchronize at the end of each call (so it slows the run),
+ * and the SDPA calls' rate over the pairs they compute; printed at exit. For finding where an
+ * attention task's time goes beside cuDNN's kernel. */
+struct apb_cudnn_timing {
+    double ms[4] = {0, 0, 0, 0}; /* q, pack, sdpa, finish */
+    double host_ms = 0, flops = 0;
+    long calls = 0, sdpa_calls = 0;
+    std::mutex mu;
+};
+static apb_cudnn_timing *apb_cudnn_tm;
+static double apb_cudnn_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+static void apb_cudnn_timing_print(void)
+{
+    apb_cudnn_timing *t = apb_cudnn_tm;
+    const double tot = t->ms[0] + t->ms[1] + t->ms[2] + t->ms[3];
+    fprintf(stderr, "apb: cuDNN attention timing: %ld tasks, %ld SDPA calls; GPU ms: q->bf16 %.1f, pack %.1f, "
+                    "sdpa %.1f (%.1f TFLOP/s), merge %.1f; sum %.1f; host ms in the calls %.1f\n",
+            t->calls, t->sdpa_calls, t->ms[0], t->ms[1], t->ms[2],
+            t->ms[2] > 0 ? t->flops / (t->ms[2] * 1e-3) * 1e-12 : 0.0, t->ms[3], tot, t->host_ms);
+}
+static apb_cudnn_timing *apb_cudnn_timing_on(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_CUDNN_TIMING");
+        v = e && *e && strcmp(e, "0") ? 1 : 0;
+        if (v) {
+            apb_cudnn_tm = new apb_cudnn_timing();
+            atexit(apb_cudnn_timing_print);
+        }
+    }
+    return v ? apb_cudnn_tm : nullptr;
+}
+/* query-key pairs a part's SDPA call computes (its band: row i sees keys j <= i + off) */
+static double apb_cudnn_pairs(const apb_cudnn_part &p)
+{
+    if (!p.masked)
+        return (double)p.rows * p.skv;
+    double n = 0;
+    for (int i = 0; i < p.rows; i++) {
+        long k = (long)i + p.off + 1;
+        n += (double)(k < p.skv ? (k > 0 ? k : 0) : p.skv);
+    }
+    return n;
+}
+
+/* apb_k_cudnn_finish with four columns a lane per step (8-byte bf16 loads, 16-byte fp32 stores): it
+ * moved ~0.6 TB/s (43 ms of a 32K prefill's 464 ms of SDPA calls, APB_CUDNN_TIMING), this ~0.7
+ * (36 ms; session 10). Needs d % 4 == 0 and 16-byte aligned O rows (checked by the caller). */
+__global__ void apb_k_cudnn_finish4(const apb_cudnn_fin f, int r0, int n_q, int nqh, int d, int qh0,
+                                    float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
+{
+    const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (wid >= n_q * nqh)
+        return;
+    const int h = wid % nqh, il = wid / nqh, i = il + r0;
+    float l[1 + APB_CUDNN_MAX_PASS], L = -INFINITY;
+    const uint16_t *src[1 + APB_CUDNN_MAX_PASS];
+    for (int p = 0; p < f.n; p++) {
+        const int r = i - f.row0[p];
+        const bool in = r >= 0 && r < f.rows[p];
+        l[p] = in ? __ldg(&f.st[p][(size_t)h * f.rows[p] + r]) : -INFINITY;
+        src[p] = in ? f.o[p] + (f.bhsd ? ((size_t)h * f.rows[p] + r) * d : (size_t)r * nqh * d + (size_t)h * d) : nullptr;
+        L = fmaxf(L, l[p]);
+    }
+    float sum = 0.f;
+    for (int p = 0; p < f.n; p++) {
+        l[p] = l[p] == -INFINITY ? 0.f : expf(l[p] - L);
+        sum += l[p];
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    float *orow = o + (size_t)il * ld_o + (size_t)(qh0 + h) * d;
+    for (int c = lane * 4; c < d; c += 128) {
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int p = 0; p < f.n; p++) {
+            if (l[p] == 0.f)
+                continue;
+            const uint2 u = __ldg((const uint2 *)(src[p] + c));
+            acc.x += l[p] * __uint_as_float(u.x << 16);
+            acc.y += l[p] * __uint_as_float(u.x & 0xffff0000u);
+            acc.z += l[p] * __uint_as_float(u.y << 16);
+            acc.w += l[p] * __uint_as_float(u.y & 0xffff0000u);
+        }
+        acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
+        *(float4 *)(orow + c) = acc;
+    }
+    if (lane == 0)
+        lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
+}
+
 /* ------------------------------------------------------------------ entry points */
 extern "C" size_t apb_cudnn_attention_scratch(int n_q, int q_coord0, const apb_cuda_seg *segs,
                                               int n_segs, int n_heads, int n_kv_heads, int n_kvh,
@@ -418,6 +589,7 @@ extern "C" size_t apb_cudnn_attention_scratch(int n_q, int q_coord0, const apb_c
     std::lock_guard<std::mutex> lock(mu);
     if (apb_cudnn_make_plan(n_q, q_coord0, segs, n_segs, &pl))
         return 0;
+    apb_cudnn_split(&pl);
     apb_cudnn_thread *t = apb_cudnn_state();
     if (!t)
         return 0;
@@ -446,6 +618,7 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
         n_q += qt[i].rows;
     if (!scratch || n_qt <= 0 || apb_cudnn_make_plan(n_q, q_coord0, segs, n_segs, &pl))
         return 1;
+    apb_cudnn_split(&pl);
     apb_cudnn_thread *t = apb_cudnn_state();
     if (!t)
         return 1;
@@ -462,6 +635,20 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
     size_t offs[4 * APB_CUDNN_MAX_PASS + 6];
     if (apb_cudnn_layout(pl, segs, n_q, nqh, n_kvh, d, ws, offs) > scratch_bytes)
         return 1;
+    apb_cudnn_timing *tm = apb_cudnn_timing_on();
+    cudaEvent_t ev[3 + 2 * (1 + APB_CUDNN_MAX_PASS)]; /* q0, q1, (packed, run) a part, merged */
+    int nev = 0;
+    const double host0 = tm ? apb_cudnn_wall_ms() : 0;
+    auto mark = [&] {
+        if (tm && cudaEventCreate(&ev[nev]) == cudaSuccess)
+            cudaEventRecord(ev[nev++], s);
+    };
+    auto drop = [&] {
+        for (int i = 0; i < nev; i++)
+            cudaEventDestroy(ev[i]);
+        return -1;
+    };
+    mark();
     char *base = (char *)(((uintptr_t)scratch + 255) & ~(uintptr_t)255);
     uint16_t *qb = (uint16_t *)(base + offs[4 * APB_CUDNN_MAX_PASS + 4]);
     void *wsp = base + offs[4 * APB_CUDNN_MAX_PASS + 5];
@@ -472,8 +659,9 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
         else
             apb_cuda_f32_to_bf16(qb + (size_t)r * nqh * d, nqh * d, qt[i].q + (size_t)qh0 * d, qt[i].ld_q,
                                  qt[i].rows, nqh * d, s);
+    mark();
     if (cudnnSetStream(t->h, s) != CUDNN_STATUS_SUCCESS)
-        return -1;
+        return drop();
     if (apb_cudnn_verbose() && n_qt > 1) {
         static std::once_flag once;
         std::call_once(once, [&] {
@@ -482,6 +670,7 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
         });
     }
     apb_cudnn_fin fin{};
+    uint16_t *k0 = nullptr, *v0 = nullptr;
     fin.n = pl.nparts;
     fin.bhsd = bhsd;
     for (int p = 0; p < pl.nparts; p++) {
@@ -489,7 +678,10 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
         uint16_t *kb = (uint16_t *)(base + offs[4 * p]), *vb = (uint16_t *)(base + offs[4 * p + 1]);
         uint16_t *ob = (uint16_t *)(base + offs[4 * p + 2]);
         float *sb = (float *)(base + offs[4 * p + 3]);
-        if (apb_cudnn_direct(pp, segs, W)) { /* in place: rows [0, skv) of the one bf16 segment */
+        if (pp.shares0) { /* the diagonal of a split: part 0's keys from key kskip on */
+            kb = k0 + (size_t)pp.kskip * W;
+            vb = v0 + (size_t)pp.kskip * W;
+        } else if (apb_cudnn_direct(pp, segs, W)) { /* in place: rows [0, skv) of the one bf16 segment */
             kb = (uint16_t *)(const void *)segs[pp.seg_idx[0]].k;
             vb = (uint16_t *)(const void *)segs[pp.seg_idx[0]].v;
         } else {
@@ -517,14 +709,28 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
                 row += (size_t)ke;
             }
         }
+        if (p == 0)
+            k0 = kb, v0 = vb;
+        mark();
         std::unordered_map<int64_t, void *> vp = {
             {1, qb + (size_t)pp.row0 * (bhsd ? 1 : nqh) * d}, {2, kb}, {3, vb}, {4, ob}, {5, sb}};
-        fe::error_t st = en[p]->g->execute(t->h, vp, wsp);
+        fe::error_t st;
+        if (apb_cudnn_autotune() && !en[p]->tuned) {
+            apb_cudnn_entry *me = const_cast<apb_cudnn_entry *>(en[p]);
+            me->tuned = true; /* once, even if it fails: the heuristics' order stays */
+            st = me->g->autotune(t->h, vp, wsp);
+            if (apb_cudnn_verbose())
+                fprintf(stderr, "apb: cuDNN autotune of %d x %d keys (band %d/%d) over %lld plans: %s\n", pp.rows,
+                        pp.skv, pp.masked, pp.off, (long long)me->g->get_execution_plan_count(),
+                        st.is_good() ? "ok" : st.get_message().c_str());
+        }
+        st = en[p]->g->execute(t->h, vp, wsp);
         if (!st.is_good()) {
             if (apb_cudnn_verbose())
                 fprintf(stderr, "apb: cuDNN SDPA execute failed: %s\n", st.get_message().c_str());
-            return -1;
+            return drop();
         }
+        mark();
         fin.o[p] = ob;
         fin.st[p] = sb;
         fin.row0[p] = pp.row0;
@@ -533,9 +739,40 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
     const int threads = 256;
     for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++) {
         const int warps = qt[i].rows * nqh;
-        apb_k_cudnn_finish<<<(unsigned)((warps * 32 + threads - 1) / threads), threads, 0, s>>>(
-            fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o, qt[i].lse, qt[i].ld_lse);
+        const unsigned blocks = (unsigned)((warps * 32 + threads - 1) / threads);
+        float *orow0 = qt[i].o + (size_t)qh0 * d;
+        if (d % 4 == 0 && ((uintptr_t)orow0 & 15) == 0 && qt[i].ld_o % 4 == 0)
+            apb_k_cudnn_finish4<<<blocks, threads, 0, s>>>(fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o,
+                                                            qt[i].lse, qt[i].ld_lse);
+        else
+            apb_k_cudnn_finish<<<blocks, threads, 0, s>>>(fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o,
+                                                           qt[i].lse, qt[i].ld_lse);
     }
+    mark();
+    if (tm && nev == 3 + 2 * pl.nparts) {
+        const double host = apb_cudnn_wall_ms() - host0;
+        float ms[4] = {0, 0, 0, 0}, x = 0;
+        cudaEventSynchronize(ev[nev - 1]);
+        cudaEventElapsedTime(&ms[0], ev[0], ev[1]);
+        for (int p = 0; p < pl.nparts; p++) {
+            cudaEventElapsedTime(&x, ev[1 + 2 * p], ev[2 + 2 * p]);
+            ms[1] += x;
+            cudaEventElapsedTime(&x, ev[2 + 2 * p], ev[3 + 2 * p]);
+            ms[2] += x;
+        }
+        cudaEventElapsedTime(&ms[3], ev[nev - 2], ev[nev - 1]);
+        double flops = 0;
+        for (int p = 0; p < pl.nparts; p++)
+            flops += 4.0 * nqh * d * apb_cudnn_pairs(pl.part[p]);
+        std::lock_guard<std::mutex> lock(tm->mu);
+        for (int i = 0; i < 4; i++)
+            tm->ms[i] += ms[i];
+        tm->host_ms += host;
+        tm->flops += flops;
+        tm->calls++;
+        tm->sdpa_calls += pl.nparts;
+    }
+    drop();
     return cudaPeekAtLastError() == cudaSuccess ? 0 : -1;
 }
 
