@@ -17,7 +17,8 @@
 #            bench/trace_ops.py; everything in one $OUT/memory.tar.xz (a call brings back 8 files)
 #   sidebyside  PyTorch (bench/torch_prefill.py, with its APB baseline) and bench/prefill in one
 #            call at SBS_LENGTHS (32768,131072) for SBS_METHODS (full,apb,spava,star), --decode 32,
-#            traces of the timed runs split per op (bench/trace_ops.py); one $OUT/sidebyside.tar
+#            traces of the timed runs split per op (bench/trace_ops.py), cuDNN's SDPA rate at the
+#            tiles' shapes through PyTorch (bench/cudnn_shapes.py); one $OUT/sidebyside.tar
 #   decode   issue 16's numbers: the split-KV kernel alone (old and new Q K^T loads), then decode
 #            ms/token and the question pass timed alone (--question-share) for DECODE_METHODS at
 #            DECODE_LENGTHS (default full,apb,star at 16384,131072)
@@ -125,6 +126,8 @@ sidebyside)
         --decode 32 --trace-dir "$sd/tr" --json "$sd/prefill.json" > "$sd/prefill.log" 2>&1 \
         && note "sidebyside done" || note "FAIL sidebyside prefill"
     python3 bench/trace_ops.py "$sd"/tr/trace_*.json > "$sd/ops.log" 2>&1
+    python3 bench/cudnn_shapes.py --json "$sd/cudnn_shapes.json" > "$sd/cudnn_shapes.log" 2>&1 \
+        || note "FAIL cudnn_shapes"
     xz -T0 "$sd"/tr/*.json
     tar -cf "$OUT/sidebyside.tar" -C "$sd" .
     grep -E "^ +[0-9]+ |apb prefill" "$sd/torch_prefill.log"; grep -E "^ +[0-9]+ |GEMM|causal" "$sd/prefill.log" ;;
