@@ -574,6 +574,69 @@ __global__ void apb_k_cudnn_finish4(const apb_cudnn_fin f, int r0, int n_q, int 
         lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
 }
 
+/* APB_GLUE_V2=1: the merge with the part count NP a template parameter, so the per-part arrays
+ * stay in registers (the kernels above index them by a run-time count, which puts them and the
+ * parameter struct in local memory); four columns a lane as apb_k_cudnn_finish4. Same arithmetic
+ * in the same order, so the same bits. */
+template <int NP>
+__global__ void apb_k_cudnn_finish_np(const apb_cudnn_fin f, int r0, int n_q, int nqh, int d, int qh0,
+                                      float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
+{
+    const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (wid >= n_q * nqh)
+        return;
+    const int h = wid % nqh, il = wid / nqh, i = il + r0;
+    float l[NP], L = -INFINITY;
+    const uint16_t *src[NP];
+#pragma unroll
+    for (int p = 0; p < NP; p++) {
+        const int r = i - f.row0[p];
+        const bool in = r >= 0 && r < f.rows[p];
+        l[p] = in ? __ldg(&f.st[p][(size_t)h * f.rows[p] + r]) : -INFINITY;
+        src[p] = in ? f.o[p] + (f.bhsd ? ((size_t)h * f.rows[p] + r) * d : (size_t)r * nqh * d + (size_t)h * d) : nullptr;
+        L = fmaxf(L, l[p]);
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int p = 0; p < NP; p++) {
+        l[p] = l[p] == -INFINITY ? 0.f : expf(l[p] - L);
+        sum += l[p];
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    float *orow = o + (size_t)il * ld_o + (size_t)(qh0 + h) * d;
+    for (int c = lane * 4; c < d; c += 128) {
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int p = 0; p < NP; p++) {
+            if (l[p] == 0.f)
+                continue;
+            const uint2 u = __ldg((const uint2 *)(src[p] + c));
+            acc.x += l[p] * __uint_as_float(u.x << 16);
+            acc.y += l[p] * __uint_as_float(u.x & 0xffff0000u);
+            acc.z += l[p] * __uint_as_float(u.y << 16);
+            acc.w += l[p] * __uint_as_float(u.y & 0xffff0000u);
+        }
+        acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
+        *(float4 *)(orow + c) = acc;
+    }
+    if (lane == 0)
+        lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
+}
+
+struct apb_cudnn_qtile_args {
+    int r, rows;
+    float *o;
+    int ld_o;
+    float *lse;
+    int ld_lse;
+};
+template <int NP>
+static void apb_cudnn_finish_launch(unsigned blocks, int threads, cudaStream_t s, const apb_cudnn_fin &f,
+                                    const apb_cudnn_qtile_args &a, int nqh, int d, int qh0)
+{
+    apb_k_cudnn_finish_np<NP><<<blocks, threads, 0, s>>>(f, a.r, a.rows, nqh, d, qh0, a.o, a.ld_o, a.lse, a.ld_lse);
+}
+
 /* ------------------------------------------------------------------ entry points */
 extern "C" size_t apb_cudnn_attention_scratch(int n_q, int q_coord0, const apb_cuda_seg *segs,
                                               int n_segs, int n_heads, int n_kv_heads, int n_kvh,
@@ -741,7 +804,16 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
         const int warps = qt[i].rows * nqh;
         const unsigned blocks = (unsigned)((warps * 32 + threads - 1) / threads);
         float *orow0 = qt[i].o + (size_t)qh0 * d;
-        if (d % 4 == 0 && ((uintptr_t)orow0 & 15) == 0 && qt[i].ld_o % 4 == 0)
+        const bool vec = d % 4 == 0 && ((uintptr_t)orow0 & 15) == 0 && qt[i].ld_o % 4 == 0;
+        if (vec && apb_cuda_glue_v2()) {
+            const apb_cudnn_qtile_args a{r, qt[i].rows, qt[i].o, qt[i].ld_o, qt[i].lse, qt[i].ld_lse};
+            switch (fin.n) {
+            case 1: apb_cudnn_finish_launch<1>(blocks, threads, s, fin, a, nqh, d, qh0); break;
+            case 2: apb_cudnn_finish_launch<2>(blocks, threads, s, fin, a, nqh, d, qh0); break;
+            case 3: apb_cudnn_finish_launch<3>(blocks, threads, s, fin, a, nqh, d, qh0); break;
+            default: apb_cudnn_finish_launch<4>(blocks, threads, s, fin, a, nqh, d, qh0); break;
+            }
+        } else if (vec)
             apb_k_cudnn_finish4<<<blocks, threads, 0, s>>>(fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o,
                                                             qt[i].lse, qt[i].ld_lse);
         else

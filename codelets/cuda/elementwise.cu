@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief Conversions and elementwise kernels used by several codelets (GEMM glue, SwiGLU). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "codelets/cuda/common.cuh"
 
 __global__ void apb_k_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
@@ -13,12 +17,48 @@ __global__ void apb_k_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, i
     }
 }
 
+/* One block a row, four columns a thread (16-byte loads, 8-byte stores), no 64-bit division an
+ * element as the kernel above does. Needs cols, ld_src, ld_dst multiples of 4 and 16-byte aligned
+ * src / 8-byte aligned dst (checked by the caller). */
+__global__ void apb_k_f32_to_bf16_rows4(uint16_t *__restrict__ dst, int ld_dst, const float *__restrict__ src,
+                                        int ld_src, int cols4)
+{
+    const float4 *s = (const float4 *)(src + (size_t)blockIdx.x * ld_src);
+    uint2 *d = (uint2 *)(dst + (size_t)blockIdx.x * ld_dst);
+    for (int c = threadIdx.x; c < cols4; c += blockDim.x) {
+        const float4 v = __ldg(&s[c]);
+        d[c] = make_uint2((uint32_t)apb_f32_to_bf16(v.x) | ((uint32_t)apb_f32_to_bf16(v.y) << 16),
+                          (uint32_t)apb_f32_to_bf16(v.z) | ((uint32_t)apb_f32_to_bf16(v.w) << 16));
+    }
+}
+
+/* APB_GLUE_V2=1: the row kernel above for the fp32 -> bf16 conversions in front of the GEMMs and
+ * cuDNN (and the merge of cuDNN's parts templated on their count, attention_cudnn.cu), instead of
+ * the element-wise kernels: the conversions ran at ~1.4 TB/s and the merge at ~0.7 (session 10,
+ * APB_CUDNN_TIMING). Off until the GPU tests have run with it on (written without a GPU). */
+extern "C" int apb_cuda_glue_v2(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_GLUE_V2");
+        v = e && *e && strcmp(e, "0") ? 1 : 0;
+    }
+    return v;
+}
+
 extern "C" void apb_cuda_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
                                      int cols, cudaStream_t s)
 {
     size_t n = (size_t)rows * cols;
-    if (n)
-        apb_k_f32_to_bf16<<<apb_blocks(n, 256), 256, 0, s>>>(dst, ld_dst, src, ld_src, rows, cols);
+    if (!n)
+        return;
+    if (apb_cuda_glue_v2() && cols % 4 == 0 && ld_src % 4 == 0 && ld_dst % 4 == 0 && ((uintptr_t)src & 15) == 0 &&
+        ((uintptr_t)dst & 7) == 0) {
+        const int cols4 = cols / 4, threads = cols4 >= 256 ? 256 : (cols4 + 31) / 32 * 32;
+        apb_k_f32_to_bf16_rows4<<<(unsigned)rows, threads, 0, s>>>(dst, ld_dst, src, ld_src, cols4);
+        return;
+    }
+    apb_k_f32_to_bf16<<<apb_blocks(n, 256), 256, 0, s>>>(dst, ld_dst, src, ld_src, rows, cols);
 }
 
 __global__ void apb_k_add_bias(float *out, int ld, const float *bias, int rows, int cols)
