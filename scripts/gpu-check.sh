@@ -7,7 +7,8 @@
 #            part aa + .gpu/whl, then part ab, each with a command that copies them to
 #            /tmp/apb-model and /tmp/apb-whl (kept while the machine stays warm), then the bundle
 #   ops      op tests with every task on the GPU (APB_TEST_DEVICE=cuda), fp32 then bf16, and the
-#            CPU-vs-GPU comparison of every codelet (test_cuda_ops)
+#            CPU-vs-GPU comparison of every codelet (test_cuda_ops), also under APB_GLUE_V2=1 and
+#            APB_CUDNN_SPLIT=1 APB_CUDNN_AUTOTUNE=1
 #   graph    forward and method tests on the GPU against the float64/numpy references (needs model)
 #   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
@@ -74,7 +75,11 @@ ops)
     run_test attention_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_attention"
     run_test apb_ops_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_apb_ops"
     run_test ops_gpu_bf16 APB_TEST_DEVICE=cuda APB_TEST_PRECISION=bf16 "$R/bin/test_ops"
-    run_test cuda_vs_cpu "$R/bin/test_cuda_ops" ;;
+    run_test cuda_vs_cpu "$R/bin/test_cuda_ops"
+    # the switches' paths: new glue kernels (APB_GLUE_V2), cuDNN's split and autotuned calls
+    run_test cuda_vs_cpu_glue_v2 APB_GLUE_V2=1 "$R/bin/test_cuda_ops"
+    run_test attention_gpu_glue_v2 APB_GLUE_V2=1 APB_TEST_DEVICE=cuda "$R/bin/test_attention"
+    run_test cuda_vs_cpu_split APB_CUDNN_SPLIT=1 APB_CUDNN_AUTOTUNE=1 "$R/bin/test_cuda_ops" ;;
 graph)
     run_test forward_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_forward"
     run_test methods_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_methods" ;;
@@ -126,7 +131,7 @@ sidebyside)
         --decode 32 --trace-dir "$sd/tr" --json "$sd/prefill.json" > "$sd/prefill.log" 2>&1 \
         && note "sidebyside done" || note "FAIL sidebyside prefill"
     python3 bench/trace_ops.py "$sd"/tr/trace_*.json > "$sd/ops.log" 2>&1
-    python3 bench/cudnn_shapes.py --json "$sd/cudnn_shapes.json" > "$sd/cudnn_shapes.log" 2>&1 \
+    python3 bench/cudnn_shapes.py --under-load --json "$sd/cudnn_shapes.json" > "$sd/cudnn_shapes.log" 2>&1 \
         || note "FAIL cudnn_shapes"
     xz -T0 "$sd"/tr/*.json
     tar -cf "$OUT/sidebyside.tar" -C "$sd" .
