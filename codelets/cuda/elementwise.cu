@@ -33,8 +33,8 @@ __global__ void apb_k_f32_to_bf16_rows4(uint16_t *__restrict__ dst, int ld_dst, 
 }
 
 /* APB_GLUE_V2=1: the row kernel above for the fp32 -> bf16 conversions in front of the GEMMs and
- * cuDNN (and the merge of cuDNN's parts templated on their count, attention_cudnn.cu), instead of
- * the element-wise kernels: the conversions ran at ~1.4 TB/s and the merge at ~0.7 (session 10,
+ * cuDNN, the eight-wide bf16 SwiGLU below, and the merge of cuDNN's parts templated on their count
+ * (attention_cudnn.cu), instead of the element-wise kernels: the conversions ran at ~1.4 TB/s and the merge at ~0.7 (session 10,
  * APB_CUDNN_TIMING). Off until the GPU tests have run with it on (written without a GPU). */
 extern "C" int apb_cuda_glue_v2(void)
 {
@@ -95,11 +95,35 @@ template <typename T> __global__ void apb_k_swiglu(T *h, const T *g, const T *u,
     }
 }
 
+/* bf16 SwiGLU, eight elements a thread (16-byte loads and stores); same arithmetic per element as
+ * apb_k_swiglu<uint16_t>, so the same bits. APB_GLUE_V2=1 with n % 8 == 0 and 16-byte aligned
+ * arrays. */
+__global__ void apb_k_swiglu_bf16x8(uint4 *h, const uint4 *g, const uint4 *u, size_t n8)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        const uint4 gv = g[i], uv = u[i]; /* g may be h (the codelet's in-place call): plain loads */
+        const uint32_t ga[4] = {gv.x, gv.y, gv.z, gv.w}, ua[4] = {uv.x, uv.y, uv.z, uv.w};
+        uint32_t ha[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float g0 = __uint_as_float(ga[j] << 16), g1 = __uint_as_float(ga[j] & 0xffff0000u);
+            const float u0 = __uint_as_float(ua[j] << 16), u1 = __uint_as_float(ua[j] & 0xffff0000u);
+            ha[j] = (uint32_t)apb_f32_to_bf16(g0 / (1.0f + __expf(-g0)) * u0) |
+                    ((uint32_t)apb_f32_to_bf16(g1 / (1.0f + __expf(-g1)) * u1) << 16);
+        }
+        h[i] = make_uint4(ha[0], ha[1], ha[2], ha[3]);
+    }
+}
+
 extern "C" void apb_cuda_swiglu(void *h, const void *g, const void *u, size_t n, int elem,
                                 cudaStream_t s)
 {
     if (!n)
         return;
+    if (elem == 2 && apb_cuda_glue_v2() && n % 8 == 0 && (((uintptr_t)h | (uintptr_t)g | (uintptr_t)u) & 15) == 0) {
+        apb_k_swiglu_bf16x8<<<apb_blocks(n / 8, 256), 256, 0, s>>>((uint4 *)h, (const uint4 *)g, (const uint4 *)u, n / 8);
+        return;
+    }
     if (elem == 2)
         apb_k_swiglu<uint16_t><<<apb_blocks(n, 256), 256, 0, s>>>((uint16_t *)h, (const uint16_t *)g,
                                                                   (const uint16_t *)u, n);
