@@ -577,7 +577,8 @@ __global__ void apb_k_cudnn_finish4(const apb_cudnn_fin f, int r0, int n_q, int 
 /* APB_GLUE_V2=1: the merge with the part count NP a template parameter, so the per-part arrays
  * stay in registers (the kernels above index them by a run-time count, which puts them and the
  * parameter struct in local memory); four columns a lane as apb_k_cudnn_finish4. Same arithmetic
- * in the same order, so the same bits. */
+ * in the same order, so the same bits. Once the GPU tests have run with it, it replaces
+ * apb_k_cudnn_finish4 (a copy of it but for the count) and the switch goes. */
 template <int NP>
 __global__ void apb_k_cudnn_finish_np(const apb_cudnn_fin f, int r0, int n_q, int nqh, int d, int qh0,
                                       float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
