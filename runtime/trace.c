@@ -20,6 +20,7 @@ struct _apb_trace_rec {
      * acquisition (fetch/transfer + wait for the data) before the body, in ns; -1 = unknown */
     float push_ns, pop_ns, fetch_ns;
     int64_t bytes_in, bytes_out; /* sizes of the buffers read / written */
+    double flops;                 /* the task's STARPU_FLOPS (0 when it has none) */
 };
 
 struct _apb_trace_worker {
@@ -96,9 +97,10 @@ static void _apb_trace_push(int w, struct starpu_task *task, enum apb_op op, dou
     }
     struct _apb_trace_rec *r = &tw->rec[tw->n++];
     *r = (struct _apb_trace_rec){task && task->name ? task->name : apb_op_name(op), (int)op, t0_ns,
-                                 t1_ns, -1, -1, -1, bytes_in, bytes_out};
+                                 t1_ns, -1, -1, -1, bytes_in, bytes_out, 0.0};
     if (!task)
         return;
+    r->flops = task->flops > 0 ? task->flops : 0.0;
     const struct starpu_profiling_task_info *pi = task->profiling_info;
     if (pi) {
         r->push_ns = _apb_span_ns(&pi->push_start_time, &pi->push_end_time);
@@ -179,11 +181,11 @@ int apb_trace_write_chrome(const char *path, apb_err *err)
             const struct _apb_trace_rec *r = &_apb_tw[w].rec[i];
             fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": 0, \"tid\": %d, "
                        "\"ts\": %.3f, \"dur\": %.3f, \"args\": {\"op\": \"%s\", \"worker\": \"%s\", "
-                       "\"bytes_in\": %lld, \"bytes_out\": %lld, \"fetch_us\": %.3f, "
+                       "\"bytes_in\": %lld, \"bytes_out\": %lld, \"flops\": %.0f, \"fetch_us\": %.3f, "
                        "\"sched_push_us\": %.3f, \"sched_pop_us\": %.3f}}",
                     r->name, _apb_kind_str(_apb_kind_of(r->op)), w, (r->t0 - t0) * 1e-3,
                     (r->t1 - r->t0) * 1e-3, apb_op_name((enum apb_op)r->op), wname,
-                    (long long)r->bytes_in, (long long)r->bytes_out,
+                    (long long)r->bytes_in, (long long)r->bytes_out, r->flops,
                     r->fetch_ns >= 0 ? r->fetch_ns * 1e-3 : -1.0,
                     r->push_ns >= 0 ? r->push_ns * 1e-3 : -1.0, r->pop_ns >= 0 ? r->pop_ns * 1e-3 : -1.0);
         }

@@ -204,6 +204,10 @@ Test(schedulers, chrome_trace_is_well_formed)
             cr_assert(name && json_is_number(ts) && json_is_number(dur) && json_is_integer(tid),
                       "%s: event %zu lacks name/ts/dur/tid", pols[p], i);
             cr_assert(json_is_integer(json_object_get(args, "bytes_in")), "bytes_in");
+            json_t *fl = json_object_get(args, "flops");
+            cr_assert(json_is_number(fl) && json_number_value(fl) >= 0, "%s: %s without flops", pols[p], name);
+            if (!strncmp(name, "attention-", 10) || !strncmp(name, "mlp-", 4) || !strncmp(name, "qkv-", 4))
+                cr_assert_gt(json_number_value(fl), 0, "%s: %s has no FLOP count", pols[p], name);
             cr_assert(json_string_value(json_object_get(e, "cat")), "cat");
             cr_assert_geq(json_number_value(ts), 0);
             cr_assert_geq(json_number_value(dur), 0);
