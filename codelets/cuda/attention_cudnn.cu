@@ -295,6 +295,21 @@ static apb_cudnn_thread *apb_cudnn_state(void)
     return t;
 }
 
+/* APB_CUDNN_IMPL=composite|unified: which of cudnn-frontend's two SDPA implementations to ask for;
+ * auto (default) lets the frontend pick, and frontend 1.32 picks UNIFIED wherever it is supported.
+ * With cuDNN 9.19 UNIFIED does not take a diagonal band (it needs 9.21), so masked calls run the
+ * COMPOSITE engine and unmasked ones (the passing blocks, APB_CUDNN_SPLIT's rectangles) UNIFIED;
+ * PyTorch 2.11's own frontend builds COMPOSITE graphs. A refused graph falls back as any refusal. */
+static int apb_cudnn_impl(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("APB_CUDNN_IMPL");
+        v = e && !strcmp(e, "composite") ? 1 : e && !strcmp(e, "unified") ? 2 : 0;
+    }
+    return v;
+}
+
 static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key &k)
 {
     apb_cudnn_entry e;
@@ -319,6 +334,9 @@ static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key 
                            .set_dim({1, hk, skv, d}).set_stride(kst));
     auto opt = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true)
                    .set_attn_scale(1.0f / sqrtf((float)k.d));
+    if (apb_cudnn_impl())
+        opt.set_implementation(apb_cudnn_impl() == 1 ? fe::AttentionImplementation_t::COMPOSITE
+                                                     : fe::AttentionImplementation_t::UNIFIED);
     if (k.masked) {
         if (k.off == skv - sq)
             opt.set_diagonal_alignment(fe::DiagonalAlignment_t::BOTTOM_RIGHT);
@@ -351,6 +369,9 @@ static apb_cudnn_entry apb_cudnn_build(apb_cudnn_thread *t, const apb_cudnn_key 
                     st.get_message().c_str());
         return e;
     }
+    if (apb_cudnn_verbose()) /* CUDNN_FRONTEND_LOG_INFO=1 CUDNN_FRONTEND_LOG_FILE=stderr names the one AUTO picks */
+        fprintf(stderr, "apb: cuDNN SDPA graph sq %d skv %d band %d/%d built (implementation asked: %s)\n", k.sq,
+                k.skv, k.masked, k.off, apb_cudnn_impl() == 1 ? "composite" : apb_cudnn_impl() == 2 ? "unified" : "auto");
     e.g = g;
     e.ok = true;
     return e;
