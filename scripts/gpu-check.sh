@@ -14,7 +14,8 @@
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
 #   abtest   bench/prefill (AB_LENGTHS, AB_METHODS, --decode 0) once per configuration of AB_CONFIGS
 #            (';'-separated env assignments; default: defaults, APB_GLUE_V2=1, cuDNN's COMPOSITE
-#            implementation with the split causal call, both) and one table of prefill seconds
+#            implementation, COMPOSITE with the split causal call, that and GLUE_V2) and one table
+#            of prefill seconds
 #   memory   issue 15's memory and time split: per method (MEM_METHODS, default full,apb,spava) at
 #            MEM_LEN (131072) one process each with APB_MEM_TRACE (every 5 ms sample of the
 #            warm-up and the timed run) and traces of both (APB_TRACE_WARMUP=1), split per op by
@@ -87,7 +88,7 @@ ops)
 abtest)
     # one process per configuration (AB_CONFIGS: ';'-separated env assignments, '-' = defaults),
     # the same bench/prefill runs in each, then one table of prefill seconds
-    IFS=';' read -r -a cfgs <<< "${AB_CONFIGS:--;APB_GLUE_V2=1;APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1;APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1 APB_GLUE_V2=1}"
+    IFS=';' read -r -a cfgs <<< "${AB_CONFIGS:--;APB_GLUE_V2=1;APB_CUDNN_IMPL=composite;APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1;APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1 APB_GLUE_V2=1}"
     for i in "${!cfgs[@]}"; do
         c=${cfgs[$i]}; [ "$c" = - ] && c=""
         env $c "$R/bin/prefill" --lengths "${AB_LENGTHS:-32768,131072}" --methods "${AB_METHODS:-full,apb,spava}" \
