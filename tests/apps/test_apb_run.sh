@@ -81,6 +81,21 @@ for want in ("attention-0-h0", "attention-0-h1", "qkv-29-h1", "mlp-0-h0"):
 print(f"trace: {len(x)} task events, {len(names)} task names")
 PY
 then echo "ok   trace well-formed"; else echo "FAIL trace well-formed"; fail=1; fi
+# bench/trace_ops.py on that trace: per worker, the ops' exclusive times and the idle time add up to
+# the span, and the FLOP-counted ops (attention, qkv, mlp) get a positive rate
+if [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" "${top_srcdir:-.}/bench/trace_ops.py" "$tmp/t.json" --json "$tmp/ops.json" >/dev/null &&
+    "$APB_PYTHON" - "$tmp/ops.json" <<'PY'
+import json, sys
+tabs = json.load(open(sys.argv[1]))
+assert tabs, "no worker table"
+for t in tabs:
+    busy = sum(o["time_s"] for o in t["ops"].values())
+    assert abs(busy + t["gaps_s"] - t["span_s"]) <= 1e-6 * max(1.0, t["span_s"]) + 1e-6, (busy, t["gaps_s"], t["span_s"])
+rated = {op for t in tabs for op, o in t["ops"].items() if o["flops"] > 0 and o["time_s"] > 0}
+assert {"attention", "qkv", "mlp"} <= rated, f"ops with a FLOP rate: {sorted(rated)}"
+print(f"trace_ops: {len(tabs)} workers, rates for {sorted(rated)}")
+PY
+then echo "ok   trace_ops splits the span and rates the ops"; else echo "FAIL trace_ops"; fail=1; fi
 # pinned placement: every task of host h runs on CPU worker h (2 hosts, 2 CPU workers)
 check "pinned placement" 0 "wrote trace" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --placement pinned --ncpus 2 --max-new-tokens 2 --trace "$tmp/p.json" --no-progress
 if [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/p.json" <<'PY'
