@@ -40,6 +40,7 @@
 #include <cudnn_frontend.h>
 
 #include "codelets/cuda/common.cuh"
+#include "common/apb_env.h"
 
 namespace fe = cudnn_frontend;
 
@@ -68,7 +69,9 @@ static int apb_cudnn_kend(const apb_cuda_seg &sg, int qhi)
     return k > 0 ? k : 0;
 }
 
-/* 0 = planned, 1 = not expressible */
+static void apb_cudnn_split(apb_cudnn_plan *pl);
+
+/* 0 = planned (with APB_CUDNN_SPLIT's split applied), 1 = not expressible */
 static int apb_cudnn_make_plan(int n_q, int q_coord0, const apb_cuda_seg *segs, int n_segs,
                                apb_cudnn_plan *pl)
 {
@@ -142,6 +145,7 @@ static int apb_cudnn_make_plan(int n_q, int q_coord0, const apb_cuda_seg *segs, 
     }
     if (m.skv == 0)
         return 1; /* rows with no key at all: the own kernels write lse = -inf */
+    apb_cudnn_split(pl);
     return 0;
 }
 
@@ -224,7 +228,7 @@ struct apb_cudnn_entry {
     std::shared_ptr<fe::graph::Graph> g;
     int64_t ws = 0;
     bool ok = false;
-    bool tuned = false; /* APB_CUDNN_AUTOTUNE: plans timed on the first call */
+    mutable bool tuned = false; /* APB_CUDNN_AUTOTUNE: plans timed on the first call (set through the cache's const view) */
 };
 
 /* APB_CUDNN_AUTOTUNE=1: every engine configuration cuDNN's heuristics list for a shape is built and
@@ -232,12 +236,8 @@ struct apb_cudnn_entry {
  * keeps the fastest; 0 (default) = the heuristics' first choice. */
 static int apb_cudnn_autotune(void)
 {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("APB_CUDNN_AUTOTUNE");
-        v = e && *e && strcmp(e, "0") ? 1 : 0;
-    }
-    return v;
+    static int on = -1;
+    return apb_env_switch("APB_CUDNN_AUTOTUNE", 0, &on);
 }
 /* One per worker thread (a StarPU CUDA worker drives one device); never freed: cuDNN handles
  * cannot be destroyed safely after the CUDA context of a finished worker is gone. */
@@ -527,16 +527,15 @@ static void apb_cudnn_timing_print(void)
 }
 static apb_cudnn_timing *apb_cudnn_timing_on(void)
 {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("APB_CUDNN_TIMING");
-        v = e && *e && strcmp(e, "0") ? 1 : 0;
-        if (v) {
-            apb_cudnn_tm = new apb_cudnn_timing();
-            atexit(apb_cudnn_timing_print);
-        }
-    }
-    return v ? apb_cudnn_tm : nullptr;
+    static int on = -1;
+    if (!apb_env_switch("APB_CUDNN_TIMING", 0, &on))
+        return nullptr;
+    static std::once_flag once;
+    std::call_once(once, [] {
+        apb_cudnn_tm = new apb_cudnn_timing();
+        atexit(apb_cudnn_timing_print);
+    });
+    return apb_cudnn_tm;
 }
 /* query-key pairs a part's SDPA call computes (its band: row i sees keys j <= i + off) */
 static double apb_cudnn_pairs(const apb_cudnn_part &p)
@@ -553,65 +552,22 @@ static double apb_cudnn_pairs(const apb_cudnn_part &p)
 
 /* apb_k_cudnn_finish with four columns a lane per step (8-byte bf16 loads, 16-byte fp32 stores): it
  * moved ~0.6 TB/s (43 ms of a 32K prefill's 464 ms of SDPA calls, APB_CUDNN_TIMING), this ~0.7
- * (36 ms; session 10). Needs d % 4 == 0 and 16-byte aligned O rows (checked by the caller). */
+ * (36 ms; session 10). Needs d % 4 == 0 and 16-byte aligned O rows (checked by the caller).
+ * NP = 0 reads the part count at run time (f.n), which puts the per-part arrays and the parameter
+ * struct in local memory; NP = 1..4 (APB_GLUE_V2=1, not yet run on a GPU) makes it a template
+ * parameter so they stay in registers. Same arithmetic in the same order either way. */
+template <int NP>
 __global__ void apb_k_cudnn_finish4(const apb_cudnn_fin f, int r0, int n_q, int nqh, int d, int qh0,
                                     float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
 {
     const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (wid >= n_q * nqh)
         return;
-    const int h = wid % nqh, il = wid / nqh, i = il + r0;
+    const int h = wid % nqh, il = wid / nqh, i = il + r0, n = NP ? NP : f.n;
     float l[1 + APB_CUDNN_MAX_PASS], L = -INFINITY;
     const uint16_t *src[1 + APB_CUDNN_MAX_PASS];
-    for (int p = 0; p < f.n; p++) {
-        const int r = i - f.row0[p];
-        const bool in = r >= 0 && r < f.rows[p];
-        l[p] = in ? __ldg(&f.st[p][(size_t)h * f.rows[p] + r]) : -INFINITY;
-        src[p] = in ? f.o[p] + (f.bhsd ? ((size_t)h * f.rows[p] + r) * d : (size_t)r * nqh * d + (size_t)h * d) : nullptr;
-        L = fmaxf(L, l[p]);
-    }
-    float sum = 0.f;
-    for (int p = 0; p < f.n; p++) {
-        l[p] = l[p] == -INFINITY ? 0.f : expf(l[p] - L);
-        sum += l[p];
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    float *orow = o + (size_t)il * ld_o + (size_t)(qh0 + h) * d;
-    for (int c = lane * 4; c < d; c += 128) {
-        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-        for (int p = 0; p < f.n; p++) {
-            if (l[p] == 0.f)
-                continue;
-            const uint2 u = __ldg((const uint2 *)(src[p] + c));
-            acc.x += l[p] * __uint_as_float(u.x << 16);
-            acc.y += l[p] * __uint_as_float(u.x & 0xffff0000u);
-            acc.z += l[p] * __uint_as_float(u.y << 16);
-            acc.w += l[p] * __uint_as_float(u.y & 0xffff0000u);
-        }
-        acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
-        *(float4 *)(orow + c) = acc;
-    }
-    if (lane == 0)
-        lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
-}
-
-/* APB_GLUE_V2=1: the merge with the part count NP a template parameter, so the per-part arrays
- * stay in registers (the kernels above index them by a run-time count, which puts them and the
- * parameter struct in local memory); four columns a lane as apb_k_cudnn_finish4. Same arithmetic
- * in the same order, so the same bits. Once the GPU tests have run with it, it replaces
- * apb_k_cudnn_finish4 (a copy of it but for the count) and the switch goes. */
-template <int NP>
-__global__ void apb_k_cudnn_finish_np(const apb_cudnn_fin f, int r0, int n_q, int nqh, int d, int qh0,
-                                      float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
-{
-    const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-    if (wid >= n_q * nqh)
-        return;
-    const int h = wid % nqh, il = wid / nqh, i = il + r0;
-    float l[NP], L = -INFINITY;
-    const uint16_t *src[NP];
 #pragma unroll
-    for (int p = 0; p < NP; p++) {
+    for (int p = 0; p < n; p++) {
         const int r = i - f.row0[p];
         const bool in = r >= 0 && r < f.rows[p];
         l[p] = in ? __ldg(&f.st[p][(size_t)h * f.rows[p] + r]) : -INFINITY;
@@ -620,7 +576,7 @@ __global__ void apb_k_cudnn_finish_np(const apb_cudnn_fin f, int r0, int n_q, in
     }
     float sum = 0.f;
 #pragma unroll
-    for (int p = 0; p < NP; p++) {
+    for (int p = 0; p < n; p++) {
         l[p] = l[p] == -INFINITY ? 0.f : expf(l[p] - L);
         sum += l[p];
     }
@@ -629,34 +585,20 @@ __global__ void apb_k_cudnn_finish_np(const apb_cudnn_fin f, int r0, int n_q, in
     for (int c = lane * 4; c < d; c += 128) {
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-        for (int p = 0; p < NP; p++) {
+        for (int p = 0; p < n; p++) {
             if (l[p] == 0.f)
                 continue;
             const uint2 u = __ldg((const uint2 *)(src[p] + c));
-            acc.x += l[p] * __uint_as_float(u.x << 16);
-            acc.y += l[p] * __uint_as_float(u.x & 0xffff0000u);
-            acc.z += l[p] * __uint_as_float(u.y << 16);
-            acc.w += l[p] * __uint_as_float(u.y & 0xffff0000u);
+            acc.x += l[p] * apb_bf16_lo(u.x);
+            acc.y += l[p] * apb_bf16_hi(u.x);
+            acc.z += l[p] * apb_bf16_lo(u.y);
+            acc.w += l[p] * apb_bf16_hi(u.y);
         }
         acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
         *(float4 *)(orow + c) = acc;
     }
     if (lane == 0)
         lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
-}
-
-struct apb_cudnn_qtile_args {
-    int r, rows;
-    float *o;
-    int ld_o;
-    float *lse;
-    int ld_lse;
-};
-template <int NP>
-static void apb_cudnn_finish_launch(unsigned blocks, int threads, cudaStream_t s, const apb_cudnn_fin &f,
-                                    const apb_cudnn_qtile_args &a, int nqh, int d, int qh0)
-{
-    apb_k_cudnn_finish_np<NP><<<blocks, threads, 0, s>>>(f, a.r, a.rows, nqh, d, qh0, a.o, a.ld_o, a.lse, a.ld_lse);
 }
 
 /* ------------------------------------------------------------------ entry points */
@@ -674,7 +616,6 @@ extern "C" size_t apb_cudnn_attention_scratch(int n_q, int q_coord0, const apb_c
     std::lock_guard<std::mutex> lock(mu);
     if (apb_cudnn_make_plan(n_q, q_coord0, segs, n_segs, &pl))
         return 0;
-    apb_cudnn_split(&pl);
     apb_cudnn_thread *t = apb_cudnn_state();
     if (!t)
         return 0;
@@ -703,7 +644,6 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
         n_q += qt[i].rows;
     if (!scratch || n_qt <= 0 || apb_cudnn_make_plan(n_q, q_coord0, segs, n_segs, &pl))
         return 1;
-    apb_cudnn_split(&pl);
     apb_cudnn_thread *t = apb_cudnn_state();
     if (!t)
         return 1;
@@ -801,12 +741,11 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
             {1, qb + (size_t)pp.row0 * (bhsd ? 1 : nqh) * d}, {2, kb}, {3, vb}, {4, ob}, {5, sb}};
         fe::error_t st;
         if (apb_cudnn_autotune() && !en[p]->tuned) {
-            apb_cudnn_entry *me = const_cast<apb_cudnn_entry *>(en[p]);
-            me->tuned = true; /* once, even if it fails: the heuristics' order stays */
-            st = me->g->autotune(t->h, vp, wsp);
+            en[p]->tuned = true; /* once, even if it fails: the heuristics' order stays */
+            st = en[p]->g->autotune(t->h, vp, wsp);
             if (apb_cudnn_verbose())
                 fprintf(stderr, "apb: cuDNN autotune of %d x %d keys (band %d/%d) over %lld plans: %s\n", pp.rows,
-                        pp.skv, pp.masked, pp.off, (long long)me->g->get_execution_plan_count(),
+                        pp.skv, pp.masked, pp.off, (long long)en[p]->g->get_execution_plan_count(),
                         st.is_good() ? "ok" : st.get_message().c_str());
         }
         st = en[p]->g->execute(t->h, vp, wsp);
@@ -827,18 +766,14 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
         const unsigned blocks = (unsigned)((warps * 32 + threads - 1) / threads);
         float *orow0 = qt[i].o + (size_t)qh0 * d;
         const bool vec = d % 4 == 0 && ((uintptr_t)orow0 & 15) == 0 && qt[i].ld_o % 4 == 0;
-        if (vec && apb_cuda_glue_v2()) {
-            const apb_cudnn_qtile_args a{r, qt[i].rows, qt[i].o, qt[i].ld_o, qt[i].lse, qt[i].ld_lse};
-            switch (fin.n) {
-            case 1: apb_cudnn_finish_launch<1>(blocks, threads, s, fin, a, nqh, d, qh0); break;
-            case 2: apb_cudnn_finish_launch<2>(blocks, threads, s, fin, a, nqh, d, qh0); break;
-            case 3: apb_cudnn_finish_launch<3>(blocks, threads, s, fin, a, nqh, d, qh0); break;
-            default: apb_cudnn_finish_launch<4>(blocks, threads, s, fin, a, nqh, d, qh0); break;
-            }
-        } else if (vec)
-            apb_k_cudnn_finish4<<<blocks, threads, 0, s>>>(fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o,
-                                                            qt[i].lse, qt[i].ld_lse);
-        else
+        if (vec) {
+            auto *k4 = apb_k_cudnn_finish4<0>;
+            if (apb_cuda_glue_v2())
+                k4 = fin.n == 1 ? apb_k_cudnn_finish4<1> : fin.n == 2 ? apb_k_cudnn_finish4<2>
+                   : fin.n == 3 ? apb_k_cudnn_finish4<3> : apb_k_cudnn_finish4<4>;
+            k4<<<blocks, threads, 0, s>>>(fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o, qt[i].lse,
+                                          qt[i].ld_lse);
+        } else
             apb_k_cudnn_finish<<<blocks, threads, 0, s>>>(fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o,
                                                            qt[i].lse, qt[i].ld_lse);
     }

@@ -18,6 +18,16 @@ static __device__ __forceinline__ uint16_t apb_f32_to_bf16(float f)
     return __bfloat16_as_ushort(__float2bfloat16_rn(f));
 }
 
+/* The two bf16 values packed in a 32-bit word (low half first, the memory order), as fp32 */
+static __device__ __forceinline__ float apb_bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
+static __device__ __forceinline__ float apb_bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+
+/* lo and hi rounded to bf16 and packed in a 32-bit word (lo in the low half) */
+static __device__ __forceinline__ uint32_t apb_bf16_pack2(float lo, float hi)
+{
+    return (uint32_t)apb_f32_to_bf16(lo) | ((uint32_t)apb_f32_to_bf16(hi) << 16);
+}
+
 /* Loads element i of an fp32 (elem 4) or bf16 (elem 2) array as fp32. */
 static __device__ __forceinline__ float apb_load_any(const void *p, size_t i, int elem)
 {

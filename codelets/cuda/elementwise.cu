@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /** @brief Conversions and elementwise kernels used by several codelets (GEMM glue, SwiGLU). */
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "codelets/cuda/common.cuh"
+#include "common/apb_env.h"
 
 __global__ void apb_k_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
                                   int cols)
@@ -27,8 +26,7 @@ __global__ void apb_k_f32_to_bf16_rows4(uint16_t *__restrict__ dst, int ld_dst, 
     uint2 *d = (uint2 *)(dst + (size_t)blockIdx.x * ld_dst);
     for (int c = threadIdx.x; c < cols4; c += blockDim.x) {
         const float4 v = __ldg(&s[c]);
-        d[c] = make_uint2((uint32_t)apb_f32_to_bf16(v.x) | ((uint32_t)apb_f32_to_bf16(v.y) << 16),
-                          (uint32_t)apb_f32_to_bf16(v.z) | ((uint32_t)apb_f32_to_bf16(v.w) << 16));
+        d[c] = make_uint2(apb_bf16_pack2(v.x, v.y), apb_bf16_pack2(v.z, v.w));
     }
 }
 
@@ -38,12 +36,8 @@ __global__ void apb_k_f32_to_bf16_rows4(uint16_t *__restrict__ dst, int ld_dst, 
  * APB_CUDNN_TIMING). Off until the GPU tests have run with it on (written without a GPU). */
 extern "C" int apb_cuda_glue_v2(void)
 {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("APB_GLUE_V2");
-        v = e && *e && strcmp(e, "0") ? 1 : 0;
-    }
-    return v;
+    static int on = -1;
+    return apb_env_switch("APB_GLUE_V2", 0, &on);
 }
 
 extern "C" void apb_cuda_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
@@ -86,13 +80,14 @@ template <> __device__ __forceinline__ float apb_ld<uint16_t>(const uint16_t *p,
 __device__ __forceinline__ void apb_st(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void apb_st(uint16_t *p, size_t i, float v) { p[i] = apb_f32_to_bf16(v); }
 
+/* silu(g) * u, the SwiGLU of one element (both kernels below) */
+static __device__ __forceinline__ float apb_silu_mul(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
+
 template <typename T> __global__ void apb_k_swiglu(T *h, const T *g, const T *u, size_t n)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float x = apb_ld(g, i);
-        apb_st(h, i, x / (1.0f + __expf(-x)) * apb_ld(u, i));
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        apb_st(h, i, apb_silu_mul(apb_ld(g, i), apb_ld(u, i)));
 }
 
 /* bf16 SwiGLU, eight elements a thread (16-byte loads and stores); same arithmetic per element as
@@ -105,12 +100,9 @@ __global__ void apb_k_swiglu_bf16x8(uint4 *h, const uint4 *g, const uint4 *u, si
         const uint32_t ga[4] = {gv.x, gv.y, gv.z, gv.w}, ua[4] = {uv.x, uv.y, uv.z, uv.w};
         uint32_t ha[4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const float g0 = __uint_as_float(ga[j] << 16), g1 = __uint_as_float(ga[j] & 0xffff0000u);
-            const float u0 = __uint_as_float(ua[j] << 16), u1 = __uint_as_float(ua[j] & 0xffff0000u);
-            ha[j] = (uint32_t)apb_f32_to_bf16(g0 / (1.0f + __expf(-g0)) * u0) |
-                    ((uint32_t)apb_f32_to_bf16(g1 / (1.0f + __expf(-g1)) * u1) << 16);
-        }
+        for (int j = 0; j < 4; j++)
+            ha[j] = apb_bf16_pack2(apb_silu_mul(apb_bf16_lo(ga[j]), apb_bf16_lo(ua[j])),
+                                   apb_silu_mul(apb_bf16_hi(ga[j]), apb_bf16_hi(ua[j])));
         h[i] = make_uint4(ha[0], ha[1], ha[2], ha[3]);
     }
 }
