@@ -351,9 +351,22 @@ static void _apb_attention_cpu(void *buffers[], void *cl_arg)
         int n_q = _APB_ROWS(qb);
         /* bf16 runs: prefill tiles (many rows) multiply in bf16 through oneDNN, as the GPU's do */
         int mm16 = n_q >= 32 && apb_runtime_precision() == APB_PREC_BF16;
+        /* a bf16 o tile: this task's columns computed in fp32, then rounded (nearest even) */
+        const int o16 = _apb_elem(ob) == 2, c0 = a->kvh0 * (a->n_heads / a->n_kv_heads) * a->head_dim;
+        const int nc = a->n_kvh * (a->n_heads / a->n_kv_heads) * a->head_dim;
+        float *o = o16 ? _apb_thread_scratch(_APB_SCRATCH_ATTN_O, (size_t)n_q * a->n_heads * a->head_dim)
+                       : (float *)_APB_PTR(ob);
+        int ld_o = o16 ? a->n_heads * a->head_dim : _APB_LD(ob);
+        if (!o) {
+            _apb_task_fail(APB_E_NOMEM, "attention: out of host memory");
+            break;
+        }
         (mm16 ? apb_attention_heads_bf16mm : apb_attention_heads_f32)(
             _APB_PTR(qb), _APB_LD(qb), n_q, a->q_coord0 + r, segs, a->n_segs, a->n_heads, a->n_kv_heads,
-            a->kvh0, a->n_kvh, a->head_dim, _APB_PTR(ob), _APB_LD(ob), _APB_PTR(lb), _APB_LD(lb));
+            a->kvh0, a->n_kvh, a->head_dim, o, ld_o, _APB_PTR(lb), _APB_LD(lb));
+        for (int j = 0; o16 && j < n_q; j++)
+            apb_bf16_from_f32_n((uint16_t *)_APB_PTR(ob) + (size_t)j * _APB_LD(ob) + c0, o + (size_t)j * ld_o + c0,
+                                (size_t)nc);
         r += n_q;
     }
     if (segs != segs_local)
@@ -389,7 +402,8 @@ static void _apb_attention_cuda(void *buffers[], void *cl_arg)
     for (int i = 0; i < a->n_qt; i++) {
         void *qb = _APB_ATTN_Q(buffers, a, i), *ob = _APB_ATTN_O(buffers, a, i), *lb = _APB_ATTN_L(buffers, a, i);
         qt[i] = (apb_cuda_qtile){.q = _APB_PTR(qb), .o = _APB_PTR(ob), .lse = _APB_PTR(lb), .ld_q = _APB_LD(qb),
-                                 .ld_o = _APB_LD(ob), .ld_lse = _APB_LD(lb), .rows = _APB_ROWS(qb)};
+                                 .ld_o = _APB_LD(ob), .ld_lse = _APB_LD(lb), .rows = _APB_ROWS(qb),
+                                 .o_bf16 = _apb_elem(ob) == 2};
         n_q += qt[i].rows;
     }
     int tc = _apb_precision() == APB_PREC_BF16;

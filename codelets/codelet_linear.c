@@ -92,13 +92,22 @@ static void _apb_linear_cpu(void *buffers[], void *cl_arg)
     double t0 = _apb_now_ns();
     const struct _apb_linear_args *a = cl_arg;
     const float *in = _APB_PTR(buffers[0]);
-    const float *w = _APB_PTR(buffers[1]);
     const float *bias = a->has_bias ? _APB_PTR(buffers[2]) : NULL;
     void *ob = buffers[a->has_bias ? 3 : 2];
-    int rows = _APB_ROWS(buffers[0]), n_in = _APB_COLS(buffers[0]), n_out = _APB_COLS(ob);
-    (void)w;
-    if (_apb_linear_w(_APB_PTR(ob), _APB_LD(ob), in, _APB_LD(buffers[0]), buffers[1], bias, rows,
-                      a->accumulate))
+    int rows = _APB_ROWS(buffers[0]), n_in = _APB_COLS(buffers[0]), n_out = _APB_COLS(ob), ld_in = _APB_LD(buffers[0]);
+    if (_apb_elem(buffers[0]) == 2) { /* a bf16 input (the attention's o tiles): widened, exact */
+        float *w = _apb_thread_scratch(_APB_SCRATCH_LINEAR_IN, (size_t)rows * n_in);
+        if (!w) {
+            _apb_task_fail(APB_E_NOMEM, "linear: out of host memory");
+            return;
+        }
+        for (int i = 0; i < rows; i++)
+            apb_bf16_to_f32_n(w + (size_t)i * n_in, (const uint16_t *)_APB_PTR(buffers[0]) + (size_t)i * ld_in,
+                              (size_t)n_in);
+        in = w;
+        ld_in = n_in;
+    }
+    if (_apb_linear_w(_APB_PTR(ob), _APB_LD(ob), in, ld_in, buffers[1], bias, rows, a->accumulate))
         _apb_task_fail(APB_E_NOMEM, "linear: out of host memory");
     _apb_op_account(APB_OP_LINEAR, t0, 2.0 * rows * n_in * n_out);
 }
@@ -109,7 +118,7 @@ static void _apb_linear_cuda(void *buffers[], void *cl_arg)
     const struct _apb_linear_args *a = cl_arg;
     void *ib = buffers[0], *wb = buffers[1], *ob = buffers[a->has_bias ? 3 : 2];
     int rows = _APB_ROWS(ib), n_in = _APB_COLS(ib), n_out = _APB_COLS(ob);
-    if (_apb_cuda_gemm(_APB_PTR(ob), _APB_LD(ob), 0, _APB_PTR(ib), _APB_LD(ib), 4, _APB_PTR(wb),
+    if (_apb_cuda_gemm(_APB_PTR(ob), _APB_LD(ob), 0, _APB_PTR(ib), _APB_LD(ib), _apb_elem(ib), _APB_PTR(wb),
                        _apb_elem(wb), rows, n_in, n_out, a->accumulate ? 1.0f : 0.0f) == 0 &&
         a->has_bias)
         apb_cuda_add_bias(_APB_PTR(ob), _APB_LD(ob), _APB_PTR(buffers[2]), rows, n_out,

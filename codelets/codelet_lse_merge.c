@@ -5,6 +5,7 @@
 
 #include "codelets/apb_kernels_cpu.h"
 #include "codelets/codelet_common.h"
+#include "common/apb_bf16.h"
 #ifdef APB_CUDA
 #include "codelets/cuda/apb_cuda.h"
 #endif
@@ -52,14 +53,22 @@ static void _apb_lse_merge_cpu(void *buffers[], void *cl_arg)
     int n = a->n, rows = _APB_ROWS(buffers[0]), H = _APB_COLS(buffers[n]);
     const float *oi[64], *li[64];
     void *ob = buffers[2 * n], *lb = a->has_lse_out ? buffers[2 * n + 1] : NULL;
+    const int o16 = _apb_elem(ob) == 2, W = H * a->head_dim; /* a bf16 output: each row rounded */
+    float *row16 = o16 ? _apb_thread_scratch(_APB_SCRATCH_ATTN_O, (size_t)W) : NULL;
+    if (o16 && !row16) {
+        _apb_task_fail(APB_E_NOMEM, "lse_merge: out of host memory");
+        return;
+    }
     for (int r = 0; r < rows; r++) {
         for (int i = 0; i < n; i++) {
             oi[i] = (const float *)_APB_PTR(buffers[i]) + (size_t)r * _APB_LD(buffers[i]);
             li[i] = (const float *)_APB_PTR(buffers[n + i]) + (size_t)r * _APB_LD(buffers[n + i]);
         }
-        apb_lse_merge_row((float *)_APB_PTR(ob) + (size_t)r * _APB_LD(ob),
-                          lb ? (float *)_APB_PTR(lb) + (size_t)r * _APB_LD(lb) : NULL, oi, li, n, H,
+        float *orow = o16 ? row16 : (float *)_APB_PTR(ob) + (size_t)r * _APB_LD(ob);
+        apb_lse_merge_row(orow, lb ? (float *)_APB_PTR(lb) + (size_t)r * _APB_LD(lb) : NULL, oi, li, n, H,
                           a->head_dim);
+        if (o16)
+            apb_bf16_from_f32_n((uint16_t *)_APB_PTR(ob) + (size_t)r * _APB_LD(ob), row16, (size_t)W);
     }
     _apb_op_account(APB_OP_LSE_MERGE, t0, 2.0 * n * rows * H * a->head_dim);
 }
@@ -77,7 +86,7 @@ static void _apb_lse_merge_cuda(void *buffers[], void *cl_arg)
         in.lse[i] = _APB_PTR(buffers[n + i]);
         in.ldl[i] = _APB_LD(buffers[n + i]);
     }
-    apb_cuda_lse_merge(&in, n, rows, H, a->head_dim, _APB_PTR(ob), _APB_LD(ob),
+    apb_cuda_lse_merge(&in, n, rows, H, a->head_dim, _APB_PTR(ob), _APB_LD(ob), _apb_elem(ob) == 2,
                        lb ? (float *)_APB_PTR(lb) : NULL, lb ? _APB_LD(lb) : 0,
                        starpu_cuda_get_local_stream());
     _apb_cuda_check("lse_merge");

@@ -38,4 +38,14 @@ static inline float apb_bf16_to_f32(uint16_t b)
     return f;
 }
 
+/* dst[i] = apb_bf16_to_f32(src[i]) for i < n (exact) */
+static inline void apb_bf16_to_f32_n(float *restrict dst, const uint16_t *restrict src, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, 4);
+    }
+}
+
 #endif

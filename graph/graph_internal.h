@@ -88,6 +88,11 @@ int _apb_pre_attention_hosts(apb_model *m, apb_hseq *hs, int l, apb_err *err);
 /* o-proj (+residual), norm, MLP (+residual). */
 apb_layer_w _apb_layer_w(const apb_model *m, int l);
 int _apb_fused_decode(void);
+/* Element size of the prefill's attention output tiles (o): 2 (bf16) under APB_PREC_BF16, where the
+ * o-proj rounds its input to bf16 anyway, so the attention writes what the GEMM reads (on the GPU:
+ * no fp32 round trip, cuDNN's output in place); 4 otherwise and for head groups, whose tasks
+ * read-write their columns of a zeroed tile. APB_BF16_O=0 keeps fp32 (comparisons). */
+int _apb_o_elem(int head_groups);
 int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
                         apb_task_tag tag, apb_err *err);
 /* Under APB_PREC_BF16: compacts the n fp32 K/V tiles of a finished layer to bf16 (owned by the

@@ -26,6 +26,12 @@ int _apb_fused_decode(void)
     return apb_env_switch("APB_FUSED_DECODE", 1, &on);
 }
 
+int _apb_o_elem(int head_groups)
+{
+    static int on = -1;
+    return !head_groups && apb_runtime_precision() == APB_PREC_BF16 && apb_env_switch("APB_BF16_O", 1, &on) ? 2 : 4;
+}
+
 /* The per-layer dense chain after attention: o-proj (+residual), norm, MLP (+residual). */
 int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
                         apb_task_tag tag, apb_err *err)

@@ -57,7 +57,8 @@ int apb_task_insert(struct starpu_codelet *cl, ...);
  * destructor: StarPU's workers end at starpu_shutdown). Unlike STARPU_SCRATCH it needs no data
  * handle per task. NULL when out of memory. */
 enum { _APB_SCRATCH_ATTENTION, _APB_SCRATCH_MLP, _APB_SCRATCH_LOGITS, _APB_SCRATCH_WEIGHT,
-       _APB_SCRATCH_LAYER, _APB_SCRATCH_ATTENTION16, _APB_SCRATCH_DNNL, _APB_SCRATCH_SLOTS };
+       _APB_SCRATCH_LAYER, _APB_SCRATCH_ATTENTION16, _APB_SCRATCH_DNNL, _APB_SCRATCH_LINEAR_IN,
+       _APB_SCRATCH_ATTN_O, _APB_SCRATCH_SLOTS };
 float *_apb_thread_scratch(int slot, size_t n);
 
 /* OpenBLAS: one thread per task, StarPU provides the parallelism across tiles. */

@@ -91,8 +91,9 @@ size_t apb_cuda_attention_scratch(const float *q, int ld_q, int n_q, int q_coord
 /* One query tile of an attention task over several tiles of consecutive coordinates. */
 typedef struct apb_cuda_qtile {
     const float *q;
-    float *o, *lse;
-    int ld_q, ld_o, ld_lse, rows;
+    void *o; /* fp32, or bf16 when o_bf16 (rounded to nearest even once, after any merge) */
+    float *lse;
+    int ld_q, ld_o, ld_lse, rows, o_bf16;
 } apb_cuda_qtile;
 /* The same over n_qt query tiles whose rows follow each other (tile i + 1 starts where tile i
  * ends, the first at q_coord0): with cuDNN, one set of fused calls over all the rows (one causal
@@ -156,9 +157,10 @@ typedef struct apb_cuda_lse_in {
     const float *o[APB_CUDA_LSE_MAX], *lse[APB_CUDA_LSE_MAX];
     int ldo[APB_CUDA_LSE_MAX], ldl[APB_CUDA_LSE_MAX];
 } apb_cuda_lse_in;
-/* Merges n partials per row and head (apb_lse_merge_row); lse_out may be NULL. */
+/* Merges n partials per row and head (apb_lse_merge_row) into o, fp32 or bf16 (o_bf16: each value
+ * rounded once); lse_out may be NULL. */
 void apb_cuda_lse_merge(const apb_cuda_lse_in *in, int n, int rows, int n_heads, int head_dim,
-                        float *o, int ldo, float *lse_out, int ld_lse, cudaStream_t s);
+                        void *o, int ldo, int o_bf16, float *lse_out, int ld_lse, cudaStream_t s);
 
 /* x (rows x (cq + ck + cv), dense) = cat(q, k, v) row by row. */
 void apb_cuda_concat3(float *x, const float *q, int ldq, int cq, const float *k, int ldk, int ck,

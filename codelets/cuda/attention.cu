@@ -1048,6 +1048,8 @@ static bool apb_use_mma(const float *q, int ld_q, int n_q, const apb_cuda_seg *s
            n_segs <= APB_CUDA_MAX_SEGS;
 }
 
+static size_t apb_align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
 /* cuDNN's fused SDPA (attention_cudnn.cu) for the tensor-core precision, unless APB_ATTN_IMPL
  * names another kernel; 0 when it does not apply (the own kernels run). */
 static size_t apb_cudnn_bytes(int n_q, int q_coord0, const apb_cuda_seg *segs, int n_segs,
@@ -1191,9 +1193,18 @@ extern "C" size_t apb_cuda_attention_tiles_scratch(const apb_cuda_qtile *qt, int
     }
     if (n_qt > 1 && !apb_use_splitkv(n_q, n_heads / n_kv_heads, head_dim, segs, n_segs)) {
         size_t cb = apb_cudnn_bytes(n_q, q_coord0, segs, n_segs, n_heads, n_kv_heads, n_kvh, head_dim, tensor_cores);
-        need = cb > need ? cb : need;
+        if (cb) /* cuDNN's merge writes bf16 o tiles itself */
+            return cb > need ? cb : need;
     }
-    return need;
+    size_t o32 = 0; /* the own kernels write fp32: a bf16 o tile gets an fp32 copy in the scratch */
+    for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++)
+        if (qt[i].o_bf16 && (n_qt > 1 || apb_use_splitkv(qt[i].rows, n_heads / n_kv_heads, head_dim, segs, n_segs) ||
+                             !apb_cudnn_bytes(qt[i].rows, q_coord0 + r, segs, n_segs, n_heads, n_kv_heads, n_kvh,
+                                              head_dim, tensor_cores))) {
+            size_t b = apb_align256((size_t)qt[i].rows * n_heads * head_dim * sizeof(float));
+            o32 = b > o32 ? b : o32;
+        }
+    return o32 ? apb_align256(need) + o32 + 256 : need;
 }
 
 extern "C" int apb_cuda_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int q_coord0,
@@ -1213,10 +1224,38 @@ extern "C" int apb_cuda_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int 
             return rc;
     }
 #endif
-    for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++) /* one tile after another on the stream */
+    const int group = n_heads / n_kv_heads, nc = n_kvh * group * head_dim;
+    for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++) { /* one tile after another on the stream */
+        float *o = (float *)qt[i].o;
+        int ld_o = qt[i].ld_o;
+        size_t sb = scratch_bytes;
+        const bool cudnn_here = n_qt == 1 && scratch && !apb_use_splitkv(qt[i].rows, group, head_dim, segs, n_segs) &&
+                                apb_cudnn_bytes(qt[i].rows, q_coord0 + r, segs, n_segs, n_heads, n_kv_heads, n_kvh,
+                                                head_dim, tensor_cores);
+#ifdef APB_HAVE_CUDNN
+        if (qt[i].o_bf16 && cudnn_here) { /* cuDNN writes the bf16 tile (in place or by its merge) */
+            if (apb_cudnn_attention_tiles(&qt[i], 1, q_coord0 + r, segs, n_segs, n_heads, n_kv_heads, kvh0, n_kvh,
+                                          head_dim, scratch, scratch_bytes, s))
+                return -1;
+            continue;
+        }
+#endif
+        (void)cudnn_here;
+        if (qt[i].o_bf16) { /* the own kernels: an fp32 tile at the scratch's end, then rounded */
+            const size_t b = apb_align256((size_t)qt[i].rows * n_heads * head_dim * sizeof(float));
+            if (!scratch || scratch_bytes < b + 256)
+                return -1;
+            sb = (scratch_bytes - b - 256) & ~(size_t)255;
+            o = (float *)(((uintptr_t)scratch + sb + 255) & ~(uintptr_t)255);
+            ld_o = n_heads * head_dim;
+        }
         if (apb_cuda_attention(qt[i].q, qt[i].ld_q, qt[i].rows, q_coord0 + r, segs, n_segs, n_heads, n_kv_heads,
-                               kvh0, n_kvh, head_dim, qt[i].o, qt[i].ld_o, qt[i].lse, qt[i].ld_lse, tensor_cores,
-                               scratch, scratch_bytes, s))
+                               kvh0, n_kvh, head_dim, o, ld_o, qt[i].lse, qt[i].ld_lse, tensor_cores,
+                               sb ? scratch : nullptr, sb, s))
             return -1;
+        if (qt[i].o_bf16)
+            apb_cuda_f32_to_bf16((uint16_t *)qt[i].o + (size_t)kvh0 * group * head_dim, qt[i].ld_o,
+                                 o + (size_t)kvh0 * group * head_dim, ld_o, qt[i].rows, nc, s);
+    }
     return 0;
 }

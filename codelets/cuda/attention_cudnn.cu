@@ -466,8 +466,9 @@ struct apb_cudnn_fin {
 
 /* One warp per (row, head): o = sum_p e^(lse_p - L) O_p, lse = L = logsumexp_p lse_p. The n_q rows
  * written are the task's rows [r0, r0 + n_q) (one query tile of a task over several). */
+template <typename TO>
 __global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int r0, int n_q, int nqh, int d, int qh0,
-                                   float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
+                                   TO *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
 {
     const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (wid >= n_q * nqh)
@@ -484,7 +485,7 @@ __global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int r0, int n_q, int n
         l[p] = l[p] == -INFINITY ? 0.f : expf(l[p] - L);
         sum += l[p];
     }
-    float *orow = o + (size_t)il * ld_o + (size_t)(qh0 + h) * d;
+    TO *orow = o + (size_t)il * ld_o + (size_t)(qh0 + h) * d;
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     for (int c = lane; c < d; c += 32) {
         float acc = 0.f;
@@ -492,7 +493,10 @@ __global__ void apb_k_cudnn_finish(const apb_cudnn_fin f, int r0, int n_q, int n
             if (l[p] != 0.f)
                 acc += l[p] * apb_bf16_to_f32(f.o[p][f.bhsd ? ((size_t)h * f.rows[p] + (i - f.row0[p])) * d + c
                                                              : (size_t)(i - f.row0[p]) * nqh * d + (size_t)h * d + c]);
-        orow[c] = acc * inv;
+        if constexpr (sizeof(TO) == 2)
+            orow[c] = apb_f32_to_bf16(acc * inv);
+        else
+            orow[c] = acc * inv;
     }
     if (lane == 0)
         lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
@@ -550,15 +554,14 @@ static double apb_cudnn_pairs(const apb_cudnn_part &p)
     return n;
 }
 
-/* apb_k_cudnn_finish with four columns a lane per step (8-byte bf16 loads, 16-byte fp32 stores): it
- * moved ~0.6 TB/s (43 ms of a 32K prefill's 464 ms of SDPA calls, APB_CUDNN_TIMING), this ~0.7
- * (36 ms; session 10). Needs d % 4 == 0 and 16-byte aligned O rows (checked by the caller).
- * NP = 0 reads the part count at run time (f.n), which puts the per-part arrays and the parameter
- * struct in local memory; NP = 1..4 (APB_GLUE_V2=1, not yet run on a GPU) makes it a template
- * parameter so they stay in registers. Same arithmetic in the same order either way. */
-template <int NP>
+/* apb_k_cudnn_finish with four columns a lane per step (8-byte bf16 loads, 16-byte fp32 or 8-byte
+ * bf16 stores) and the part count NP a template parameter, so the per-part arrays stay in registers
+ * (read at run time they went to local memory: ~0.7 TB/s, 36 ms of a 32K prefill in session 10).
+ * Same arithmetic in the same order as apb_k_cudnn_finish. Needs d % 4 == 0 and rows aligned to
+ * four elements (checked by the caller). */
+template <int NP, typename TO>
 __global__ void apb_k_cudnn_finish4(const apb_cudnn_fin f, int r0, int n_q, int nqh, int d, int qh0,
-                                    float *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
+                                    TO *__restrict__ o, int ld_o, float *__restrict__ lse, int ld_lse)
 {
     const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (wid >= n_q * nqh)
@@ -581,7 +584,7 @@ __global__ void apb_k_cudnn_finish4(const apb_cudnn_fin f, int r0, int n_q, int 
         sum += l[p];
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    float *orow = o + (size_t)il * ld_o + (size_t)(qh0 + h) * d;
+    TO *orow = o + (size_t)il * ld_o + (size_t)(qh0 + h) * d;
     for (int c = lane * 4; c < d; c += 128) {
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
@@ -595,10 +598,41 @@ __global__ void apb_k_cudnn_finish4(const apb_cudnn_fin f, int r0, int n_q, int 
             acc.w += l[p] * apb_bf16_hi(u.y);
         }
         acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
-        *(float4 *)(orow + c) = acc;
+        if constexpr (sizeof(TO) == 2)
+            *(uint2 *)(orow + c) = make_uint2(apb_bf16_pack2(acc.x, acc.y), apb_bf16_pack2(acc.z, acc.w));
+        else
+            *(float4 *)(orow + c) = acc;
     }
     if (lane == 0)
         lse[(size_t)il * ld_lse + qh0 + h] = sum > 0.f ? L + logf(sum) : -INFINITY;
+}
+
+/* lse[i][qh0 + h] = st[h][i]: the one part's stats as the LSE tile, when cuDNN wrote O in place
+ * (what apb_k_cudnn_finish computes for one part: L + log(1) = L) */
+__global__ void apb_k_cudnn_lse(const float *__restrict__ st, int rows, int nqh, int qh0, float *__restrict__ lse,
+                                int ld_lse)
+{
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= rows * nqh)
+        return;
+    const int h = idx % nqh, i = idx / nqh;
+    lse[(size_t)i * ld_lse + qh0 + h] = st[(size_t)h * rows + i];
+}
+
+/* the merge of the parts into an fp32 or bf16 o tile: four columns a lane where aligned */
+template <typename TO>
+static void apb_cudnn_finish_launch(bool vec, unsigned blocks, int threads, cudaStream_t s, const apb_cudnn_fin &f,
+                                    int r0, int n_q, int nqh, int d, int qh0, TO *o, int ld_o, float *lse, int ld_lse)
+{
+    if (!vec) {
+        apb_k_cudnn_finish<TO><<<blocks, threads, 0, s>>>(f, r0, n_q, nqh, d, qh0, o, ld_o, lse, ld_lse);
+        return;
+    }
+    auto *k4 = apb_k_cudnn_finish4<0, TO>;
+    if (apb_cuda_glue_v2())
+        k4 = f.n == 1 ? apb_k_cudnn_finish4<1, TO> : f.n == 2 ? apb_k_cudnn_finish4<2, TO>
+           : f.n == 3 ? apb_k_cudnn_finish4<3, TO> : apb_k_cudnn_finish4<4, TO>;
+    k4<<<blocks, threads, 0, s>>>(f, r0, n_q, nqh, d, qh0, o, ld_o, lse, ld_lse);
 }
 
 /* ------------------------------------------------------------------ entry points */
@@ -694,6 +728,10 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
                     n_qt, n_q, pl.nparts, apb_cudnn_direct(pl.part[0], segs, W) ? "in place" : "packed");
         });
     }
+    /* a bf16 O tile that one call fills whole, rows of heads x d: cuDNN writes it in place, no merge
+     * (the main part's every row sees a key: its band keeps off >= 0, skv > 0) */
+    const bool o_direct = n_qt == 1 && qt[0].o_bf16 && pl.nparts == 1 && !bhsd && qh0 == 0 &&
+                          qt[0].ld_o == nqh * d && ((uintptr_t)qt[0].o & 15) == 0;
     apb_cudnn_fin fin{};
     uint16_t *k0 = nullptr, *v0 = nullptr;
     fin.n = pl.nparts;
@@ -701,7 +739,7 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
     for (int p = 0; p < pl.nparts; p++) {
         const apb_cudnn_part &pp = pl.part[p];
         uint16_t *kb = (uint16_t *)(base + offs[4 * p]), *vb = (uint16_t *)(base + offs[4 * p + 1]);
-        uint16_t *ob = (uint16_t *)(base + offs[4 * p + 2]);
+        uint16_t *ob = o_direct ? (uint16_t *)qt[0].o : (uint16_t *)(base + offs[4 * p + 2]);
         float *sb = (float *)(base + offs[4 * p + 3]);
         if (pp.shares0) { /* the diagonal of a split: part 0's keys from key kskip on */
             kb = k0 + (size_t)pp.kskip * W;
@@ -761,21 +799,21 @@ extern "C" int apb_cudnn_attention_tiles(const apb_cuda_qtile *qt, int n_qt, int
         fin.rows[p] = pp.rows;
     }
     const int threads = 256;
-    for (int i = 0, r = 0; i < n_qt; r += qt[i].rows, i++) {
+    if (o_direct)
+        apb_k_cudnn_lse<<<(unsigned)((n_q * nqh + threads - 1) / threads), threads, 0, s>>>(
+            fin.st[0], n_q, nqh, qh0, qt[0].lse, qt[0].ld_lse);
+    for (int i = 0, r = 0; i < n_qt && !o_direct; r += qt[i].rows, i++) {
         const int warps = qt[i].rows * nqh;
         const unsigned blocks = (unsigned)((warps * 32 + threads - 1) / threads);
-        float *orow0 = qt[i].o + (size_t)qh0 * d;
-        const bool vec = d % 4 == 0 && ((uintptr_t)orow0 & 15) == 0 && qt[i].ld_o % 4 == 0;
-        if (vec) {
-            auto *k4 = apb_k_cudnn_finish4<0>;
-            if (apb_cuda_glue_v2())
-                k4 = fin.n == 1 ? apb_k_cudnn_finish4<1> : fin.n == 2 ? apb_k_cudnn_finish4<2>
-                   : fin.n == 3 ? apb_k_cudnn_finish4<3> : apb_k_cudnn_finish4<4>;
-            k4<<<blocks, threads, 0, s>>>(fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o, qt[i].lse,
-                                          qt[i].ld_lse);
-        } else
-            apb_k_cudnn_finish<<<blocks, threads, 0, s>>>(fin, r, qt[i].rows, nqh, d, qh0, qt[i].o, qt[i].ld_o,
-                                                           qt[i].lse, qt[i].ld_lse);
+        const size_t es = qt[i].o_bf16 ? 2 : 4;
+        const bool vec = d % 4 == 0 && (((uintptr_t)qt[i].o + (size_t)qh0 * d * es) & (4 * es - 1)) == 0 &&
+                         qt[i].ld_o % 4 == 0;
+        if (qt[i].o_bf16)
+            apb_cudnn_finish_launch<uint16_t>(vec, blocks, threads, s, fin, r, qt[i].rows, nqh, d, qh0,
+                                              (uint16_t *)qt[i].o, qt[i].ld_o, qt[i].lse, qt[i].ld_lse);
+        else
+            apb_cudnn_finish_launch<float>(vec, blocks, threads, s, fin, r, qt[i].rows, nqh, d, qh0,
+                                           (float *)qt[i].o, qt[i].ld_o, qt[i].lse, qt[i].ld_lse);
     }
     mark();
     if (tm && nev == 3 + 2 * pl.nparts) {
@@ -810,7 +848,7 @@ extern "C" int apb_cudnn_attention(const float *q, int ld_q, int n_q, int q_coor
                                    int kvh0, int n_kvh, int head_dim, float *o, int ld_o, float *lse,
                                    int ld_lse, void *scratch, size_t scratch_bytes, cudaStream_t s)
 {
-    const apb_cuda_qtile qt = {q, o, lse, ld_q, ld_o, ld_lse, n_q};
+    const apb_cuda_qtile qt = {q, o, lse, ld_q, ld_o, ld_lse, n_q, 0};
     return apb_cudnn_attention_tiles(&qt, 1, q_coord0, segs, n_segs, n_heads, n_kv_heads, kvh0, n_kvh,
                                      head_dim, scratch, scratch_bytes, s);
 }

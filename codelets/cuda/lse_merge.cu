@@ -7,7 +7,8 @@
  */
 #include "codelets/cuda/common.cuh"
 
-__global__ void apb_k_lse_merge(apb_cuda_lse_in in, int n, int H, int d, float *o, int ldo,
+template <typename TO>
+__global__ void apb_k_lse_merge(apb_cuda_lse_in in, int n, int H, int d, TO *o, int ldo,
                                 float *lse_out, int ld_lse)
 {
     __shared__ float w[APB_CUDA_LSE_MAX];
@@ -35,21 +36,29 @@ __global__ void apb_k_lse_merge(apb_cuda_lse_in in, int n, int H, int d, float *
         }
     }
     __syncthreads();
-    float *oh = o + (size_t)r * ldo + (size_t)h * d;
+    TO *oh = o + (size_t)r * ldo + (size_t)h * d;
     for (int c = threadIdx.x; c < d; c += blockDim.x) {
         float acc = 0.0f;
         for (int i = 0; i < n; i++)
             if (w[i] != 0.0f)
                 acc = __fadd_rn(acc, __fmul_rn(w[i], in.o[i][(size_t)r * in.ldo[i] + (size_t)h * d + c]));
-        oh[c] = acc;
+        if constexpr (sizeof(TO) == 2)
+            oh[c] = apb_f32_to_bf16(acc);
+        else
+            oh[c] = acc;
     }
 }
 
 extern "C" void apb_cuda_lse_merge(const apb_cuda_lse_in *in, int n, int rows, int n_heads,
-                                   int head_dim, float *o, int ldo, float *lse_out, int ld_lse,
+                                   int head_dim, void *o, int ldo, int o_bf16, float *lse_out, int ld_lse,
                                    cudaStream_t s)
 {
-    if (rows > 0 && n_heads > 0)
-        apb_k_lse_merge<<<dim3(rows, n_heads), 128, 0, s>>>(*in, n, n_heads, head_dim, o, ldo,
-                                                             lse_out, ld_lse);
+    if (rows <= 0 || n_heads <= 0)
+        return;
+    if (o_bf16) /* the merged row rounded to bf16 (nearest even) once */
+        apb_k_lse_merge<uint16_t><<<dim3(rows, n_heads), 128, 0, s>>>(*in, n, n_heads, head_dim, (uint16_t *)o, ldo,
+                                                                       lse_out, ld_lse);
+    else
+        apb_k_lse_merge<float><<<dim3(rows, n_heads), 128, 0, s>>>(*in, n, n_heads, head_dim, (float *)o, ldo,
+                                                                    lse_out, ld_lse);
 }

@@ -106,7 +106,18 @@ static void both(tbuf *b, int nb, tins ins, const void *ctx, const int *outs, in
         size_t n = (size_t)b[i].rows * b[i].cols;
         if (tol < 0)
             cr_assert(memcmp(rc[i], rg[i], n * b[i].elem) == 0, "buffer %d differs", i);
-        else {
+        else if (b[i].elem == 2) { /* bf16 output: compared widened (exact) */
+            float *g = t_alloc(n), *c = t_alloc(n);
+            for (size_t j = 0; j < n; j++) {
+                uint32_t ug = (uint32_t)((uint16_t *)rg[i])[j] << 16, uc = (uint32_t)((uint16_t *)rc[i])[j] << 16;
+                memcpy(&g[j], &ug, 4);
+                memcpy(&c[j], &uc, 4);
+            }
+            double e = cmp_f(g, c, n);
+            free(g);
+            free(c);
+            cr_assert_lt(e, tol, "buffer %d (bf16): normalized error %g (tol %g)", i, e, tol);
+        } else {
             double e = cmp_f(rg[i], rc[i], n);
             cr_assert_lt(e, tol, "buffer %d: normalized error %g (tol %g)", i, e, tol);
         }
@@ -124,6 +135,13 @@ static tbuf rnd(int rows, int cols, float scale, uint64_t seed)
     return (tbuf){p, rows, cols, 4};
 }
 static tbuf nanbuf(int rows, int cols) { return (tbuf){t_poisoned((size_t)rows * cols), rows, cols, 4}; }
+static tbuf nanbuf16(int rows, int cols) /* a poisoned bf16 output (quiet NaN) */
+{
+    uint16_t *p = malloc(2 * (size_t)rows * cols);
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        p[i] = 0x7fc0;
+    return (tbuf){p, rows, cols, 2};
+}
 static tbuf bf16_of(tbuf f) /* bf16 copy (round to nearest even) of an fp32 buffer */
 {
     size_t n = (size_t)f.rows * f.cols;
@@ -192,6 +210,20 @@ static void check_linear(int bf16, int bias, int acc)
 }
 Test(cuda_fp32, linear) { NEED_CUDA(); check_linear(0, 0, 0); check_linear(0, 1, 1); }
 Test(cuda_bf16, linear) { NEED_CUDA(); check_linear(1, 0, 0); check_linear(1, 1, 1); }
+/* a bf16 input (the o-proj of a bf16 o tile): cuBLAS (45 rows) and the few-row kernel */
+Test(cuda_bf16, linear_bf16_input)
+{
+    NEED_CUDA();
+    const int rows_of[] = {45, 1, 7};
+    for (int r = 0; r < 3; r++) {
+        int rows = rows_of[r], n_in = 256, n_out = 192;
+        tbuf b[4] = {bf16_of(rnd(rows, n_in, 1, 8)), bf16_of(rnd(n_out, n_in, 0.2f, 9)), rnd(1, n_out, 1, 6),
+                     rnd(rows, n_out, 1, 10)};
+        struct lin_ctx c = {0, 1};
+        both(b, 4, ins_linear, &c, (int[]){3}, 1, 2e-2);
+        free_bufs(b, 4);
+    }
+}
 
 static int ins_qkv(apb_handle *h, const void *c)
 {
@@ -241,6 +273,7 @@ Test(cuda_bf16, logits) { NEED_CUDA(); check_logits(1); }
 /* ------------------------------------------------------------------ attention */
 struct attn_ctx { int H, Hk, d, q_coord0, ns; struct { int len, coord0, causal, min_q; } s[4]; };
 static int g_row0[4]; /* segment s is rows [g_row0[s], + len) of its K/V buffers */
+static int g_o16;     /* attn_case / attn_tiles_case: bf16 o tiles (the prefill's under bf16) */
 static int ins_attn(apb_handle *h, const void *c)
 {
     const struct attn_ctx *a = c;
@@ -323,7 +356,7 @@ static void attn_case(const struct attn_ctx *a, int nq, int nbf16, double tol, u
         }
     }
     int no = 1 + 2 * a->ns;
-    b[no] = nanbuf(nq, a->H * a->d);
+    b[no] = g_o16 ? nanbuf16(nq, a->H * a->d) : nanbuf(nq, a->H * a->d);
     b[no + 1] = nanbuf(nq, a->H);
     both(b, no + 2, ins_attn, a, (int[]){no, no + 1}, 2, tol);
     free_bufs(b, no + 2);
@@ -416,7 +449,7 @@ static void attn_tiles_case(const struct attn_tiles_ctx *t, int nbf16, double to
     const int no = nt + 2 * a->ns;
     int outs[6] = {0};
     for (int i = 0; i < nt; i++) {
-        b[no + i] = nanbuf(t->rows[i], a->H * a->d);
+        b[no + i] = g_o16 ? nanbuf16(t->rows[i], a->H * a->d) : nanbuf(t->rows[i], a->H * a->d);
         b[no + nt + i] = nanbuf(t->rows[i], a->H);
         outs[i] = no + i;
         outs[nt + i] = no + nt + i;
@@ -439,6 +472,27 @@ static void check_attention_tiles(int d, double tol)
 Test(cuda_fp32, attention_query_tiles_d128) { NEED_CUDA(); check_attention_tiles(128, 1e-5); }
 Test(cuda_bf16, attention_query_tiles_d128) { NEED_CUDA(); check_attention_tiles(128, 2e-2); }
 Test(cuda_bf16, attention_query_tiles_d64) { NEED_CUDA(); check_attention_tiles(64, 2e-2); }
+
+/* bf16 o tiles (the prefill's under bf16 precision): every path writes the rounded result. cuDNN
+ * writes a whole causal tile in place (one segment; the first tile and a later one), its merge
+ * kernel rounds the parts' sum (patterns, query tiles), and the own kernels (fp32 suite; cuDNN
+ * refusals) write an fp32 copy that is rounded. Both sides round the same fp32 values, so the
+ * tolerance is a bf16 ulp's worth on top of the suite's. */
+static void check_attention_o16(int d, double tol)
+{
+    g_o16 = 1;
+    struct attn_ctx first = {8, 2, d, 0, 1, {{300, 0, 1, 0}}};
+    attn_case(&first, 300, 1, tol, 1500);
+    struct attn_ctx later = {8, 2, d, 300, 1, {{600, 0, 1, 0}}};
+    attn_case(&later, 300, 1, tol, 1600);
+    attn_case(&later, 300, 0, tol, 1700);
+    check_attention_patterns(d, tol, 1);
+    check_attention_tiles(d, tol);
+    g_o16 = 0;
+}
+Test(cuda_bf16, attention_bf16_out_d128) { NEED_CUDA(); check_attention_o16(128, 2e-2); }
+Test(cuda_bf16, attention_bf16_out_d64) { NEED_CUDA(); check_attention_o16(64, 2e-2); }
+Test(cuda_fp32, attention_bf16_out_d128) { NEED_CUDA(); check_attention_o16(128, 4e-3); }
 
 /* Segments inside taller tiles (row0 > 0, NaN rows before them): the contiguous bf16 cache of a
  * finished layer, read by decode steps and the question pass (split-KV) and by prefill-sized row
@@ -618,6 +672,9 @@ Test(cuda_fp32, lse_merge)
     b[2 * n] = nanbuf(rows, H * d);
     b[2 * n + 1] = nanbuf(rows, H);
     both(b, 2 * n + 2, ins_lse, &n, (int[]){2 * n, 2 * n + 1}, 2, 1e-6);
+    free(b[2 * n].data);
+    b[2 * n] = nanbuf16(rows, H * d); /* a bf16 output (ring's merge into a bf16 o tile) */
+    both(b, 2 * n + 2, ins_lse, &n, (int[]){2 * n, 2 * n + 1}, 2, 4e-3);
     free_bufs(b, 2 * n + 2);
 }
 
