@@ -20,9 +20,6 @@ extern "C" {
 #endif
 
 /* --------------------------------------------------------------- conversions, elementwise */
-/* APB_GLUE_V2=1: row-vectorized conversion, eight-wide bf16 SwiGLU, part-count-templated cuDNN
- * merge (elementwise.cu) */
-int apb_cuda_glue_v2(void);
 /* dst (rows x cols, bf16, ld_dst) = src (fp32, ld_src) */
 void apb_cuda_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
                           int cols, cudaStream_t s);

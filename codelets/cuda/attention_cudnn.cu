@@ -566,7 +566,7 @@ __global__ void apb_k_cudnn_finish4(const apb_cudnn_fin f, int r0, int n_q, int 
     const int wid = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (wid >= n_q * nqh)
         return;
-    const int h = wid % nqh, il = wid / nqh, i = il + r0, n = NP ? NP : f.n;
+    const int h = wid % nqh, il = wid / nqh, i = il + r0, n = NP;
     float l[1 + APB_CUDNN_MAX_PASS], L = -INFINITY;
     const uint16_t *src[1 + APB_CUDNN_MAX_PASS];
 #pragma unroll
@@ -628,10 +628,9 @@ static void apb_cudnn_finish_launch(bool vec, unsigned blocks, int threads, cuda
         apb_k_cudnn_finish<TO><<<blocks, threads, 0, s>>>(f, r0, n_q, nqh, d, qh0, o, ld_o, lse, ld_lse);
         return;
     }
-    auto *k4 = apb_k_cudnn_finish4<0, TO>;
-    if (apb_cuda_glue_v2())
-        k4 = f.n == 1 ? apb_k_cudnn_finish4<1, TO> : f.n == 2 ? apb_k_cudnn_finish4<2, TO>
-           : f.n == 3 ? apb_k_cudnn_finish4<3, TO> : apb_k_cudnn_finish4<4, TO>;
+    static_assert(APB_CUDNN_MAX_PASS == 3, "one instance a part count");
+    auto *k4 = f.n == 1 ? apb_k_cudnn_finish4<1, TO> : f.n == 2 ? apb_k_cudnn_finish4<2, TO>
+             : f.n == 3 ? apb_k_cudnn_finish4<3, TO> : apb_k_cudnn_finish4<4, TO>;
     k4<<<blocks, threads, 0, s>>>(f, r0, n_q, nqh, d, qh0, o, ld_o, lse, ld_lse);
 }
 

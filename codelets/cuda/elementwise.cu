@@ -3,7 +3,6 @@
 #include <stdint.h>
 
 #include "codelets/cuda/common.cuh"
-#include "common/apb_env.h"
 
 __global__ void apb_k_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
                                   int cols)
@@ -30,23 +29,15 @@ __global__ void apb_k_f32_to_bf16_rows4(uint16_t *__restrict__ dst, int ld_dst, 
     }
 }
 
-/* APB_GLUE_V2=1: the row kernel above for the fp32 -> bf16 conversions in front of the GEMMs and
- * cuDNN, the eight-wide bf16 SwiGLU below, and the merge of cuDNN's parts templated on their count
- * (attention_cudnn.cu), instead of the element-wise kernels: the conversions ran at ~1.4 TB/s and the merge at ~0.7 (session 10,
- * APB_CUDNN_TIMING). Off until the GPU tests have run with it on (written without a GPU). */
-extern "C" int apb_cuda_glue_v2(void)
-{
-    static int on = -1;
-    return apb_env_switch("APB_GLUE_V2", 0, &on);
-}
-
 extern "C" void apb_cuda_f32_to_bf16(uint16_t *dst, int ld_dst, const float *src, int ld_src, int rows,
                                      int cols, cudaStream_t s)
 {
     size_t n = (size_t)rows * cols;
     if (!n)
         return;
-    if (apb_cuda_glue_v2() && cols % 4 == 0 && ld_src % 4 == 0 && ld_dst % 4 == 0 && ((uintptr_t)src & 15) == 0 &&
+    /* the row kernel where aligned (~1.4 -> ~3 TB/s: 4 % of a 32K prefill, session 11), else the
+     * element-wise one */
+    if (cols % 4 == 0 && ld_src % 4 == 0 && ld_dst % 4 == 0 && ((uintptr_t)src & 15) == 0 &&
         ((uintptr_t)dst & 7) == 0) {
         const int cols4 = cols / 4, threads = cols4 >= 256 ? 256 : (cols4 + 31) / 32 * 32;
         apb_k_f32_to_bf16_rows4<<<(unsigned)rows, threads, 0, s>>>(dst, ld_dst, src, ld_src, cols4);
@@ -91,8 +82,7 @@ template <typename T> __global__ void apb_k_swiglu(T *h, const T *g, const T *u,
 }
 
 /* bf16 SwiGLU, eight elements a thread (16-byte loads and stores); same arithmetic per element as
- * apb_k_swiglu<uint16_t>, so the same bits. APB_GLUE_V2=1 with n % 8 == 0 and 16-byte aligned
- * arrays. */
+ * apb_k_swiglu<uint16_t>, so the same bits. For n % 8 == 0 and 16-byte aligned arrays. */
 __global__ void apb_k_swiglu_bf16x8(uint4 *h, const uint4 *g, const uint4 *u, size_t n8)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
@@ -112,7 +102,7 @@ extern "C" void apb_cuda_swiglu(void *h, const void *g, const void *u, size_t n,
 {
     if (!n)
         return;
-    if (elem == 2 && apb_cuda_glue_v2() && n % 8 == 0 && (((uintptr_t)h | (uintptr_t)g | (uintptr_t)u) & 15) == 0) {
+    if (elem == 2 && n % 8 == 0 && (((uintptr_t)h | (uintptr_t)g | (uintptr_t)u) & 15) == 0) {
         apb_k_swiglu_bf16x8<<<apb_blocks(n / 8, 256), 256, 0, s>>>((uint4 *)h, (const uint4 *)g, (const uint4 *)u, n / 8);
         return;
     }
