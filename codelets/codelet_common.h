@@ -49,6 +49,10 @@ static inline int _apb_elem(void *buf) { return (int)STARPU_MATRIX_GET_ELEMSIZE(
  * Returns -1 (output untouched) when out of memory. */
 int _apb_linear_w(float *out, int ld_out, const float *in, int ld_in, void *wbuf, const float *bias,
                   int rows, int accumulate);
+/* An activation tile's data as fp32 for the CPU kernels: the tile itself (fp32), or its bf16 rows
+ * widened (exact) into this thread's scratch, *ld set to the dense row length (the bf16 o and xn
+ * tiles under bf16 precision). NULL when out of memory. */
+const float *_apb_act_f32(void *buf, int *ld);
 
 #ifdef APB_CUDA
 /* out (rows x n_out, fp32 or bf16) = in (rows x n_in) W^T + beta out, on the worker's cuBLAS

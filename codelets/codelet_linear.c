@@ -27,6 +27,21 @@ const float *_apb_weight_rows_f32(void *buf, int r0, int n, float *dst)
     return dst;
 }
 
+const float *_apb_act_f32(void *buf, int *ld)
+{
+    *ld = _APB_LD(buf);
+    if (_apb_elem(buf) == 4)
+        return _APB_PTR(buf);
+    int rows = _APB_ROWS(buf), cols = _APB_COLS(buf);
+    float *w = _apb_thread_scratch(_APB_SCRATCH_LINEAR_IN, (size_t)rows * cols);
+    if (!w)
+        return NULL;
+    for (int i = 0; i < rows; i++)
+        apb_bf16_to_f32_n(w + (size_t)i * cols, (const uint16_t *)_APB_PTR(buf) + (size_t)i * *ld, (size_t)cols);
+    *ld = cols;
+    return w;
+}
+
 struct _apb_linear_args {
     int accumulate;
     int has_bias;
@@ -91,23 +106,11 @@ static void _apb_linear_cpu(void *buffers[], void *cl_arg)
 {
     double t0 = _apb_now_ns();
     const struct _apb_linear_args *a = cl_arg;
-    const float *in = _APB_PTR(buffers[0]);
     const float *bias = a->has_bias ? _APB_PTR(buffers[2]) : NULL;
     void *ob = buffers[a->has_bias ? 3 : 2];
-    int rows = _APB_ROWS(buffers[0]), n_in = _APB_COLS(buffers[0]), n_out = _APB_COLS(ob), ld_in = _APB_LD(buffers[0]);
-    if (_apb_elem(buffers[0]) == 2) { /* a bf16 input (the attention's o tiles): widened, exact */
-        float *w = _apb_thread_scratch(_APB_SCRATCH_LINEAR_IN, (size_t)rows * n_in);
-        if (!w) {
-            _apb_task_fail(APB_E_NOMEM, "linear: out of host memory");
-            return;
-        }
-        for (int i = 0; i < rows; i++)
-            apb_bf16_to_f32_n(w + (size_t)i * n_in, (const uint16_t *)_APB_PTR(buffers[0]) + (size_t)i * ld_in,
-                              (size_t)n_in);
-        in = w;
-        ld_in = n_in;
-    }
-    if (_apb_linear_w(_APB_PTR(ob), _APB_LD(ob), in, ld_in, buffers[1], bias, rows, a->accumulate))
+    int rows = _APB_ROWS(buffers[0]), n_in = _APB_COLS(buffers[0]), n_out = _APB_COLS(ob), ld_in;
+    const float *in = _apb_act_f32(buffers[0], &ld_in); /* a bf16 input (the o tiles): widened */
+    if (!in || _apb_linear_w(_APB_PTR(ob), _APB_LD(ob), in, ld_in, buffers[1], bias, rows, a->accumulate))
         _apb_task_fail(APB_E_NOMEM, "linear: out of host memory");
     _apb_op_account(APB_OP_LINEAR, t0, 2.0 * rows * n_in * n_out);
 }

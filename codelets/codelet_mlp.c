@@ -15,12 +15,12 @@ static void _apb_mlp_cpu(void *buffers[], void *cl_arg)
 {
     (void)cl_arg;
     double t0 = _apb_now_ns();
-    const float *xn = _APB_PTR(buffers[0]);
-    int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldxn = _APB_LD(buffers[0]);
+    int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldxn;
+    const float *xn = _apb_act_f32(buffers[0], &ldxn); /* a bf16 xn tile: widened */
     int hidden = _APB_ROWS(buffers[1]);
     float *x = _APB_PTR(buffers[4]);
     float *g = _apb_thread_scratch(_APB_SCRATCH_MLP, (size_t)rows * 2 * hidden);
-    if (!g) { /* a codelet cannot return an error: poison x so it shows downstream */
+    if (!g || !xn) { /* a codelet cannot return an error: poison x so it shows downstream */
         for (int i = 0; i < rows; i++)
             for (int j = 0; j < dim; j++)
                 ((float *)_APB_PTR(buffers[4]))[(size_t)i * _APB_LD(buffers[4]) + j] = NAN;
@@ -49,13 +49,13 @@ static void _apb_mlp_cuda(void *buffers[], void *cl_arg)
     cudaStream_t st = starpu_cuda_get_local_stream();
     const void *xn = _APB_PTR(buffers[0]);
     int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldxn = _APB_LD(buffers[0]);
-    int hidden = _APB_ROWS(buffers[1]), es = _apb_elem(buffers[1]), in_elem = 4;
-    size_t gbytes = (size_t)rows * hidden * es, xbytes = es == 2 ? (size_t)rows * dim * 2 : 0;
+    int hidden = _APB_ROWS(buffers[1]), es = _apb_elem(buffers[1]), in_elem = _apb_elem(buffers[0]);
+    size_t gbytes = (size_t)rows * hidden * es, xbytes = es == 2 && in_elem == 4 ? (size_t)rows * dim * 2 : 0;
     char *scr = _apb_cuda_scratch(_APB_CUDA_SCRATCH_MLP, 2 * gbytes + xbytes);
     if (!scr)
         return;
     void *g = scr, *u = scr + gbytes;
-    if (es == 2) {
+    if (es == 2 && in_elem == 4) { /* an fp32 xn: to bf16 once for the two GEMMs */
         apb_cuda_f32_to_bf16((uint16_t *)(scr + 2 * gbytes), dim, xn, ldxn, rows, dim, st);
         xn = scr + 2 * gbytes;
         ldxn = dim;

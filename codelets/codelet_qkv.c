@@ -14,10 +14,14 @@ static void _apb_qkv_cpu(void *buffers[], void *cl_arg)
 {
     double t0 = _apb_now_ns();
     const struct _apb_qkv_args *a = cl_arg;
-    const float *xn = _APB_PTR(buffers[0]);
-    int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldx = _APB_LD(buffers[0]);
+    int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldx;
+    const float *xn = _apb_act_f32(buffers[0], &ldx); /* a bf16 xn tile: widened */
     int nb = a->has_bias ? 3 : 0;
     double flops = 0;
+    if (!xn) {
+        _apb_task_fail(APB_E_NOMEM, "qkv: out of host memory");
+        return;
+    }
     for (int m = 0; m < 3; m++) { /* q, k, v */
         void *ob = buffers[4 + nb + m];
         const float *bias = a->has_bias ? _APB_PTR(buffers[4 + m]) : NULL;
@@ -36,9 +40,9 @@ static void _apb_qkv_cuda(void *buffers[], void *cl_arg)
     cudaStream_t st = starpu_cuda_get_local_stream();
     const void *xn = _APB_PTR(buffers[0]);
     int rows = _APB_ROWS(buffers[0]), dim = _APB_COLS(buffers[0]), ldx = _APB_LD(buffers[0]);
-    int nb = a->has_bias ? 3 : 0, in_elem = 4;
+    int nb = a->has_bias ? 3 : 0, in_elem = _apb_elem(buffers[0]);
     double flops = 0;
-    if (_apb_elem(buffers[1]) == 2) { /* convert xn to bf16 once for the three GEMMs */
+    if (_apb_elem(buffers[1]) == 2 && in_elem == 4) { /* convert xn to bf16 once for the three GEMMs */
         uint16_t *x16 = _apb_cuda_scratch(_APB_CUDA_SCRATCH_OP, (size_t)rows * dim * 2);
         if (!x16)
             return;

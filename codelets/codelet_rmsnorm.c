@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "codelets/codelet_common.h"
+#include "common/apb_bf16.h"
 #ifdef APB_CUDA
 #include "codelets/cuda/apb_cuda.h"
 #endif
@@ -27,11 +28,23 @@ static void _apb_rmsnorm_cpu(void *buffers[], void *cl_arg)
     const struct _apb_rmsnorm_args *a = cl_arg;
     const float *x = _APB_PTR(buffers[0]);
     const float *w = _APB_PTR(buffers[1]);
-    float *out = _APB_PTR(buffers[2]);
     int rows = _APB_ROWS(buffers[0]), cols = _APB_COLS(buffers[0]);
     int ldx = _APB_LD(buffers[0]), ldo = _APB_LD(buffers[2]);
-    for (int i = 0; i < rows; i++)
-        apb_rmsnorm_f32(out + (size_t)i * ldo, x + (size_t)i * ldx, w, cols, a->eps);
+    if (_apb_elem(buffers[2]) == 2) { /* a bf16 xn tile: each row rounded (nearest even) */
+        float *row = _apb_thread_scratch(_APB_SCRATCH_ATTN_O, (size_t)cols);
+        if (!row) {
+            _apb_task_fail(APB_E_NOMEM, "rmsnorm: out of host memory");
+            return;
+        }
+        for (int i = 0; i < rows; i++) {
+            apb_rmsnorm_f32(row, x + (size_t)i * ldx, w, cols, a->eps);
+            apb_bf16_from_f32_n((uint16_t *)_APB_PTR(buffers[2]) + (size_t)i * ldo, row, (size_t)cols);
+        }
+    } else {
+        float *out = _APB_PTR(buffers[2]);
+        for (int i = 0; i < rows; i++)
+            apb_rmsnorm_f32(out + (size_t)i * ldo, x + (size_t)i * ldx, w, cols, a->eps);
+    }
     _apb_op_account(APB_OP_RMSNORM, t0, 4.0 * rows * cols);
 }
 
@@ -40,9 +53,9 @@ static void _apb_rmsnorm_cuda(void *buffers[], void *cl_arg)
 {
     const struct _apb_rmsnorm_args *a = cl_arg;
     int rows = _APB_ROWS(buffers[0]), cols = _APB_COLS(buffers[0]);
-    apb_cuda_rmsnorm(_APB_PTR(buffers[2]), _APB_LD(buffers[2]), _APB_PTR(buffers[0]),
-                     _APB_LD(buffers[0]), _APB_PTR(buffers[1]), rows, cols, a->eps,
-                     starpu_cuda_get_local_stream());
+    apb_cuda_rmsnorm_to(_APB_PTR(buffers[2]), _APB_LD(buffers[2]), _apb_elem(buffers[2]) == 2, _APB_PTR(buffers[0]),
+                        _APB_LD(buffers[0]), _APB_PTR(buffers[1]), rows, cols, a->eps,
+                        starpu_cuda_get_local_stream());
     _apb_cuda_check("rmsnorm");
     _apb_op_count(APB_OP_RMSNORM, 4.0 * rows * cols);
 }

@@ -112,7 +112,7 @@ int _apb_split_host(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx, const
         if (h->mpos_t)
             h->mpos_t[t] = apb_tile_from(h->mpos + 3 * (size_t)row, rows, 3, sizeof(int32_t));
         h->x[t] = apb_tile_new(rows, c->dim, sizeof(float));
-        h->xn[t] = apb_tile_new(rows, c->dim, sizeof(float));
+        h->xn[t] = apb_tile_new(rows, c->dim, (size_t)_apb_xn_elem());
         h->q[t] = apb_tile_new(rows, qd, sizeof(float));
         if (f & APB_MF_HEAD_GROUPS) { /* head groups read-write their columns */
             h->o[t] = apb_tile_new_zeroed(rows, qd, sizeof(float));

@@ -7,14 +7,15 @@
 #            part aa + .gpu/whl, then part ab, each with a command that copies them to
 #            /tmp/apb-model and /tmp/apb-whl (kept while the machine stays warm), then the bundle
 #   ops      op tests with every task on the GPU (APB_TEST_DEVICE=cuda), fp32 then bf16, and the
-#            CPU-vs-GPU comparison of every codelet (test_cuda_ops), also under APB_BF16_O=0 (fp32
-#            o tiles), APB_CUDNN_SPLIT=1 APB_CUDNN_AUTOTUNE=1 and APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1
+#            CPU-vs-GPU comparison of every codelet (test_cuda_ops: fp32 and bf16 tiles), also under
+#            APB_CUDNN_SPLIT=1 APB_CUDNN_AUTOTUNE=1 and APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1
 #   graph    forward and method tests on the GPU against the float64/numpy references (needs model)
 #   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
 #   abtest   bench/prefill (AB_LENGTHS, AB_METHODS, --decode 0) once per configuration of AB_CONFIGS
-#            (';'-separated env assignments; default: defaults, fp32 o tiles (APB_BF16_O=0), cuDNN's
-#            COMPOSITE implementation with the split causal call) and one table of prefill seconds
+#            (';'-separated env assignments; default: defaults, bf16 xn tiles too (APB_BF16_ACT=all),
+#            fp32 activation tiles (APB_BF16_ACT=0), cuDNN's COMPOSITE implementation with the split
+#            causal call) and one table of prefill seconds
 #   memory   issue 15's memory and time split: per method (MEM_METHODS, default full,apb,spava) at
 #            MEM_LEN (131072) one process each with APB_MEM_TRACE (every 5 ms sample of the
 #            warm-up and the timed run) and traces of both (APB_TRACE_WARMUP=1), split per op by
@@ -79,14 +80,14 @@ ops)
     run_test apb_ops_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_apb_ops"
     run_test ops_gpu_bf16 APB_TEST_DEVICE=cuda APB_TEST_PRECISION=bf16 "$R/bin/test_ops"
     run_test cuda_vs_cpu "$R/bin/test_cuda_ops"
-    # the switches' paths: fp32 o tiles (APB_BF16_O=0, the graph's choice; the op tests pick their
-    # own), cuDNN's split and autotuned calls
+    # the switches' paths: cuDNN's split and autotuned calls (the op tests pick their tiles'
+    # element sizes themselves, so APB_BF16_ACT does not apply)
     run_test cuda_vs_cpu_split APB_CUDNN_SPLIT=1 APB_CUDNN_AUTOTUNE=1 "$R/bin/test_cuda_ops"
     run_test cuda_vs_cpu_composite APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1 "$R/bin/test_cuda_ops" ;;
 abtest)
     # one process per configuration (AB_CONFIGS: ';'-separated env assignments, '-' = defaults),
     # the same bench/prefill runs in each, then one table of prefill seconds
-    IFS=';' read -r -a cfgs <<< "${AB_CONFIGS:--;APB_BF16_O=0;APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1}"
+    IFS=';' read -r -a cfgs <<< "${AB_CONFIGS:--;APB_BF16_ACT=all;APB_BF16_ACT=0;APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1}"
     for i in "${!cfgs[@]}"; do
         c=${cfgs[$i]}; [ "$c" = - ] && c=""
         env $c "$R/bin/prefill" --lengths "${AB_LENGTHS:-32768,131072}" --methods "${AB_METHODS:-full,apb,spava}" \

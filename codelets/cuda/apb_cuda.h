@@ -57,6 +57,9 @@ int apb_cuda_gemv_bf16(void *out, int ld_out, int out_bf16, const void *in, int 
 /* --------------------------------------------------------------- ops */
 void apb_cuda_rmsnorm(float *out, int ld_out, const float *x, int ld_x, const float *w, int rows,
                       int cols, float eps, cudaStream_t s);
+/* The same into an fp32 or bf16 (out_bf16: each value rounded to nearest even) out. */
+void apb_cuda_rmsnorm_to(void *out, int ld_out, int out_bf16, const float *x, int ld_x, const float *w, int rows,
+                         int cols, float eps, cudaStream_t s);
 /* x[i] = embed[ids[i]] (embed fp32 or bf16, elem bytes) */
 void apb_cuda_embed(float *x, int ld_x, const int32_t *ids, const void *embed, int ld_e, int elem,
                     int n, int dim, int vocab, cudaStream_t s);

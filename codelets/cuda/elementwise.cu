@@ -120,11 +120,11 @@ extern "C" void apb_cuda_zero(void *p, int ld, int rows, int cols, int elem, cud
 }
 
 /* ------------------------------------------------------------------ rmsnorm and embed */
-__global__ void apb_k_rmsnorm(float *out, int ld_out, const float *x, int ld_x, const float *w,
-                              int cols, float eps)
+template <typename TO>
+__global__ void apb_k_rmsnorm(TO *out, int ld_out, const float *x, int ld_x, const float *w, int cols, float eps)
 {
     const float *xr = x + (size_t)blockIdx.x * ld_x;
-    float *orow = out + (size_t)blockIdx.x * ld_out;
+    TO *orow = out + (size_t)blockIdx.x * ld_out;
     float ss = 0.0f;
 #pragma unroll 4
     for (int j = threadIdx.x; j < cols; j += blockDim.x)
@@ -132,16 +132,32 @@ __global__ void apb_k_rmsnorm(float *out, int ld_out, const float *x, int ld_x, 
     ss = apb_block_sum(ss);
     float r = rsqrtf(ss / cols + eps);
 #pragma unroll 4
-    for (int j = threadIdx.x; j < cols; j += blockDim.x)
-        orow[j] = xr[j] * r * w[j];
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float v = xr[j] * r * w[j];
+        if constexpr (sizeof(TO) == 2)
+            orow[j] = apb_f32_to_bf16(v); /* what the GEMMs' conversion of an fp32 xn gives */
+        else
+            orow[j] = v;
+    }
+}
+
+extern "C" void apb_cuda_rmsnorm_to(void *out, int ld_out, int out_bf16, const float *x, int ld_x, const float *w,
+                                    int rows, int cols, float eps, cudaStream_t s)
+{
+    if (rows <= 0)
+        return;
+    /* few rows (decode): a wide block, so each thread's loads are few and in flight together */
+    const int threads = rows <= 32 ? 1024 : 256;
+    if (out_bf16)
+        apb_k_rmsnorm<uint16_t><<<rows, threads, 0, s>>>((uint16_t *)out, ld_out, x, ld_x, w, cols, eps);
+    else
+        apb_k_rmsnorm<float><<<rows, threads, 0, s>>>((float *)out, ld_out, x, ld_x, w, cols, eps);
 }
 
 extern "C" void apb_cuda_rmsnorm(float *out, int ld_out, const float *x, int ld_x, const float *w,
                                  int rows, int cols, float eps, cudaStream_t s)
 {
-    if (rows > 0)
-        /* few rows (decode): a wide block, so each thread's loads are few and in flight together */
-        apb_k_rmsnorm<<<rows, rows <= 32 ? 1024 : 256, 0, s>>>(out, ld_out, x, ld_x, w, cols, eps);
+    apb_cuda_rmsnorm_to(out, ld_out, 0, x, ld_x, w, rows, cols, eps, s);
 }
 
 __global__ void apb_k_embed(float *x, int ld_x, const int32_t *ids, const void *embed, int ld_e,

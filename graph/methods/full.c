@@ -66,7 +66,7 @@ static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, i
         int rows = t == s->n_tiles - 1 ? n - t * tile : tile;
         s->ids_t[t] = apb_tile_from(s->ids + (size_t)t * tile, rows, 1, sizeof(int32_t));
         s->x[t] = apb_tile_new(rows, c->dim, sizeof(float));
-        s->xn[t] = apb_tile_new(rows, c->dim, sizeof(float));
+        s->xn[t] = apb_tile_new(rows, c->dim, (size_t)_apb_xn_elem());
         s->q[t] = apb_tile_new(rows, qd, sizeof(float));
         s->o[t] = apb_tile_new(rows, qd, (size_t)_apb_o_elem(0));
         s->lse[t] = apb_tile_new(rows, c->n_heads, sizeof(float));

@@ -167,6 +167,12 @@ Test(cuda_fp32, rmsnorm)
     NEED_CUDA();
     tbuf b[3] = {rnd(37, 576, 2, 1), rnd(1, 576, 1, 2), nanbuf(37, 576)};
     both(b, 3, ins_rmsnorm, NULL, (int[]){2}, 1, 1e-5);
+    free(b[2].data);
+    b[2] = nanbuf16(37, 576); /* a bf16 output (the prefill's xn tiles under bf16): both round */
+    both(b, 3, ins_rmsnorm, NULL, (int[]){2}, 1, 4e-3);
+    b[0].rows = 3; /* few rows: the wide-block launch */
+    b[2].rows = 3;
+    both(b, 3, ins_rmsnorm, NULL, (int[]){2}, 1, 4e-3);
     free_bufs(b, 3);
 }
 
@@ -241,6 +247,19 @@ static void check_qkv_rows(int bf16, int rows)
     free_bufs(b, 10);
 }
 static void check_qkv(int bf16) { check_qkv_rows(bf16, 33); check_qkv_rows(bf16, 1); check_qkv_rows(bf16, 3); }
+/* a bf16 xn tile (the prefill's under bf16): read as is by cuBLAS and the few-row kernel */
+Test(cuda_bf16, qkv_bf16_input)
+{
+    NEED_CUDA();
+    for (int rows = 1; rows <= 33; rows += 32) {
+        int dim = 128, qd = 128, kd = 64;
+        tbuf b[10] = {bf16_of(rnd(rows, dim, 1, 17)), bf16_of(rnd(qd, dim, 0.2f, 11)), bf16_of(rnd(kd, dim, 0.2f, 12)),
+                      bf16_of(rnd(kd, dim, 0.2f, 13)), rnd(1, qd, 1, 14), rnd(1, kd, 1, 15), rnd(1, kd, 1, 16),
+                      nanbuf(rows, qd), nanbuf(rows, kd), nanbuf(rows, kd)};
+        both(b, 10, ins_qkv, NULL, (int[]){7, 8, 9}, 3, 2e-2);
+        free_bufs(b, 10);
+    }
+}
 Test(cuda_fp32, qkv) { NEED_CUDA(); check_qkv(0); }
 Test(cuda_bf16, qkv) { NEED_CUDA(); check_qkv(1); }
 
@@ -255,6 +274,18 @@ static void check_mlp_rows(int bf16, int rows)
     free_bufs(b, 5);
 }
 static void check_mlp(int bf16) { check_mlp_rows(bf16, 29); check_mlp_rows(bf16, 1); check_mlp_rows(bf16, 8); }
+/* a bf16 xn tile: the GEMMs (29 rows) and the fused few-row gate/up kernel (8 rows) read it as is */
+Test(cuda_bf16, mlp_bf16_input)
+{
+    NEED_CUDA();
+    for (int rows = 8; rows <= 29; rows += 21) {
+        int dim = 128, hid = 320;
+        tbuf b[5] = {bf16_of(rnd(rows, dim, 1, 25)), bf16_of(rnd(hid, dim, 0.2f, 21)), bf16_of(rnd(hid, dim, 0.2f, 22)),
+                     bf16_of(rnd(dim, hid, 0.2f, 23)), rnd(rows, dim, 1, 24)};
+        both(b, 5, ins_mlp, NULL, (int[]){4}, 1, 2e-2);
+        free_bufs(b, 5);
+    }
+}
 Test(cuda_fp32, mlp) { NEED_CUDA(); check_mlp(0); }
 Test(cuda_bf16, mlp) { NEED_CUDA(); check_mlp(1); }
 

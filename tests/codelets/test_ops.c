@@ -49,6 +49,23 @@ Test(ops, rmsnorm)
     double e = t_rel_err(out, ref, rows * cols);
     cr_log_info("rmsnorm rel err %.3g", e);
     cr_assert_lt(e, 1e-6, "rmsnorm rel err %g", e);
+    /* a bf16 output (the prefill's xn tiles under bf16): poisoned, rounded once */
+    uint16_t *o16 = malloc(2 * (size_t)rows * cols);
+    for (int i = 0; i < rows * cols; i++)
+        o16[i] = 0x7fc0;
+    hx = apb_tile_from(x, rows, cols, 4), hw = apb_tile_from(w, 1, cols, 4), ho = apb_tile_from(o16, rows, cols, 2);
+    cr_assert_eq(apb_insert_rmsnorm(hx, hw, ho, 1e-5f, tag), 0);
+    apb_handle_free_now(hx);
+    apb_handle_free_now(hw);
+    apb_handle_free_now(ho);
+    for (int i = 0; i < rows * cols; i++) {
+        uint32_t u = (uint32_t)o16[i] << 16;
+        memcpy(&out[i], &u, 4);
+    }
+    e = t_rel_err(out, ref, rows * cols);
+    cr_log_info("rmsnorm (bf16 out) rel err %.3g", e);
+    cr_assert_lt(e, 4e-3, "rmsnorm bf16 output rel err %g", e);
+    free(o16);
     free(x); free(w); free(out); free(ref);
 }
 
