@@ -354,7 +354,7 @@ static void _apb_attention_cpu(void *buffers[], void *cl_arg)
         /* a bf16 o tile: this task's columns computed in fp32, then rounded (nearest even) */
         const int o16 = _apb_elem(ob) == 2, c0 = a->kvh0 * (a->n_heads / a->n_kv_heads) * a->head_dim;
         const int nc = a->n_kvh * (a->n_heads / a->n_kv_heads) * a->head_dim;
-        float *o = o16 ? _apb_thread_scratch(_APB_SCRATCH_ATTN_O, (size_t)n_q * a->n_heads * a->head_dim)
+        float *o = o16 ? _apb_thread_scratch(_APB_SCRATCH_BF16_OUT, (size_t)n_q * a->n_heads * a->head_dim)
                        : (float *)_APB_PTR(ob);
         int ld_o = o16 ? a->n_heads * a->head_dim : _APB_LD(ob);
         if (!o) {

@@ -54,7 +54,7 @@ static void _apb_lse_merge_cpu(void *buffers[], void *cl_arg)
     const float *oi[64], *li[64];
     void *ob = buffers[2 * n], *lb = a->has_lse_out ? buffers[2 * n + 1] : NULL;
     const int o16 = _apb_elem(ob) == 2, W = H * a->head_dim; /* a bf16 output: each row rounded */
-    float *row16 = o16 ? _apb_thread_scratch(_APB_SCRATCH_ATTN_O, (size_t)W) : NULL;
+    float *row16 = o16 ? _apb_thread_scratch(_APB_SCRATCH_BF16_OUT, (size_t)W) : NULL;
     if (o16 && !row16) {
         _apb_task_fail(APB_E_NOMEM, "lse_merge: out of host memory");
         return;

@@ -31,7 +31,7 @@ static void _apb_rmsnorm_cpu(void *buffers[], void *cl_arg)
     int rows = _APB_ROWS(buffers[0]), cols = _APB_COLS(buffers[0]);
     int ldx = _APB_LD(buffers[0]), ldo = _APB_LD(buffers[2]);
     if (_apb_elem(buffers[2]) == 2) { /* a bf16 xn tile: each row rounded (nearest even) */
-        float *row = _apb_thread_scratch(_APB_SCRATCH_ATTN_O, (size_t)cols);
+        float *row = _apb_thread_scratch(_APB_SCRATCH_BF16_OUT, (size_t)cols);
         if (!row) {
             _apb_task_fail(APB_E_NOMEM, "rmsnorm: out of host memory");
             return;

@@ -118,7 +118,7 @@ int _apb_split_host(apb_model *m, apb_hseq *hs, int r, const int32_t *ctx, const
             h->o[t] = apb_tile_new_zeroed(rows, qd, sizeof(float));
             h->lse[t] = apb_tile_new_zeroed(rows, c->n_heads, sizeof(float));
         } else {
-            h->o[t] = apb_tile_new(rows, qd, (size_t)_apb_o_elem(0));
+            h->o[t] = apb_tile_new(rows, qd, (size_t)_apb_o_elem());
             h->lse[t] = apb_tile_new(rows, c->n_heads, sizeof(float));
         }
         for (int l = 0; l < c->n_layers; l++) {

@@ -58,8 +58,10 @@ int apb_task_insert(struct starpu_codelet *cl, ...);
  * handle per task. NULL when out of memory. */
 enum { _APB_SCRATCH_ATTENTION, _APB_SCRATCH_MLP, _APB_SCRATCH_LOGITS, _APB_SCRATCH_WEIGHT,
        _APB_SCRATCH_LAYER, _APB_SCRATCH_ATTENTION16, _APB_SCRATCH_DNNL, _APB_SCRATCH_LINEAR_IN,
-       _APB_SCRATCH_ATTN_O, _APB_SCRATCH_SLOTS };
+       _APB_SCRATCH_BF16_OUT, _APB_SCRATCH_SLOTS };
 float *_apb_thread_scratch(int slot, size_t n);
+/* _APB_SCRATCH_BF16_OUT: fp32 results before they are rounded into a bf16 output tile (attention,
+ * lse_merge, rmsnorm); _APB_SCRATCH_LINEAR_IN: a bf16 input tile widened (_apb_act_f32). */
 
 /* OpenBLAS: one thread per task, StarPU provides the parallelism across tiles. */
 void _apb_blas_single_thread(void);

@@ -68,7 +68,7 @@ static int _apb_seq_alloc(apb_model *m, apb_seq *s, const int32_t *ids, int n, i
         s->x[t] = apb_tile_new(rows, c->dim, sizeof(float));
         s->xn[t] = apb_tile_new(rows, c->dim, (size_t)_apb_xn_elem());
         s->q[t] = apb_tile_new(rows, qd, sizeof(float));
-        s->o[t] = apb_tile_new(rows, qd, (size_t)_apb_o_elem(0));
+        s->o[t] = apb_tile_new(rows, qd, (size_t)_apb_o_elem());
         s->lse[t] = apb_tile_new(rows, c->n_heads, sizeof(float));
         for (int l = 0; l < c->n_layers; l++) {
             s->k[l * s->n_tiles + t] = apb_tile_new(rows, kd, sizeof(float));
