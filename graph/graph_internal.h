@@ -91,14 +91,12 @@ int _apb_fused_decode(void);
 /* Element size of the prefill's GEMM-input activation tiles: the attention output (o) and the
  * normalized rows (xn). 2 (bf16) under APB_PREC_BF16, where the GEMMs round their input to bf16
  * anyway, so the producer writes what the GEMM reads (on the GPU: no fp32 round trip and no
- * conversion, cuDNN's output in place); 4 otherwise. Head groups keep fp32 o tiles (their tasks
- * read-write their columns of a zeroed tile; graph/split.c). By default only the o tiles are bf16;
- * APB_BF16_ACT=all makes the xn tiles bf16 too (rmsnorm writes what QKV and the MLP read; written
- * in session 11 after the device time was spent, so off until the GPU tests have run with it),
- * APB_BF16_ACT=0 keeps both fp32 (comparisons). */
-int _apb_act_elem(int xn);
-static inline int _apb_o_elem(void) { return _apb_act_elem(0); }
-static inline int _apb_xn_elem(void) { return _apb_act_elem(1); }
+ * conversion, cuDNN's output in place; rmsnorm writes what QKV and the MLP read); 4 otherwise.
+ * Head groups keep fp32 o tiles (their tasks read-write their columns of a zeroed tile;
+ * graph/split.c). APB_BF16_ACT=0 keeps both fp32 (comparisons; same logits, bitwise). */
+int _apb_act_elem(void);
+static inline int _apb_o_elem(void) { return _apb_act_elem(); }
+static inline int _apb_xn_elem(void) { return _apb_act_elem(); }
 int _apb_post_attention(apb_model *m, int l, apb_handle o, apb_handle x, apb_handle xn,
                         apb_task_tag tag, apb_err *err);
 /* Under APB_PREC_BF16: compacts the n fp32 K/V tiles of a finished layer to bf16 (owned by the

@@ -26,14 +26,10 @@ int _apb_fused_decode(void)
     return apb_env_switch("APB_FUSED_DECODE", 1, &on);
 }
 
-int _apb_act_elem(int xn)
+int _apb_act_elem(void)
 {
-    static int mode = -1; /* 0: fp32, 1: o only (default), 2: o and xn */
-    if (mode < 0) {
-        const char *e = getenv("APB_BF16_ACT");
-        mode = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "all") ? 2 : 1;
-    }
-    return apb_runtime_precision() == APB_PREC_BF16 && mode > xn ? 2 : 4;
+    static int on = -1; /* APB_BF16_ACT=0: fp32 o and xn tiles (comparisons) */
+    return apb_runtime_precision() == APB_PREC_BF16 && apb_env_switch("APB_BF16_ACT", 1, &on) ? 2 : 4;
 }
 
 /* The per-layer dense chain after attention: o-proj (+residual), norm, MLP (+residual). */

@@ -13,9 +13,8 @@
 #   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
 #   abtest   bench/prefill (AB_LENGTHS, AB_METHODS, --decode 0) once per configuration of AB_CONFIGS
-#            (';'-separated env assignments; default: defaults, bf16 xn tiles too (APB_BF16_ACT=all),
-#            fp32 activation tiles (APB_BF16_ACT=0), cuDNN's COMPOSITE implementation with the split
-#            causal call) and one table of prefill seconds
+#            (';'-separated env assignments; default: defaults, fp32 activation tiles
+#            (APB_BF16_ACT=0), defaults again (the spread)) and one table of prefill seconds
 #   memory   issue 15's memory and time split: per method (MEM_METHODS, default full,apb,spava) at
 #            MEM_LEN (131072) one process each with APB_MEM_TRACE (every 5 ms sample of the
 #            warm-up and the timed run) and traces of both (APB_TRACE_WARMUP=1), split per op by
@@ -87,7 +86,7 @@ ops)
 abtest)
     # one process per configuration (AB_CONFIGS: ';'-separated env assignments, '-' = defaults),
     # the same bench/prefill runs in each, then one table of prefill seconds
-    IFS=';' read -r -a cfgs <<< "${AB_CONFIGS:--;APB_BF16_ACT=all;APB_BF16_ACT=0;APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1}"
+    IFS=';' read -r -a cfgs <<< "${AB_CONFIGS:--;APB_BF16_ACT=0;-}"
     for i in "${!cfgs[@]}"; do
         c=${cfgs[$i]}; [ "$c" = - ] && c=""
         env $c "$R/bin/prefill" --lengths "${AB_LENGTHS:-32768,131072}" --methods "${AB_METHODS:-full,apb,spava}" \
