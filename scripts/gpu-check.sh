@@ -21,7 +21,7 @@
 #            bench/trace_ops.py; everything in one $OUT/memory.tar.xz (a call brings back 8 files)
 #   sidebyside  PyTorch (bench/torch_prefill.py, with its APB baseline) and bench/prefill in one
 #            call at SBS_LENGTHS (32768,131072) for SBS_METHODS (full,apb,spava,star), --decode 32,
-#            traces of the timed runs split per op (bench/trace_ops.py), cuDNN's SDPA rate at the
+#            a traced run before each timed one, its trace split per op (bench/trace_ops.py), cuDNN's SDPA rate at the
 #            tiles' shapes through PyTorch (bench/cudnn_shapes.py); one $OUT/sidebyside.tar
 #   decode   issue 16's numbers: the split-KV kernel alone (old and new Q K^T loads), then decode
 #            ms/token and the question pass timed alone (--question-share) for DECODE_METHODS at
