@@ -8,7 +8,8 @@
 #            /tmp/apb-model and /tmp/apb-whl (kept while the machine stays warm), then the bundle
 #   ops      op tests with every task on the GPU (APB_TEST_DEVICE=cuda), fp32 then bf16, and the
 #            CPU-vs-GPU comparison of every codelet (test_cuda_ops: fp32 and bf16 tiles), also under
-#            APB_CUDNN_SPLIT=1 APB_CUDNN_AUTOTUNE=1 and APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1
+#            APB_CUDNN_SPLIT=1 APB_CUDNN_AUTOTUNE=1 and APB_CUDNN_IMPL=composite APB_CUDNN_SPLIT=1;
+#            OPS_ONLY="cuda_vs_cpu ops_gpu_bf16" runs only the tests of those names (as in the log)
 #   graph    forward and method tests on the GPU against the float64/numpy references (needs model)
 #   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
@@ -58,6 +59,7 @@ summary=()
 note() { summary+=("$1"); echo "== $1"; }
 run_test() { # name, env..., binary
     local name=$1; shift
+    [ -n "${OPS_ONLY:-}" ] && [[ " $OPS_ONLY " != *" $name "* ]] && return 0
     if env "$@" --jobs 2 --timeout 600 >"$OUT/$name.log" 2>&1; then note "PASS $name"
     else note "FAIL $name"; tail -n 30 "$OUT/$name.log"; fi
     grep -E "Synthesis" "$OUT/$name.log" | tail -1

@@ -176,6 +176,23 @@ Test(cuda_fp32, rmsnorm)
     free_bufs(b, 3);
 }
 
+/* the register-row kernel at the widths it is instantiated for (Llama-3.1-8B's 4096, 8192 at its
+ * limit, a width that leaves threads without a column) and the element-wise one where a row is
+ * not a multiple of four */
+Test(cuda_fp32, rmsnorm_widths)
+{
+    NEED_CUDA();
+    const int widths[] = {4096, 8192, 1000, 30};
+    for (int k = 0; k < 4; k++)
+        for (int bf16 = 0; bf16 < 2; bf16++)
+            for (int rows = 3; rows <= 67; rows += 64) { /* wide block (decode), then 256 threads */
+                int c = widths[k];
+                tbuf b[3] = {rnd(rows, c, 3, 10 + k), rnd(1, c, 1, 20 + k), bf16 ? nanbuf16(rows, c) : nanbuf(rows, c)};
+                both(b, 3, ins_rmsnorm, NULL, (int[]){2}, 1, bf16 ? 4e-3 : 1e-5);
+                free_bufs(b, 3);
+            }
+}
+
 static int ins_embed(apb_handle *h, const void *c) { (void)c; return apb_insert_embed(h[0], h[1], h[2], TAG); }
 static void check_embed(int bf16)
 {
