@@ -278,5 +278,28 @@ else
     echo "skip sched-lib example ($SO not built: make check builds it)"
 fi
 grep -q "<svg" "$tmp/g.svg" && grep -q "attention" "$tmp/g.svg" && echo "ok   gantt svg" || { echo "FAIL gantt svg"; fail=1; }
+# bench/prefill on the CPU (tiny preset): the table row of every method, and with --trace-dir a
+# traced run before the timed one (its trace written, both times in the JSON)
+BENCH=${APB_BENCH_PREFILL:-bench/prefill}
+if [ -x "$BENCH" ] && [ -n "${APB_PYTHON:-}" ]; then
+    mkdir -p "$tmp/bt"
+    if "$BENCH" --device cpu --preset tiny --lengths 1024 --methods full,apb --hosts 2 --decode 2 \
+            --trace-dir "$tmp/bt" --json "$tmp/bt/p.json" >"$tmp/bt/out" 2>&1 &&
+        "$APB_PYTHON" - "$tmp/bt" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+runs = json.load(open(os.path.join(d, "p.json")))["runs"]
+assert [r["method"] for r in runs] == ["full", "apb"], runs
+for r in runs:
+    assert r["time_s"] > 0 and r["traced_time_s"] > 0 and r["decode_steps"] == 2, r
+    t = json.load(open(os.path.join(d, f"trace_{r['method']}_1024.json")))
+    assert any(e.get("ph") == "X" and e["name"].startswith("attention") for e in t["traceEvents"]), r["method"]
+rows = [l.split() for l in open(os.path.join(d, "out")) if l.split()[:1] == ["1024"]]
+assert [x[1] for x in rows] == ["full", "apb"], rows
+PY
+    then echo "ok   bench/prefill cpu (table, json, traced run)"; else echo "FAIL bench/prefill cpu:"; tail -n 20 "$tmp/bt/out"; fail=1; fi
+else
+    echo "skip bench/prefill cpu ($BENCH not built or no python)"
+fi
 rm -rf "$tmp"
 exit $fail
