@@ -52,6 +52,10 @@ void apb_attention_heads_bf16mm(const float *q, int ld_q, int n_q, int q_coord0,
                                 const struct _apb_attn_seg_cpu *segs, int n_segs, int n_heads,
                                 int n_kv_heads, int kvh0, int n_kvh, int head_dim, float *o, int ld_o,
                                 float *lse, int ld_lse);
+/* Query-key pairs of one segment visible to query rows [q_coord0, q_coord0 + n_q) under the rule of
+ * apb_insert_attention (a causal segment's masked pairs are not counted: the kernels skip them).
+ * The attention task's FLOPs are 4 x head_dim x query heads x these pairs, summed over segments. */
+double apb_attn_seg_pairs(int q_coord0, int n_q, int len, int coord0, int causal, int min_q_coord);
 /* One query row: o (H*d) and lse (H) over the visible keys of segs (the same rules). */
 void apb_attention_row_f32(const float *q, int q_coord, const struct _apb_attn_seg_cpu *segs,
                            int n_segs, int n_heads, int n_kv_heads, int d, float *o, float *lse);

@@ -329,12 +329,36 @@ struct _apb_attn_args {
 #define _APB_ATTN_O(b, a, i) ((b)[(a)->n_qt + 2 * (a)->n_segs + (i)])
 #define _APB_ATTN_L(b, a, i) ((b)[2 * (a)->n_qt + 2 * (a)->n_segs + (i)])
 
+double apb_attn_seg_pairs(int q_coord0, int n_q, int len, int coord0, int causal, int min_q_coord)
+{
+    /* rows that see the segment at all: [lo, hi) */
+    double lo = q_coord0 > min_q_coord ? q_coord0 : min_q_coord, hi = (double)q_coord0 + n_q, L = len;
+    if (hi <= lo || len <= 0)
+        return 0;
+    if (!causal)
+        return (hi - lo) * L;
+    /* causal: row q sees min(max(q - coord0 + 1, 0), len) keys. The ramp: rows [a, b) below
+     * coord0 + len - 1 see q - coord0 + 1 keys each; the rows from coord0 + len - 1 on see all */
+    double c0 = coord0, full = c0 + L - 1, pairs = 0;
+    double a = lo > c0 ? lo : c0, b = hi < full ? hi : full;
+    if (b > a)
+        pairs += ((a - c0 + 1) + (b - c0)) * (b - a) / 2;
+    a = lo > full ? lo : full;
+    if (hi > a)
+        pairs += (hi - a) * L;
+    return pairs;
+}
+
+/* Counted over the visible pairs only (a causal tile is half its square), as FlashAttention and
+ * cuDNN count theirs; before session 12 a causal segment counted its whole rectangle, so the
+ * traces' attention rates of causal tiles were overstated (up to 2x a tile on the diagonal). */
 static double _apb_attn_flops(const struct _apb_attn_args *a, double n_q)
 {
-    double f = 0;
+    double pairs = 0;
     for (int s = 0; s < a->n_segs; s++)
-        f += 4.0 * n_q * a->seg[s].len * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
-    return f;
+        pairs += apb_attn_seg_pairs(a->q_coord0, (int)n_q, a->seg[s].len, a->seg[s].coord0, a->seg[s].causal,
+                                    a->seg[s].min_q_coord);
+    return 4.0 * pairs * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
 }
 
 static void _apb_attention_cpu(void *buffers[], void *cl_arg)

@@ -235,9 +235,25 @@ static void check_case_m(int n_q, int q_coord0, const struct seg_spec *sp, int n
     free(q); free(o); free(lse); free(ro); free(rl);
 }
 
+/* apb_attn_seg_pairs (the task's FLOP count) against a count of the pairs the reference visits */
+static void check_pairs(int n_q, int q_coord0, const struct seg_spec *sp, int ns)
+{
+    for (int s = 0; s < ns; s++) {
+        double want = 0;
+        for (long qc = q_coord0; qc < (long)q_coord0 + n_q; qc++)
+            for (int j = 0; j < sp[s].len; j++)
+                want += !(qc < sp[s].min_q_coord || (sp[s].causal && sp[s].coord0 + j > qc));
+        double got = apb_attn_seg_pairs(q_coord0, n_q, sp[s].len, sp[s].coord0, sp[s].causal, sp[s].min_q_coord);
+        cr_assert_eq(got, want, "segment %d (len %d, coord0 %d, causal %d, min_q %d), rows [%d, %d): %g pairs, "
+                     "the reference visits %g", s, sp[s].len, sp[s].coord0, sp[s].causal, sp[s].min_q_coord,
+                     q_coord0, q_coord0 + n_q, got, want);
+    }
+}
+
 static void check_case(int n_q, int q_coord0, const struct seg_spec *sp, int ns, int H, int Hk,
                        int d, uint64_t seed)
 {
+    check_pairs(n_q, q_coord0, sp, ns);
     check_case_m(n_q, q_coord0, sp, ns, H, Hk, d, seed, 0);
 }
 
@@ -349,6 +365,18 @@ Test(attention, apb_mask_anchor_rows_skip_passing)
                             {a, 0, 1, 0},       /* anchor keys */
                             {l, a, 1, 0}};      /* local keys */
     check_case(a + l, 0, sp, 3, 6, 3, 16, 4);
+}
+
+/* the FLOP count's pairs at the edges: keys that start after, inside and before the rows, rows
+ * that start below min_q_coord, a causal block offset from the rows (bottom-right aligned) */
+Test(attention, visible_pair_count)
+{
+    const int q0s[] = {0, 5, 37, 100}, nqs[] = {1, 7, 64};
+    const struct seg_spec sp[] = {{10, 0, 1, 0}, {64, 37, 1, 0}, {64, 60, 1, 0}, {30, 90, 1, 0},
+                                  {200, -50, 1, 40}, {17, 3, 0, 41}, {9, 500, 1, 0}, {0, 0, 1, 0}};
+    for (int i = 0; i < 4; i++)
+        for (int n = 0; n < 3; n++)
+            check_pairs(nqs[n], q0s[i], sp, 8);
 }
 
 Test(attention, rows_that_see_nothing)
