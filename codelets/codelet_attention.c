@@ -352,11 +352,11 @@ double apb_attn_seg_pairs(int q_coord0, int n_q, int len, int coord0, int causal
 /* Counted over the visible pairs only (a causal tile is half its square), as FlashAttention and
  * cuDNN count theirs; before session 12 a causal segment counted its whole rectangle, so the
  * traces' attention rates of causal tiles were overstated (up to 2x a tile on the diagonal). */
-static double _apb_attn_flops(const struct _apb_attn_args *a, double n_q)
+static double _apb_attn_flops(const struct _apb_attn_args *a, int n_q)
 {
     double pairs = 0;
     for (int s = 0; s < a->n_segs; s++)
-        pairs += apb_attn_seg_pairs(a->q_coord0, (int)n_q, a->seg[s].len, a->seg[s].coord0, a->seg[s].causal,
+        pairs += apb_attn_seg_pairs(a->q_coord0, n_q, a->seg[s].len, a->seg[s].coord0, a->seg[s].causal,
                                     a->seg[s].min_q_coord);
     return 4.0 * pairs * a->n_heads * a->head_dim * a->n_kvh / a->n_kv_heads;
 }
@@ -497,7 +497,7 @@ static int _apb_insert_attention(const apb_handle *q, int n_qt, int q_coord0, co
     if (n_qt <= 0 || n_segs < 0 || n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 || kvh0 < 0 ||
         n_kvh <= 0 || kvh0 + n_kvh > n_kv_heads)
         return -EINVAL;
-    double rows = 0;
+    int rows = 0;
     for (int i = 0; i < n_qt; i++) {
         if (!q[i] || !o[i] || !lse[i] || apb_tile_cols(q[i]) != n_heads * head_dim ||
             apb_tile_cols(o[i]) != n_heads * head_dim || apb_tile_cols(lse[i]) != n_heads ||
