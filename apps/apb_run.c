@@ -322,6 +322,7 @@ struct run_state {
     apb_hosts_opts hopt;
     int lead;                      /* prints the result; the other ranks print nothing on stdout */
     int tracing;
+    int teling; /* GPU telemetry sampling since the start (with tracing on GPUs) */
     apb_sampling smp;
     apb_seq seq;
     apb_hseq hs;
@@ -498,6 +499,8 @@ static int run_start(const struct apb_run_opts *o, struct run_state *s, int n_ca
     s->tracing = o->trace || o->gantt || o->summary;
     if (s->tracing)
         apb_trace_enable(1);
+    /* with a trace on GPUs: their power and SM clock beside the tasks (NVML; silent without it) */
+    s->teling = s->tracing && apb_runtime_cuda_devices_used() > 0 && apb_telemetry_start(20, 1, NULL) == APB_OK;
     if (s->lead) {
         if (o->cases)
             fprintf(stderr, "apb_run: model %s (%d layers, dim %d, %d/%d heads), %d cases of %s, "
@@ -705,8 +708,13 @@ static int run_report_trace(const struct apb_run_opts *o, struct run_state *s, a
     char tb[PATH_MAX], gb[PATH_MAX];
     const char *tp = o->trace ? rank_path(o->trace, tb, sizeof tb) : NULL;
     const char *gp = o->gantt ? rank_path(o->gantt, gb, sizeof gb) : NULL;
+    apb_gpu_tele tele[APB_TELE_MAX_DEV];
+    int nt = s->teling ? apb_telemetry_stop(tele, APB_TELE_MAX_DEV) : 0;
+    s->teling = 0;
     if (s->lead)
         apb_trace_summary(stderr);
+    if (s->lead && o->summary)
+        apb_telemetry_print(stderr, tele, nt);
     if (tp && !(rc = apb_trace_write_chrome(tp, err)))
         fprintf(stderr, "apb_run: wrote trace %s\n", tp);
     if (!rc && gp)

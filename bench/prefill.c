@@ -225,6 +225,65 @@ static double attn_rate(const apb_config *c, int L, apb_err *err)
     return best < 1e30 ? attn_flops(c, (double)L * (L + 1) / 2) / c->n_layers / best * 1e-12 : 0;
 }
 
+/* --sustain SECS: a kernel alone, run back to back for SECS seconds (each run waited for) while NVML
+ * samples the GPU: the rate of the first run (a cool card) and of the last half of the window (the
+ * card at its power and thermal steady state), with the power and SM clock of that window. A
+ * prefill keeps the card busy for seconds, so the steady-state rate is the one inside it. */
+typedef int (*probe_fn)(void *arg);
+struct probe_attn {
+    apb_handle q, k, v, o, lse;
+    const apb_config *c;
+};
+static int probe_attention(void *arg)
+{
+    const struct probe_attn *p = arg;
+    apb_attn_seg seg = {.k = p->k, .v = p->v, .len = apb_tile_rows(p->k), .coord0 = 0, .causal = 1, .min_q_coord = 0};
+    return apb_insert_attention(p->q, 0, &seg, 1, p->c->n_heads, p->c->n_kv_heads, p->c->head_dim, p->o, p->lse,
+                                (apb_task_tag){-1, -1, 0});
+}
+static int probe_gemm(void *arg)
+{
+    apb_handle *h = arg;
+    return apb_insert_linear(h[0], h[1], NULL, h[2], 0, (apb_task_tag){-1, -1, 0});
+}
+static void sustain(const char *what, probe_fn fn, void *arg, double flops, double secs, apb_err *err)
+{
+    double first = 0, sum_t = 0, t_all = now_s();
+    int n_half = 0, runs = 0;
+    apb_err te = {0};
+    int teling = 0;
+    while (!err->code) {
+        double t = now_s();
+        if (fn(arg) || apb_runtime_wait_all(err))
+            break;
+        double now = now_s();
+        t = now - t;
+        if (runs++ == 0)
+            first = t;
+        if (now - t_all >= secs / 2) {
+            if (!teling) /* the telemetry window: the second half */
+                teling = apb_telemetry_start(10, 0, &te) == APB_OK ? 1 : -1;
+            else {
+                sum_t += t;
+                n_half++;
+            }
+        }
+        if (now - t_all >= secs)
+            break;
+    }
+    apb_gpu_tele tele[APB_TELE_MAX_DEV];
+    int nt = teling == 1 ? apb_telemetry_stop(tele, APB_TELE_MAX_DEV) : 0;
+    printf("  %-34s first run %6.1f TFLOP/s; steady (%d runs, last %.1f s) %6.1f TFLOP/s\n", what,
+           first > 0 ? flops / first * 1e-12 : 0, n_half, sum_t, n_half ? flops * n_half / sum_t * 1e-12 : 0);
+    for (int g = 0; g < nt; g++)
+        if (tele[g].samples && tele[g].frac_idle < 1) {
+            printf("    ");
+            apb_telemetry_print(stdout, &tele[g], 1);
+        }
+    if (teling == -1)
+        printf("    (%s)\n", te.msg);
+}
+
 /* Decode kernels alone: one query row against an L-row bf16 KV cache (split-KV attention), and
  * the few-row GEMV over an N x K bf16 weight (one row in), each repeated `reps` times in one
  * submission; returns the bytes each call must read over its mean time (GB/s). */
@@ -279,6 +338,7 @@ int main(int argc, char **argv)
     const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL, *trace_dir = NULL;
     int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
     int attn_decode = 0; /* --attn-decode L: decode kernels alone */
+    double sustain_s = 0; /* --sustain SECS (with --attn-only): the kernel and a GEMM run for SECS each */
     int ndec = 32; /* decode steps timed after each prefill (0: none) */
     int warm_each = 1; /* warm-up before every (length, method); 0: before the first only */
     int qshare = 0;    /* --question-share 1: one more run of each method with a question pass,
@@ -302,6 +362,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--sched")) sched = v;
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--attn-only")) attn_only = atoi(v);
+        else if (!strcmp(a, "--sustain")) sustain_s = atof(v);
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
         else if (!strcmp(a, "--attn-decode")) attn_decode = atoi(v);
         else if (!strcmp(a, "--trace-dir")) trace_dir = v;
@@ -322,6 +383,30 @@ int main(int argc, char **argv)
         if (attn_only > 0)
             printf("causal attention kernel, %s shapes, %d tokens: %.1f TFLOP/s\n", preset, attn_only,
                    attn_rate(&c, attn_only, &err));
+        if (attn_only > 0 && sustain_s > 0 && !err.code) { /* the same kernel and a GEMM, sustained */
+            int L = attn_only, qd = c.n_heads * c.head_dim, kd = c.n_kv_heads * c.head_dim, n = 8192;
+            void *mem[5] = {0};
+            struct probe_attn pa = {tile_random(L, qd, 4, 3, &mem[0]), tile_random(L, kd, 4, 4, &mem[1]),
+                                    tile_random(L, kd, 4, 5, &mem[2]), apb_tile_new(L, qd, 4),
+                                    apb_tile_new(L, c.n_heads, 4), &c};
+            apb_handle g[3] = {tile_random(n, n, 4, 1, &mem[3]),
+                               tile_random(n, n, apb_runtime_precision() == APB_PREC_BF16 ? 2 : 4, 2, &mem[4]),
+                               apb_tile_new(n, n, 4)};
+            printf("sustained for %.0f s each (steady = the second half, with NVML's power and clock):\n", sustain_s);
+            char lab[64];
+            snprintf(lab, sizeof lab, "causal attention, %d tokens", L);
+            if (pa.q && pa.k && pa.v && pa.o && pa.lse)
+                sustain(lab, probe_attention, &pa, attn_flops(&c, (double)L * (L + 1) / 2) / c.n_layers, sustain_s, &err);
+            if (g[0] && g[1] && g[2] && !err.code)
+                sustain("bf16 GEMM 8192^3 (linear codelet)", probe_gemm, g, 2.0 * n * (double)n * n, sustain_s, &err);
+            apb_handle ah[5] = {pa.q, pa.k, pa.v, pa.o, pa.lse};
+            for (int i = 0; i < 5; i++)
+                apb_handle_free_now(ah[i]);
+            for (int i = 0; i < 3; i++)
+                apb_handle_free_now(g[i]);
+            for (int i = 0; i < 5; i++)
+                free(mem[i]);
+        }
         if (attn_decode > 0) {
             double us, bw = copy_rate_gbs();
             printf("decode kernels, %s shapes (calls back to back; device copy rate %.0f GB/s):\n", preset, bw);
@@ -454,6 +539,9 @@ int main(int argc, char **argv)
                         fprintf(mem_trace, "# %s %d %s\n", tm, L, what);
                 }
                 int polling = (cuda || getenv("APB_MEM_CPU")) && pthread_create(&poller, NULL, mem_poll, NULL) == 0;
+                /* power, SM clock and their causes over the reported run (NVML; none on CPU runs) */
+                apb_gpu_tele tele[APB_TELE_MAX_DEV];
+                int ntele = 0, teling = cuda && (rep == last || traced) && apb_telemetry_start(20, traced, NULL) == APB_OK;
                 if (traced) {
                     apb_trace_reset();
                     apb_trace_enable(1);
@@ -465,6 +553,8 @@ int main(int argc, char **argv)
                 if (!r)
                     r = apb_runtime_wait_all(&err);
                 t = now_s() - t;
+                if (teling) /* the prefill's window only, not the decode steps */
+                    ntele = apb_telemetry_stop(tele, APB_TELE_MAX_DEV);
                 apb_trace_stats ts0;
                 if (traced && apb_trace_stats_get(&ts0) == 0) /* the prefill's time outside its tasks */
                     fprintf(stderr, "%s at %d tokens (%s): first task %.1f ms after the call, last task %.1f ms "
@@ -531,16 +621,36 @@ int main(int argc, char **argv)
                 printf("%8d %-8s %3d %5d %5d %9.3f %10.0f %9.1f %9.3f %7.2f %s %9.2f %9.2f\n", L, tm, o.hosts,
                        meth == APB_METHOD_FULL ? 0 : o.anchor, meth == APB_METHOD_FULL ? 0 : o.select, t, L / t,
                        fl / t * 1e-12, floor_s, t / floor_s, memc, dec_ms, dfl_ms);
+                /* the GPUs that worked during the prefill (not idle in every sample) */
+                apb_gpu_tele tsum = {.energy_j = -1};
+                int nbusy = 0;
+                for (int g = 0; g < ntele; g++) {
+                    if (!tele[g].samples || tele[g].frac_idle >= 1)
+                        continue;
+                    printf("%8s %-8s     ", "", "");
+                    apb_telemetry_print(stdout, &tele[g], 1);
+                    if (!nbusy++)
+                        tsum = tele[g];
+                }
                 fflush(stdout);
+                char tj[512] = "null";
+                if (nbusy == 1) /* one GPU: its figures; several: see the printed lines */
+                    snprintf(tj, sizeof tj,
+                             "{\"window_s\": %.3f, \"power_w_mean\": %.1f, \"power_w_max\": %.1f, "
+                             "\"power_limit_w\": %.1f, \"energy_j\": %.1f, \"sm_mhz_mean\": %.0f, \"sm_mhz_min\": %.0f, "
+                             "\"frac_power_cap\": %.3f, \"frac_thermal\": %.3f, \"temp_c_max\": %.0f}",
+                             tsum.seconds, tsum.energy_j >= 0 ? tsum.energy_w_mean : tsum.power_w_mean,
+                             tsum.power_w_max, tsum.power_limit_w, tsum.energy_j, tsum.sm_mhz_mean,
+                             tsum.sm_mhz_min, tsum.frac_power_cap, tsum.frac_thermal, tsum.temp_c_max);
                 if (js)
                     fprintf(js, "%s{\"tokens\": %d, \"method\": \"%s\", \"hosts\": %d, \"anchor\": %d, "
                                 "\"select\": %d, \"time_s\": %.4f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, "
                                 "\"flops\": %.4e, \"floor_s\": %.4f, \"ratio_to_floor\": %.3f, \"gpu_used_peak_gib\": %.2f, "
                                 "\"decode_ms_per_token\": %.3f, \"decode_floor_ms\": %.3f, \"decode_steps\": %d, "
-                                "\"traced_time_s\": %.4f}",
+                                "\"traced_time_s\": %.4f, \"gpu_telemetry\": %s}",
                             first ? "" : ", ", L, tm, o.hosts, meth == APB_METHOD_FULL ? 0 : o.anchor,
                             meth == APB_METHOD_FULL ? 0 : o.select, t, L / t, fl / t * 1e-12, fl,
-                            floor_s, t / floor_s, mem_peak / 1073741824.0, dec_ms, dfl_ms, ndec, t_traced);
+                            floor_s, t / floor_s, mem_peak / 1073741824.0, dec_ms, dfl_ms, ndec, t_traced, tj);
                 first = 0;
             }
             /* the question pass alone (issue 16: under 5 % of the prefill at 128K for apb / star):
@@ -584,7 +694,7 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
-                    "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS]\n"
+                    "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS [--sustain SECS]]\n"
                     "[--decode STEPS (default 32; 0 = prefill only)] [--trace-dir DIR] [--warmup-each 1|0] [--question-share 1]\n"
                     "methods: full, star, ring, zigzag, ulysses, apb, spava, apb-nccl (APB, NCCL allgather)\n", argv[0]);
     return 2;

@@ -146,7 +146,9 @@ class APB:
         return m.lm_head(m.model.norm(x[:, -1:])).argmax(-1)
 
 
-def time_apb(model, L, W, A, K, nq=64):
+def time_apb(model, L, W, A, K, nq=64, power=None):
+    """seconds of a timed run after a warm-up; power: a list that gets its NVML summary"""
+    from gpu_power import Sampler
     dev = next(model.parameters()).device
     V = model.config.vocab_size
     ids = (torch.arange(L, device=dev) * 7919 + 13) % V
@@ -154,7 +156,11 @@ def time_apb(model, L, W, A, K, nq=64):
     ctx, question = ids[:L - nq], ids[L - nq:]
     apb.run(ctx, question)
     torch.cuda.synchronize()
-    t = time.perf_counter()
-    apb.run(ctx, question)
-    torch.cuda.synchronize()
-    return time.perf_counter() - t
+    with Sampler() as s:
+        t = time.perf_counter()
+        apb.run(ctx, question)
+        torch.cuda.synchronize()
+        t = time.perf_counter() - t
+    if power is not None:
+        power.append(s.summary())
+    return t

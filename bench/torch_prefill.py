@@ -6,21 +6,31 @@ logits of the last position only), and a causal SDPA call alone for the attentio
 Prints a table and writes JSON. Runs on the GPU machine (PyTorch + transformers are there)."""
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_power import line as power_line  # noqa: E402
 
-def timed(fn, reps=1):
+
+def timed(fn, reps=1, power=None):
+    """best of reps after a warm-up; power: a list that gets the NVML summary of the last rep"""
+    from gpu_power import Sampler
     fn()
     torch.cuda.synchronize()
     best = 1e30
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+    for r in range(reps):
+        with Sampler() as s:
+            t = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        if power is not None and r == reps - 1:
+            power.append(s.summary())
     return best
 
 
@@ -55,7 +65,8 @@ def main():
         def prefill():
             with torch.no_grad():
                 model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        t = timed(prefill)
+        pw = []
+        t = timed(prefill, power=pw)
         peak = torch.cuda.max_memory_allocated() / 2**30
         dec_ms = 0.0
         if a.decode > 0:  # transformers decode with its KV cache: one token per forward, greedy
@@ -81,13 +92,13 @@ def main():
         attn_tf = 4.0 * 32 * 128 * (L * (L + 1) / 2) / ta * 1e-12
         del q, k, v
         print(f"{L:>8} {t:>10.3f} {L / t:>10.0f} {peak:>9.1f} {attn_tf:>13.1f} {dec_ms:>8.2f}", flush=True)
+        if pw and pw[0]:
+            print(f"{'':>8} prefill: {power_line(pw[0])}", flush=True)
         runs.append({"tokens": L, "prefill_s": t, "tokens_per_s": L / t, "peak_gib": peak,
-                     "sdpa_causal_tflops": attn_tf, "decode_ms_per_token": dec_ms, "decode_steps": a.decode})
+                     "sdpa_causal_tflops": attn_tf, "decode_ms_per_token": dec_ms, "decode_steps": a.decode,
+                     "gpu_telemetry": pw[0] if pw else None})
     apb_runs = []
     if a.apb:
-        import os
-        import sys
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import torch_apb
         W, A, K = (int(x) for x in a.apb_shape.split(","))
         err = torch_apb.check_attention("cuda")
@@ -97,10 +108,14 @@ def main():
         for L in [int(x) for x in a.apb.split(",")]:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            t = torch_apb.time_apb(model, L, W, A, K)
+            pw = []
+            t = torch_apb.time_apb(model, L, W, A, K, power=pw)
             peak = torch.cuda.max_memory_allocated() / 2**30
             print(f"{L:>8} apb prefill + question pass + first token {t:.3f} s ({L / t:.0f} tokens/s), peak {peak:.1f} GiB", flush=True)
-            apb_runs.append({"tokens": L, "hosts": W, "anchor": A, "select": K, "prefill_s": t, "peak_gib": peak})
+            if pw and pw[0]:
+                print(f"{'':>8} apb prefill: {power_line(pw[0])}", flush=True)
+            apb_runs.append({"tokens": L, "hosts": W, "anchor": A, "select": K, "prefill_s": t, "peak_gib": peak,
+                             "gpu_telemetry": pw[0] if pw else None})
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": dev, "torch": torch.__version__, "runs": runs, "apb_runs": apb_runs}, f, indent=1)

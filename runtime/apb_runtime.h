@@ -114,6 +114,50 @@ typedef struct apb_op_stats {
 void apb_op_stats_get(apb_op_stats *out);
 void apb_op_stats_reset(void);
 
+/* ------------------------------------------------------------------ GPU power and clock telemetry
+ * NVML, loaded at run time (runtime/telemetry.c): a sampler thread reads every period each NVIDIA
+ * device's power draw, SM clock, temperature and clock-event reasons, and the energy counter; stop
+ * folds the samples into one apb_gpu_tele a device (NVML's device order). Without a driver,
+ * available() says why and start() fails with APB_E_RUNTIME; nothing else changes. */
+#define APB_TELE_MAX_DEV 16
+/* clock-event reason bits (NVML's clocksEventReasons) */
+#define APB_CLK_IDLE 0x1ULL
+#define APB_CLK_POWER_CAP 0x4ULL                    /* SW power cap */
+#define APB_CLK_THERMAL (0x20ULL | 0x40ULL)         /* SW / HW thermal slowdown */
+typedef struct apb_gpu_sample {
+    double t;                  /* seconds (CLOCK_MONOTONIC) */
+    double power_w, sm_mhz, temp_c;
+    unsigned long long reasons;
+    double energy_mj;          /* the device's energy counter since driver load; 0 = none */
+} apb_gpu_sample;
+typedef struct apb_tele_acc {
+    int index, samples, n_power_cap, n_thermal, n_idle;
+    double power_limit_w, power_w_sum, power_w_max, sm_mhz_sum, sm_mhz_min, sm_mhz_max, temp_c_max;
+    double energy_mj_first, energy_mj_last, t_first, t_last;
+} apb_tele_acc;
+typedef struct apb_gpu_tele {
+    int index, samples;
+    double seconds;            /* the sampled window */
+    double power_w_mean, power_w_max, power_limit_w;
+    double energy_w_mean;      /* from the energy counter (exact); 0 when the device has none */
+    double energy_j;           /* energy_w_mean x seconds; -1 when the device has no counter */
+    double sm_mhz_mean, sm_mhz_min, sm_mhz_max, temp_c_max;
+    double frac_power_cap, frac_thermal, frac_idle; /* shares of the samples with that reason */
+} apb_gpu_tele;
+void apb_tele_acc_init(apb_tele_acc *a, int index, double power_limit_w);
+void apb_tele_acc_add(apb_tele_acc *a, const apb_gpu_sample *s);
+void apb_tele_acc_finish(const apb_tele_acc *a, double seconds, apb_gpu_tele *out);
+/* 1 when NVML and a device are there; else 0 and why (may be NULL) */
+int apb_telemetry_available(char *why, size_t n);
+/* keep: also keep every sample (apb_telemetry_series; the Chrome trace draws them as counters) */
+int apb_telemetry_start(int period_ms, int keep, apb_err *err);
+/* stops the sampler; fills at most max summaries and returns their count (0 if none was running) */
+int apb_telemetry_stop(apb_gpu_tele *out, int max);
+/* the samples device dev kept in the last window (start with keep; after stop), or 0 */
+int apb_telemetry_series(int dev, const apb_gpu_sample **s);
+/* one line a device that has samples */
+void apb_telemetry_print(FILE *f, const apb_gpu_tele *t, int n);
+
 /* ------------------------------------------------------------------ traces
  * When enabled, every task body records (name, op, worker, start, end). The records are written as
  * a Chrome/Perfetto trace (JSON, one row per worker) or an SVG Gantt chart colored by the op's kind

@@ -190,6 +190,22 @@ int apb_trace_write_chrome(const char *path, apb_err *err)
                     r->push_ns >= 0 ? r->push_ns * 1e-3 : -1.0, r->pop_ns >= 0 ? r->pop_ns * 1e-3 : -1.0);
         }
     }
+    /* GPU power and SM clock as counter tracks, where telemetry kept samples over the run
+     * (apb_telemetry_start with keep): the tasks' timeline beside what the card did */
+    for (int g = 0; g < APB_TELE_MAX_DEV; g++) {
+        const apb_gpu_sample *sm;
+        int n = apb_telemetry_series(g, &sm);
+        for (int i = 0; i < n; i++) {
+            double ns = sm[i].t * 1e9;
+            if (ns < t0 - 1e8 || ns > end + 1e8)
+                continue;
+            fprintf(f, ",\n{\"name\": \"GPU%d power (W)\", \"ph\": \"C\", \"pid\": 0, \"ts\": %.3f, "
+                       "\"args\": {\"W\": %.1f}}", g, (ns - t0) * 1e-3, sm[i].power_w);
+            fprintf(f, ",\n{\"name\": \"GPU%d SM clock (MHz)\", \"ph\": \"C\", \"pid\": 0, \"ts\": %.3f, "
+                       "\"args\": {\"MHz\": %.0f, \"power_capped\": %d}}", g, (ns - t0) * 1e-3, sm[i].sm_mhz,
+                    (sm[i].reasons & APB_CLK_POWER_CAP) != 0);
+        }
+    }
     fprintf(f, "\n]}\n");
     if (fclose(f) != 0)
         return apb_fail(err, APB_E_IO, "%s: write failed", path);

@@ -24,6 +24,9 @@
 #            call at SBS_LENGTHS (32768,131072) for SBS_METHODS (full,apb,spava,star), --decode 32,
 #            a traced run before each timed one, its trace split per op (bench/trace_ops.py), cuDNN's SDPA rate at the
 #            tiles' shapes through PyTorch (bench/cudnn_shapes.py); one $OUT/sidebyside.tar
+#   power    the power limit and clocks (nvidia-smi -q), then bench/prefill --attn-only L --sustain S:
+#            the attention kernel and a GEMM alone for S seconds each, rates cool and at steady state
+#            with NVML's power and SM clock (POWER_LENS, POWER_SECS)
 #   decode   issue 16's numbers: the split-KV kernel alone (old and new Q K^T loads), then decode
 #            ms/token and the question pass timed alone (--question-share) for DECODE_METHODS at
 #            DECODE_LENGTHS (default full,apb,star at 16384,131072)
@@ -81,6 +84,7 @@ ops)
     run_test apb_ops_gpu_fp32 APB_TEST_DEVICE=cuda "$R/bin/test_apb_ops"
     run_test ops_gpu_bf16 APB_TEST_DEVICE=cuda APB_TEST_PRECISION=bf16 "$R/bin/test_ops"
     run_test cuda_vs_cpu "$R/bin/test_cuda_ops"
+    run_test telemetry "$R/bin/test_telemetry"
     # the switches' paths: cuDNN's split and autotuned calls (the op tests pick their tiles'
     # element sizes themselves, so APB_BF16_ACT does not apply)
     run_test cuda_vs_cpu_split APB_CUDNN_SPLIT=1 APB_CUDNN_AUTOTUNE=1 "$R/bin/test_cuda_ops"
@@ -150,7 +154,15 @@ sidebyside)
         || note "FAIL cudnn_shapes"
     xz -T0 "$sd"/tr/*.json
     tar -cf "$OUT/sidebyside.tar" -C "$sd" .
-    grep -E "^ +[0-9]+ |apb prefill" "$sd/torch_prefill.log"; grep -E "^ +[0-9]+ |GEMM|causal" "$sd/prefill.log" ;;
+    grep -E "^ +[0-9]+ |apb prefill|prefill: " "$sd/torch_prefill.log"; grep -E "^ +[0-9]+ |GEMM|causal|power/clock" "$sd/prefill.log" ;;
+power)
+    # the card's limits, then each kernel alone sustained for POWER_SECS (default 10) at each of
+    # POWER_LENS (16384,131072): its rate on a cool card and at the power/thermal steady state
+    nvidia-smi -q -d POWER,CLOCK > "$OUT/power_limits.log" 2>&1
+    grep -E "Current Power Limit|Max Power Limit|^ +SM +:" "$OUT/power_limits.log" | head -6
+    for L in $(echo "${POWER_LENS:-16384,131072}" | tr , ' '); do
+        "$R/bin/prefill" --attn-only "$L" --sustain "${POWER_SECS:-10}" 2>&1 | tee "$OUT/power_$L.log"
+    done ;;
 decode)
     for L in 131072 16384; do
         for co in 1 0; do

@@ -96,6 +96,24 @@ assert {"attention", "qkv", "mlp"} <= rated, f"ops with a FLOP rate: {sorted(rat
 print(f"trace_ops: {len(tabs)} workers, rates for {sorted(rated)}")
 PY
 then echo "ok   trace_ops splits the span and rates the ops"; else echo "FAIL trace_ops"; fail=1; fi
+# trace_ops' GPU counters (power, SM clock: NVML samples, step functions) averaged over each op's
+# exclusive time, on a synthetic trace whose means are worked out by hand
+if [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "${top_srcdir:-.}/bench/trace_ops.py" "$tmp" <<'PY'
+import json, os, subprocess, sys
+ev = [{"ph": "X", "name": "mlp-0", "ts": 0, "dur": 100, "args": {"op": "mlp", "worker": "CUDA 0", "flops": 1e6}},
+      {"ph": "X", "name": "attention-0", "ts": 100, "dur": 100, "args": {"op": "attention", "worker": "CUDA 0", "flops": 1e6}}]
+for t, mhz, w in [(0, 1800, 600), (50, 1600, 700), (150, 1400, 690), (250, 1400, 690)]:
+    ev.append({"ph": "C", "name": "GPU0 SM clock (MHz)", "ts": t, "args": {"MHz": mhz}})
+    ev.append({"ph": "C", "name": "GPU0 power (W)", "ts": t, "args": {"W": w}})
+p = os.path.join(sys.argv[2], "ctr.json")
+json.dump({"traceEvents": ev}, open(p, "w"))
+subprocess.run([sys.executable, sys.argv[1], p, "--json", p + ".out"], check=True, stdout=subprocess.DEVNULL)
+o = json.load(open(p + ".out"))[0]["ops"]
+# mlp [0, 100): 1800 for 50 us, 1600 for 50; attention [100, 200): 1600 for 50, 1400 for 50
+assert abs(o["mlp"]["sm_mhz_mean"] - 1700) < 1e-9 and abs(o["attention"]["sm_mhz_mean"] - 1500) < 1e-9, o
+assert abs(o["mlp"]["power_w_mean"] - 650) < 1e-9 and abs(o["attention"]["power_w_mean"] - 695) < 1e-9, o
+PY
+then echo "ok   trace_ops averages the GPU counters over each op"; else echo "FAIL trace_ops counters"; fail=1; fi
 # pinned placement: every task of host h runs on CPU worker h (2 hosts, 2 CPU workers)
 check "pinned placement" 0 "wrote trace" $RUN --prompt "The quick brown fox jumps over the lazy dog again and again" --method apb --hosts 2 --placement pinned --ncpus 2 --max-new-tokens 2 --trace "$tmp/p.json" --no-progress
 if [ -n "${APB_PYTHON:-}" ] && "$APB_PYTHON" - "$tmp/p.json" <<'PY'
@@ -292,6 +310,7 @@ runs = json.load(open(os.path.join(d, "p.json")))["runs"]
 assert [r["method"] for r in runs] == ["full", "apb"], runs
 for r in runs:
     assert r["time_s"] > 0 and r["traced_time_s"] > 0 and r["decode_steps"] == 2, r
+    assert r["gpu_telemetry"] is None, r  # a CPU run: no GPU power/clock figures
     t = json.load(open(os.path.join(d, f"trace_{r['method']}_1024.json")))
     assert any(e.get("ph") == "X" and e["name"].startswith("attention") for e in t["traceEvents"]), r["method"]
 rows = [l.split() for l in open(os.path.join(d, "out")) if l.split()[:1] == ["1024"]]
