@@ -273,8 +273,13 @@ static void sustain(const char *what, probe_fn fn, void *arg, double flops, doub
     }
     apb_gpu_tele tele[APB_TELE_MAX_DEV];
     int nt = teling == 1 ? apb_telemetry_stop(tele, APB_TELE_MAX_DEV) : 0;
-    printf("  %-34s first run %6.1f TFLOP/s; steady (%d runs, last %.1f s) %6.1f TFLOP/s\n", what,
-           first > 0 ? flops / first * 1e-12 : 0, n_half, sum_t, n_half ? flops * n_half / sum_t * 1e-12 : 0);
+    const double steady = n_half ? flops * n_half / sum_t * 1e-12 : 0;
+    printf("  %-40s first run %6.1f TFLOP/s; steady (%d runs, last %.1f s) %6.1f TFLOP/s", what,
+           first > 0 ? flops / first * 1e-12 : 0, n_half, sum_t, steady);
+    for (int g = 0; g < nt && g < 1; g++) /* energy a FLOP at the steady state: what a power-capped run pays */
+        if (tele[g].samples && steady > 0)
+            printf(", %.3f pJ/FLOP", (tele[g].energy_j >= 0 ? tele[g].energy_w_mean : tele[g].power_w_mean) / steady);
+    printf("\n");
     for (int g = 0; g < nt; g++)
         if (tele[g].samples && tele[g].frac_idle < 1) {
             printf("    ");
@@ -338,7 +343,8 @@ int main(int argc, char **argv)
     const char *sched = NULL, *json = NULL, *device = "cuda", *prec = NULL, *trace_dir = NULL;
     int hosts = 8, anchor = 4096, select = 2048, nq = 64, tile = 8192, ngpus = -1, attn_only = 0;
     int attn_decode = 0; /* --attn-decode L: decode kernels alone */
-    double sustain_s = 0; /* --sustain SECS (with --attn-only): the kernel and a GEMM run for SECS each */
+    double sustain_s = 0; /* --sustain SECS (with --attn-only): the kernel and GEMMs run for SECS each */
+    const char *sustain_gemm = "8192,8192,8192"; /* --sustain-gemm "M,N,K;M,N,K": the GEMMs it runs */
     int ndec = 32; /* decode steps timed after each prefill (0: none) */
     int warm_each = 1; /* warm-up before every (length, method); 0: before the first only */
     int qshare = 0;    /* --question-share 1: one more run of each method with a question pass,
@@ -363,6 +369,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--attn-only")) attn_only = atoi(v);
         else if (!strcmp(a, "--sustain")) sustain_s = atof(v);
+        else if (!strcmp(a, "--sustain-gemm")) sustain_gemm = v;
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
         else if (!strcmp(a, "--attn-decode")) attn_decode = atoi(v);
         else if (!strcmp(a, "--trace-dir")) trace_dir = v;
@@ -383,29 +390,47 @@ int main(int argc, char **argv)
         if (attn_only > 0)
             printf("causal attention kernel, %s shapes, %d tokens: %.1f TFLOP/s\n", preset, attn_only,
                    attn_rate(&c, attn_only, &err));
-        if (attn_only > 0 && sustain_s > 0 && !err.code) { /* the same kernel and a GEMM, sustained */
-            int L = attn_only, qd = c.n_heads * c.head_dim, kd = c.n_kv_heads * c.head_dim, n = 8192;
-            void *mem[5] = {0};
+        if (attn_only > 0 && sustain_s > 0 && !err.code) { /* the same kernel and GEMMs, sustained */
+            int L = attn_only, qd = c.n_heads * c.head_dim, kd = c.n_kv_heads * c.head_dim;
+            const int welem = apb_runtime_precision() == APB_PREC_BF16 ? 2 : 4;
+            void *mem[3] = {0};
             struct probe_attn pa = {tile_random(L, qd, 4, 3, &mem[0]), tile_random(L, kd, 4, 4, &mem[1]),
                                     tile_random(L, kd, 4, 5, &mem[2]), apb_tile_new(L, qd, 4),
                                     apb_tile_new(L, c.n_heads, 4), &c};
-            apb_handle g[3] = {tile_random(n, n, 4, 1, &mem[3]),
-                               tile_random(n, n, apb_runtime_precision() == APB_PREC_BF16 ? 2 : 4, 2, &mem[4]),
-                               apb_tile_new(n, n, 4)};
             printf("sustained for %.0f s each (steady = the second half, with NVML's power and clock):\n", sustain_s);
-            char lab[64];
+            char lab[96];
             snprintf(lab, sizeof lab, "causal attention, %d tokens", L);
             if (pa.q && pa.k && pa.v && pa.o && pa.lse)
                 sustain(lab, probe_attention, &pa, attn_flops(&c, (double)L * (L + 1) / 2) / c.n_layers, sustain_s, &err);
-            if (g[0] && g[1] && g[2] && !err.code)
-                sustain("bf16 GEMM 8192^3 (linear codelet)", probe_gemm, g, 2.0 * n * (double)n * n, sustain_s, &err);
             apb_handle ah[5] = {pa.q, pa.k, pa.v, pa.o, pa.lse};
             for (int i = 0; i < 5; i++)
                 apb_handle_free_now(ah[i]);
             for (int i = 0; i < 3; i++)
-                apb_handle_free_now(g[i]);
-            for (int i = 0; i < 5; i++)
                 free(mem[i]);
+            /* GEMMs of the given M,N,K (x M x K in the activations' type, as the prefill's xn; w N x K) */
+            char *gs = strdup(sustain_gemm);
+            for (char *sv = NULL, *tok = strtok_r(gs, ";", &sv); tok && !err.code; tok = strtok_r(NULL, ";", &sv)) {
+                int M = 0, N = 0, K = 0;
+                if (!strcmp(tok, "none"))
+                    continue;
+                if (sscanf(tok, "%d,%d,%d", &M, &N, &K) != 3 || M <= 0 || N <= 0 || K <= 0 || M > 65536 ||
+                    N > 65536 || K > 65536) {
+                    fprintf(stderr, "prefill: --sustain-gemm: '%s' is not M,N,K (1-65536 each)\n", tok);
+                    continue;
+                }
+                void *gm[2] = {0};
+                const int xelem = welem == 2 ? 2 : 4;
+                apb_handle g[3] = {tile_random(M, K, xelem, 1, &gm[0]), tile_random(N, K, welem, 2, &gm[1]),
+                                   apb_tile_new(M, N, 4)};
+                snprintf(lab, sizeof lab, "GEMM %d x %d x %d (linear codelet)", M, N, K);
+                if (g[0] && g[1] && g[2])
+                    sustain(lab, probe_gemm, g, 2.0 * M * (double)N * K, sustain_s, &err);
+                for (int i = 0; i < 3; i++)
+                    apb_handle_free_now(g[i]);
+                free(gm[0]);
+                free(gm[1]);
+            }
+            free(gs);
         }
         if (attn_decode > 0) {
             double us, bw = copy_rate_gbs();
@@ -694,7 +719,7 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: %s [--preset NAME] [--lengths L1,L2] [--methods m1,m2] [--hosts W] "
                     "[--anchor A] [--select K] [--question N] [--tile N] [--device cuda|cpu] "
-                    "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS [--sustain SECS]]\n"
+                    "[--ngpus N] [--gpu-mem GIB] [--precision bf16|fp32] [--sched NAME] [--json FILE] [--attn-only TOKENS [--sustain SECS [--sustain-gemm \"M,N,K;...\"]]]\n"
                     "[--decode STEPS (default 32; 0 = prefill only)] [--trace-dir DIR] [--warmup-each 1|0] [--question-share 1]\n"
                     "methods: full, star, ring, zigzag, ulysses, apb, spava, apb-nccl (APB, NCCL allgather)\n", argv[0]);
     return 2;

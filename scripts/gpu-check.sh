@@ -26,7 +26,8 @@
 #            tiles' shapes through PyTorch (bench/cudnn_shapes.py); one $OUT/sidebyside.tar
 #   power    the power limit and clocks (nvidia-smi -q), then bench/prefill --attn-only L --sustain S:
 #            the attention kernel and a GEMM alone for S seconds each, rates cool and at steady state
-#            with NVML's power and SM clock (POWER_LENS, POWER_SECS)
+#            with NVML's power and SM clock (POWER_LENS, POWER_SECS; POWER_GEMMS: "M,N,K;..." GEMMs,
+#            by default 8192^3 and the MLP's two shapes at tile 8192)
 #   decode   issue 16's numbers: the split-KV kernel alone (old and new Q K^T loads), then decode
 #            ms/token and the question pass timed alone (--question-share) for DECODE_METHODS at
 #            DECODE_LENGTHS (default full,apb,star at 16384,131072)
@@ -161,7 +162,9 @@ power)
     nvidia-smi -q -d POWER,CLOCK > "$OUT/power_limits.log" 2>&1
     grep -E "Current Power Limit|Max Power Limit|^ +SM +:" "$OUT/power_limits.log" | head -6
     for L in $(echo "${POWER_LENS:-16384,131072}" | tr , ' '); do
-        "$R/bin/prefill" --attn-only "$L" --sustain "${POWER_SECS:-10}" 2>&1 | tee "$OUT/power_$L.log"
+        "$R/bin/prefill" --attn-only "$L" --sustain "${POWER_SECS:-10}" \
+            --sustain-gemm "${POWER_GEMMS:-8192,8192,8192;8192,14336,4096;8192,4096,14336}" 2>&1 | tee "$OUT/power_$L.log"
+        POWER_GEMMS=none  # the GEMMs once (their shapes do not depend on L)
     done ;;
 decode)
     for L in 131072 16384; do
