@@ -663,10 +663,12 @@ int main(int argc, char **argv)
                     snprintf(tj, sizeof tj,
                              "{\"window_s\": %.3f, \"power_w_mean\": %.1f, \"power_w_max\": %.1f, "
                              "\"power_limit_w\": %.1f, \"energy_j\": %.1f, \"sm_mhz_mean\": %.0f, \"sm_mhz_min\": %.0f, "
-                             "\"frac_power_cap\": %.3f, \"frac_thermal\": %.3f, \"temp_c_max\": %.0f}",
+                             "\"frac_power_cap\": %.3f, \"frac_thermal\": %.3f, \"temp_c_max\": %.0f, "
+                             "\"energy_pj_per_flop\": %.4f}",
                              tsum.seconds, tsum.energy_j >= 0 ? tsum.energy_w_mean : tsum.power_w_mean,
                              tsum.power_w_max, tsum.power_limit_w, tsum.energy_j, tsum.sm_mhz_mean,
-                             tsum.sm_mhz_min, tsum.frac_power_cap, tsum.frac_thermal, tsum.temp_c_max);
+                             tsum.sm_mhz_min, tsum.frac_power_cap, tsum.frac_thermal, tsum.temp_c_max,
+                             tsum.energy_j > 0 ? tsum.energy_j / fl * 1e12 : 0);
                 if (js)
                     fprintf(js, "%s{\"tokens\": %d, \"method\": \"%s\", \"hosts\": %d, \"anchor\": %d, "
                                 "\"select\": %d, \"time_s\": %.4f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, "

@@ -14,7 +14,8 @@
 #   niah     needle-in-a-haystack with apb_run on the GPU (needs model)
 #   bench    bench/prefill (Llama-3.1-8B shapes, random bf16 weights) and the PyTorch SDPA baseline
 #   abtest   bench/prefill (AB_LENGTHS, AB_METHODS, --decode 0) once per configuration of AB_CONFIGS
-#            (';'-separated env assignments; default: defaults, fp32 activation tiles
+#            (';'-separated env assignments and bench/prefill options, e.g. 'APB_X=1 --tile 16384';
+#            default: defaults, fp32 activation tiles
 #            (APB_BF16_ACT=0), defaults again (the spread)) and one table of prefill seconds
 #   memory   issue 15's memory and time split: per method (MEM_METHODS, default full,apb,spava) at
 #            MEM_LEN (131072) one process each with APB_MEM_TRACE (every 5 ms sample of the
@@ -96,8 +97,13 @@ abtest)
     IFS=';' read -r -a cfgs <<< "${AB_CONFIGS:--;APB_BF16_ACT=0;-}"
     for i in "${!cfgs[@]}"; do
         c=${cfgs[$i]}; [ "$c" = - ] && c=""
-        env $c "$R/bin/prefill" --lengths "${AB_LENGTHS:-32768,131072}" --methods "${AB_METHODS:-full,apb,spava}" \
-            --decode 0 --json "$OUT/ab_$i.json" > "$OUT/ab_$i.log" 2>&1 || note "FAIL abtest config $i ($c)"
+        envs=(); args=(); read -r -a words <<< "$c"  # VAR=value words, then bench/prefill options
+        for ((j = 0; j < ${#words[@]}; j++)); do
+            if [[ ${words[$j]} == --* ]]; then args+=("${words[$j]}" "${words[$((j + 1))]}"); j=$((j + 1))
+            else envs+=("${words[$j]}"); fi
+        done
+        env "${envs[@]}" "$R/bin/prefill" --lengths "${AB_LENGTHS:-32768,131072}" --methods "${AB_METHODS:-full,apb,spava}" \
+            --decode 0 --json "$OUT/ab_$i.json" "${args[@]}" > "$OUT/ab_$i.log" 2>&1 || note "FAIL abtest config $i ($c)"
         echo "config $i: ${c:-defaults}"; grep -E "^ +[0-9]+ " "$OUT/ab_$i.log" | awk '{print "   " $1, $2, $6 " s"}'
     done | tee "$OUT/abtest.log" ;;
 graph)
