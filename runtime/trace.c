@@ -202,7 +202,9 @@ int apb_trace_write_chrome(const char *path, apb_err *err)
             fprintf(f, ",\n{\"name\": \"GPU%d power (W)\", \"ph\": \"C\", \"pid\": 0, \"ts\": %.3f, "
                        "\"args\": {\"W\": %.1f}}", g, (ns - t0) * 1e-3, sm[i].power_w);
             fprintf(f, ",\n{\"name\": \"GPU%d SM clock (MHz)\", \"ph\": \"C\", \"pid\": 0, \"ts\": %.3f, "
-                       "\"args\": {\"MHz\": %.0f, \"power_capped\": %d}}", g, (ns - t0) * 1e-3, sm[i].sm_mhz,
+                       "\"args\": {\"MHz\": %.0f}}", g, (ns - t0) * 1e-3, sm[i].sm_mhz);
+            fprintf(f, ",\n{\"name\": \"GPU%d held back by the power cap\", \"ph\": \"C\", \"pid\": 0, "
+                       "\"ts\": %.3f, \"args\": {\"capped\": %d}}", g, (ns - t0) * 1e-3,
                     (sm[i].reasons & APB_CLK_POWER_CAP) != 0);
         }
     }
