@@ -155,6 +155,11 @@ int apb_telemetry_start(int period_ms, int keep, apb_err *err);
 int apb_telemetry_stop(apb_gpu_tele *out, int max);
 /* the samples device dev kept in the last window (start with keep; after stop), or 0 */
 int apb_telemetry_series(int dev, const apb_gpu_sample **s);
+/* replaces device dev's kept series with n given samples (replaying recorded samples into a trace
+ * or chart; the tests); not while a sampler runs */
+int apb_telemetry_series_set(int dev, const apb_gpu_sample *s, int n, double power_limit_w);
+/* device dev's enforced power limit in W (NVML, or the one given with a replayed series; 0 unknown) */
+double apb_telemetry_power_limit(int dev);
 /* one line a device that has samples */
 void apb_telemetry_print(FILE *f, const apb_gpu_tele *t, int n);
 

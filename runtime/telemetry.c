@@ -184,6 +184,8 @@ static struct {
     apb_tele_acc acc[APB_TELE_MAX_DEV];
     apb_gpu_sample *series[APB_TELE_MAX_DEV];
     int n_series[APB_TELE_MAX_DEV], cap_series[APB_TELE_MAX_DEV];
+    int n_replay;                         /* devices given a series by apb_telemetry_series_set */
+    double limit_replay[APB_TELE_MAX_DEV];
 } tl;
 
 static void _keep(int i, const apb_gpu_sample *s)
@@ -288,10 +290,40 @@ int apb_telemetry_stop(apb_gpu_tele *out, int max)
 int apb_telemetry_series(int dev, const apb_gpu_sample **s)
 {
     pthread_mutex_lock(&nv_mu);
-    int n = !tl.running && dev >= 0 && dev < nv.n ? tl.n_series[dev] : 0;
+    int n = !tl.running && dev >= 0 && dev < (nv.n > tl.n_replay ? nv.n : tl.n_replay) ? tl.n_series[dev] : 0;
     *s = n ? tl.series[dev] : NULL;
     pthread_mutex_unlock(&nv_mu);
     return n;
+}
+
+int apb_telemetry_series_set(int dev, const apb_gpu_sample *s, int n, double power_limit_w)
+{
+    if (dev < 0 || dev >= APB_TELE_MAX_DEV || n < 0 || n > APB_TELE_MAX_SERIES)
+        return APB_E_USAGE;
+    pthread_mutex_lock(&nv_mu);
+    if (tl.running) {
+        pthread_mutex_unlock(&nv_mu);
+        return APB_E_USAGE;
+    }
+    tl.n_series[dev] = 0;
+    for (int i = 0; i < n; i++)
+        _keep(dev, &s[i]);
+    int rc = tl.n_series[dev] == n ? APB_OK : APB_E_NOMEM;
+    tl.limit_replay[dev] = power_limit_w;
+    if (dev >= tl.n_replay)
+        tl.n_replay = dev + 1;
+    pthread_mutex_unlock(&nv_mu);
+    return rc;
+}
+
+double apb_telemetry_power_limit(int dev)
+{
+    if (dev < 0 || dev >= APB_TELE_MAX_DEV)
+        return 0;
+    pthread_mutex_lock(&nv_mu);
+    double w = dev < nv.n && nv.limit_w[dev] > 0 ? nv.limit_w[dev] : tl.limit_replay[dev];
+    pthread_mutex_unlock(&nv_mu);
+    return w;
 }
 
 void apb_telemetry_print(FILE *f, const apb_gpu_tele *t, int n)

@@ -214,6 +214,53 @@ int apb_trace_write_chrome(const char *path, apb_err *err)
     return APB_OK;
 }
 
+/* One GPU's band of the Gantt chart: its SM clock (blue, 0 to the highest of 2000 MHz and the
+ * samples) and power (red, 0 to its limit or the highest sample) as step lines over [t0, end]. */
+static void _apb_gantt_band(FILE *f, int g, double t0, double end, int left, int W, int y, int h)
+{
+    const apb_gpu_sample *sm;
+    int n = apb_telemetry_series(g, &sm);
+    double span = end > t0 ? end - t0 : 1, mhz_max = 2000, w_max = apb_telemetry_power_limit(g);
+    double mhz_sum = 0, w_sum = 0;
+    int cnt = 0;
+    for (int i = 0; i < n; i++) {
+        mhz_max = sm[i].sm_mhz > mhz_max ? sm[i].sm_mhz : mhz_max;
+        w_max = sm[i].power_w > w_max ? sm[i].power_w : w_max;
+        if (sm[i].t * 1e9 >= t0 && sm[i].t * 1e9 <= end) {
+            mhz_sum += sm[i].sm_mhz;
+            w_sum += sm[i].power_w;
+            cnt++;
+        }
+    }
+    w_max = w_max > 0 ? w_max : 1;
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#f4f4f4\"/>\n"
+               "<text x=\"4\" y=\"%d\">GPU%d clock</text><text x=\"4\" y=\"%d\" fill=\"#c0392b\">power</text>\n"
+               "<text x=\"%d\" y=\"%d\" font-size=\"9\">SM %.0f MHz, %.0f W mean (scales: %.0f MHz, %.0f W)</text>\n",
+            left, y, W, h, y + 14, g, y + 28, left + W - 330, y + h - 3, cnt ? mhz_sum / cnt : 0,
+            cnt ? w_sum / cnt : 0, mhz_max, w_max);
+    for (int c = 0; c < 2; c++) {
+        fprintf(f, "<polyline fill=\"none\" stroke-width=\"1\" stroke=\"%s\" points=\"", c ? "#c0392b" : "#2e6fba");
+        double prev_y = -1;
+        for (int i = 0; i < n; i++) {
+            double ns = sm[i].t * 1e9;
+            if (ns > end)
+                break;
+            if (i + 1 < n && sm[i + 1].t * 1e9 < t0)
+                continue; /* the last sample before the window starts it */
+            double x = left + ((ns > t0 ? ns : t0) - t0) / span * W;
+            double v = c ? sm[i].power_w / w_max : sm[i].sm_mhz / mhz_max;
+            double yy = y + h - v * (h - 2);
+            if (prev_y >= 0)
+                fprintf(f, "%.1f,%.1f ", x, prev_y); /* a step: hold the last value until now */
+            fprintf(f, "%.1f,%.1f ", x, yy);
+            prev_y = yy;
+        }
+        if (prev_y >= 0)
+            fprintf(f, "%d,%.1f", left + W, prev_y);
+        fprintf(f, "\"/>\n");
+    }
+}
+
 int apb_trace_write_gantt(const char *path, apb_err *err)
 {
     FILE *f = fopen(path, "w");
@@ -228,8 +275,19 @@ int apb_trace_write_gantt(const char *path, apb_err *err)
         end = origin + wb * 1e9 < end ? origin + wb * 1e9 : end;
     }
     double span = end > t0 ? end - t0 : 1;
-    int nw = _apb_nworkers(), W = 1200, left = 110, row = 28, top = 30;
-    int H = top + nw * row + 60;
+    int nw = _apb_nworkers(), W = 1200, left = 110, row = 28, top = 30, band = 56;
+    /* GPUs with telemetry samples in the window get a band each under the workers: SM clock and
+     * power over time (apb_telemetry_start with keep), to read the tasks against the card's state */
+    int ng = 0, gdev[APB_TELE_MAX_DEV];
+    for (int g = 0; g < APB_TELE_MAX_DEV; g++) {
+        const apb_gpu_sample *sm;
+        int n = apb_telemetry_series(g, &sm), in = 0;
+        for (int i = 0; i < n && in < 2; i++)
+            in += sm[i].t * 1e9 >= t0 && sm[i].t * 1e9 <= end;
+        if (in >= 2)
+            gdev[ng++] = g;
+    }
+    int H = top + nw * row + ng * band + 60;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" "
                "fill=\"white\"/>\n<text x=\"%d\" y=\"18\" font-size=\"13\">apb tasks per worker "
@@ -258,7 +316,9 @@ int apb_trace_write_gantt(const char *path, apb_err *err)
                         (r->t1 - r->t0) * 1e-6);
             }
     }
-    int ly = top + nw * row + 20;
+    for (int k = 0; k < ng; k++)
+        _apb_gantt_band(f, gdev[k], t0, end, left, W, top + nw * row + k * band + 6, band - 10);
+    int ly = top + nw * row + ng * band + 20;
     for (int k = 0; k < _APB_K_COUNT; k++)
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" "
                    "y=\"%d\">%s</text>\n", left + k * 150, ly, _apb_kind_color[k], left + k * 150 + 16,

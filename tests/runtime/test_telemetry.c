@@ -2,13 +2,18 @@
 /**
  * @brief GPU telemetry (runtime/telemetry.c): the fold of NVML samples into a summary, checked
  * against sums written out by hand on synthetic samples; the energy counter's mean power; the
- * sampler's behaviour where there is no NVIDIA driver (CI) or where there is one (the GPU machine).
+ * sampler's behaviour where there is no NVIDIA driver (CI) or where there is one (the GPU machine);
+ * a replayed series drawn into a real run's Chrome trace and Gantt chart.
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "codelets/apb_codelets.h"
 #include "runtime/apb_runtime.h"
 
 static apb_gpu_sample smp(double t, double w, double mhz, double c, unsigned long long why, double mj)
@@ -103,4 +108,84 @@ Test(telemetry, sampler)
     cr_assert_eq(ns, t[0].samples);
     for (int i = 1; i < ns; i++)
         cr_assert(s[i].t >= s[i - 1].t);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "%s", path);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* A traced run (one rmsnorm task on a CPU worker) with a replayed GPU series around it: the Chrome
+ * trace gets the three counter tracks with the samples' values, the Gantt chart a band with the
+ * clock and power lines and their means over the window. Without a series: neither. */
+Test(telemetry, trace_and_gantt_draw_the_series)
+{
+    apb_runtime_opts o = {.sched = NULL, .ncpus = 1, .ncuda = 0, .precision = APB_PREC_FP32};
+    apb_err err = {0};
+    cr_assert_eq(apb_runtime_init(&o, &err), APB_OK, "%s", err.msg);
+    float x[4 * 8], w[8], y[4 * 8];
+    for (int i = 0; i < 32; i++)
+        x[i] = (float)(i % 7) - 3.0f;
+    for (int i = 0; i < 8; i++)
+        w[i] = 1.0f;
+    apb_handle hx = apb_tile_from(x, 4, 8, 4), hw = apb_tile_from(w, 1, 8, 4), hy = apb_tile_from(y, 4, 8, 4);
+    apb_trace_reset();
+    apb_trace_enable(1);
+    double ta = mono_s();
+    cr_assert_eq(apb_insert_rmsnorm(hx, hw, hy, 1e-5f, (apb_task_tag){0, 0, 0}), 0);
+    cr_assert_eq(apb_runtime_wait_all(&err), APB_OK, "%s", err.msg);
+    double tb = mono_s();
+    apb_trace_enable(0);
+    char dir[] = "/tmp/apb-tele-XXXXXX", p1[128], p2[128];
+    cr_assert(mkdtemp(dir));
+    snprintf(p1, sizeof p1, "%s/t.json", dir);
+    snprintf(p2, sizeof p2, "%s/g.svg", dir);
+    /* no series yet: no counters, no band */
+    cr_assert_eq(apb_trace_write_chrome(p1, &err), APB_OK, "%s", err.msg);
+    cr_assert_null(strstr(slurp(p1), "SM clock"));
+    cr_assert_eq(apb_trace_write_gantt(p2, &err), APB_OK, "%s", err.msg);
+    cr_assert_null(strstr(slurp(p2), "polyline"));
+    /* a series: a sample before the traced span, two inside it, one after */
+    apb_trace_stats st;
+    cr_assert_eq(apb_trace_stats_get(&st), 0);
+    const double a = st.first_ns * 1e-9, b = st.last_ns * 1e-9;
+    cr_assert(b > a && a >= ta - 1 && b <= tb + 1, "span %.9f-%.9f, call %.9f-%.9f", a, b, ta, tb);
+    const apb_gpu_sample s[4] = {smp(a - 0.001, 450.0, 1900, 50, 0, 0),
+                                 smp(a + (b - a) * 0.25, 687.5, 1234, 60, APB_CLK_POWER_CAP, 0),
+                                 smp(a + (b - a) * 0.75, 687.5, 1234, 60, APB_CLK_POWER_CAP, 0),
+                                 smp(b + 0.001, 300.0, 1980, 50, 0, 0)};
+    cr_assert_eq(apb_telemetry_series_set(0, s, 4, 700), APB_OK);
+    cr_assert_float_eq(apb_telemetry_power_limit(0), 700, 1e-12);
+    cr_assert_eq(apb_trace_write_chrome(p1, &err), APB_OK, "%s", err.msg);
+    const char *t = slurp(p1);
+    cr_assert(strstr(t, "\"GPU0 SM clock (MHz)\", \"ph\": \"C\"") && strstr(t, "\"MHz\": 1234"), "%.400s", t);
+    cr_assert(strstr(t, "\"GPU0 power (W)\"") && strstr(t, "\"W\": 687.5"));
+    cr_assert(strstr(t, "\"GPU0 held back by the power cap\"") && strstr(t, "\"capped\": 1"));
+    cr_assert_eq(apb_trace_write_gantt(p2, &err), APB_OK, "%s", err.msg);
+    const char *g = slurp(p2);
+    cr_assert(strstr(g, "GPU0 clock"), "no band");
+    cr_assert_eq(strstr(strstr(g, "<polyline") + 1, "<polyline") != NULL, 1, "two lines expected");
+    /* the means over the window are of the two samples inside the task's span */
+    cr_assert(strstr(g, "SM 1234 MHz, 688 W mean (scales: 2000 MHz, 700 W)"), "%s", strstr(g, "GPU0 clock"));
+    cr_assert_eq(apb_telemetry_series_set(0, s, 0, 0), APB_OK); /* cleared */
+    apb_handle_free_now(hx);
+    apb_handle_free_now(hw);
+    apb_handle_free_now(hy);
+    apb_runtime_shutdown();
+    unlink(p1);
+    unlink(p2);
+    rmdir(dir);
 }
