@@ -277,9 +277,8 @@ static void sustain(const char *what, probe_fn fn, void *arg, double flops, doub
     const double steady = n_half ? flops * n_half / sum_t * 1e-12 : 0;
     printf("  %-40s cool %6.1f TFLOP/s; steady (%d runs, last %.1f s) %6.1f TFLOP/s", what,
            first > 0 ? flops / first * 1e-12 : 0, n_half, sum_t, steady);
-    for (int g = 0; g < nt && g < 1; g++) /* energy a FLOP at the steady state: what a power-capped run pays */
-        if (tele[g].samples && steady > 0)
-            printf(", %.3f pJ/FLOP", (tele[g].energy_j >= 0 ? tele[g].energy_w_mean : tele[g].power_w_mean) / steady);
+    if (nt > 0 && tele[0].samples && steady > 0) /* energy a FLOP at the steady state: what a power-capped run pays */
+        printf(", %.3f pJ/FLOP", apb_gpu_tele_watts(&tele[0]) / steady);
     printf("\n");
     for (int g = 0; g < nt; g++)
         if (tele[g].samples && tele[g].frac_idle < 1) {
@@ -420,8 +419,7 @@ int main(int argc, char **argv)
                     continue;
                 }
                 void *gm[2] = {0};
-                const int xelem = welem == 2 ? 2 : 4;
-                apb_handle g[3] = {tile_random(M, K, xelem, 1, &gm[0]), tile_random(N, K, welem, 2, &gm[1]),
+                apb_handle g[3] = {tile_random(M, K, welem, 1, &gm[0]), tile_random(N, K, welem, 2, &gm[1]),
                                    apb_tile_new(M, N, 4)};
                 snprintf(lab, sizeof lab, "GEMM %d x %d x %d (linear codelet)", M, N, K);
                 if (g[0] && g[1] && g[2])
@@ -666,7 +664,7 @@ int main(int argc, char **argv)
                              "\"power_limit_w\": %.1f, \"energy_j\": %.1f, \"sm_mhz_mean\": %.0f, \"sm_mhz_min\": %.0f, "
                              "\"frac_power_cap\": %.3f, \"frac_thermal\": %.3f, \"temp_c_max\": %.0f, "
                              "\"energy_pj_per_flop\": %.4f}",
-                             tsum.seconds, tsum.energy_j >= 0 ? tsum.energy_w_mean : tsum.power_w_mean,
+                             tsum.seconds, apb_gpu_tele_watts(&tsum),
                              tsum.power_w_max, tsum.power_limit_w, tsum.energy_j, tsum.sm_mhz_mean,
                              tsum.sm_mhz_min, tsum.frac_power_cap, tsum.frac_thermal, tsum.temp_c_max,
                              tsum.energy_j > 0 ? tsum.energy_j / fl * 1e12 : 0);

@@ -144,6 +144,11 @@ typedef struct apb_gpu_tele {
     double sm_mhz_mean, sm_mhz_min, sm_mhz_max, temp_c_max;
     double frac_power_cap, frac_thermal, frac_idle; /* shares of the samples with that reason */
 } apb_gpu_tele;
+/* the window's mean power: from the energy counter where the device has one, else the samples' */
+static inline double apb_gpu_tele_watts(const apb_gpu_tele *t)
+{
+    return t->energy_j >= 0 ? t->energy_w_mean : t->power_w_mean;
+}
 void apb_tele_acc_init(apb_tele_acc *a, int index, double power_limit_w);
 void apb_tele_acc_add(apb_tele_acc *a, const apb_gpu_sample *s);
 void apb_tele_acc_finish(const apb_tele_acc *a, double seconds, apb_gpu_tele *out);

@@ -333,7 +333,7 @@ void apb_telemetry_print(FILE *f, const apb_gpu_tele *t, int n)
         if (!g->samples)
             continue;
         fprintf(f, "GPU %d power/clock over %.2f s (%d samples): power %.0f W mean", g->index, g->seconds,
-                g->samples, g->energy_j >= 0 ? g->energy_w_mean : g->power_w_mean);
+                g->samples, apb_gpu_tele_watts(g));
         if (g->energy_j >= 0)
             fprintf(f, " (%.0f J)", g->energy_j);
         fprintf(f, ", %.0f W max", g->power_w_max);
